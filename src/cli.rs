@@ -1,0 +1,394 @@
+//! The command line: `pyclink [compile] [OPTIONS] [PATH...]`, merged with `--config`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::config::ConfigFile;
+use crate::fsroot::root_relative;
+use crate::settings::{ErrorPolicy, InvalidationMode, Levels, Settings};
+use crate::version::PyVersion;
+
+const ABOUT: &str =
+    "Byte-compile the Python trees of a build root at optimization levels 0, 1 and 2 with \
+the real interpreters, and hardlink the identical pycs.";
+
+const LONG_ABOUT: &str = "\
+Byte-compile the Python trees of a build root at optimization levels 0, 1 and 2 with the real
+interpreters, and hardlink the identical pycs. A drop-in for `python -m compileall -o0 -o1 -o2
+--hardlink-dupes -s ROOT -p /` run once per Python version (Fedora's brp-python-bytecompile and
+brp-python-hardlink), for rpmbuild, mock, koji and dpkg-buildpackage.
+
+What is compiled:
+  usr/lib/pythonX.Y, usr/lib64/pythonX.Y (with site-packages), the same under usr/local and app,
+  and pypyX.Y trees: each with its own version. Debian's usr/lib/python3/dist-packages and any
+  PATH outside those trees: for the versions given with --python-version, else those given with
+  --interpreter, else every Python 3 version found in the root, else the host's python3.
+  Directory symlinks are never followed; a .py symlink is read through, resolved inside the root.
+
+Which interpreter compiles version X.Y:
+  --interpreter X.Y=PATH; else the root's own usr/bin/pythonX.Y if it is a binary for this
+  machine (run with PYTHONHOME and LD_LIBRARY_PATH pointing into the root); else the host's
+  pythonX.Y from PATH, then from pyenv. Magic number and cache tag come from the interpreter.
+
+What is written, per source NAME.py:
+  __pycache__/NAME.TAG.pyc, NAME.TAG.opt-1.pyc, NAME.TAG.opt-2.pyc for the requested levels, with
+  co_filename set to the path inside the root. Levels with identical bytes are one inode. Every
+  file appears atomically (temp file + rename); where the filesystem refuses hardlinks a copy is
+  written and counted. Pycs whose header still matches the source are left alone unless --force.
+  With SOURCE_DATE_EPOCH set, headers hold a checked source hash instead of the mtime, as
+  py_compile does.
+
+Exit status: 0 success; 1 some source failed to compile or write (with --errors fail, the
+default); 2 the run itself could not proceed (bad option, no interpreter, no build root);
+130/143 interrupted by SIGINT/SIGTERM (temp files are removed).";
+
+const EXAMPLES: &str = "\
+Examples:
+  # Everything in an RPM build root, as %__brp_python_bytecompile does:
+  pyclink --buildroot \"$RPM_BUILD_ROOT\"
+
+  # Fedora's current policy (levels 0 and 1), 8 workers, syntax errors only warned about:
+  pyclink --buildroot /tmp/br -o 0 -o 1 -j 8 --errors warn
+
+  # A private directory for one interpreter (like %py_byte_compile):
+  pyclink --buildroot debian/foo --python-version 3.11 usr/share/foo
+
+  # The build root's interpreter cannot run here: name the host's own
+  pyclink --buildroot /tmp/br --interpreter 3.12=/usr/bin/python3.12
+
+  # Machine-readable figures and every error, for CI:
+  pyclink --buildroot /tmp/br --summary-json /tmp/pyclink.json
+
+Config file (--config or $PYCLINK_CONFIG), the same settings in TOML:
+  optimize = [0, 1, 2]
+  exclude = [\"*/tests/*\"]
+  errors = \"warn\"
+  [interpreters]
+  \"3.12\" = \"/usr/bin/python3.12\"
+
+Logging: -v shows interpreters and compiler warnings, -vv debug detail; RUST_LOG overrides.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pyclink",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_long_help = EXAMPLES,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    compile: CompileArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Compile a build root (the default command: `pyclink compile ...` = `pyclink ...`).
+    #[command(long_about = LONG_ABOUT, after_long_help = EXAMPLES)]
+    Compile(CompileArgs),
+}
+
+#[derive(Args, Debug, Default)]
+pub struct CompileArgs {
+    /// Restrict the run to these paths inside the build root (relative to it, or absolute
+    /// starting with it). Default: every Python tree found.
+    #[arg(value_name = "PATH")]
+    paths: Vec<PathBuf>,
+
+    /// The directory that stands for / [default: $RPM_BUILD_ROOT]
+    #[arg(long, value_name = "DIR")]
+    buildroot: Option<PathBuf>,
+
+    /// Optimization level to write: 0 (.pyc), 1 (-O, .opt-1.pyc), 2 (-OO, .opt-2.pyc).
+    /// Repeat or comma-separate; duplicates are ignored [default: 0,1,2]
+    #[arg(
+        short = 'o',
+        long = "optimize",
+        value_name = "LEVEL",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
+    optimize: Vec<i64>,
+
+    /// Compile N sources at once (one interpreter worker each) [default: number of CPUs]
+    #[arg(short = 'j', long, value_name = "N")]
+    jobs: Option<usize>,
+
+    /// Use PATH to compile version X.Y (repeatable; X.Y, pythonX.Y or pypyX.Y)
+    #[arg(long = "interpreter", value_name = "X.Y=PATH")]
+    interpreters: Vec<String>,
+
+    /// Compile dist-packages and PATHs outside versioned trees for X.Y (repeatable)
+    #[arg(long = "python-version", value_name = "X.Y")]
+    python_versions: Vec<String>,
+
+    /// How pycs are tied to their source (PEP 552) [default: checked-hash if
+    /// SOURCE_DATE_EPOCH is set, else timestamp]
+    #[arg(long, value_enum, value_name = "MODE")]
+    invalidation_mode: Option<InvalidationMode>,
+
+    /// Rewrite pycs even when their header says they are up to date
+    #[arg(short, long)]
+    force: bool,
+
+    /// Skip sources and directories matching GLOB (repeatable). With a '/', matched against the
+    /// path inside the root ('/usr/lib/python3.12/test/*'); without, against the name ('test_*.py')
+    #[arg(short = 'x', long = "exclude", value_name = "GLOB")]
+    exclude: Vec<String>,
+
+    /// What a source that fails to compile does: fail (exit 1) or warn (exit 0) [default: fail]
+    #[arg(long, value_enum, value_name = "POLICY")]
+    errors: Option<ErrorPolicy>,
+
+    /// Write every level as its own file, even when identical
+    #[arg(long)]
+    no_link: bool,
+
+    /// Write the figures and every error as JSON to FILE
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
+
+    /// Read settings from a TOML file (the command line wins)
+    #[arg(long, value_name = "FILE", env = "PYCLINK_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Seconds one source may take in a worker before the worker is restarted and the source
+    /// retried once [default: 300]
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+
+    /// Print only errors (no summary lines)
+    #[arg(short, long)]
+    quiet: bool,
+
+    /// More detail on stderr (-v: interpreters, compiler warnings; -vv: debug)
+    #[arg(short, long, action = ArgAction::Count)]
+    verbose: u8,
+}
+
+/// What main needs besides the settings.
+pub struct Invocation {
+    pub settings: Settings,
+    pub verbose: u8,
+}
+
+impl Cli {
+    pub fn into_invocation(self) -> Result<Invocation, String> {
+        let args = match self.command {
+            Some(Command::Compile(a)) => a,
+            None => self.compile,
+        };
+        args.into_invocation()
+    }
+}
+
+impl CompileArgs {
+    fn into_invocation(self) -> Result<Invocation, String> {
+        let cfg = match &self.config {
+            Some(p) => ConfigFile::load(p)?,
+            None => ConfigFile::default(),
+        };
+        let buildroot = self
+            .buildroot
+            .or(cfg.buildroot)
+            .or_else(|| {
+                std::env::var_os("RPM_BUILD_ROOT")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .ok_or("no build root: give --buildroot DIR or set RPM_BUILD_ROOT")?;
+        if !buildroot.is_dir() {
+            return Err(format!(
+                "the build root {} is not a directory",
+                buildroot.display()
+            ));
+        }
+        let paths = self
+            .paths
+            .iter()
+            .map(|p| root_relative(&buildroot, p))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let levels = if !self.optimize.is_empty() {
+            Levels::from_list(&self.optimize)?
+        } else if let Some(l) = &cfg.optimize {
+            Levels::from_list(l).map_err(|e| format!("config: {e}"))?
+        } else {
+            Levels::ALL
+        };
+
+        let mut interpreters = BTreeMap::new();
+        for (k, v) in cfg.interpreters.unwrap_or_default() {
+            interpreters.insert(
+                k.parse::<PyVersion>()
+                    .map_err(|e| format!("config [interpreters]: {e}"))?,
+                v,
+            );
+        }
+        for spec in &self.interpreters {
+            let (k, v) = spec.split_once('=').ok_or_else(|| {
+                format!("--interpreter '{spec}': expected X.Y=PATH (e.g. 3.12=/usr/bin/python3.12)")
+            })?;
+            interpreters.insert(
+                k.parse::<PyVersion>()
+                    .map_err(|e| format!("--interpreter: {e}"))?,
+                PathBuf::from(v),
+            );
+        }
+
+        let version_list = if self.python_versions.is_empty() {
+            cfg.python_versions.unwrap_or_default()
+        } else {
+            self.python_versions
+        };
+        let python_versions = version_list
+            .iter()
+            .map(|s| {
+                s.parse::<PyVersion>()
+                    .map_err(|e| format!("--python-version: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut excludes = cfg.exclude.unwrap_or_default();
+        excludes.extend(self.exclude);
+
+        let jobs = match self.jobs.or(cfg.jobs) {
+            None | Some(0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(n) => n,
+        };
+        let timeout = self.timeout.or(cfg.timeout).unwrap_or(300.0);
+        if !(timeout.is_finite() && timeout > 0.0) {
+            return Err(format!(
+                "--timeout {timeout}: must be a positive number of seconds"
+            ));
+        }
+
+        let settings = Settings {
+            buildroot,
+            paths,
+            levels,
+            jobs,
+            interpreters,
+            python_versions,
+            invalidation_mode: self.invalidation_mode.or(cfg.invalidation_mode),
+            force: self.force || cfg.force.unwrap_or(false),
+            excludes,
+            errors: self.errors.or(cfg.errors).unwrap_or(ErrorPolicy::Fail),
+            link: !self.no_link && cfg.link.unwrap_or(true),
+            summary_json: self.summary_json.or(cfg.summary_json),
+            timeout: Duration::from_secs_f64(timeout),
+            quiet: self.quiet || cfg.quiet.unwrap_or(false),
+        };
+        Ok(Invocation {
+            settings,
+            verbose: self.verbose,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Invocation, String> {
+        let cli = Cli::try_parse_from(std::iter::once("pyclink").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.into_invocation()
+    }
+
+    #[test]
+    fn defaults_and_subcommand_are_the_same() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_str().unwrap();
+        let a = parse(&["--buildroot", root, "usr/share/x"])
+            .unwrap()
+            .settings;
+        let b = parse(&["compile", "--buildroot", root, "usr/share/x"])
+            .unwrap()
+            .settings;
+        assert_eq!(a.paths, b.paths);
+        assert_eq!(a.levels, Levels::ALL);
+        assert!(a.link && !a.force);
+        assert_eq!(a.errors, ErrorPolicy::Fail);
+    }
+
+    #[test]
+    fn levels_like_compileall_without_its_bug() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_str().unwrap();
+        let s = parse(&["--buildroot", root, "-o1", "-o0", "-o1", "-o0"])
+            .unwrap()
+            .settings;
+        assert_eq!(s.levels.iter().collect::<Vec<_>>(), vec![0, 1]);
+        let s = parse(&["--buildroot", root, "-o", "0,2"]).unwrap().settings;
+        assert_eq!(s.levels.iter().collect::<Vec<_>>(), vec![0, 2]);
+        let e = parse(&["--buildroot", root, "-o", "-1", "-o", "0"])
+            .err()
+            .unwrap();
+        assert!(e.contains("invalid optimization level -1"), "{e}");
+    }
+
+    #[test]
+    fn bad_input_is_explained() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_str().unwrap();
+        assert!(parse(&["--buildroot", root, "--interpreter", "3.12"])
+            .err()
+            .unwrap()
+            .contains("X.Y=PATH"));
+        assert!(parse(&["--buildroot", root, "--interpreter", "three=/x"])
+            .err()
+            .unwrap()
+            .contains("not a Python version"));
+        assert!(parse(&["--buildroot", root, "/etc"])
+            .err()
+            .unwrap()
+            .contains("outside the build root"));
+        assert!(parse(&["--buildroot", "/nonexistent/root"])
+            .err()
+            .unwrap()
+            .contains("not a directory"));
+        assert!(parse(&["--buildroot", root, "--timeout", "0"])
+            .err()
+            .unwrap()
+            .contains("positive"));
+    }
+
+    #[test]
+    fn config_merges_under_the_command_line() {
+        let t = tempfile::tempdir().unwrap();
+        let cfg = t.path().join("c.toml");
+        std::fs::write(&cfg, "optimize = [0, 1]\nerrors = \"warn\"\nexclude = [\"a\"]\n[interpreters]\n\"3.12\" = \"/p\"\n").unwrap();
+        let root = t.path().to_str().unwrap();
+        let cfg = cfg.to_str().unwrap();
+        let s = parse(&["--buildroot", root, "--config", cfg, "-x", "b"])
+            .unwrap()
+            .settings;
+        assert_eq!(s.levels.len(), 2);
+        assert_eq!(s.errors, ErrorPolicy::Warn);
+        assert_eq!(s.excludes, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(
+            s.interpreters[&PyVersion::cpython(3, 12)],
+            PathBuf::from("/p")
+        );
+        let s = parse(&[
+            "--buildroot",
+            root,
+            "--config",
+            cfg,
+            "-o2",
+            "--errors",
+            "fail",
+        ])
+        .unwrap()
+        .settings;
+        assert_eq!(s.levels.iter().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(s.errors, ErrorPolicy::Fail);
+    }
+}

@@ -1,0 +1,198 @@
+//! Steps 3-4 for one source: read it once, decide whether its pycs are up to date, have a
+//! worker compile the levels, and put the pycs in place.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustix::fs::{fstat, mkdirat, Mode};
+use rustix::io::Errno;
+
+use crate::fsroot::{in_root_bytes, is_regular, open_file_nofollow, open_subdir, Root};
+use crate::plan::Job;
+use crate::pyc::PycFormat;
+use crate::report::FileError;
+use crate::settings::{InvalidationMode, Levels};
+use crate::worker::Compiled;
+use crate::write::{write_pycs, PycFile, WriteStats};
+
+const PYCACHE: &str = "__pycache__";
+
+/// How one version's pycs are made.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub format: PycFormat,
+    pub mode: InvalidationMode,
+}
+
+/// What the run asks of every source.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub levels: Levels,
+    pub link: bool,
+    pub force: bool,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every requested level's pyc already matched the source; nothing was touched.
+    UpToDate {
+        pycs: u64,
+    },
+    Written {
+        stats: WriteStats,
+        warnings: Vec<FileError>,
+    },
+    Failed(FileError),
+}
+
+/// Something that compiles (source, dfile, levels); the pool's worker with its retry policy.
+pub type CompileFn<'a> = dyn FnMut(&[u8], &[u8], Levels) -> Result<Compiled, String> + 'a;
+
+pub fn process(
+    root: &Root,
+    job: &Job,
+    target: &Target,
+    opts: Options,
+    compile: &mut CompileFn<'_>,
+) -> Outcome {
+    match try_process(root, job, target, opts, compile) {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+fn try_process(
+    root: &Root,
+    job: &Job,
+    target: &Target,
+    opts: Options,
+    compile: &mut CompileFn<'_>,
+) -> Result<Outcome, FileError> {
+    let fail = |line: Option<u32>, msg: String| FileError::new(&job.rel, line, msg);
+    let io_fail = |what: &str, e: std::io::Error| fail(None, format!("{what}: {e}"));
+    let (parent, name) = split(&job.rel);
+    let dir = root
+        .open_dir(parent)
+        .map_err(|e| io_fail("cannot open its directory", e))?;
+
+    let mut file = if job.symlink {
+        root.open_resolved_in_root(&job.rel)
+            .map_err(|e| io_fail("cannot follow the symlink inside the build root", e))?
+    } else {
+        open_file_nofollow(&dir, name).map_err(|e| io_fail("cannot open", e))?
+    };
+    let st = fstat(&file).map_err(|e| io_fail("cannot stat", e.into()))?;
+    if !is_regular(&st) {
+        return Err(fail(None, "not a regular file; skipped".into()));
+    }
+
+    // Hash-based headers need the bytes before the freshness check; timestamps do not, so an
+    // up-to-date source is never read.
+    let mut source = match target.mode {
+        InvalidationMode::Timestamp => None,
+        _ => Some(read_all(&mut file, st.st_size as u64).map_err(|e| io_fail("cannot read", e))?),
+    };
+    let header = target
+        .format
+        .header(target.format.stamp(target.mode, &st, source.as_deref()));
+    let names: Vec<OsString> = opts
+        .levels
+        .iter()
+        .map(|l| target.format.pyc_name(name, l))
+        .collect();
+
+    if !opts.force && all_up_to_date(&dir, &names, &header) {
+        return Ok(Outcome::UpToDate {
+            pycs: names.len() as u64,
+        });
+    }
+    let source = match source.take() {
+        Some(s) => s,
+        None => read_all(&mut file, st.st_size as u64).map_err(|e| io_fail("cannot read", e))?,
+    };
+    drop(file);
+
+    let (bodies, warnings) = match compile(&source, &in_root_bytes(&job.rel), opts.levels) {
+        Ok(Compiled::Code { bodies, warnings }) => (bodies, warnings),
+        Ok(Compiled::Error(e)) => {
+            return Err(fail(
+                (e.line > 0).then_some(e.line),
+                format!("{}: {}", e.kind, e.message),
+            ));
+        }
+        Err(why) => return Err(fail(None, why)),
+    };
+    let files: Vec<PycFile> = names
+        .into_iter()
+        .zip(bodies)
+        .map(|(name, body)| PycFile {
+            name,
+            bytes: [header.as_slice(), &body].concat(),
+        })
+        .collect();
+
+    let cache = open_cache_dir(&dir).map_err(|e| io_fail(&format!("cannot use {PYCACHE}/"), e))?;
+    // As py_compile: the source's mode plus owner-write, then the umask.
+    let mode = (st.st_mode | 0o200) & 0o666;
+    let stats = write_pycs(&Arc::new(cache), &files, opts.link, mode)
+        .map_err(|e| io_fail("cannot write pyc", e))?;
+    let warnings = warnings
+        .into_iter()
+        .map(|w| {
+            fail(
+                (w.line > 0).then_some(w.line),
+                format!("{}: {}", w.category, w.message),
+            )
+        })
+        .collect();
+    Ok(Outcome::Written { stats, warnings })
+}
+
+fn split(rel: &Path) -> (&Path, &OsStr) {
+    (
+        rel.parent().unwrap_or(Path::new("")),
+        rel.file_name().unwrap_or_default(),
+    )
+}
+
+fn read_all(file: &mut File, size_hint: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(size_hint as usize);
+    file.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Does every name exist as a regular file whose header is exactly `header`?
+fn all_up_to_date(dir: &OwnedFd, names: &[OsString], header: &[u8]) -> bool {
+    let Ok(cache) = open_subdir(dir, OsStr::new(PYCACHE)) else {
+        return false;
+    };
+    names.iter().all(|name| {
+        let Ok(mut f) = open_file_nofollow(&cache, name) else {
+            return false;
+        };
+        let mut got = vec![0u8; header.len()];
+        fstat(&f).is_ok_and(|st| is_regular(&st)) && f.read_exact(&mut got).is_ok() && got == header
+    })
+}
+
+/// Create (if needed) and open `__pycache__` without following a symlink: one planted there
+/// must not redirect the pycs out of the tree.
+fn open_cache_dir(dir: &OwnedFd) -> std::io::Result<OwnedFd> {
+    match mkdirat(dir, PYCACHE, Mode::from_raw_mode(0o777)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    open_subdir(dir, OsStr::new(PYCACHE)).map_err(|e| {
+        if e.raw_os_error() == Some(Errno::LOOP.raw_os_error())
+            || e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error())
+        {
+            std::io::Error::other("it is not a directory (a symlink?); not writing through it")
+        } else {
+            e
+        }
+    })
+}

@@ -1,0 +1,235 @@
+//! The build root as a directory handle. Everything pyclink opens for writing is reached from
+//! this handle one component at a time with `O_NOFOLLOW`, so a symlink planted anywhere in the
+//! tree can never redirect a write outside the root (no path is checked first and used later).
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{
+    openat, openat2, statat, AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat, CWD,
+};
+
+/// An opened build root.
+pub struct Root {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+impl Root {
+    pub fn open(path: &Path) -> io::Result<Root> {
+        let fd = openat(
+            CWD,
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Root {
+            path: path.to_path_buf(),
+            fd,
+        })
+    }
+
+    /// The root as the host sees it (for messages and read-only walking).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn host_path(&self, rel: &Path) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Open the directory `rel` (root-relative) without following any symlink on the way.
+    pub fn open_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
+        let mut dir = openat(&self.fd, ".", DIR_FLAGS, Mode::empty())?;
+        for name in plain_components(rel)? {
+            dir = open_subdir(&dir, name)?;
+        }
+        Ok(dir)
+    }
+
+    /// Open `rel` for reading, resolving symlinks as if the root were `/` (never the host's
+    /// files): how a `.py` symlink in a package resolves once installed.
+    pub fn open_resolved_in_root(&self, rel: &Path) -> io::Result<File> {
+        plain_components(rel)?;
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        Ok(File::from(openat2(
+            &self.fd,
+            rel,
+            flags,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT,
+        )?))
+    }
+
+    /// `lstat` of a root-relative path, reached through handles.
+    pub fn lstat(&self, rel: &Path) -> io::Result<Stat> {
+        match (rel.parent(), rel.file_name()) {
+            (Some(parent), Some(name)) => Ok(statat(
+                self.open_dir(parent)?,
+                name,
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?),
+            _ => Ok(statat(&self.fd, ".", AtFlags::SYMLINK_NOFOLLOW)?),
+        }
+    }
+}
+
+/// Open a direct subdirectory without following a symlink.
+pub fn open_subdir(dir: impl AsFd, name: &OsStr) -> io::Result<OwnedFd> {
+    Ok(openat(dir, name, DIR_FLAGS, Mode::empty())?)
+}
+
+/// Open a file in `dir` for reading; a symlink or anything that could block (FIFO) is opened
+/// harmlessly and rejected by the caller's type check.
+pub fn open_file_nofollow(dir: impl AsFd, name: &OsStr) -> io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    Ok(File::from(openat(dir, name, flags, Mode::empty())?))
+}
+
+pub fn is_regular(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+}
+
+/// The components of a root-relative path; anything but plain names is refused.
+fn plain_components(rel: &Path) -> io::Result<Vec<&OsStr>> {
+    rel.components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .map(|c| match c {
+            Component::Normal(name) => Ok(name),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "'{}' is not a plain path inside the build root",
+                    rel.display()
+                ),
+            )),
+        })
+        .collect()
+}
+
+/// Turn a user-given PATH into a root-relative path. Relative paths are taken inside the root;
+/// absolute ones must start with the root (`%{buildroot}/usr/share/foo`). `..` is refused
+/// everywhere: it is the one way a plain path can leave the root.
+pub fn root_relative(root: &Path, given: &Path) -> Result<PathBuf, String> {
+    if given.components().any(|c| c == Component::ParentDir) {
+        return Err(format!(
+            "'{}' contains '..'; give paths inside the build root",
+            given.display()
+        ));
+    }
+    let rel = if given.is_absolute() {
+        let abs_root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        let canon_root = root.canonicalize().unwrap_or_else(|_| abs_root.clone());
+        match given.strip_prefix(&abs_root).or_else(|_| given.strip_prefix(&canon_root)) {
+            Ok(r) => r.to_path_buf(),
+            Err(_) => {
+                return Err(format!(
+                    "'{}' is outside the build root {}; give it as a path inside the root (e.g. '{}{}')",
+                    given.display(),
+                    root.display(),
+                    root.display(),
+                    given.display()
+                ))
+            }
+        }
+    } else {
+        given.to_path_buf()
+    };
+    Ok(rel
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect())
+}
+
+/// The path as the installed system will see it: `/` + the root-relative path.
+pub fn display_in_root(rel: &Path) -> String {
+    format!("/{}", rel.display())
+}
+
+/// The same as bytes (for `co_filename`, which may hold any file name byte).
+pub fn in_root_bytes(rel: &Path) -> Vec<u8> {
+    let mut v = Vec::with_capacity(rel.as_os_str().len() + 1);
+    v.push(b'/');
+    v.extend_from_slice(rel.as_os_str().as_bytes());
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn root_relative_paths() {
+        let root = Path::new("/tmp/br");
+        assert_eq!(
+            root_relative(root, Path::new("usr/share/x")).unwrap(),
+            PathBuf::from("usr/share/x")
+        );
+        assert_eq!(
+            root_relative(root, Path::new("/tmp/br/usr/lib")).unwrap(),
+            PathBuf::from("usr/lib")
+        );
+        assert_eq!(
+            root_relative(root, Path::new("/tmp/br")).unwrap(),
+            PathBuf::new()
+        );
+        assert!(root_relative(root, Path::new("/usr/lib"))
+            .unwrap_err()
+            .contains("outside the build root"));
+        assert!(root_relative(root, Path::new("usr/../../etc"))
+            .unwrap_err()
+            .contains(".."));
+        assert!(root_relative(root, Path::new("/tmp/br/../etc")).is_err());
+    }
+
+    #[test]
+    fn open_dir_refuses_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("root/a/b")).unwrap();
+        std::fs::create_dir_all(t.path().join("outside")).unwrap();
+        symlink(t.path().join("outside"), t.path().join("root/a/link")).unwrap();
+        let root = Root::open(&t.path().join("root")).unwrap();
+        assert!(root.open_dir(Path::new("a/b")).is_ok());
+        assert!(root.open_dir(Path::new("a/link")).is_err());
+        assert!(root.open_dir(Path::new("a/../..")).is_err());
+    }
+
+    #[test]
+    fn resolves_symlinks_against_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path().join("root");
+        std::fs::create_dir_all(r.join("usr/share")).unwrap();
+        std::fs::write(r.join("usr/share/real.py"), "inside = 1\n").unwrap();
+        // An absolute target means "inside the root", never the host's /usr/share.
+        symlink("/usr/share/real.py", r.join("usr/share/abs.py")).unwrap();
+        symlink(
+            "../../../../../../../../etc/hostname",
+            r.join("usr/share/up.py"),
+        )
+        .unwrap();
+        let root = Root::open(&r).unwrap();
+        let content = std::io::read_to_string(
+            root.open_resolved_in_root(Path::new("usr/share/abs.py"))
+                .unwrap(),
+        );
+        assert_eq!(content.unwrap(), "inside = 1\n");
+        // `..` above the root stays at the root: /etc/hostname inside it does not exist.
+        assert!(root
+            .open_resolved_in_root(Path::new("usr/share/up.py"))
+            .is_err());
+    }
+}

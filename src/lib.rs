@@ -1,0 +1,227 @@
+//! pyclink: byte-compile the Python trees of a build root at optimization levels 0, 1 and 2
+//! with the real interpreters, hardlinking the levels whose pycs are identical.
+//!
+//! The modules follow the pipeline: [`discover`] → [`plan`] → [`compile`] (with [`pool`] and
+//! [`worker`]) → [`write`] → [`report`].
+
+pub mod cleanup;
+pub mod cli;
+pub mod compile;
+pub mod config;
+pub mod discover;
+pub mod fsroot;
+pub mod interpreter;
+pub mod plan;
+pub mod pool;
+pub mod pyc;
+pub mod report;
+pub mod settings;
+pub mod version;
+pub mod worker;
+pub mod write;
+
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+
+use crate::compile::{Options, Outcome, Target};
+use crate::fsroot::Root;
+use crate::report::{RunReport, VersionReport};
+use crate::settings::{ErrorPolicy, InvalidationMode, Settings};
+use crate::version::PyVersion;
+
+/// Run pyclink once. Per-file problems are in the report (and its exit code); an `Err` is a
+/// problem with the run itself (no such root, no interpreter, bad option).
+pub fn run(settings: &Settings) -> Result<RunReport> {
+    let root = Root::open(&settings.buildroot).with_context(|| {
+        format!(
+            "cannot open the build root {}",
+            settings.buildroot.display()
+        )
+    })?;
+
+    // 1. Discover.
+    let found = discover::find_trees(&root, &settings.paths).map_err(anyhow::Error::msg)?;
+    for s in &found.skipped {
+        log::warn!("{s}");
+    }
+    let unversioned_targets = if found.unversioned.is_empty() {
+        Vec::new()
+    } else {
+        let given: Vec<PyVersion> = settings.interpreters.keys().copied().collect();
+        discover::unversioned_targets(&settings.python_versions, &given, &found.versioned, || {
+            interpreter::host_python3(settings.timeout)
+        })
+        .map_err(anyhow::Error::msg)?
+    };
+    let trees = discover::expand(&found, &unversioned_targets);
+    let versions: Vec<PyVersion> = trees
+        .iter()
+        .map(|t| t.version)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let indexed: Vec<(usize, &discover::Tree)> = trees
+        .iter()
+        .map(|t| {
+            (
+                versions
+                    .iter()
+                    .position(|v| *v == t.version)
+                    .expect("listed"),
+                t,
+            )
+        })
+        .collect();
+
+    // 2. Plan.
+    let excludes = plan::Excludes::new(&settings.excludes).map_err(anyhow::Error::msg)?;
+    let plan = plan::plan(&root, &indexed, &excludes);
+    for s in &plan.skipped {
+        log::warn!("{s}");
+    }
+    if plan.stale_temps_removed > 0 {
+        log::info!(
+            "removed {} temp file(s) left by an interrupted run",
+            plan.stale_temps_removed
+        );
+    }
+    if trees.is_empty() {
+        log::warn!("no Python trees found in {}", root.path().display());
+    }
+
+    // Interpreters, only for versions that have sources.
+    let mut sources = vec![0u64; versions.len()];
+    for j in &plan.jobs {
+        sources[j.version] += 1;
+    }
+    let mut lanes = Vec::new();
+    let mut reports: Vec<VersionReport> = Vec::new();
+    let mut missing = Vec::new();
+    for (i, &version) in versions.iter().enumerate() {
+        let mut report = VersionReport {
+            version: version.to_string(),
+            sources: sources[i],
+            ..Default::default()
+        };
+        if sources[i] == 0 {
+            lanes.push(None);
+            reports.push(report);
+            continue;
+        }
+        let given = settings.interpreters.get(&version).map(|p| p.as_path());
+        match interpreter::select(version, &root, given, settings.timeout) {
+            Ok(interp) => {
+                let format = interp.first_worker.hello.format.clone();
+                let mode =
+                    resolve_mode(settings.invalidation_mode, version, format.supports_hash())?;
+                report.interpreter = format!(
+                    "{} ({})",
+                    interp.first_worker.hello.executable, interp.origin
+                );
+                report.cache_tag = format.cache_tag.clone();
+                report.invalidation_mode = mode.name().into();
+                lanes.push(Some(pool::Lane {
+                    launch: interp.launch,
+                    target: Target { format, mode },
+                    spare: Mutex::new(vec![interp.first_worker]),
+                }));
+            }
+            Err(why) => {
+                missing.push(format!("{why} (needed for {} source(s))", sources[i]));
+                lanes.push(None);
+            }
+        }
+        reports.push(report);
+    }
+    if !missing.is_empty() {
+        bail!("{}", missing.join("\n"));
+    }
+
+    // 3-4. Compile, write and link.
+    let opts = Options {
+        levels: settings.levels,
+        link: settings.link,
+        force: settings.force,
+    };
+    let mut run = RunReport {
+        buildroot: root.path().display().to_string(),
+        levels: settings.levels.iter().collect(),
+        stale_temps_removed: plan.stale_temps_removed,
+        skipped: plan.skipped.clone(),
+        ..Default::default()
+    };
+    let policy_word = if settings.errors == ErrorPolicy::Fail {
+        "error"
+    } else {
+        "warning"
+    };
+    let record_error =
+        |run: &mut RunReport, reports: &mut Vec<VersionReport>, v: usize, e: report::FileError| {
+            eprintln!("pyclink: {policy_word}: {e}");
+            reports[v].errors += 1;
+            run.errors.push(e.to_string());
+            run.error_details.push(e);
+        };
+    for (v, e) in plan.errors.iter().cloned() {
+        record_error(&mut run, &mut reports, v, e);
+    }
+    pool::run(
+        &root,
+        &plan.jobs,
+        &lanes,
+        opts,
+        settings.jobs,
+        settings.timeout,
+        |job, outcome| {
+            let r = &mut reports[job.version];
+            match outcome {
+                Outcome::UpToDate { pycs } => {
+                    r.up_to_date += pycs;
+                    r.up_to_date_sources += 1;
+                    r.pyc += pycs;
+                }
+                Outcome::Written { stats, warnings } => {
+                    r.add_written(stats);
+                    r.warnings += warnings.len() as u64;
+                    for w in warnings {
+                        log::info!("{w}");
+                    }
+                }
+                Outcome::Failed(e) => record_error(&mut run, &mut reports, job.version, e),
+            }
+        },
+    );
+
+    // 5. Report.
+    run.versions = reports
+        .into_iter()
+        .filter(|r| r.sources > 0 || r.errors > 0)
+        .collect();
+    let errors: u64 = run.versions.iter().map(|r| r.errors).sum();
+    run.exit_code = if errors > 0 && settings.errors == ErrorPolicy::Fail {
+        1
+    } else {
+        0
+    };
+    Ok(run)
+}
+
+/// The invalidation mode for one version: as asked, else as py_compile would pick. Python 3.6
+/// has no hash-based pycs: an explicit request is an error, the SOURCE_DATE_EPOCH default
+/// quietly stays with timestamps there.
+fn resolve_mode(
+    asked: Option<InvalidationMode>,
+    version: PyVersion,
+    hash_ok: bool,
+) -> Result<InvalidationMode> {
+    let mode = asked.unwrap_or_else(InvalidationMode::default_from_env);
+    if mode == InvalidationMode::Timestamp || hash_ok {
+        return Ok(mode);
+    }
+    if asked.is_some() {
+        bail!("{version} cannot read {} pycs (PEP 552 came with Python 3.7); use --invalidation-mode timestamp", mode.name());
+    }
+    log::info!("{version}: no hash-based pycs before Python 3.7; using timestamps despite SOURCE_DATE_EPOCH");
+    Ok(InvalidationMode::Timestamp)
+}

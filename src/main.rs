@@ -1,0 +1,48 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let invocation = match pyclink::cli::Cli::parse().into_invocation() {
+        Ok(i) => i,
+        Err(e) => return fatal(&e),
+    };
+    let level = match (invocation.settings.quiet, invocation.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
+    if let Err(e) = pyclink::cleanup::install_signal_handler() {
+        log::warn!("cannot catch SIGINT/SIGTERM ({e}); an interrupt may leave temp files for the next run to remove");
+    }
+
+    let settings = &invocation.settings;
+    let report = match pyclink::run(settings) {
+        Ok(r) => r,
+        Err(e) => return fatal(&format!("{e:#}")),
+    };
+    if !settings.quiet {
+        for v in &report.versions {
+            println!("{}", v.line());
+        }
+    }
+    if let Some(path) = &settings.summary_json {
+        let json = serde_json::to_string_pretty(&report).expect("report serializes");
+        if let Err(e) = std::fs::write(path, json + "\n") {
+            return fatal(&format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    ExitCode::from(report.exit_code as u8)
+}
+
+fn fatal(msg: &str) -> ExitCode {
+    for line in msg.lines() {
+        eprintln!("pyclink: error: {line}");
+    }
+    ExitCode::from(2)
+}

@@ -1,0 +1,455 @@
+//! One compile worker: a real interpreter running `worker.py`, spoken to over its stdin/stdout.
+//! The protocol is documented at the top of `worker.py`. Every exchange has a deadline, so a
+//! hung interpreter is detected; a dead one shows up as EOF and its exit status is reported.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+
+use crate::pyc::{PycFormat, SourceHash};
+use crate::settings::Levels;
+use crate::version::{Implementation, PyVersion};
+
+pub const SCRIPT: &str = include_str!("worker.py");
+
+/// How to start an interpreter: the program and the complete environment it gets.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    pub program: PathBuf,
+    pub env: Vec<(OsString, OsString)>,
+}
+
+impl Launch {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        // Not -I: it would ignore PYTHONHASHSEED, and frozenset constants would be written in
+        // a random order. The environment is cleared instead, which -E/-I exist to approximate.
+        cmd.args(["-s", "-S", "-c", SCRIPT])
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            // Its own process group: a Ctrl-C in the terminal reaches pyclink, which stops the
+            // workers itself, instead of every worker printing a KeyboardInterrupt traceback.
+            .process_group(0);
+        cmd
+    }
+}
+
+/// What an interpreter says about itself when it starts.
+#[derive(Clone, Debug)]
+pub struct Hello {
+    pub version: (u32, u32, u32),
+    pub implementation: String,
+    pub executable: String,
+    pub format: PycFormat,
+}
+
+impl Hello {
+    pub fn py_version(&self) -> PyVersion {
+        let implementation = match self.implementation.as_str() {
+            "pypy" => Implementation::PyPy,
+            _ => Implementation::CPython,
+        };
+        PyVersion {
+            implementation,
+            major: self.version.0,
+            minor: self.version.1,
+        }
+    }
+
+    fn parse(payload: &[u8]) -> Result<Hello, String> {
+        let text = String::from_utf8_lossy(payload);
+        let get = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+                .ok_or_else(|| format!("hello lacks '{key}'"))
+        };
+        let nums: Vec<u32> = get("version")?
+            .split('.')
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        let [major, minor, micro] = nums[..] else {
+            return Err("hello has a bad version".into());
+        };
+        let magic = hex_bytes::<4>(get("magic")?).ok_or("hello has a bad magic number")?;
+        let probe = get("source_hash_probe")?;
+        let source_hash = if probe.is_empty() {
+            None
+        } else {
+            let probe = hex_bytes::<8>(probe).ok_or("hello has a bad hash probe")?;
+            Some(
+                SourceHash::identify(magic, probe)
+                    .ok_or("the interpreter's source hash is neither SipHash-1-3 nor 2-4")?,
+            )
+        };
+        Ok(Hello {
+            version: (major, minor, micro),
+            implementation: get("implementation")?.to_string(),
+            executable: get("executable")?.to_string(),
+            format: PycFormat {
+                magic,
+                cache_tag: get("cache_tag")?.to_string(),
+                source_hash,
+            },
+        })
+    }
+}
+
+fn hex_bytes<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The answer for one source.
+#[derive(Debug)]
+pub enum Compiled {
+    /// Marshalled code per requested level, in ascending level order.
+    Code {
+        bodies: Vec<Vec<u8>>,
+        warnings: Vec<CompileWarning>,
+    },
+    /// The source does not compile (SyntaxError, ValueError for NUL bytes, RecursionError...).
+    Error(CompileError),
+}
+
+#[derive(Clone, Debug)]
+pub struct CompileWarning {
+    pub line: u32,
+    pub category: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct CompileError {
+    pub line: u32,
+    pub kind: String,
+    pub message: String,
+}
+
+/// Why a worker could not answer.
+#[derive(Debug)]
+pub enum Failure {
+    Died(String),
+    TimedOut(Duration),
+    Protocol(String),
+    Start(io::Error),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Died(how) => write!(f, "the worker {how}"),
+            Failure::TimedOut(t) => {
+                write!(f, "the worker did not answer within {}s", t.as_secs_f64())
+            }
+            Failure::Protocol(what) => write!(f, "the worker broke the protocol: {what}"),
+            Failure::Start(e) => write!(f, "cannot start: {e}"),
+        }
+    }
+}
+
+pub struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    pub hello: Hello,
+}
+
+/// Responses larger than this are a protocol error, not an allocation.
+const MAX_FRAME: usize = 1 << 32;
+
+impl Worker {
+    /// Start the interpreter and read its hello (within `timeout`).
+    pub fn start(launch: &Launch, timeout: Duration) -> Result<Worker, Failure> {
+        let mut child = launch.command().spawn().map_err(Failure::Start)?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        for fd in [stdin.as_fd(), stdout.as_fd()] {
+            let flags = fcntl_getfl(fd).map_err(|e| Failure::Start(e.into()))?;
+            fcntl_setfl(fd, flags | OFlags::NONBLOCK).map_err(|e| Failure::Start(e.into()))?;
+        }
+        crate::cleanup::register_worker(child.id());
+        let mut w = Worker {
+            child,
+            stdin,
+            stdout,
+            hello: placeholder_hello(),
+        };
+        let deadline = Instant::now() + timeout;
+        let payload = w.read_frame(deadline, timeout)?;
+        w.hello = Hello::parse(&payload).map_err(Failure::Protocol)?;
+        Ok(w)
+    }
+
+    /// Compile `source` as `dfile` at `levels`.
+    pub fn compile(
+        &mut self,
+        source: &[u8],
+        dfile: &[u8],
+        levels: Levels,
+        timeout: Duration,
+    ) -> Result<Compiled, Failure> {
+        let deadline = Instant::now() + timeout;
+        let len = 1 + 4 + dfile.len() + source.len();
+        let frame_len =
+            u32::try_from(len).map_err(|_| Failure::Protocol("source larger than 4 GiB".into()))?;
+        let mut head = Vec::with_capacity(9 + dfile.len());
+        head.extend_from_slice(&frame_len.to_le_bytes());
+        head.push(levels.bits());
+        head.extend_from_slice(&(dfile.len() as u32).to_le_bytes());
+        head.extend_from_slice(dfile);
+        self.write_all(&head, deadline, timeout)?;
+        self.write_all(source, deadline, timeout)?;
+        let payload = self.read_frame(deadline, timeout)?;
+        parse_response(&payload, levels.len()).map_err(Failure::Protocol)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn write_all(
+        &mut self,
+        mut data: &[u8],
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        while !data.is_empty() {
+            match self.stdin.write(data) {
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait_ready(true, deadline, timeout)?
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(self.death()),
+            }
+        }
+        Ok(())
+    }
+
+    fn read_exact(
+        &mut self,
+        buf: &mut [u8],
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.stdout.read(&mut buf[filled..]) {
+                Ok(0) => return Err(self.death()),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait_ready(false, deadline, timeout)?
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(self.death()),
+            }
+        }
+        Ok(())
+    }
+
+    fn read_frame(&mut self, deadline: Instant, timeout: Duration) -> Result<Vec<u8>, Failure> {
+        let mut len = [0u8; 4];
+        self.read_exact(&mut len, deadline, timeout)?;
+        let len = u32::from_le_bytes(len) as usize;
+        if len >= MAX_FRAME {
+            return Err(Failure::Protocol(format!("frame of {len} bytes")));
+        }
+        let mut payload = vec![0u8; len];
+        self.read_exact(&mut payload, deadline, timeout)?;
+        Ok(payload)
+    }
+
+    fn wait_ready(
+        &mut self,
+        write: bool,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Failure::TimedOut(timeout));
+        }
+        let ts = Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: left.subsec_nanos() as i64,
+        };
+        let events = if write { PollFlags::OUT } else { PollFlags::IN };
+        let result = if write {
+            poll(&mut [PollFd::new(&self.stdin, events)], Some(&ts))
+        } else {
+            poll(&mut [PollFd::new(&self.stdout, events)], Some(&ts))
+        };
+        match result {
+            Ok(0) => Err(Failure::TimedOut(timeout)),
+            Ok(_) => Ok(()),
+            Err(rustix::io::Errno::INTR) => Ok(()),
+            Err(e) => Err(Failure::Protocol(format!("poll: {e}"))),
+        }
+    }
+
+    /// The pipe closed: reap the child and say how it ended.
+    fn death(&mut self) -> Failure {
+        let _ = self.child.kill();
+        match self.child.wait() {
+            Ok(status) => Failure::Died(describe_exit(status)),
+            Err(e) => Failure::Died(format!("vanished ({e})")),
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // An idle worker would exit on EOF, but a busy or hung one must not outlive pyclink.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        crate::cleanup::unregister_worker(self.child.id());
+    }
+}
+
+fn placeholder_hello() -> Hello {
+    Hello {
+        version: (0, 0, 0),
+        implementation: String::new(),
+        executable: String::new(),
+        format: PycFormat {
+            magic: [0; 4],
+            cache_tag: String::new(),
+            source_hash: None,
+        },
+    }
+}
+
+pub fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}{}", signal_name(sig)),
+        _ => format!("ended ({status})"),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        6 => " (SIGABRT)",
+        9 => " (SIGKILL)",
+        11 => " (SIGSEGV)",
+        15 => " (SIGTERM)",
+        _ => "",
+    }
+}
+
+/// A cursor over a response payload.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Fields<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("truncated response".into());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn string(&mut self) -> Result<String, String> {
+        Ok(String::from_utf8_lossy(self.bytes()?).into_owned())
+    }
+}
+
+fn parse_response(payload: &[u8], nlevels: usize) -> Result<Compiled, String> {
+    let mut f = Fields(payload);
+    match f.take(1)? {
+        b"K" => {
+            let bodies = (0..nlevels)
+                .map(|_| f.bytes().map(<[u8]>::to_vec))
+                .collect::<Result<Vec<_>, _>>()?;
+            let n = f.u32()?;
+            let mut warnings = Vec::new();
+            for _ in 0..n {
+                warnings.push(CompileWarning {
+                    line: f.u32()?,
+                    category: f.string()?,
+                    message: f.string()?,
+                });
+            }
+            Ok(Compiled::Code { bodies, warnings })
+        }
+        b"E" => Ok(Compiled::Error(CompileError {
+            line: f.u32()?,
+            kind: f.string()?,
+            message: f.string()?,
+        })),
+        other => Err(format!("unknown response tag {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hello() {
+        let h = Hello::parse(
+            b"version=3.11.7\nimplementation=cpython\ncache_tag=cpython-311\nmagic=a70d0d0a\n\
+              source_hash_probe=897d4970bd8e8f62\npid=1\nexecutable=/usr/bin/python3.11",
+        )
+        .unwrap();
+        assert_eq!(h.py_version(), PyVersion::cpython(3, 11));
+        assert_eq!(h.format.cache_tag, "cpython-311");
+        assert_eq!(h.format.source_hash, Some(SourceHash::Sip13));
+        let old = Hello::parse(
+            b"version=3.6.15\nimplementation=cpython\ncache_tag=cpython-36\nmagic=330d0d0a\nsource_hash_probe=\nexecutable=x",
+        )
+        .unwrap();
+        assert_eq!(old.format.header_len(), 12);
+        assert!(Hello::parse(b"version=3\n").is_err());
+    }
+
+    #[test]
+    fn parses_responses() {
+        let mut ok = b"K".to_vec();
+        for body in [&b"abc"[..], b"de"] {
+            ok.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            ok.extend_from_slice(body);
+        }
+        ok.extend_from_slice(&1u32.to_le_bytes());
+        ok.extend_from_slice(&7u32.to_le_bytes());
+        for s in ["SyntaxWarning", "bad escape"] {
+            ok.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            ok.extend_from_slice(s.as_bytes());
+        }
+        match parse_response(&ok, 2).unwrap() {
+            Compiled::Code { bodies, warnings } => {
+                assert_eq!(bodies, vec![b"abc".to_vec(), b"de".to_vec()]);
+                assert_eq!(warnings[0].line, 7);
+                assert_eq!(warnings[0].message, "bad escape");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_response(&ok[..5], 2).is_err());
+        assert!(parse_response(b"X", 1).is_err());
+    }
+}

@@ -1,0 +1,434 @@
+//! Writing the pycs of one source into its `__pycache__`, atomically.
+//!
+//! Each distinct content is written once to a temp file in the same directory and renamed into
+//! place; each level with identical bytes becomes a hardlink made by linking the temp file to a
+//! second temp name and renaming that (never unlink-then-link). Readers therefore see either the
+//! old pyc or the complete new one, and a kill -9 leaves only whole files plus temp files that
+//! the next run removes. Where the filesystem refuses hardlinks, a copy is written instead.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rustix::fs::{
+    flock, fstat, linkat, openat, renameat, statat, unlinkat, AtFlags, FlockOperation, Mode, OFlags,
+};
+use rustix::io::Errno;
+
+use crate::cleanup;
+
+pub const TEMP_PREFIX: &str = ".pyclink-";
+pub const TEMP_SUFFIX: &str = ".tmp";
+
+/// What writing one source's pycs did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Distinct contents written.
+    pub written: u64,
+    /// Names made a hardlink to an identical level.
+    pub linked: u64,
+    /// Names that should have been links but the filesystem refused, so were written as copies.
+    pub copied: u64,
+    /// Bytes of all names, as if nothing were linked.
+    pub apparent_bytes: u64,
+    /// Bytes actually stored (distinct inodes).
+    pub stored_bytes: u64,
+}
+
+impl std::ops::AddAssign for WriteStats {
+    fn add_assign(&mut self, o: WriteStats) {
+        self.written += o.written;
+        self.linked += o.linked;
+        self.copied += o.copied;
+        self.apparent_bytes += o.apparent_bytes;
+        self.stored_bytes += o.stored_bytes;
+    }
+}
+
+/// One pyc to put in place.
+pub struct PycFile {
+    pub name: OsString,
+    pub bytes: Vec<u8>,
+}
+
+/// Write `files` into the open `__pycache__` directory `dir`. `mode` is the requested file mode
+/// (the process umask applies, as for py_compile). With `link`, identical contents share an inode.
+pub fn write_pycs(
+    dir: &Arc<OwnedFd>,
+    files: &[PycFile],
+    link: bool,
+    mode: u32,
+) -> io::Result<WriteStats> {
+    let mut stats = WriteStats::default();
+    for group in identical_groups(files, link) {
+        let first = &files[group[0]];
+        let temp = TempFile::create(dir, mode)?;
+        temp.write_all(&first.bytes)?;
+        stats.written += 1;
+        stats.stored_bytes += first.bytes.len() as u64;
+        for &i in &group[1..] {
+            let file = &files[i];
+            match temp.link_new() {
+                Ok(alias) => {
+                    alias.rename_to(&file.name)?;
+                    stats.linked += 1;
+                }
+                Err(e) if refuses_links(&e) => {
+                    log::debug!(
+                        "hardlink refused ({e}); writing a copy of {}",
+                        file.name.to_string_lossy()
+                    );
+                    let copy = TempFile::create(dir, mode)?;
+                    copy.write_all(&file.bytes)?;
+                    copy.rename_to(&file.name)?;
+                    stats.copied += 1;
+                    stats.stored_bytes += file.bytes.len() as u64;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        temp.rename_to(&first.name)?;
+        stats.apparent_bytes += group
+            .iter()
+            .map(|&i| files[i].bytes.len() as u64)
+            .sum::<u64>();
+    }
+    Ok(stats)
+}
+
+/// Indices of `files` grouped by identical bytes (each group in input order). Every level is
+/// compared with every other, not only its neighbour: 0 and 2 can match while 1 differs.
+fn identical_groups(files: &[PycFile], link: bool) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        match groups
+            .iter_mut()
+            .find(|g| link && files[g[0]].bytes == f.bytes)
+        {
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    groups
+}
+
+/// Errors that mean "this filesystem does not do hardlinks here", where a copy is right.
+fn refuses_links(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(Errno::from_raw_os_error),
+        Some(Errno::XDEV | Errno::MLINK | Errno::PERM | Errno::NOTSUP | Errno::NOSYS)
+    )
+}
+
+/// The `id` of a temp file that no longer exists under its temp name.
+const RENAMED: u64 = u64::MAX;
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// A registered, flock-ed temp file in a `__pycache__`. The lock tells a concurrent run's
+/// stale-temp cleanup that this one is alive; dropping without a rename removes the file.
+struct TempFile {
+    dir: Arc<OwnedFd>,
+    fd: OwnedFd,
+    name: OsString,
+    id: u64,
+}
+
+impl TempFile {
+    fn create(dir: &Arc<OwnedFd>, mode: u32) -> io::Result<TempFile> {
+        loop {
+            let name = temp_name();
+            let flags =
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let mode = Mode::from_raw_mode(mode & 0o666);
+            let (fd, id) = cleanup::create_registered(dir, || {
+                Ok((openat(&**dir, &name, flags, mode)?, name.clone()))
+            })?;
+            let temp = TempFile {
+                dir: dir.clone(),
+                fd,
+                name,
+                id,
+            };
+            if temp.lock_and_verify()? {
+                return Ok(temp);
+            }
+            // A concurrent run's cleanup removed it between our create and our lock: retry.
+        }
+    }
+
+    /// Take the lock and make sure the name still refers to our file.
+    fn lock_and_verify(&self) -> io::Result<bool> {
+        match flock(&self.fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        let ours = fstat(&self.fd)?;
+        Ok(
+            match statat(&*self.dir, &self.name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st.st_ino == ours.st_ino && st.st_dev == ours.st_dev,
+                Err(Errno::NOENT) => false,
+                Err(e) => return Err(e.into()),
+            },
+        )
+    }
+
+    fn write_all(&self, data: &[u8]) -> io::Result<()> {
+        let mut f = std::fs::File::from(self.fd.try_clone()?);
+        f.write_all(data)
+    }
+
+    /// A second temp name for the same inode (which is still locked through `self.fd`).
+    fn link_new(&self) -> io::Result<TempFile> {
+        #[cfg(test)]
+        if let Some(errno) = test_hooks::forced_link_error() {
+            return Err(errno.into());
+        }
+        let name = temp_name();
+        let (fd, id) = cleanup::create_registered(&self.dir, || {
+            linkat(&*self.dir, &self.name, &*self.dir, &name, AtFlags::empty())?;
+            Ok((self.fd.try_clone()?, name.clone()))
+        })?;
+        Ok(TempFile {
+            dir: self.dir.clone(),
+            fd,
+            name,
+            id,
+        })
+    }
+
+    fn rename_to(mut self, target: &OsStr) -> io::Result<()> {
+        let (dir, name) = (&self.dir, &self.name);
+        cleanup::finish_registered(self.id, || {
+            renameat(&**dir, name.as_os_str(), &**dir, target).map_err(|e| {
+                let _ = unlinkat(&**dir, name.as_os_str(), AtFlags::empty());
+                io::Error::from(e)
+            })
+        })?;
+        self.id = RENAMED;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.id != RENAMED {
+            let (dir, name) = (&self.dir, &self.name);
+            cleanup::finish_registered(self.id, || {
+                unlinkat(&**dir, name.as_os_str(), AtFlags::empty()).ok()
+            });
+        }
+    }
+}
+
+fn temp_name() -> OsString {
+    let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    OsString::from(format!(
+        "{TEMP_PREFIX}{}-{seq}{TEMP_SUFFIX}",
+        std::process::id()
+    ))
+}
+
+pub fn is_temp_name(name: &OsStr) -> bool {
+    let s = name.to_string_lossy();
+    s.starts_with(TEMP_PREFIX) && s.ends_with(TEMP_SUFFIX)
+}
+
+/// Remove a temp file left by an earlier run (killed before it could rename it). A temp file
+/// whose writer is alive is locked and left alone. Returns whether it was removed.
+pub fn remove_stale_temp(dir: impl AsFd, name: &OsStr) -> io::Result<bool> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match openat(&dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {
+            unlinkat(&dir, name, AtFlags::empty())?;
+            Ok(true)
+        }
+        Err(Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+pub mod test_hooks {
+    use std::cell::Cell;
+
+    thread_local! {
+        static FORCED: Cell<Option<rustix::io::Errno>> = const { Cell::new(None) };
+    }
+
+    /// Make `linkat` fail with `errno` on this thread (the "filesystem without hardlinks" case
+    /// for machines that cannot mount one).
+    pub fn force_link_error(errno: Option<rustix::io::Errno>) {
+        FORCED.with(|f| f.set(errno));
+    }
+
+    pub(super) fn forced_link_error() -> Option<rustix::io::Errno> {
+        FORCED.with(|f| f.get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn setup() -> (tempfile::TempDir, Arc<OwnedFd>) {
+        let t = tempfile::tempdir().unwrap();
+        let fd = openat(
+            rustix::fs::CWD,
+            t.path(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        (t, Arc::new(fd))
+    }
+
+    fn pyc(name: &str, bytes: &[u8]) -> PycFile {
+        PycFile {
+            name: name.into(),
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    fn ino(t: &tempfile::TempDir, name: &str) -> u64 {
+        std::fs::metadata(t.path().join(name)).unwrap().ino()
+    }
+
+    fn leftovers(t: &tempfile::TempDir) -> Vec<String> {
+        std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(TEMP_PREFIX))
+            .collect()
+    }
+
+    #[test]
+    fn links_exactly_the_identical_levels() {
+        let (t, dir) = setup();
+        // Level 0 and 2 equal, level 1 different: non-adjacent levels are linked too.
+        let files = [
+            pyc("m.pyc", b"AAA"),
+            pyc("m.opt-1.pyc", b"BB"),
+            pyc("m.opt-2.pyc", b"AAA"),
+        ];
+        let s = write_pycs(&dir, &files, true, 0o644).unwrap();
+        assert_eq!((s.written, s.linked, s.copied), (2, 1, 0));
+        assert_eq!((s.apparent_bytes, s.stored_bytes), (8, 5));
+        assert_eq!(ino(&t, "m.pyc"), ino(&t, "m.opt-2.pyc"));
+        assert_ne!(ino(&t, "m.pyc"), ino(&t, "m.opt-1.pyc"));
+        assert_eq!(std::fs::read(t.path().join("m.opt-1.pyc")).unwrap(), b"BB");
+        assert!(leftovers(&t).is_empty());
+    }
+
+    #[test]
+    fn replaces_existing_names_and_symlinks_without_writing_through() {
+        let (t, dir) = setup();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(outside.path(), b"precious").unwrap();
+        std::os::unix::fs::symlink(outside.path(), t.path().join("m.pyc")).unwrap();
+        std::fs::write(t.path().join("m.opt-1.pyc"), b"old").unwrap();
+        write_pycs(
+            &dir,
+            &[pyc("m.pyc", b"new"), pyc("m.opt-1.pyc", b"new")],
+            true,
+            0o644,
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(outside.path()).unwrap(), b"precious");
+        assert!(std::fs::symlink_metadata(t.path().join("m.pyc"))
+            .unwrap()
+            .is_file());
+        assert_eq!(ino(&t, "m.pyc"), ino(&t, "m.opt-1.pyc"));
+    }
+
+    #[test]
+    fn no_link_writes_separate_files() {
+        let (t, dir) = setup();
+        let s = write_pycs(
+            &dir,
+            &[pyc("a.pyc", b"X"), pyc("a.opt-1.pyc", b"X")],
+            false,
+            0o644,
+        )
+        .unwrap();
+        assert_eq!((s.written, s.linked), (2, 0));
+        assert_ne!(ino(&t, "a.pyc"), ino(&t, "a.opt-1.pyc"));
+    }
+
+    #[test]
+    fn refused_links_fall_back_to_copies() {
+        // The syscall-level stand-in for a filesystem without hardlinks; tests/compile.rs also
+        // runs the real thing on an exFAT mount where the machine allows it.
+        let (t, dir) = setup();
+        test_hooks::force_link_error(Some(Errno::PERM));
+        let files = [
+            pyc("a.pyc", b"X"),
+            pyc("a.opt-1.pyc", b"X"),
+            pyc("a.opt-2.pyc", b"X"),
+        ];
+        let s = write_pycs(&dir, &files, true, 0o644);
+        test_hooks::force_link_error(None);
+        let s = s.unwrap();
+        assert_eq!((s.written, s.linked, s.copied), (1, 0, 2));
+        assert_eq!(s.stored_bytes, 3);
+        assert_ne!(ino(&t, "a.pyc"), ino(&t, "a.opt-1.pyc"));
+        assert_eq!(std::fs::read(t.path().join("a.opt-2.pyc")).unwrap(), b"X");
+        assert!(leftovers(&t).is_empty());
+    }
+
+    #[test]
+    fn other_link_errors_are_errors() {
+        let (t, dir) = setup();
+        test_hooks::force_link_error(Some(Errno::IO));
+        let r = write_pycs(
+            &dir,
+            &[pyc("a.pyc", b"X"), pyc("a.opt-1.pyc", b"X")],
+            true,
+            0o644,
+        );
+        test_hooks::force_link_error(None);
+        assert!(r.is_err());
+        assert!(
+            leftovers(&t).is_empty(),
+            "temp files left: {:?}",
+            leftovers(&t)
+        );
+    }
+
+    #[test]
+    fn stale_temps_are_removed_live_ones_kept() {
+        let (t, dir) = setup();
+        std::fs::write(t.path().join(".pyclink-1-1.tmp"), b"half").unwrap();
+        assert!(remove_stale_temp(&*dir, OsStr::new(".pyclink-1-1.tmp")).unwrap());
+        let live = TempFile::create(&dir, 0o644).unwrap();
+        assert!(!remove_stale_temp(&*dir, &live.name).unwrap());
+        drop(live);
+        assert!(leftovers(&t).is_empty());
+        assert!(is_temp_name(OsStr::new(".pyclink-12-3.tmp")));
+        assert!(!is_temp_name(OsStr::new("m.cpython-311.pyc")));
+    }
+
+    #[test]
+    fn mode_follows_request_under_umask() {
+        let (t, dir) = setup();
+        write_pycs(&dir, &[pyc("r.pyc", b"X")], true, 0o100755 | 0o200).unwrap();
+        let mode = std::fs::metadata(t.path().join("r.pyc")).unwrap().mode() & 0o777;
+        // Read, not set: umask is process-wide and the tests run in parallel threads.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let umask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .unwrap();
+        let umask = u32::from_str_radix(umask.trim(), 8).unwrap();
+        assert_eq!(mode, 0o644 & !umask);
+    }
+}
