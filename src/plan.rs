@@ -37,6 +37,7 @@ pub struct Plan {
 /// `--exclude` patterns. A pattern with a `/` is matched against the whole path as seen inside
 /// the root (`/usr/lib/python3.12/test/*`); one without is matched against the file or directory
 /// name (`test_*.py`). `*` matches across `/` like fnmatch; an excluded directory is not entered.
+#[derive(Debug)]
 pub struct Excludes {
     paths: GlobSet,
     names: GlobSet,
@@ -243,7 +244,7 @@ mod tests {
         std::os::unix::fs::symlink("small.py", lib.join("alias.py")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &lib.join("fifo.py"),
+            lib.join("fifo.py"),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from(0o644),
             0,

@@ -75,6 +75,8 @@ impl PycFormat {
         self.source_hash.is_some()
     }
 
+    // st_mtime is not i64 on every target.
+    #[allow(clippy::unnecessary_cast)]
     pub fn stamp(
         &self,
         mode: InvalidationMode,

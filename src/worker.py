@@ -2,6 +2,13 @@
 # pyclink as `python -s -S -c <this file>` with a cleared environment (PYTHONHASHSEED=0), cwd "/".
 # It only compiles and marshals; pyclink does all reading, headers, naming, writing and linking.
 #
+# Processes. The process pyclink starts (the zygote) never compiles, so it stays in the state a
+# fresh `python -m compileall` starts in. It forks one long-lived compile child and relays each
+# request to it. A few constants make CPython's output depend on what the process compiled
+# before (see _history_sensitive); for such a source the zygote forks a pristine one-shot child
+# to compile it again, so every pyc is what compileall writes for that file alone, whatever
+# was compiled before it and however pyclink spread the files over its workers.
+#
 # Protocol. Every message is a frame: u32 little-endian payload length, then the payload.
 # Strings are u32 length + UTF-8 (backslashreplace); integers are u32 little-endian.
 #   hello     worker -> pyclink, once at start: "key=value" lines (see hello()).
@@ -11,21 +18,32 @@
 #             b"K", per requested level in ascending order: u32 length + marshal.dumps(code);
 #                   then u32 warning count, per warning: u32 line, str category, str message.
 #             b"E", u32 line, str exception type, str message: the source does not compile.
-# An empty request frame or EOF on stdin ends the worker.
+# An empty request frame or EOF on stdin ends the worker. If a compile child dies, the zygote
+# exits with status 3 and pyclink restarts the worker and retries the file.
 #
-# Keep the imports as they are. marshal writes a string as "interned" when the process has
-# interned it, so every module imported here can change the bytes; with only these (as in a
-# compileall run) the output equals serial compileall's on 3.11 and 3.12.
+# Keep the imports as they are: what the process has loaded can change the bytes (see below).
+# Importing json, for one, would intern "[" and "{" and change the pycs of many modules.
 # This file must stay valid Python 3.6 (no walrus, no positional-only parameters).
 import marshal
 import os
 import sys
 
+import warnings
+
 # The protocol owns fd 1; anything the compiler or a warning prints goes to stderr instead.
-_OUT = os.fdopen(os.dup(1), 'wb')
+_OUT_FD = os.dup(1)
 os.dup2(2, 1)
-_IN = os.fdopen(0, 'rb')
 sys.path[:] = [p for p in sys.path if p]        # -c puts the cwd first: never import from it
+
+# Start from the state `python -m compileall` compiles in. Which strings are alive (interned) in
+# the process decides some bytes: CPython rebuilds a frozenset constant when one of its strings
+# is replaced by an already-interned equal string, and marshal writes that string as interned.
+# compileall has runpy, compileall and argparse (with pathlib, urllib.parse, re...) loaded, so
+# load the same. PYTHONDONTWRITEBYTECODE keeps these imports from writing pycs anywhere.
+try:
+    import runpy, compileall, argparse          # noqa: F401,E401
+except ImportError:                             # a stripped-down stdlib: compile anyway
+    pass
 
 
 def _u32(n):
@@ -37,16 +55,29 @@ def _str(s):
     return _u32(len(b)) + b
 
 
-def _send(payload):
-    _OUT.write(_u32(len(payload)) + payload)
-    _OUT.flush()
+def _write_frame(fd, payload):
+    data = memoryview(_u32(len(payload)) + payload)
+    while data:
+        data = data[os.write(fd, data):]
 
 
-def _read_exact(n):
-    data = _IN.read(n)
-    if data is None or len(data) < n:
+def _read_exact(fd, n):
+    chunks = []
+    while n > 0:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b''.join(chunks)
+
+
+def _read_frame(fd):
+    head = _read_exact(fd, 4)
+    if head is None:
         return None
-    return data
+    n = int.from_bytes(head, 'little')
+    return _read_exact(fd, n) if n else b''
 
 
 def _dump(code):
@@ -81,8 +112,41 @@ def hello():
     return '\n'.join(lines).encode('utf-8', 'backslashreplace')
 
 
-def compile_levels(src, dfile, mask):
-    import warnings
+def _interning_is_permanent():
+    """Do interned strings live forever here (CPython 3.12)? Then every name a source ever
+    used stays interned, and frozensets of strings depend on history (below)."""
+    s = sys.intern(''.join(['pyclink-probe-', str(os.getpid())]))
+    try:
+        return sys.getrefcount(s) > 1 << 20
+    except AttributeError:                          # PyPy: no reference counts
+        return False
+
+
+_PERMANENT_INTERNING = _interning_is_permanent()
+
+
+def _history_sensitive(consts):
+    """Constants whose marshalled form depends on what the process compiled before:
+    a one-character latin-1 string (a process-wide singleton that stays interned once any
+    source used it as a name), and, where interning is permanent, a frozenset holding strings
+    (CPython rebuilds it, unshared, when one of its strings was already interned)."""
+    for k in consts:
+        t = type(k)
+        if t is str:
+            if len(k) == 1 and 127 < ord(k) < 256:
+                return True
+        elif t is frozenset or t is tuple:
+            if t is frozenset and _PERMANENT_INTERNING and any(type(x) is str for x in k):
+                return True
+            if _history_sensitive(k):
+                return True
+        elif hasattr(k, 'co_consts') and _history_sensitive(k.co_consts):
+            return True
+    return False
+
+
+def compile_levels(src, dfile, mask, check_history):
+    """The response for one request; None if the result depends on this process's history."""
     out = [b'K']
     caught = []
     first = True
@@ -93,6 +157,8 @@ def compile_levels(src, dfile, mask):
             # Record the warnings of the first level only; never turn one into an error.
             warnings.simplefilter('always' if first else 'ignore')
             code = compile(src, dfile, 'exec', dont_inherit=True, optimize=level)
+        if first and check_history and _history_sensitive(code.co_consts):
+            return None
         first = False
         caught.extend(w)
         data = _dump(code)
@@ -116,29 +182,79 @@ def compile_error(exc):
     return b'E' + _u32(max(0, line)) + _str(type(exc).__name__) + _str(msg)
 
 
-def main():
-    _send(hello())
+def handle(req, check_history):
+    mask = req[0]
+    dlen = int.from_bytes(req[1:5], 'little')
+    dfile = req[5:5 + dlen].decode('utf-8', 'surrogateescape')
+    src = req[5 + dlen:]
+    try:
+        resp = compile_levels(src, dfile, mask, check_history)
+    except (Exception, RecursionError, MemoryError) as exc:   # one bad file never ends the worker
+        resp = compile_error(exc)
+    return b'R' if resp is None else resp
+
+
+def compile_child(req_fd, resp_fd):
+    """The long-lived compiler: answers b'R' where the zygote must compile pristine."""
     while True:
-        head = _read_exact(4)
-        if head is None:
-            return
-        n = int.from_bytes(head, 'little')
-        if n == 0:
-            return
-        req = _read_exact(n)
-        if req is None:
-            return
-        mask = req[0]
-        dlen = int.from_bytes(req[1:5], 'little')
-        dfile = req[5:5 + dlen].decode('utf-8', 'surrogateescape')
-        src = req[5 + dlen:]
-        del req
+        req = _read_frame(req_fd)
+        if not req:
+            os._exit(0)
+        _write_frame(resp_fd, handle(req, True))
+
+
+def _fork(target, *args):
+    """Fork a child that runs target(*args) with only the fds it is given, then exits."""
+    pid = os.fork()
+    if pid == 0:
         try:
-            resp = compile_levels(src, dfile, mask)
-        except (Exception, RecursionError, MemoryError) as exc:   # one bad file never ends the worker
-            resp = compile_error(exc)
-        del src
-        _send(resp)
+            os.close(0)
+            os.close(_OUT_FD)
+            target(*args)
+        finally:
+            os._exit(0)
+    return pid
+
+
+def compile_pristine(req):
+    r, w = os.pipe()
+
+    def once(req):
+        os.close(r)
+        _write_frame(w, handle(req, False))
+    pid = _fork(once, req)
+    os.close(w)
+    resp = _read_frame(r)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    if resp is None or status != 0:
+        os._exit(3)
+    return resp
+
+
+def main():
+    _write_frame(_OUT_FD, hello())
+    req_r, req_w = os.pipe()
+    resp_r, resp_w = os.pipe()
+
+    def child():
+        os.close(req_w)
+        os.close(resp_r)
+        compile_child(req_r, resp_w)
+    _fork(child)
+    os.close(req_r)
+    os.close(resp_w)
+    while True:
+        req = _read_frame(0)
+        if not req:                                 # EOF or the empty frame: done
+            return
+        _write_frame(req_w, req)
+        resp = _read_frame(resp_r)
+        if resp is None:                            # the compile child died
+            os._exit(3)
+        if resp == b'R':
+            resp = compile_pristine(req)
+        _write_frame(_OUT_FD, resp)
 
 
 main()

@@ -307,7 +307,7 @@ impl Worker {
 
     /// The pipe closed: reap the child and say how it ended.
     fn death(&mut self) -> Failure {
-        let _ = self.child.kill();
+        kill_group(self.child.id());
         match self.child.wait() {
             Ok(status) => Failure::Died(describe_exit(status)),
             Err(e) => Failure::Died(format!("vanished ({e})")),
@@ -317,10 +317,18 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        // An idle worker would exit on EOF, but a busy or hung one must not outlive pyclink.
-        let _ = self.child.kill();
+        // An idle worker would exit on EOF, but a busy or hung one (or its compile child) must
+        // not outlive pyclink: the whole process group goes.
+        kill_group(self.child.id());
         let _ = self.child.wait();
         crate::cleanup::unregister_worker(self.child.id());
+    }
+}
+
+/// SIGKILL a worker and the children it forked (it leads its own process group).
+pub fn kill_group(pid: u32) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
 }
 

@@ -1,0 +1,661 @@
+//! Behaviour of one run on small hand-made roots, with the host's python3 (always present).
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Host {
+    version: String,
+    python: PathBuf,
+    tag: String,
+}
+
+fn host() -> Host {
+    let version = host_python3_version();
+    let python = find_python(&version).expect("host python3 findable");
+    let tag = cache_tag(&python);
+    Host {
+        version,
+        python,
+        tag,
+    }
+}
+
+/// A root with `files` under usr/lib/pythonX.Y/site-packages; returns (tempdir, root, site).
+fn site_root(h: &Host, files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let site = root.join(format!("usr/lib/python{}/site-packages", h.version));
+    std::fs::create_dir_all(&site).unwrap();
+    write_files(&site, files);
+    (t, root, site)
+}
+
+fn expect(h: &Host) -> Vec<String> {
+    vec![format!("{}:usr/lib/python{}", h.version, h.version)]
+}
+
+const BOTH: &str = "\"\"\"docstring\"\"\"\nassert 1\nx = 1\n";
+const DOC: &str = "\"\"\"docstring\"\"\"\nx = 1\n";
+const ASSERT: &str = "assert 1\nx = 1\n";
+const NEITHER: &str = "x = 1\n";
+
+/// CPython's test_compileall hardlink cases: linked exactly where the levels are identical.
+#[test]
+fn hardlinks_exactly_where_identical() {
+    let h = host();
+    let (_t, root, site) = site_root(
+        &h,
+        &[
+            ("both.py", BOTH),
+            ("doc.py", DOC),
+            ("assert_.py", ASSERT),
+            ("neither.py", NEITHER),
+        ],
+    );
+    let out = run(pyclink().arg("--buildroot").arg(&root));
+    assert!(out.status.success());
+    let same = |name: &str| {
+        let p = pycs(&site, name, &h.tag);
+        (
+            ino(&p[0]) == ino(&p[1]),
+            ino(&p[1]) == ino(&p[2]),
+            ino(&p[0]) == ino(&p[2]),
+        )
+    };
+    assert_eq!(same("both"), (false, false, false));
+    assert_eq!(
+        same("doc"),
+        (true, false, false),
+        "docstring only: 0 and 1 linked"
+    );
+    assert_eq!(
+        same("assert_"),
+        (false, true, false),
+        "assert only: 1 and 2 linked"
+    );
+    assert_eq!(same("neither"), (true, true, true));
+    // 4 sources x 3 levels; distinct contents 3 + 2 + 2 + 1 = 8, links 4.
+    assert!(
+        stdout(&out).contains("4 sources, 12 pyc (8 written, 4 hardlinked, 0 copied), 0 errors"),
+        "{}",
+        stdout(&out)
+    );
+    assert_audit_ok(&root, &expect(&h), &[]);
+}
+
+#[test]
+fn only_two_levels() {
+    let h = host();
+    for (levels, a, b) in [("0,1", 0, 1), ("1,2", 1, 2), ("0,2", 0, 2)] {
+        let (_t, root, site) = site_root(
+            &h,
+            &[("both.py", BOTH), ("neither.py", NEITHER), ("doc.py", DOC)],
+        );
+        assert!(
+            run(pyclink().arg("--buildroot").arg(&root).args(["-o", levels]))
+                .status
+                .success()
+        );
+        for name in ["both", "neither", "doc"] {
+            let p = pycs(&site, name, &h.tag);
+            let missing = 3 - a - b;
+            assert!(
+                !p[missing].exists(),
+                "{levels}: level {missing} must not be written"
+            );
+            let identical = std::fs::read(&p[a]).unwrap() == std::fs::read(&p[b]).unwrap();
+            assert_eq!(
+                identical,
+                ino(&p[a]) == ino(&p[b]),
+                "{levels} {name}: linked iff identical"
+            );
+        }
+        assert!(!ino_eq(&pycs(&site, "both", &h.tag), a, b));
+        assert!(ino_eq(&pycs(&site, "neither", &h.tag), a, b));
+        assert_audit_ok(&root, &expect(&h), &["--levels", levels]);
+    }
+}
+
+fn ino_eq(p: &[PathBuf; 3], a: usize, b: usize) -> bool {
+    ino(&p[a]) == ino(&p[b])
+}
+
+#[test]
+fn duplicated_levels_are_harmless() {
+    let h = host();
+    let (_t, root, site) = site_root(&h, &[("neither.py", NEITHER)]);
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["-o1", "-o0", "-o1", "-o0"]));
+    assert!(out.status.success());
+    let p = pycs(&site, "neither", &h.tag);
+    assert!(p[0].exists() && p[1].exists() && !p[2].exists());
+    assert_eq!(ino(&p[0]), ino(&p[1]));
+    // compileall's bug: `-o -1 -o 0 --hardlink-dupes` deletes pycs. Here -1 is refused, and
+    // nothing is touched.
+    let before = snapshot(&root);
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["-o", "-1", "-o", "0"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("invalid optimization level -1"));
+    assert_eq!(before, snapshot(&root));
+}
+
+#[test]
+fn recompilation_after_source_change() {
+    let h = host();
+    let (_t, root, site) = site_root(&h, &[("a.py", "a = 0\n")]);
+    assert!(run(pyclink().arg("--buildroot").arg(&root))
+        .status
+        .success());
+    let p = pycs(&site, "a", &h.tag);
+    let inode = ino(&p[0]);
+    assert!(ino(&p[1]) == inode && ino(&p[2]) == inode);
+
+    std::fs::write(
+        site.join("a.py"),
+        "\"\"\"now with a docstring\"\"\"\nprint(0)\n",
+    )
+    .unwrap();
+    assert!(run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--force", "-o0", "-o2"]))
+    .status
+    .success());
+    assert_eq!(ino(&p[1]), inode, "opt-1 keeps its inode");
+    assert_ne!(ino(&p[0]), inode);
+    assert_ne!(
+        ino(&p[0]),
+        ino(&p[2]),
+        "new level 0 and 2 differ (docstring)"
+    );
+    std::fs::write(site.join("a.py"), "print(1)\n").unwrap();
+    assert!(run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--force", "-o0", "-o2"]))
+    .status
+    .success());
+    assert_eq!(ino(&p[1]), inode);
+    assert_eq!(ino(&p[0]), ino(&p[2]), "pyc and opt-2 share a new inode");
+    assert_ne!(ino(&p[2]), inode);
+    assert_ne!(std::fs::read(&p[1]).unwrap(), std::fs::read(&p[2]).unwrap());
+}
+
+/// Python itself accepts the pycs for plain, -O and -OO imports: `-v` reports the code object
+/// coming from the pyc, and nothing is rewritten.
+#[test]
+fn python_imports_the_written_pycs() {
+    let h = host();
+    let (_t, root, site) = site_root(
+        &h,
+        &[
+            ("both.py", BOTH),
+            ("pkg/__init__.py", DOC),
+            ("pkg/mod.py", NEITHER),
+        ],
+    );
+    assert!(run(pyclink().arg("--buildroot").arg(&root))
+        .status
+        .success());
+    let before = snapshot(&site);
+    for (flag, suffix) in [
+        (None, ".pyc"),
+        (Some("-O"), ".opt-1.pyc"),
+        (Some("-OO"), ".opt-2.pyc"),
+    ] {
+        let mut c = Command::new(&h.python);
+        c.args(flag)
+            .args(["-v", "-c", "import both, pkg.mod"])
+            .env("PYTHONPATH", &site)
+            .env_remove("PYTHONDONTWRITEBYTECODE");
+        let out = run(&mut c);
+        assert!(out.status.success());
+        let log = stderr(&out);
+        for m in ["both", "mod"] {
+            let want = format!("code object from '{}", site.display());
+            let line = log
+                .lines()
+                .find(|l| l.contains(&want) && l.contains(&format!("{m}.{}{suffix}", h.tag)));
+            assert!(
+                line.is_some(),
+                "{flag:?}: {m} not loaded from its {suffix}:\n{log}"
+            );
+        }
+    }
+    assert_eq!(before, snapshot(&site), "importing rewrote a pyc");
+}
+
+#[test]
+fn bad_sources_are_reported_and_the_rest_compiled() {
+    let h = host();
+    let (_t, root, site) = site_root(
+        &h,
+        &[
+            ("good.py", NEITHER),
+            ("syntax.py", "x = 1\ndef f(:\n    pass\n"),
+            ("cookie.py", "# -*- coding: no-such-codec -*-\nx = 1\n"),
+            ("zzz_also_good.py", DOC),
+        ],
+    );
+    std::fs::write(site.join("nul.py"), b"x = 1\n\0\n").unwrap();
+    let json = root.parent().unwrap().join("summary.json");
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("--summary-json")
+        .arg(&json));
+    assert_eq!(out.status.code(), Some(1), "errors fail by default");
+    let err = stderr(&out);
+    let rel = format!("/usr/lib/python{}/site-packages", h.version);
+    assert!(
+        err.contains(&format!("{rel}/syntax.py:2: SyntaxError: ")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{rel}/cookie.py")) && err.contains("no-such-codec"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{rel}/nul.py")), "{err}");
+    assert!(stdout(&out).contains("3 errors"), "{}", stdout(&out));
+    for ok in ["good", "zzz_also_good"] {
+        assert!(
+            pycs(&site, ok, &h.tag).iter().all(|p| p.exists()),
+            "{ok} must still be compiled"
+        );
+    }
+    assert!(!pycs(&site, "syntax", &h.tag)[0].exists());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(summary["exit_code"], 1);
+    let errors: Vec<String> = summary["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with(&format!("{rel}/syntax.py:2: SyntaxError: "))),
+        "{errors:?}"
+    );
+    assert_eq!(summary["versions"][0]["errors"], 3);
+
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--errors", "warn"]));
+    assert_eq!(out.status.code(), Some(0), "--errors warn exits 0");
+    assert!(
+        stderr(&out).contains("warning: ") && stderr(&out).contains("syntax.py:2: SyntaxError")
+    );
+}
+
+#[test]
+fn rerun_is_a_noop_and_force_rewrites() {
+    let h = host();
+    let (_t, root, site) = site_root(&h, &[("a.py", DOC), ("b.py", BOTH)]);
+    assert!(run(pyclink().arg("--buildroot").arg(&root))
+        .status
+        .success());
+    let first = snapshot(&site);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = run(pyclink().arg("--buildroot").arg(&root));
+    assert!(
+        stdout(&out).contains("(0 written, 0 hardlinked, 0 copied, 6 up to date)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(first, snapshot(&site), "a rerun must not touch anything");
+    let out = run(pyclink().arg("--buildroot").arg(&root).arg("--force"));
+    assert!(
+        stdout(&out).contains("(5 written, 1 hardlinked, 0 copied)"),
+        "{}",
+        stdout(&out)
+    );
+    let pyc = pycs(&site, "a", &h.tag);
+    let old = first.iter().find(|(p, ..)| p == &pyc[0]).unwrap();
+    assert_ne!(old.1, ino(&pyc[0]), "--force replaces the file");
+    assert_audit_ok(&root, &expect(&h), &[]);
+}
+
+#[test]
+fn source_date_epoch_means_checked_hash() {
+    let h = host();
+    let (_t, root, site) = site_root(&h, &[("a.py", NEITHER)]);
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .env("SOURCE_DATE_EPOCH", "1700000000"));
+    assert!(out.status.success());
+    let data = std::fs::read(&pycs(&site, "a", &h.tag)[0]).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(data[4..8].try_into().unwrap()),
+        0b11,
+        "checked-hash flags"
+    );
+    assert_audit_ok(&root, &expect(&h), &[]);
+    // A changed mtime does not make a hash-based pyc stale.
+    let before = snapshot(&site.join("__pycache__"));
+    filetime(&site.join("a.py"), 1_000_000_000);
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .env("SOURCE_DATE_EPOCH", "1700000000"));
+    assert!(stdout(&out).contains("3 up to date"));
+    assert_eq!(before, snapshot(&site.join("__pycache__")));
+    // Explicit modes win; unchecked-hash has flags 0b01.
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--invalidation-mode", "unchecked-hash"]));
+    assert!(out.status.success());
+    let data = std::fs::read(&pycs(&site, "a", &h.tag)[0]).unwrap();
+    assert_eq!(u32::from_le_bytes(data[4..8].try_into().unwrap()), 0b01);
+    assert_audit_ok(&root, &expect(&h), &[]);
+}
+
+fn filetime(p: &Path, secs: i64) {
+    let f = std::fs::File::options().write(true).open(p).unwrap();
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
+    f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
+        .unwrap();
+}
+
+/// Past 2038 (signed 32-bit) and past 2106 (unsigned 32-bit): the header holds the mtime
+/// modulo 2**32, as importlib writes and checks it.
+#[test]
+fn mtimes_beyond_32_bits() {
+    let h = host();
+    let (_t, root, site) = site_root(&h, &[("y2038.py", NEITHER), ("y2106.py", NEITHER)]);
+    filetime(&site.join("y2038.py"), (1 << 31) + 5);
+    filetime(&site.join("y2106.py"), (1 << 32) + 7);
+    assert!(run(pyclink().arg("--buildroot").arg(&root))
+        .status
+        .success());
+    let field = |name: &str| {
+        let d = std::fs::read(&pycs(&site, name, &h.tag)[0]).unwrap();
+        u32::from_le_bytes(d[8..12].try_into().unwrap())
+    };
+    assert_eq!(field("y2038"), (1u32 << 31) + 5);
+    assert_eq!(field("y2106"), 7);
+    assert_audit_ok(&root, &expect(&h), &[]);
+    let before = snapshot(&site);
+    let mut c = Command::new(&h.python);
+    assert!(run(c
+        .args(["-c", "import y2038, y2106"])
+        .env("PYTHONPATH", &site))
+    .status
+    .success());
+    assert_eq!(
+        before,
+        snapshot(&site),
+        "Python must accept these headers as up to date"
+    );
+}
+
+#[test]
+fn pyc_mode_follows_the_source() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = host();
+    let (_t, root, site) = site_root(&h, &[("ro.py", NEITHER), ("private.py", NEITHER)]);
+    std::fs::set_permissions(site.join("ro.py"), std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(
+        site.join("private.py"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let out = run(pyclink().arg("--buildroot").arg(&root).arg("--no-link"));
+    assert!(out.status.success());
+    let mode = |name: &str| {
+        std::fs::metadata(&pycs(&site, name, &h.tag)[0])
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let umask = u32::from_str_radix(
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .unwrap()
+            .trim(),
+        8,
+    )
+    .unwrap();
+    assert_eq!(mode("ro"), 0o644 & !umask, "0o444 | owner-write");
+    assert_eq!(mode("private"), 0o600 & !umask);
+    assert!(
+        stdout(&out).contains("(6 written, 0 hardlinked, 0 copied)"),
+        "--no-link: {}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn paths_and_excludes_restrict_the_run() {
+    let h = host();
+    let (_t, root, site) = site_root(
+        &h,
+        &[
+            ("keep/a.py", NEITHER),
+            ("other/b.py", NEITHER),
+            ("keep/tests/t.py", NEITHER),
+        ],
+    );
+    let keep = format!("usr/lib/python{}/site-packages/keep", h.version);
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg(&keep)
+        .args(["--exclude", "tests"]));
+    assert!(out.status.success());
+    assert!(pycs(&site.join("keep"), "a", &h.tag)[0].exists());
+    assert!(!site.join("other/__pycache__").exists());
+    assert!(!site.join("keep/tests/__pycache__").exists());
+    // An absolute path under the root works too (as %py_byte_compile passes it).
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg(site.join("other")));
+    assert!(out.status.success());
+    assert!(pycs(&site.join("other"), "b", &h.tag)[0].exists());
+    // Leaving the root is refused before anything happens.
+    let out = run(pyclink().arg("--buildroot").arg(&root).arg("usr/../../etc"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains(".."));
+}
+
+#[test]
+fn private_directory_and_dist_packages_use_the_given_version() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    write_files(
+        &root,
+        &[
+            ("usr/share/app/app.py", DOC),
+            ("usr/lib/python3/dist-packages/deb.py", NEITHER),
+        ],
+    );
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--python-version", &h.version]));
+    assert!(out.status.success());
+    assert!(pycs(&root.join("usr/lib/python3/dist-packages"), "deb", &h.tag)[0].exists());
+    assert!(
+        !root.join("usr/share/app/__pycache__").exists(),
+        "private dirs only when named"
+    );
+    let out = run(pyclink().arg("--buildroot").arg(&root).arg("usr/share/app"));
+    assert!(
+        out.status.success(),
+        "with no version named, the host python3 is used"
+    );
+    assert_audit_ok(
+        &root,
+        &[format!(
+            "{}:usr/share/app,usr/lib/python3/dist-packages",
+            h.version
+        )],
+        &[],
+    );
+}
+
+#[test]
+fn missing_interpreter_is_a_clear_error() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    write_files(&root, &[("usr/lib/python3.99/site-packages/x.py", NEITHER)]);
+    let out = run(pyclink().arg("--buildroot").arg(&root));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("no interpreter found for python3.99"), "{err}");
+    assert!(
+        err.contains("python3.99 on PATH") && err.contains("/usr/bin/python3.99"),
+        "names what was tried: {err}"
+    );
+    assert!(!root
+        .join("usr/lib/python3.99/site-packages/__pycache__")
+        .exists());
+    // Naming one that is not that version is refused too.
+    let h = host();
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("--interpreter")
+        .arg(format!("3.99={}", h.python.display())));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!("it is python{}, not python3.99", h.version)),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn no_build_root_is_a_clear_error() {
+    let out = run(&mut pyclink());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no build root: give --buildroot DIR or set RPM_BUILD_ROOT"));
+    let t = tempfile::tempdir().unwrap();
+    let h = host();
+    write_files(
+        t.path(),
+        &[(&format!("usr/lib/python{}/m.py", h.version), NEITHER)],
+    );
+    let out = run(pyclink().env("RPM_BUILD_ROOT", t.path()));
+    assert!(
+        out.status.success(),
+        "RPM_BUILD_ROOT is the default build root"
+    );
+}
+
+#[test]
+fn help_teaches() {
+    let out = run(pyclink().arg("--help"));
+    let text = stdout(&out);
+    for needle in [
+        "Examples:",
+        "--buildroot",
+        "--interpreter",
+        "SOURCE_DATE_EPOCH",
+        "Exit status",
+        "--summary-json",
+    ] {
+        assert!(text.contains(needle), "--help lacks {needle}");
+    }
+}
+
+/// A real filesystem without hardlinks: exFAT through FUSE on a loop device. Needs root,
+/// /dev/fuse and exfat-fuse; the unit test write::refused_links_fall_back_to_copies covers the
+/// same path at the syscall level everywhere.
+#[test]
+fn no_hardlink_filesystem_gets_copies() {
+    let h = host();
+    let Some(mnt) = ExfatMount::new() else { return };
+    let root = mnt.dir.join("root");
+    let site = root.join(format!("usr/lib/python{}/site-packages", h.version));
+    std::fs::create_dir_all(&site).unwrap();
+    write_files(&site, &[("neither.py", NEITHER), ("doc.py", DOC)]);
+    let out = run(pyclink().arg("--buildroot").arg(&root));
+    assert!(out.status.success());
+    assert!(
+        stdout(&out).contains("(3 written, 0 hardlinked, 3 copied)"),
+        "{}",
+        stdout(&out)
+    );
+    let p = pycs(&site, "neither", &h.tag);
+    assert_eq!(std::fs::read(&p[0]).unwrap(), std::fs::read(&p[2]).unwrap());
+    assert!(temp_files(&root).is_empty());
+    assert_audit_ok(&root, &expect(&h), &["--no-links"]);
+}
+
+struct ExfatMount {
+    _img: tempfile::TempDir,
+    dir: PathBuf,
+    loopdev: String,
+}
+
+impl ExfatMount {
+    fn new() -> Option<ExfatMount> {
+        let skip = |why: &str| {
+            println!("SKIP no_hardlink_filesystem_gets_copies: {why}; the syscall-level unit test still ran");
+            None
+        };
+        let img = tempfile::tempdir().unwrap();
+        let file = img.path().join("fs.img");
+        let dir = img.path().join("mnt");
+        std::fs::create_dir(&dir).unwrap();
+        let ok = |c: &mut Command| c.output().map(|o| o.status.success()).unwrap_or(false);
+        if !ok(Command::new("truncate").args(["-s", "64M"]).arg(&file))
+            || !ok(Command::new("mkfs.exfat").arg(&file))
+        {
+            return skip("mkfs.exfat is not available (package exfatprogs)");
+        }
+        let Ok(out) = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&file)
+            .output()
+        else {
+            return skip("losetup is not available");
+        };
+        if !out.status.success() {
+            return skip(&format!(
+                "cannot attach a loop device: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let loopdev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let m = Command::new("mount.exfat-fuse")
+            .arg(&loopdev)
+            .arg(&dir)
+            .output();
+        if !m.is_ok_and(|o| o.status.success()) {
+            let _ = Command::new("losetup").args(["-d", &loopdev]).status();
+            return skip("cannot mount exFAT with FUSE (package exfat-fuse, /dev/fuse, root)");
+        }
+        Some(ExfatMount {
+            _img: img,
+            dir,
+            loopdev,
+        })
+    }
+}
+
+impl Drop for ExfatMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = Command::new("losetup").args(["-d", &self.loopdev]).status();
+    }
+}

@@ -1,0 +1,153 @@
+//! pyclink writes the same bytes as CPython's own compileall.
+//!
+//! Serial `compileall` is itself history-dependent in rare cases: a latin-1 one-character string
+//! (say "ä") that an earlier file used as an identifier stays interned for the rest of the
+//! process, so a later file's constant "ä" is marshalled as interned. Such a pyc depends on what
+//! compileall happened to compile before. The rule checked here is therefore: every pyc equals
+//! serial compileall's, or, where it does not, it equals what compileall writes for that very
+//! file compiled alone in a fresh process (and serial compileall's differs from that too).
+
+mod common;
+use common::*;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn pycs_under(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "pyc"))
+        .map(|e| {
+            (
+                e.path().strip_prefix(root).unwrap().to_path_buf(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn compileall(python: &Path, root: &Path, dirs: &[PathBuf], serial_args: &[&str]) {
+    let mut c = Command::new(python);
+    c.args(["-m", "compileall", "-q"])
+        .args(serial_args)
+        .arg("-s")
+        .arg(root)
+        .args(["-p", "/"])
+        .args(dirs);
+    c.env("PYTHONHASHSEED", "0").env_remove("SOURCE_DATE_EPOCH");
+    // Exit status 1 is expected: the stdlib ships deliberately broken test files.
+    let out = c.output().unwrap();
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "compileall crashed: {out:?}"
+    );
+}
+
+/// The source of `__pycache__/NAME.TAG[.opt-N].pyc`.
+fn source_of(pyc: &Path) -> PathBuf {
+    let name = pyc.file_name().unwrap().to_string_lossy();
+    let stem = name.split('.').next().unwrap();
+    pyc.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join(format!("{stem}.py"))
+}
+
+fn identical_to_compileall(version: &str, small: bool) {
+    let test = format!("compileall_identity_{version}");
+    let Some(python) = python_or_skip(version, &test) else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let ours = t.path().join("pyclink");
+    let theirs = t.path().join("compileall");
+    make_buildroot(&ours, &[version], small);
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&ours)
+        .arg(&theirs)
+        .status()
+        .unwrap()
+        .success());
+
+    let mut dirs = vec![theirs.join(format!("usr/lib64/python{version}"))];
+    if theirs.join(format!("usr/lib/python{version}")).exists() {
+        dirs.push(theirs.join(format!("usr/lib/python{version}")));
+    }
+    compileall(&python, &theirs, &dirs, &["-o0", "-o1", "-o2"]);
+
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&ours)
+        .args(["--errors", "warn"]));
+    assert!(out.status.success());
+    println!("{}", stdout(&out).trim());
+
+    let a = pycs_under(&ours);
+    let b = pycs_under(&theirs);
+    let only_ours: Vec<_> = a.keys().filter(|k| !b.contains_key(*k)).collect();
+    let only_theirs: Vec<_> = b.keys().filter(|k| !a.contains_key(*k)).collect();
+    assert!(
+        only_ours.is_empty() && only_theirs.is_empty(),
+        "pyc sets differ: ours only {only_ours:?}, compileall only {only_theirs:?}"
+    );
+
+    let differing: Vec<&PathBuf> = a
+        .iter()
+        .filter(|(k, v)| b[*k] != **v)
+        .map(|(k, _)| k)
+        .collect();
+    let mut history = Vec::new();
+    for pyc in &differing {
+        // Compile this one file alone, in a fresh compileall process.
+        let solo = t
+            .path()
+            .join("solo")
+            .join(pyc.to_string_lossy().replace('/', "_"));
+        let src = source_of(pyc);
+        std::fs::create_dir_all(solo.join(src.parent().unwrap())).unwrap();
+        assert!(Command::new("cp")
+            .arg("-p")
+            .arg(ours.join(&src))
+            .arg(solo.join(&src))
+            .status()
+            .unwrap()
+            .success());
+        compileall(&python, &solo, &[solo.join(&src)], &["-o0", "-o1", "-o2"]);
+        let alone = std::fs::read(solo.join(pyc)).unwrap();
+        assert_eq!(
+            alone,
+            a[*pyc],
+            "{}: differs from serial compileall AND from compileall on the file alone",
+            pyc.display()
+        );
+        assert_ne!(alone, b[*pyc]);
+        history.push(pyc.display().to_string());
+    }
+    println!(
+        "{} pyc compared: {} identical to serial compileall, {} identical to compileall on the file alone \
+         (serial compileall's own bytes depend on its history there): {history:?}",
+        a.len(),
+        a.len() - differing.len(),
+        differing.len()
+    );
+    let mut expect = format!("{version}:usr/lib64/python{version}");
+    if dirs.len() > 1 {
+        expect.push_str(&format!(",usr/lib/python{version}"));
+    }
+    assert_audit_ok(&ours, &[expect], &[]);
+}
+
+/// The issue's acceptance case: a full (not --small) 3.11 root with site-packages.
+#[test]
+fn full_311_root_matches_serial_compileall() {
+    identical_to_compileall("3.11", false);
+}
+
+#[test]
+fn small_312_root_matches_serial_compileall() {
+    identical_to_compileall("3.12", true);
+}

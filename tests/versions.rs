@@ -1,0 +1,89 @@
+//! Every installed CPython 3.6-3.13 compiles a small stdlib root that pyc-audit accepts; the
+//! host's python3 is always tested; two versions in one root are compiled by one run.
+
+mod common;
+use common::*;
+
+fn audit_version(version: &str) {
+    let test = format!("audit_python{version}");
+    if python_or_skip(version, &test).is_none() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    make_buildroot(&root, &[version], true);
+    let out = run(pyclink().arg("--buildroot").arg(&root));
+    assert!(out.status.success(), "pyclink failed for {version}");
+    let line = stdout(&out);
+    assert!(
+        line.starts_with(&format!("pyclink: python{version}: ")),
+        "summary line: {line}"
+    );
+    assert!(line.contains(" 0 errors"), "{line}");
+    assert_audit_ok(
+        &root,
+        &[format!("{version}:usr/lib64/python{version}")],
+        &[],
+    );
+    assert!(temp_files(&root).is_empty());
+}
+
+macro_rules! version_tests {
+    ($($name:ident => $v:literal),* $(,)?) => {
+        $(#[test] fn $name() { audit_version($v); })*
+    };
+}
+
+version_tests! {
+    audit_python3_6 => "3.6",
+    audit_python3_7 => "3.7",
+    audit_python3_8 => "3.8",
+    audit_python3_9 => "3.9",
+    audit_python3_10 => "3.10",
+    audit_python3_11 => "3.11",
+    audit_python3_12 => "3.12",
+    audit_python3_13 => "3.13",
+}
+
+/// Never skipped: the machine's own python3, whatever version it is.
+#[test]
+fn audit_host_python3() {
+    let v = host_python3_version();
+    assert!(
+        find_python(&v).is_some(),
+        "the host python3 ({v}) must be findable as python{v}"
+    );
+    audit_version(&v);
+}
+
+#[test]
+fn two_versions_in_one_root() {
+    let host = host_python3_version();
+    let other = ["3.12", "3.11", "3.13", "3.10"]
+        .into_iter()
+        .find(|v| *v != host && find_python(v).is_some());
+    let Some(other) = other else {
+        println!(
+            "SKIP two_versions_in_one_root: no second Python 3.10-3.13 besides the host's {host}"
+        );
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    make_buildroot(&root, &[&host, other], true);
+    let out = run(pyclink().arg("--buildroot").arg(&root));
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 2, "one line per version: {text}");
+    for v in [&host, other] {
+        assert!(text.contains(&format!("pyclink: python{v}: ")), "{text}");
+    }
+    assert_audit_ok(
+        &root,
+        &[
+            format!("{host}:usr/lib64/python{host}"),
+            format!("{other}:usr/lib64/python{other}"),
+        ],
+        &[],
+    );
+}
