@@ -14,8 +14,16 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp(None)
-        .format_target(false)
+        .format(|buf, record| {
+            use std::io::Write;
+            let word = match record.level() {
+                log::Level::Error => "error",
+                log::Level::Warn => "warning",
+                log::Level::Info => "note",
+                log::Level::Debug | log::Level::Trace => "debug",
+            };
+            writeln!(buf, "pyclink: {word}: {}", record.args())
+        })
         .init();
     if let Err(e) = pyclink::cleanup::install_signal_handler() {
         log::warn!("cannot catch SIGINT/SIGTERM ({e}); an interrupt may leave temp files for the next run to remove");
