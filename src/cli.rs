@@ -29,7 +29,7 @@ What is compiled:
   Directory symlinks are never followed; a .py symlink is read through, resolved inside the root.
 
 Which interpreter compiles version X.Y:
-  --interpreter X.Y=PATH; else the root's own usr/bin/pythonX.Y if it is a binary for this
+  --interpreter X.Y=PATH (or a bare PATH, which is asked for its version); else the root's own usr/bin/pythonX.Y if it is a binary for this
   machine (run with PYTHONHOME and LD_LIBRARY_PATH pointing into the root); else the host's
   pythonX.Y from PATH, then from pyenv. Magic number and cache tag come from the interpreter.
 
@@ -120,8 +120,9 @@ pub struct CompileArgs {
     #[arg(short = 'j', long, value_name = "N")]
     jobs: Option<usize>,
 
-    /// Use PATH to compile version X.Y (repeatable; X.Y, pythonX.Y or pypyX.Y)
-    #[arg(long = "interpreter", value_name = "X.Y=PATH")]
+    /// Use PATH to compile version X.Y (repeatable; X.Y, pythonX.Y or pypyX.Y). A bare PATH
+    /// is asked for its version, which also becomes a --python-version target
+    #[arg(long = "interpreter", value_name = "[X.Y=]PATH")]
     interpreters: Vec<String>,
 
     /// Compile dist-packages and PATHs outside versioned trees for X.Y (repeatable)
@@ -231,15 +232,17 @@ impl CompileArgs {
                 v,
             );
         }
+        let mut unversioned_interpreters = Vec::new();
         for spec in &self.interpreters {
-            let (k, v) = spec.split_once('=').ok_or_else(|| {
-                format!("--interpreter '{spec}': expected X.Y=PATH (e.g. 3.12=/usr/bin/python3.12)")
-            })?;
-            interpreters.insert(
-                k.parse::<PyVersion>()
-                    .map_err(|e| format!("--interpreter: {e}"))?,
-                PathBuf::from(v),
-            );
+            match spec.split_once('=') {
+                Some((k, v)) => {
+                    let version = k.parse::<PyVersion>().map_err(|e| {
+                        format!("--interpreter '{spec}': {e} (expected X.Y=PATH or PATH)")
+                    })?;
+                    interpreters.insert(version, PathBuf::from(v));
+                }
+                None => unversioned_interpreters.push(PathBuf::from(spec)),
+            }
         }
 
         let version_list = if self.python_versions.is_empty() {
@@ -275,6 +278,7 @@ impl CompileArgs {
             levels,
             jobs,
             interpreters,
+            unversioned_interpreters,
             python_versions,
             invalidation_mode: self.invalidation_mode.or(cfg.invalidation_mode),
             force: self.force || cfg.force.unwrap_or(false),
@@ -338,10 +342,11 @@ mod tests {
     fn bad_input_is_explained() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().to_str().unwrap();
-        assert!(parse(&["--buildroot", root, "--interpreter", "3.12"])
-            .err()
-            .unwrap()
-            .contains("X.Y=PATH"));
+        let bare = parse(&["--buildroot", root, "--interpreter", "/usr/bin/python3"]).unwrap();
+        assert_eq!(
+            bare.settings.unversioned_interpreters,
+            vec![PathBuf::from("/usr/bin/python3")]
+        );
         assert!(parse(&["--buildroot", root, "--interpreter", "three=/x"])
             .err()
             .unwrap()

@@ -71,7 +71,12 @@ pub fn select(
 pub fn host_python3(timeout: Duration) -> Result<PyVersion, String> {
     let program = find_on_path("python3")
         .ok_or("no python3 on PATH to choose a version for unversioned trees")?;
-    let w = Worker::start(&host_launch(program.clone()), timeout)
+    version_of(&program, timeout)
+}
+
+/// Ask an interpreter which version it is.
+pub fn version_of(program: &Path, timeout: Duration) -> Result<PyVersion, String> {
+    let w = Worker::start(&host_launch(program.to_path_buf()), timeout)
         .map_err(|e| format!("{}: {e}", program.display()))?;
     Ok(w.hello.py_version())
 }

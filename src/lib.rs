@@ -40,7 +40,22 @@ pub fn run(settings: &Settings) -> Result<RunReport> {
         )
     })?;
 
-    // 1. Discover.
+    // 1. Discover. `--interpreter PATH` names a version by being one.
+    let mut interpreters = settings.interpreters.clone();
+    let mut python_versions = settings.python_versions.clone();
+    for path in &settings.unversioned_interpreters {
+        let version = interpreter::version_of(path, settings.timeout)
+            .map_err(|e| anyhow::anyhow!("--interpreter {}: {e}", path.display()))?;
+        if let Some(other) = interpreters.get(&version).filter(|p| *p != path) {
+            bail!(
+                "two interpreters given for {version}: {} and {}",
+                other.display(),
+                path.display()
+            );
+        }
+        interpreters.insert(version, path.clone());
+        python_versions.push(version);
+    }
     let found = discover::find_trees(&root, &settings.paths).map_err(anyhow::Error::msg)?;
     for s in &found.skipped {
         log::warn!("{s}");
@@ -48,8 +63,8 @@ pub fn run(settings: &Settings) -> Result<RunReport> {
     let unversioned_targets = if found.unversioned.is_empty() {
         Vec::new()
     } else {
-        let given: Vec<PyVersion> = settings.interpreters.keys().copied().collect();
-        discover::unversioned_targets(&settings.python_versions, &given, &found.versioned, || {
+        let given: Vec<PyVersion> = interpreters.keys().copied().collect();
+        discover::unversioned_targets(&python_versions, &given, &found.versioned, || {
             interpreter::host_python3(settings.timeout)
         })
         .map_err(anyhow::Error::msg)?
@@ -109,7 +124,7 @@ pub fn run(settings: &Settings) -> Result<RunReport> {
             reports.push(report);
             continue;
         }
-        let given = settings.interpreters.get(&version).map(|p| p.as_path());
+        let given = interpreters.get(&version).map(|p| p.as_path());
         match interpreter::select(version, &root, given, settings.timeout) {
             Ok(interp) => {
                 let format = interp.first_worker.hello.format.clone();

@@ -19,6 +19,8 @@ pub struct Settings {
     pub jobs: usize,
     /// `--interpreter X.Y=PATH`.
     pub interpreters: BTreeMap<PyVersion, PathBuf>,
+    /// `--interpreter PATH`: the version is asked of the interpreter when the run starts.
+    pub unversioned_interpreters: Vec<PathBuf>,
     /// Versions for trees that name none (dist-packages, private directories).
     pub python_versions: Vec<PyVersion>,
     /// `None`: checked-hash when SOURCE_DATE_EPOCH is set, else timestamp (as py_compile).
