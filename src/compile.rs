@@ -11,7 +11,9 @@ use std::sync::Arc;
 use rustix::fs::{fstat, mkdirat, Mode};
 use rustix::io::Errno;
 
-use crate::fsroot::{in_root_bytes, is_regular, open_file_nofollow, open_subdir, Root};
+use crate::fsroot::{
+    display_in_root, in_root_bytes, is_regular, open_file_nofollow, open_subdir, Root,
+};
 use crate::plan::Job;
 use crate::pyc::PycFormat;
 use crate::report::FileError;
@@ -46,6 +48,8 @@ pub enum Outcome {
         stats: WriteStats,
         warnings: Vec<FileError>,
     },
+    /// Deliberately not compiled (a `.py` symlink whose target is not in the root).
+    Skipped(String),
     Failed(FileError),
 }
 
@@ -80,8 +84,23 @@ fn try_process(
         .map_err(|e| io_fail("cannot open its directory", e))?;
 
     let mut file = if job.symlink {
-        root.open_resolved_in_root(&job.rel)
-            .map_err(|e| io_fail("cannot follow the symlink inside the build root", e))?
+        match root.open_resolved_in_root(&job.rel) {
+            Ok(f) => f,
+            // Once installed, the link resolves to a file this package does not ship (or to
+            // nothing): there is no source here to compile, and the host's file is not it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Outcome::Skipped(format!(
+                    "{}: a symlink whose target is not in the build root; not compiled",
+                    display_in_root(&job.rel)
+                )))
+            }
+            Err(e) => {
+                return Err(io_fail(
+                    "cannot follow the symlink inside the build root",
+                    e,
+                ))
+            }
+        }
     } else {
         open_file_nofollow(&dir, name).map_err(|e| io_fail("cannot open", e))?
     };
@@ -116,8 +135,8 @@ fn try_process(
     };
     drop(file);
 
-    let (bodies, warnings) = match compile(&source, &in_root_bytes(&job.rel), opts.levels) {
-        Ok(Compiled::Code { bodies, warnings }) => (bodies, warnings),
+    let code = match compile(&source, &in_root_bytes(&job.rel), opts.levels) {
+        Ok(Compiled::Code(code)) => code,
         Ok(Compiled::Error(e)) => {
             return Err(fail(
                 (e.line > 0).then_some(e.line),
@@ -126,22 +145,21 @@ fn try_process(
         }
         Err(why) => return Err(fail(None, why)),
     };
+    drop(source);
     let files: Vec<PycFile> = names
         .into_iter()
-        .zip(bodies)
-        .map(|(name, body)| PycFile {
-            name,
-            bytes: [header.as_slice(), &body].concat(),
-        })
+        .zip(code.bodies())
+        .map(|(name, body)| PycFile { name, body })
         .collect();
 
     let cache = open_cache_dir(&dir).map_err(|e| io_fail(&format!("cannot use {PYCACHE}/"), e))?;
     // As py_compile: the source's mode plus owner-write, then the umask.
     let mode = (st.st_mode | 0o200) & 0o666;
-    let stats = write_pycs(&Arc::new(cache), &files, opts.link, mode)
+    let stats = write_pycs(&Arc::new(cache), &header, &files, opts.link, mode)
         .map_err(|e| io_fail("cannot write pyc", e))?;
-    let warnings = warnings
-        .into_iter()
+    let warnings = code
+        .warnings
+        .iter()
         .map(|w| {
             fail(
                 (w.line > 0).then_some(w.line),

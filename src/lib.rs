@@ -203,6 +203,11 @@ pub fn run(settings: &Settings) -> Result<RunReport> {
                         log::info!("{w}");
                     }
                 }
+                Outcome::Skipped(why) => {
+                    log::warn!("{why}");
+                    r.skipped += 1;
+                    run.skipped.push(why);
+                }
                 Outcome::Failed(e) => record_error(&mut run, &mut reports, job.version, e),
             }
         },

@@ -54,6 +54,8 @@ pub struct VersionReport {
     pub copied: u64,
     pub up_to_date: u64,
     pub errors: u64,
+    /// Sources deliberately not compiled (symlinks leaving the root).
+    pub skipped: u64,
     pub warnings: u64,
     /// Bytes of the pycs this run wrote, counting every name...
     pub bytes_apparent: u64,

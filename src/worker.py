@@ -55,10 +55,29 @@ def _str(s):
     return _u32(len(b)) + b
 
 
-def _write_frame(fd, payload):
-    data = memoryview(_u32(len(payload)) + payload)
+def _write_all(fd, data):
+    data = memoryview(data)
     while data:
         data = data[os.write(fd, data):]
+
+
+def _write_frame(fd, parts):
+    """Write one frame from a list of byte strings, without joining them (a large module's
+    marshalled levels are written as they are, not copied into one buffer)."""
+    _write_all(fd, _u32(sum(len(p) for p in parts)))
+    for p in parts:
+        _write_all(fd, p)
+
+
+def _copy(src_fd, dst_fd, n):
+    """Pass n bytes from one pipe to another in chunks (the zygote never holds a response)."""
+    while n > 0:
+        chunk = os.read(src_fd, min(n, 1 << 20))
+        if not chunk:
+            return False
+        _write_all(dst_fd, chunk)
+        n -= len(chunk)
+    return True
 
 
 def _read_exact(fd, n):
@@ -146,7 +165,8 @@ def _history_sensitive(consts):
 
 
 def compile_levels(src, dfile, mask, check_history):
-    """The response for one request; None if the result depends on this process's history."""
+    """The response for one request as a list of parts; None if the result depends on this
+    process's history."""
     out = [b'K']
     caught = []
     first = True
@@ -170,7 +190,7 @@ def compile_levels(src, dfile, mask, check_history):
         out.append(_u32(getattr(x, 'lineno', 0) or 0))
         out.append(_str(x.category.__name__))
         out.append(_str(x.message))
-    return b''.join(out)
+    return out
 
 
 def compile_error(exc):
@@ -179,7 +199,7 @@ def compile_error(exc):
     if isinstance(exc, SyntaxError):
         line = exc.lineno or 0
         msg = exc.msg or msg
-    return b'E' + _u32(max(0, line)) + _str(type(exc).__name__) + _str(msg)
+    return [b'E', _u32(max(0, line)), _str(type(exc).__name__), _str(msg)]
 
 
 def handle(req, check_history):
@@ -191,7 +211,7 @@ def handle(req, check_history):
         resp = compile_levels(src, dfile, mask, check_history)
     except (Exception, RecursionError, MemoryError) as exc:   # one bad file never ends the worker
         resp = compile_error(exc)
-    return b'R' if resp is None else resp
+    return [b'R'] if resp is None else resp
 
 
 def compile_child(req_fd, resp_fd):
@@ -217,6 +237,7 @@ def _fork(target, *args):
 
 
 def compile_pristine(req):
+    """Compile in a fresh fork of this (never-compiling) process and pass its answer on."""
     r, w = os.pipe()
 
     def once(req):
@@ -224,16 +245,20 @@ def compile_pristine(req):
         _write_frame(w, handle(req, False))
     pid = _fork(once, req)
     os.close(w)
-    resp = _read_frame(r)
+    head = _read_exact(r, 4)
+    if head is None:
+        os._exit(3)
+    _write_all(_OUT_FD, head)
+    if not _copy(r, _OUT_FD, int.from_bytes(head, 'little')):
+        os._exit(3)
     os.close(r)
     _, status = os.waitpid(pid, 0)
-    if resp is None or status != 0:
+    if status != 0:
         os._exit(3)
-    return resp
 
 
 def main():
-    _write_frame(_OUT_FD, hello())
+    _write_frame(_OUT_FD, [hello()])
     req_r, req_w = os.pipe()
     resp_r, resp_w = os.pipe()
 
@@ -248,13 +273,20 @@ def main():
         req = _read_frame(0)
         if not req:                                 # EOF or the empty frame: done
             return
-        _write_frame(req_w, req)
-        resp = _read_frame(resp_r)
-        if resp is None:                            # the compile child died
+        _write_frame(req_w, [req])
+        head = _read_exact(resp_r, 4)
+        if head is None:                            # the compile child died
             os._exit(3)
-        if resp == b'R':
-            resp = compile_pristine(req)
-        _write_frame(_OUT_FD, resp)
+        n = int.from_bytes(head, 'little')
+        first = _read_exact(resp_r, 1)
+        if first is None:
+            os._exit(3)
+        if n == 1 and first == b'R':
+            compile_pristine(req)
+            continue
+        _write_all(_OUT_FD, head + first)
+        if not _copy(resp_r, _OUT_FD, n - 1):
+            os._exit(3)
 
 
 main()

@@ -42,6 +42,16 @@ impl Launch {
             // Its own process group: a Ctrl-C in the terminal reaches pyclink, which stops the
             // workers itself, instead of every worker printing a KeyboardInterrupt traceback.
             .process_group(0);
+        // SAFETY: only an async-signal-safe prctl between fork and exec.
+        unsafe {
+            // If pyclink itself is killed (kill -9), the worker goes too.
+            cmd.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))
+                .map_err(std::io::Error::from)
+            });
+        }
         cmd
     }
 }
@@ -120,13 +130,24 @@ fn hex_bytes<const N: usize>(s: &str) -> Option<[u8; N]> {
 /// The answer for one source.
 #[derive(Debug)]
 pub enum Compiled {
-    /// Marshalled code per requested level, in ascending level order.
-    Code {
-        bodies: Vec<Vec<u8>>,
-        warnings: Vec<CompileWarning>,
-    },
+    Code(Code),
     /// The source does not compile (SyntaxError, ValueError for NUL bytes, RecursionError...).
     Error(CompileError),
+}
+
+/// Marshalled code per requested level (ascending), kept in the response buffer it came in:
+/// a large module is held once, not copied per level.
+#[derive(Debug)]
+pub struct Code {
+    payload: Vec<u8>,
+    bodies: Vec<std::ops::Range<usize>>,
+    pub warnings: Vec<CompileWarning>,
+}
+
+impl Code {
+    pub fn bodies(&self) -> impl Iterator<Item = &[u8]> {
+        self.bodies.iter().map(|r| &self.payload[r.clone()])
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -218,7 +239,7 @@ impl Worker {
         self.write_all(&head, deadline, timeout)?;
         self.write_all(source, deadline, timeout)?;
         let payload = self.read_frame(deadline, timeout)?;
-        parse_response(&payload, levels.len()).map_err(Failure::Protocol)
+        parse_response(payload, levels.len()).map_err(Failure::Protocol)
     }
 
     pub fn pid(&self) -> u32 {
@@ -387,13 +408,16 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn parse_response(payload: &[u8], nlevels: usize) -> Result<Compiled, String> {
-    let mut f = Fields(payload);
+fn parse_response(payload: Vec<u8>, nlevels: usize) -> Result<Compiled, String> {
+    let mut f = Fields(&payload);
     match f.take(1)? {
         b"K" => {
-            let bodies = (0..nlevels)
-                .map(|_| f.bytes().map(<[u8]>::to_vec))
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut bodies = Vec::with_capacity(nlevels);
+            for _ in 0..nlevels {
+                let body = f.bytes()?;
+                let start = body.as_ptr() as usize - payload.as_ptr() as usize;
+                bodies.push(start..start + body.len());
+            }
             let n = f.u32()?;
             let mut warnings = Vec::new();
             for _ in 0..n {
@@ -403,7 +427,11 @@ fn parse_response(payload: &[u8], nlevels: usize) -> Result<Compiled, String> {
                     message: f.string()?,
                 });
             }
-            Ok(Compiled::Code { bodies, warnings })
+            Ok(Compiled::Code(Code {
+                payload,
+                bodies,
+                warnings,
+            }))
         }
         b"E" => Ok(Compiled::Error(CompileError {
             line: f.u32()?,
@@ -449,15 +477,15 @@ mod tests {
             ok.extend_from_slice(&(s.len() as u32).to_le_bytes());
             ok.extend_from_slice(s.as_bytes());
         }
-        match parse_response(&ok, 2).unwrap() {
-            Compiled::Code { bodies, warnings } => {
-                assert_eq!(bodies, vec![b"abc".to_vec(), b"de".to_vec()]);
-                assert_eq!(warnings[0].line, 7);
-                assert_eq!(warnings[0].message, "bad escape");
+        match parse_response(ok.clone(), 2).unwrap() {
+            Compiled::Code(code) => {
+                assert_eq!(code.bodies().collect::<Vec<_>>(), vec![&b"abc"[..], b"de"]);
+                assert_eq!(code.warnings[0].line, 7);
+                assert_eq!(code.warnings[0].message, "bad escape");
             }
             other => panic!("{other:?}"),
         }
-        assert!(parse_response(&ok[..5], 2).is_err());
-        assert!(parse_response(b"X", 1).is_err());
+        assert!(parse_response(ok[..5].to_vec(), 2).is_err());
+        assert!(parse_response(b"X".to_vec(), 1).is_err());
     }
 }

@@ -47,27 +47,32 @@ impl std::ops::AddAssign for WriteStats {
     }
 }
 
-/// One pyc to put in place.
-pub struct PycFile {
+/// One pyc to put in place: the source's header, then this level's marshalled code.
+pub struct PycFile<'a> {
     pub name: OsString,
-    pub bytes: Vec<u8>,
+    pub body: &'a [u8],
 }
 
-/// Write `files` into the open `__pycache__` directory `dir`. `mode` is the requested file mode
+/// Write `files` (each `header` + body) into the open `__pycache__` directory `dir`. `mode` is the requested file mode
 /// (the process umask applies, as for py_compile). With `link`, identical contents share an inode.
 pub fn write_pycs(
     dir: &Arc<OwnedFd>,
+    header: &[u8],
     files: &[PycFile],
     link: bool,
     mode: u32,
 ) -> io::Result<WriteStats> {
+    // Two runs on one root may rewrite the same source at once. Holding the directory's lock
+    // while this source's names change keeps its levels consistent: one run's linked set, never
+    // level 0 from one run and an identical but separate opt-1 from the other.
+    let _lock = DirLock::take(dir)?;
     let mut stats = WriteStats::default();
     for group in identical_groups(files, link) {
         let first = &files[group[0]];
         let temp = TempFile::create(dir, mode)?;
-        temp.write_all(&first.bytes)?;
+        temp.write_all(header, first.body)?;
         stats.written += 1;
-        stats.stored_bytes += first.bytes.len() as u64;
+        stats.stored_bytes += (header.len() + first.body.len()) as u64;
         for &i in &group[1..] {
             let file = &files[i];
             match temp.link_new() {
@@ -81,10 +86,10 @@ pub fn write_pycs(
                         file.name.to_string_lossy()
                     );
                     let copy = TempFile::create(dir, mode)?;
-                    copy.write_all(&file.bytes)?;
+                    copy.write_all(header, file.body)?;
                     copy.rename_to(&file.name)?;
                     stats.copied += 1;
-                    stats.stored_bytes += file.bytes.len() as u64;
+                    stats.stored_bytes += (header.len() + file.body.len()) as u64;
                 }
                 Err(e) => return Err(e),
             }
@@ -92,20 +97,37 @@ pub fn write_pycs(
         temp.rename_to(&first.name)?;
         stats.apparent_bytes += group
             .iter()
-            .map(|&i| files[i].bytes.len() as u64)
+            .map(|&i| (header.len() + files[i].body.len()) as u64)
             .sum::<u64>();
     }
     Ok(stats)
 }
 
-/// Indices of `files` grouped by identical bytes (each group in input order). Every level is
+/// An exclusive `flock` on a directory, released on drop.
+struct DirLock<'a>(&'a OwnedFd);
+
+impl<'a> DirLock<'a> {
+    fn take(dir: &'a OwnedFd) -> io::Result<DirLock<'a>> {
+        flock(dir, FlockOperation::LockExclusive)?;
+        Ok(DirLock(dir))
+    }
+}
+
+impl Drop for DirLock<'_> {
+    fn drop(&mut self) {
+        let _ = flock(self.0, FlockOperation::Unlock);
+    }
+}
+
+/// Indices of `files` grouped by identical bytes (each group in input order; the header is
+/// the same for every level of a source, so comparing bodies compares the files). Every level is
 /// compared with every other, not only its neighbour: 0 and 2 can match while 1 differs.
 fn identical_groups(files: &[PycFile], link: bool) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (i, f) in files.iter().enumerate() {
         match groups
             .iter_mut()
-            .find(|g| link && files[g[0]].bytes == f.bytes)
+            .find(|g| link && files[g[0]].body == f.body)
         {
             Some(g) => g.push(i),
             None => groups.push(vec![i]),
@@ -176,9 +198,10 @@ impl TempFile {
         )
     }
 
-    fn write_all(&self, data: &[u8]) -> io::Result<()> {
+    fn write_all(&self, header: &[u8], body: &[u8]) -> io::Result<()> {
         let mut f = std::fs::File::from(self.fd.try_clone()?);
-        f.write_all(data)
+        f.write_all(header)?;
+        f.write_all(body)
     }
 
     /// A second temp name for the same inode (which is still locked through `self.fd`).
@@ -292,10 +315,10 @@ mod tests {
         (t, Arc::new(fd))
     }
 
-    fn pyc(name: &str, bytes: &[u8]) -> PycFile {
+    fn pyc<'a>(name: &str, body: &'a [u8]) -> PycFile<'a> {
         PycFile {
             name: name.into(),
-            bytes: bytes.to_vec(),
+            body,
         }
     }
 
@@ -320,7 +343,7 @@ mod tests {
             pyc("m.opt-1.pyc", b"BB"),
             pyc("m.opt-2.pyc", b"AAA"),
         ];
-        let s = write_pycs(&dir, &files, true, 0o644).unwrap();
+        let s = write_pycs(&dir, b"", &files, true, 0o644).unwrap();
         assert_eq!((s.written, s.linked, s.copied), (2, 1, 0));
         assert_eq!((s.apparent_bytes, s.stored_bytes), (8, 5));
         assert_eq!(ino(&t, "m.pyc"), ino(&t, "m.opt-2.pyc"));
@@ -338,6 +361,7 @@ mod tests {
         std::fs::write(t.path().join("m.opt-1.pyc"), b"old").unwrap();
         write_pycs(
             &dir,
+            b"",
             &[pyc("m.pyc", b"new"), pyc("m.opt-1.pyc", b"new")],
             true,
             0o644,
@@ -355,6 +379,7 @@ mod tests {
         let (t, dir) = setup();
         let s = write_pycs(
             &dir,
+            b"",
             &[pyc("a.pyc", b"X"), pyc("a.opt-1.pyc", b"X")],
             false,
             0o644,
@@ -375,7 +400,7 @@ mod tests {
             pyc("a.opt-1.pyc", b"X"),
             pyc("a.opt-2.pyc", b"X"),
         ];
-        let s = write_pycs(&dir, &files, true, 0o644);
+        let s = write_pycs(&dir, b"", &files, true, 0o644);
         test_hooks::force_link_error(None);
         let s = s.unwrap();
         assert_eq!((s.written, s.linked, s.copied), (1, 0, 2));
@@ -391,6 +416,7 @@ mod tests {
         test_hooks::force_link_error(Some(Errno::IO));
         let r = write_pycs(
             &dir,
+            b"",
             &[pyc("a.pyc", b"X"), pyc("a.opt-1.pyc", b"X")],
             true,
             0o644,
@@ -420,7 +446,7 @@ mod tests {
     #[test]
     fn mode_follows_request_under_umask() {
         let (t, dir) = setup();
-        write_pycs(&dir, &[pyc("r.pyc", b"X")], true, 0o100755 | 0o200).unwrap();
+        write_pycs(&dir, b"", &[pyc("r.pyc", b"X")], true, 0o100755 | 0o200).unwrap();
         let mode = std::fs::metadata(t.path().join("r.pyc")).unwrap().mode() & 0o777;
         // Read, not set: umask is process-wide and the tests run in parallel threads.
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
