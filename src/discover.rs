@@ -79,13 +79,7 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, String> {
         ..Found::default()
     };
     for p in paths {
-        if root.lstat(p).is_err() {
-            return Err(format!(
-                "{} does not exist in the build root {}",
-                display_in_root(p),
-                root.path().display()
-            ));
-        }
+        check_path(root, p)?;
         let inside: Vec<&Tree> = all
             .versioned
             .iter()
@@ -103,6 +97,31 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, String> {
         }
     }
     Ok(chosen)
+}
+
+/// A PATH must exist and be reached without symlinks: following one could leave the root.
+fn check_path(root: &Root, p: &Path) -> Result<(), String> {
+    let shown = display_in_root(p);
+    match root.lstat(p) {
+        Ok(st)
+            if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink =>
+        {
+            Err(format!(
+                "{shown} is a symlink; give the path it stands for inside the build root"
+            ))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "{shown} does not exist in the build root {}",
+            root.path().display()
+        )),
+        Err(e) if matches!(e.raw_os_error(), Some(n) if n == rustix::io::Errno::LOOP.raw_os_error() || n == rustix::io::Errno::NOTDIR.raw_os_error()) => {
+            Err(format!(
+                "{shown} is under a symlink (or a file); give the path it stands for inside the build root"
+            ))
+        }
+        Err(e) => Err(format!("{shown}: {e}")),
+    }
 }
 
 fn is_real_dir(root: &Root, rel: &Path) -> bool {

@@ -101,6 +101,7 @@ fn walk_tree(
     let host_root = root.path();
     let mut it = walkdir::WalkDir::new(root.host_path(top))
         .follow_links(false)
+        .follow_root_links(false)
         .sort_by_file_name()
         .into_iter();
     while let Some(entry) = it.next() {

@@ -266,12 +266,16 @@ def main():
         os.close(req_w)
         os.close(resp_r)
         compile_child(req_r, resp_w)
-    _fork(child)
+    child_pid = _fork(child)
     os.close(req_r)
     os.close(resp_w)
     while True:
         req = _read_frame(0)
         if not req:                                 # EOF or the empty frame: done
+            # Let the compile child see EOF and reap it: an orphan would stay a zombie where
+            # PID 1 does not reap (containers).
+            os.close(req_w)
+            os.waitpid(child_pid, 0)
             return
         _write_frame(req_w, [req])
         head = _read_exact(resp_r, 4)

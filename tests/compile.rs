@@ -6,23 +6,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-struct Host {
-    version: String,
-    python: PathBuf,
-    tag: String,
-}
-
-fn host() -> Host {
-    let version = host_python3_version();
-    let python = find_python(&version).expect("host python3 findable");
-    let tag = cache_tag(&python);
-    Host {
-        version,
-        python,
-        tag,
-    }
-}
-
 /// A root with `files` under usr/lib/pythonX.Y/site-packages; returns (tempdir, root, site).
 fn site_root(h: &Host, files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let t = tempfile::tempdir().unwrap();

@@ -101,7 +101,16 @@ pub fn make_buildroot(dest: &Path, versions: &[&str], small: bool) {
 
 /// Run pyc-audit; returns (ok, full output).
 pub fn audit(root: &Path, expects: &[String], extra: &[&str]) -> (bool, String) {
-    let mut c = Command::new(tools_dir().join("pyc-audit"));
+    // Run the driver with the host's interpreter directly: through the pyenv shim its
+    // `#!/usr/bin/env python3` costs a bash start-up per call.
+    let mut c = match find_python(&host_python3_version()) {
+        Some(py) => {
+            let mut c = Command::new(py);
+            c.arg(tools_dir().join("pyc-audit"));
+            c
+        }
+        None => Command::new(tools_dir().join("pyc-audit")),
+    };
     c.arg(root);
     for e in expects {
         c.args(["--expect", e]);
@@ -185,4 +194,93 @@ pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
         .filter(|e| e.file_name().to_string_lossy().starts_with(".pyclink-"))
         .map(|e| e.path().to_path_buf())
         .collect()
+}
+
+/// The host's python3: always present, always tested.
+pub struct Host {
+    pub version: String,
+    pub python: PathBuf,
+    pub tag: String,
+}
+
+pub fn host() -> Host {
+    let version = host_python3_version();
+    let python = find_python(&version).expect("host python3 findable");
+    let tag = cache_tag(&python);
+    Host {
+        version,
+        python,
+        tag,
+    }
+}
+
+/// Every pyc under `root` is whole: long enough, the interpreter's magic, valid PEP 552
+/// flags, and a body that unmarshals. Returns the pycs that are not (empty = all whole).
+pub fn partial_pycs(python: &Path, root: &Path) -> Vec<String> {
+    partial_pycs_in(python, &[root])
+}
+
+/// [`partial_pycs`] over several directories, with one interpreter start.
+pub fn partial_pycs_in(python: &Path, dirs: &[&Path]) -> Vec<String> {
+    const CHECK: &str = r#"
+import marshal, os, sys, importlib.util
+magic = importlib.util.MAGIC_NUMBER
+hlen = 16 if sys.version_info >= (3, 7) else 12
+bad = []
+for d, dirs, files in (w for top in sys.argv[1:] for w in os.walk(top)):
+    if os.path.basename(d) != '__pycache__':
+        continue
+    for f in files:
+        if not f.endswith('.pyc'):
+            continue
+        p = os.path.join(d, f)
+        try:
+            data = open(p, 'rb').read()
+            ok = len(data) > hlen and data[:4] == magic
+            if ok and hlen == 16:
+                ok = int.from_bytes(data[4:8], 'little') in (0, 1, 3)
+            if ok:
+                marshal.loads(data[hlen:])
+        except Exception as e:
+            ok = False
+        if not ok:
+            bad.append(p)
+print(chr(10).join(bad))
+"#;
+    let out = Command::new(python)
+        .args(["-c", CHECK])
+        .args(dirs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "wholeness check failed to run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Every entry (files, dirs, links) under `dir`, with inode, mtime and size: proves that
+/// nothing was created, removed or modified there.
+pub fn tree_state(dir: &Path) -> Vec<(PathBuf, u64, i128, u64)> {
+    let mut v: Vec<_> = walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            (
+                e.path().to_path_buf(),
+                m.ino(),
+                m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+                m.len(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
 }

@@ -1,0 +1,1188 @@
+//! Safety and faults: nothing outside the build root is touched, no half-written pyc ever, and
+//! every bad input gets a clear error while everything else is still compiled.
+//!
+//! Cases that need root (mounts, device nodes, another user) set that up themselves and print
+//! `SKIP <test>: why` when the machine refuses, rather than passing silently.
+
+mod common;
+use common::*;
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn site_of(h: &Host, root: &Path) -> PathBuf {
+    root.join(format!("usr/lib/python{}/site-packages", h.version))
+}
+
+fn expect_site(h: &Host) -> Vec<String> {
+    vec![format!("{}:usr/lib/python{}", h.version, h.version)]
+}
+
+// ----------------------------------------------------------------------------------------
+// Containment
+
+/// Symlinks of every kind point out of the root; after the run, a sentinel directory outside
+/// is exactly as it was (same entries, inodes, mtimes, sizes), and so is a host file whose
+/// absolute path a link names.
+#[test]
+fn nothing_outside_the_root_is_touched() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let sentinel = t.path().join("sentinel");
+    write_files(
+        &sentinel,
+        &[
+            ("target.py", "SENTINEL = 1\n"),
+            ("sub/inner.py", "x = 1\n"),
+            ("victim.pyc", "precious"),
+        ],
+    );
+    // A host file, and a different file at the same absolute path inside the root.
+    let shadow = t.path().join("shadow");
+    write_files(&shadow, &[("real.py", "WHERE = 'host-copy'\n")]);
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    write_files(
+        &root.join(shadow.strip_prefix("/").unwrap()),
+        &[("real.py", "WHERE = 'root-copy'\n")],
+    );
+    write_files(
+        &site,
+        &[
+            ("good.py", "x = 1\n"),
+            ("pkg/mod.py", "x = 1\n"),
+            ("pkg2/m.py", "x = 2\n"),
+        ],
+    );
+
+    symlink(&sentinel, site.join("linkdir_abs")).unwrap();
+    let up = "../".repeat(site.strip_prefix(t.path()).unwrap().components().count());
+    symlink(format!("{up}sentinel"), site.join("linkdir_rel")).unwrap();
+    assert!(
+        site.join("linkdir_rel/target.py").exists(),
+        "the relative link really leads out"
+    );
+    symlink(sentinel.join("target.py"), site.join("outside.py")).unwrap();
+    symlink(
+        format!("{up}{up}{up}sentinel/target.py"),
+        site.join("outside_rel.py"),
+    )
+    .unwrap();
+    symlink(shadow.join("real.py"), site.join("inroot.py")).unwrap();
+    symlink(&sentinel, site.join("pkg/__pycache__")).unwrap();
+    std::fs::create_dir(site.join("pkg2/__pycache__")).unwrap();
+    let victim_link = site.join(format!("pkg2/__pycache__/m.{}.pyc", h.tag));
+    symlink(sentinel.join("victim.pyc"), &victim_link).unwrap();
+
+    let sentinel_before = tree_state(&sentinel);
+    let shadow_before = tree_state(&shadow);
+    for force in [false, true] {
+        let out = run(pyclink()
+            .arg("--buildroot")
+            .arg(&root)
+            .args(["--errors", "warn"])
+            .args(force.then_some("--force")));
+        assert!(out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains(
+                "outside.py: a symlink whose target is not in the build root; not compiled"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("outside_rel.py: a symlink whose target is not in the build root"),
+            "{err}"
+        );
+        assert!(
+            err.contains("pkg/mod.py: cannot use __pycache__/: it is not a directory (a symlink?)"),
+            "{err}"
+        );
+        assert_eq!(
+            sentinel_before,
+            tree_state(&sentinel),
+            "the sentinel outside the root changed"
+        );
+        assert_eq!(
+            shadow_before,
+            tree_state(&shadow),
+            "a host file named by an absolute link changed"
+        );
+    }
+    // The absolute link was read inside the root, never on the host.
+    let pyc = std::fs::read(&pycs(&site, "inroot", &h.tag)[0]).unwrap();
+    assert!(contains(&pyc, b"root-copy") && !contains(&pyc, b"host-copy"));
+    // The pre-existing pyc symlink was replaced as a name, not written through.
+    assert!(std::fs::symlink_metadata(&victim_link).unwrap().is_file());
+    assert_eq!(
+        std::fs::read(sentinel.join("victim.pyc")).unwrap(),
+        b"precious"
+    );
+    assert!(pycs(&site, "good", &h.tag).iter().all(|p| p.exists()));
+    assert!(!site.join("__pycache__/outside.cpython").exists());
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn paths_leaving_the_root_are_refused() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let outside = t.path().join("outside");
+    write_files(&outside, &[("x.py", "x = 1\n")]);
+    write_files(&site_of(&h, &root), &[("a.py", "x = 1\n")]);
+    symlink(&outside, root.join("usr/lib/escape")).unwrap();
+    let before = tree_state(&outside);
+    let rootless = format!("{}", outside.display());
+    let cases: [(&str, &str); 5] = [
+        ("usr/../../outside", "contains '..'"),
+        ("../outside", "contains '..'"),
+        (&rootless, "is outside the build root"),
+        ("usr/lib/escape", "is a symlink"),
+        ("usr/lib/escape/x.py", "is under a symlink"),
+    ];
+    for (path, why) in cases {
+        let out = run(pyclink().arg("--buildroot").arg(&root).arg(path));
+        assert_eq!(out.status.code(), Some(2), "{path} must be refused");
+        assert!(stderr(&out).contains(why), "{path}: {}", stderr(&out));
+    }
+    assert_eq!(before, tree_state(&outside));
+    assert!(
+        !site_of(&h, &root).join("__pycache__").exists(),
+        "nothing runs when a PATH is refused"
+    );
+}
+
+// ----------------------------------------------------------------------------------------
+// Bad input
+
+#[test]
+fn bad_encodings_and_bytes_are_reported_per_file() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    let files: [(&str, &[u8]); 8] = [
+        (
+            "bom_and_latin1_cookie.py",
+            b"\xef\xbb\xbf# -*- coding: latin-1 -*-\nx = 1\n",
+        ),
+        (
+            "unknown_cookie.py",
+            b"# -*- coding: no-such-codec -*-\nx = 1\n",
+        ),
+        ("latin1_without_cookie.py", b"x = '\xe9t\xe9'\n"),
+        ("nul.py", b"x = 1\n\x00\n"),
+        ("syntax.py", b"x = 1\ny = (\n"),
+        (
+            "ok_latin1_cookie.py",
+            b"# -*- coding: latin-1 -*-\nx = '\xe9t\xe9'\n",
+        ),
+        ("ok_bom.py", b"\xef\xbb\xbfx = 1\n"),
+        ("ok_plain.py", b"x = 1\n"),
+    ];
+    std::fs::create_dir_all(&site).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(site.join(name), bytes).unwrap();
+    }
+    let out = run(pyclink().arg("--buildroot").arg(&root));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let rel = format!("/usr/lib/python{}/site-packages", h.version);
+    for bad in [
+        "bom_and_latin1_cookie",
+        "unknown_cookie",
+        "latin1_without_cookie",
+        "nul",
+        "syntax",
+    ] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(&format!("{rel}/{bad}.py")))
+            .unwrap_or_else(|| panic!("{bad} not reported:\n{err}"));
+        assert!(line.starts_with("pyclink: error: /"), "{line}");
+    }
+    assert!(stdout(&out).contains(", 5 errors,"), "{}", stdout(&out));
+    for ok in ["ok_latin1_cookie", "ok_bom", "ok_plain"] {
+        assert!(
+            pycs(&site, ok, &h.tag).iter().all(|p| p.exists()),
+            "{ok} must be compiled"
+        );
+    }
+    assert_audit_ok(&root, &expect_site(&h), &[]);
+}
+
+/// A FIFO, a socket, a device node and a directory named like modules: no hang, a message,
+/// and the rest compiled.
+#[test]
+fn special_files_named_py_are_skipped_without_hanging() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    write_files(
+        &site,
+        &[("good.py", "x = 1\n"), ("dir.py/inner.py", "y = 2\n")],
+    );
+    let mode = rustix::fs::Mode::from_raw_mode(0o644);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        site.join("fifo.py"),
+        rustix::fs::FileType::Fifo,
+        mode,
+        0,
+    )
+    .unwrap();
+    let _sock = std::os::unix::net::UnixListener::bind(site.join("socket.py")).unwrap();
+    let dev = rustix::fs::mknodat(
+        rustix::fs::CWD,
+        site.join("device.py"),
+        rustix::fs::FileType::CharacterDevice,
+        mode,
+        rustix::fs::makedev(1, 3),
+    );
+    if let Err(e) = &dev {
+        println!("SKIP special_files_named_py (device node part): cannot mknod here ({e})");
+    }
+    let mut child = pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_with_deadline(&mut child, Duration::from_secs(60))
+        .expect("pyclink hung on a special file");
+    let out = child.wait_with_output().unwrap();
+    eprintln!("{}{}", stdout(&out), stderr(&out));
+    assert!(status.success());
+    let err = stderr(&out);
+    let mut specials = vec!["fifo.py", "socket.py"];
+    if dev.is_ok() {
+        specials.push("device.py");
+    }
+    for name in specials {
+        assert!(
+            err.contains(&format!(
+                "{name}: not a regular file (FIFO, socket or device); skipped"
+            )),
+            "{name}: {err}"
+        );
+    }
+    assert!(
+        err.contains("dir.py: a directory named like a module"),
+        "{err}"
+    );
+    assert!(pycs(&site, "good", &h.tag)[0].exists());
+    assert!(pycs(&site.join("dir.py"), "inner", &h.tag)[0].exists());
+    assert_audit_ok(&root, &expect_site(&h), &[]);
+}
+
+fn wait_with_deadline(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Non-UTF-8 bytes, a newline, spaces and leading dashes in names, and a path near PATH_MAX.
+#[test]
+fn awkward_file_names_compile() {
+    use std::os::unix::ffi::OsStrExt;
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    let odd = site.join("odd");
+    std::fs::create_dir_all(&odd).unwrap();
+    let names: [&[u8]; 5] = [
+        b"caf\xe9.py",
+        b"with space.py",
+        b"-dash.py",
+        b"--help.py",
+        b"x\x01y.py",
+    ];
+    for n in names {
+        std::fs::write(odd.join(std::ffi::OsStr::from_bytes(n)), "x = 1\n").unwrap();
+    }
+    // A newline in a name: pyc-audit's stray check cannot parse such pyc names, so this one is
+    // checked below by loading its pycs.
+    write_files(&site.join("nl"), &[("new\nline.py", "x = 'newline'\n")]);
+    // Nest directories until the source path is a few dozen bytes short of PATH_MAX (4096), so
+    // the longest pyc path (`__pycache__/m.cpython-3NN.opt-2.pyc`) still fits.
+    let mut deep = site.join("deep");
+    let target = 4096 - 60;
+    while deep.as_os_str().len() + 1 < target {
+        let seg = (target - deep.as_os_str().len() - 1).min(200);
+        deep.push("d".repeat(seg));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("m.py"), "x = 1\n").unwrap();
+    assert!(deep.join("m.py").as_os_str().len() > 4000);
+
+    let out = run(pyclink().arg("--buildroot").arg(&root));
+    assert!(out.status.success());
+    assert!(
+        stdout(&out).contains(&format!("{} sources", names.len() + 2)),
+        "{}",
+        stdout(&out)
+    );
+    assert!(deep
+        .join(format!("__pycache__/m.{}.opt-2.pyc", h.tag))
+        .exists());
+    let sp = format!("usr/lib/python{}/site-packages", h.version);
+    assert_audit_ok(&root, &[format!("{}:{sp}/odd,{sp}/deep", h.version)], &[]);
+    // Each level of the newline-named module holds the code compile() gives for it, with the
+    // name (newline included) as co_filename.
+    let check = format!(
+        "import marshal, sys\n\
+         src = open(sys.argv[1], 'rb').read()\n\
+         for level, suffix in ((0, ''), (1, '.opt-1'), (2, '.opt-2')):\n\
+         \x20   data = open(sys.argv[2] + suffix + '.pyc', 'rb').read()\n\
+         \x20   code = marshal.loads(data[16:])\n\
+         \x20   want = compile(src, '/{sp}/nl/new\\nline.py', 'exec', dont_inherit=True, optimize=level)\n\
+         \x20   assert code == want and code.co_filename == want.co_filename, level\n\
+         print('newline OK')\n"
+    );
+    let nl = site.join("nl");
+    let out = run(Command::new(&h.python)
+        .arg("-c")
+        .arg(check)
+        .arg(nl.join("new\nline.py"))
+        .arg(nl.join(format!("__pycache__/new\nline.{}", h.tag))));
+    assert!(out.status.success() && stdout(&out).contains("newline OK"));
+}
+
+/// A 50 MB generated module compiles; sources that make the interpreter raise RecursionError
+/// or MemoryError (or crash the worker, on 3.8) are reported and the run completes.
+#[test]
+fn huge_module_and_pathological_nesting() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    std::fs::create_dir_all(&site).unwrap();
+    // Like a generated protobuf or data module: a docstring, code, and a 50 MB literal.
+    let mut huge = String::from(
+        "\"\"\"Generated.\"\"\"\ndef blob():\n    assert BLOB\n    return BLOB\nBLOB = (\n",
+    );
+    let mut state: u64 = 0x9E3779B97F4A7C15;
+    while huge.len() < 50 << 20 {
+        huge.push_str("    \"");
+        for _ in 0..100 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            huge.push(char::from(b"0123456789abcdef"[(state % 16) as usize]));
+        }
+        huge.push_str("\"\n");
+    }
+    huge.push_str(")\n");
+    std::fs::write(site.join("huge.py"), &huge).unwrap();
+    let pathological = [
+        (
+            "deep_parens",
+            format!("x = {}1{}\n", "(".repeat(100_000), ")".repeat(100_000)),
+        ),
+        ("deep_unary", format!("x = {}1\n", "-".repeat(200_000))),
+        ("long_chain", format!("x = 1{}\n", " + 1".repeat(300_000))),
+    ];
+    for (name, src) in &pathological {
+        std::fs::write(site.join(format!("{name}.py")), src).unwrap();
+    }
+    std::fs::write(site.join("fine.py"), "x = 1\n").unwrap();
+
+    let out = run(pyclink().arg("--buildroot").arg(&root));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for (name, _) in &pathological {
+        assert!(
+            err.contains(&format!("{name}.py")),
+            "{name} must be reported: {err}"
+        );
+    }
+    assert!(stdout(&out).contains("5 sources"), "{}", stdout(&out));
+    let huge_pyc = std::fs::metadata(&pycs(&site, "huge", &h.tag)[0]).unwrap();
+    assert!(huge_pyc.len() > 40 << 20);
+    assert!(pycs(&site, "fine", &h.tag)[0].exists());
+    assert_audit_ok(&root, &expect_site(&h), &[]);
+
+    // CPython 3.8 segfaults on the long chain: a real worker crash, retried once, reported.
+    let Some(py38) = python_or_skip(
+        "3.8",
+        "huge_module_and_pathological_nesting (worker crash on 3.8)",
+    ) else {
+        return;
+    };
+    let root38 = t.path().join("root38");
+    write_files(
+        &root38,
+        &[
+            (
+                "usr/lib/python3.8/site-packages/long_chain.py",
+                &pathological[2].1,
+            ),
+            ("usr/lib/python3.8/site-packages/ok.py", "x = 1\n"),
+        ],
+    );
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root38)
+        .arg("--interpreter")
+        .arg(format!("3.8={}", py38.display())));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("long_chain.py: the worker"), "{err}");
+    assert!(
+        err.contains("(also on the retry with a new worker)"),
+        "{err}"
+    );
+    assert!(root38
+        .join("usr/lib/python3.8/site-packages/__pycache__/ok.cpython-38.pyc")
+        .exists());
+}
+
+/// A python that the unprivileged user can run (pyenv's may live under a private /root).
+fn python_for(uid: u32, h: &Host) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    let mut candidates = vec![h.python.clone()];
+    for dir in std::env::split_paths(&path) {
+        candidates.push(dir.join(format!("python{}", h.version)));
+    }
+    candidates.into_iter().find(|p| {
+        // Exec'd from a shell already running as that user: setpriv's own exec can reach
+        // programs the user itself cannot.
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                &uid.to_string(),
+                "--regid",
+                &uid.to_string(),
+                "--clear-groups",
+                "--",
+            ])
+            .args(["sh", "-c", "exec \"$0\" -c pass"])
+            .arg(p)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// As an unprivileged user (CI runs as root, where permissions do not bite): an unreadable
+/// source and a read-only directory are reported, everything else is compiled.
+#[test]
+fn unreadable_file_and_readonly_directory_as_unprivileged_user() {
+    const NOBODY: u32 = 65534;
+    let skip = |why: &str| println!("SKIP unreadable_file_and_readonly_directory: {why}");
+    if !rustix::process::geteuid().is_root() {
+        return skip("needs root to switch to an unprivileged user");
+    }
+    let h = host();
+    let Some(python) = python_for(NOBODY, &h) else {
+        return skip(&format!(
+            "no python{} that uid {NOBODY} can run (setpriv missing?)",
+            h.version
+        ));
+    };
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    write_files(
+        &site,
+        &[
+            ("good.py", "x = 1\n"),
+            ("unreadable.py", "x = 1\n"),
+            ("ro/mod.py", "x = 1\n"),
+        ],
+    );
+    assert!(Command::new("chown")
+        .args(["-R", &format!("{NOBODY}:{NOBODY}")])
+        .arg(&root)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::set_permissions(
+        site.join("unreadable.py"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    std::fs::set_permissions(site.join("ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let bin = env!("CARGO_BIN_EXE_pyclink");
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        &NOBODY.to_string(),
+        "--regid",
+        &NOBODY.to_string(),
+        "--clear-groups",
+        "--",
+        bin,
+    ])
+    .arg("--buildroot")
+    .arg(&root)
+    .arg("--interpreter")
+    .arg(format!("{}={}", h.version, python.display()));
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let rel = format!("/usr/lib/python{}/site-packages", h.version);
+    assert!(
+        err.contains(&format!(
+            "{rel}/unreadable.py: cannot open: Permission denied"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{rel}/ro/mod.py: cannot use __pycache__/: Permission denied"
+        )),
+        "{err}"
+    );
+    assert!(pycs(&site, "good", &h.tag).iter().all(|p| p.exists()));
+    assert!(
+        // good.py's three levels are identical: one file, two links.
+        stdout(&out).contains("3 sources, 3 pyc (1 written, 2 hardlinked, 0 copied), 2 errors"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+// ----------------------------------------------------------------------------------------
+// Faults
+
+/// A full stdlib root (the host's), compiled once and audited.
+fn stdlib_root(h: &Host, dest: &Path) -> PathBuf {
+    let full = dest.join("full");
+    make_buildroot(&full, &[&h.version], false);
+    // The stdlib only: the host's site-packages would make every iteration slower.
+    let _ = std::fs::remove_dir_all(full.join(format!("usr/lib/python{}", h.version)));
+    full
+}
+
+fn stdlib_dir(h: &Host) -> String {
+    format!("usr/lib64/python{}", h.version)
+}
+
+/// A small xorshift generator: the test prints its seed, so a failure can be replayed with
+/// PYCLINK_KILL_SEED.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn count_sources(dir: &Path) -> usize {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "py"))
+        .count()
+}
+
+fn touch_sources(dir: &Path, when: std::time::SystemTime) -> usize {
+    let mut n = 0;
+    for e in walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+    {
+        if e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "py") {
+            let f = std::fs::File::options().write(true).open(e.path()).unwrap();
+            f.set_modified(when).unwrap();
+            n += 1;
+        }
+    }
+    n
+}
+
+/// kill -9 at random moments of runs over the full stdlib, each followed by a normal rerun.
+///
+/// Each iteration makes a random set of stdlib packages stale (so the run rewrites them),
+/// starts pyclink on the whole stdlib, and SIGKILLs it at a random moment within that run's
+/// expected duration. Then: no pyc anywhere is partial; the rerun succeeds; no temp file
+/// remains; pyc-audit prints OK for the packages that were rewritten; and everything else is
+/// untouched (same inodes, mtimes, sizes), so the audit that covered it before still holds.
+/// Iterations 0 and 50 make the whole stdlib stale and audit all of it; the others make 3
+/// random packages of at most 200 sources stale.
+#[test]
+fn kill_9_at_random_moments() {
+    let h = host();
+    let iterations: usize = std::env::var("PYCLINK_KILL_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let seed: u64 = std::env::var("PYCLINK_KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    println!("kill_9_at_random_moments: {iterations} iterations, PYCLINK_KILL_SEED={seed}");
+    let mut rng = Rng(seed);
+    let t = tempfile::tempdir().unwrap();
+    let root = stdlib_root(&h, t.path());
+    let lib = root.join(stdlib_dir(&h));
+    let full_expect = vec![format!("{}:{}", h.version, stdlib_dir(&h))];
+    // Named, so each of the ~200 runs skips the interpreter search (pyenv's is a shell script).
+    let interp = format!("--interpreter={}={}", h.version, h.python.display());
+
+    // A baseline mtime an hour back, so every iteration's touch is a new second.
+    let total_sources = touch_sources(
+        &lib,
+        std::time::SystemTime::now() - Duration::from_secs(3600),
+    ) as f64;
+    let start = Instant::now();
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--errors", "warn", &interp]));
+    assert!(out.status.success());
+    let full_run = start.elapsed();
+    // Packages to make stale in the partial iterations, with their source counts; the biggest
+    // (the test suite) only goes stale in the full iterations, which keeps CI time in check.
+    let packages: Vec<PathBuf> = std::fs::read_dir(&lib)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().unwrap().is_dir())
+        .map(|e| e.path())
+        .filter(|p| count_sources(p) <= 200)
+        .collect();
+
+    let mut killed_mid_run = 0;
+    for i in 0..iterations {
+        let everything = i % 50 == 0;
+        let stale: Vec<PathBuf> = if everything {
+            vec![lib.clone()]
+        } else {
+            let mut chosen: Vec<PathBuf> = Vec::new();
+            while chosen.len() < 3 {
+                let p = &packages[rng.below(packages.len() as u64) as usize];
+                if !chosen.contains(p) {
+                    chosen.push(p.clone());
+                }
+            }
+            chosen
+        };
+        // A new mtime each iteration makes those pycs stale.
+        let when = std::time::SystemTime::now() - Duration::from_secs(1000 - i as u64);
+        let n: usize = stale.iter().map(|d| touch_sources(d, when)).sum();
+        let untouched_before: Vec<_> = tree_state(&lib)
+            .into_iter()
+            .filter(|(p, ..)| !stale.iter().any(|s| p.starts_with(s)))
+            .collect();
+
+        let expected = full_run.mul_f64(n as f64 / total_sources) + Duration::from_millis(150);
+        let delay = Duration::from_micros(rng.below(expected.as_micros() as u64));
+        let mut child = pyclink()
+            .arg("--buildroot")
+            .arg(&root)
+            .args(["--errors", "warn", "-q", &interp])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            killed_mid_run += 1;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        // Before the rerun: outside the stale set nothing changed (those pycs are the ones
+        // audited before), and inside it every pyc present is whole.
+        let untouched_killed: Vec<_> = tree_state(&lib)
+            .into_iter()
+            .filter(|(p, ..)| !stale.iter().any(|s| p.starts_with(s)))
+            .collect();
+        assert_eq!(
+            untouched_before, untouched_killed,
+            "iteration {i}: files outside the stale set changed"
+        );
+        let dirs: Vec<&Path> = stale.iter().map(PathBuf::as_path).collect();
+        let partial = partial_pycs_in(&h.python, &dirs);
+        assert!(
+            partial.is_empty(),
+            "iteration {i} (seed {seed}): partial pycs after kill -9: {partial:?}"
+        );
+
+        let out = pyclink()
+            .arg("--buildroot")
+            .arg(&root)
+            .args(["--errors", "warn", "-q", &interp])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "iteration {i}: rerun failed: {}",
+            stderr(&out)
+        );
+        let temps = temp_files(&root);
+        assert!(
+            temps.is_empty(),
+            "iteration {i}: temp files after the rerun: {temps:?}"
+        );
+        let untouched_after: Vec<_> = tree_state(&lib)
+            .into_iter()
+            .filter(|(p, ..)| !stale.iter().any(|s| p.starts_with(s)))
+            .collect();
+        assert_eq!(
+            untouched_before, untouched_after,
+            "iteration {i}: files outside the stale set changed"
+        );
+        let expect = if everything {
+            full_expect.clone()
+        } else {
+            let dirs: Vec<String> = stale
+                .iter()
+                .map(|d| d.strip_prefix(&root).unwrap().display().to_string())
+                .collect();
+            vec![format!("{}:{}", h.version, dirs.join(","))]
+        };
+        let (ok, text) = audit(&root, &expect, &[]);
+        assert!(
+            ok,
+            "iteration {i} (seed {seed}): pyc-audit after the rerun:\n{text}"
+        );
+    }
+    println!(
+        "kill_9_at_random_moments: {iterations} kills ({killed_mid_run} while pyclink was running), \
+         no partial pyc, every rerun audited OK, no temp file left"
+    );
+    assert!(
+        killed_mid_run * 2 >= iterations,
+        "most kills must land while pyclink runs"
+    );
+}
+
+/// The children of `pid` as (pid, process group).
+fn children(pid: u32) -> Vec<(u32, u32)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...: comm may contain spaces, so parse after the last ')'.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        if fields[1].parse::<u32>() == Ok(pid) {
+            v.push((child, fields[2].parse().unwrap()));
+        }
+    }
+    v
+}
+
+/// pyclink's workers: the children that lead their own process group (helpers such as
+/// `pyenv prefix` stay in pyclink's group).
+fn worker_groups(pid: u32) -> Vec<u32> {
+    children(pid)
+        .into_iter()
+        .filter(|(c, g)| c == g)
+        .map(|(c, _)| c)
+        .collect()
+}
+
+/// Wait until pyclink has at least one worker (interpreter selection can take a moment).
+fn wait_for_workers(pid: u32) -> Vec<u32> {
+    let start = Instant::now();
+    loop {
+        let g = worker_groups(pid);
+        if !g.is_empty() || start.elapsed() > Duration::from_secs(20) {
+            return g;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Does any live (not zombie) process remain in this process group? A killed worker whose
+/// parent is gone is reaped by PID 1, which in some containers never happens: count zombies
+/// as dead.
+fn group_alive(pgid: u32) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                return false;
+            };
+            let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+            fields[0] != "Z" && fields[2].parse::<u32>() == Ok(pgid)
+        })
+}
+
+/// SIGINT and SIGTERM: exit 130/143 within a second, temp files removed, workers gone,
+/// every pyc present whole.
+#[test]
+fn sigint_and_sigterm_clean_up() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = stdlib_root(&h, t.path());
+    for (signal, code) in [
+        (rustix::process::Signal::INT, 130),
+        (rustix::process::Signal::TERM, 143),
+    ] {
+        for delay_ms in [50u64, 800] {
+            touch_sources(&root, std::time::SystemTime::now());
+            let mut child = pyclink()
+                .arg("--buildroot")
+                .arg(&root)
+                .args(["--errors", "warn", "--force"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            wait_for_workers(child.id());
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            let groups = worker_groups(child.id());
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the run ended before the signal"
+            );
+            let sent = Instant::now();
+            rustix::process::kill_process(
+                rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+                signal,
+            )
+            .unwrap();
+            let status = wait_with_deadline(&mut child, Duration::from_secs(5))
+                .expect("no exit after the signal");
+            let took = sent.elapsed();
+            let err = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+            assert_eq!(status.code(), Some(code), "{signal:?}: {err}");
+            assert!(
+                took < Duration::from_secs(1),
+                "{signal:?}: exit took {took:?}"
+            );
+            assert!(err.contains("interrupted by SIG"), "{err}");
+            assert!(temp_files(&root).is_empty(), "{signal:?}: temp files left");
+            assert!(!groups.is_empty(), "workers were running");
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(
+                groups.iter().all(|g| !group_alive(*g)),
+                "{signal:?}: workers outlived pyclink"
+            );
+            let partial = partial_pycs(&h.python, &root);
+            assert!(partial.is_empty(), "{partial:?}");
+        }
+    }
+}
+
+/// An interpreter wrapper whose `compile` sleeps on sources containing a marker: it lets a
+/// test hold a worker mid-file (to kill it) or hang it for good (to time it out).
+fn slow_interpreter(dir: &Path, real: &Path) -> PathBuf {
+    let prelude = dir.join("prelude.py");
+    std::fs::write(
+        &prelude,
+        "import builtins, sys, time\n\
+         _real = builtins.compile\n\
+         def _compile(src, *a, **k):\n\
+         \x20   if isinstance(src, bytes) and b'PYCLINK_TEST_HANG' in src:\n\
+         \x20       time.sleep(3600)\n\
+         \x20   if isinstance(src, bytes) and b'PYCLINK_TEST_SLOW' in src:\n\
+         \x20       time.sleep(1.5)\n\
+         \x20   return _real(src, *a, **k)\n\
+         builtins.compile = _compile\n\
+         exec(_real(sys.argv[1], '<pyclink-worker>', 'exec'))\n",
+    )
+    .unwrap();
+    let wrapper = dir.join("slow-python");
+    // pyclink runs `PROGRAM -s -S -c SCRIPT`: run the prelude instead, the script as argv[1].
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec '{}' -s -S '{}' \"$4\"\n",
+            real.display(),
+            prelude.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
+/// A worker killed from outside mid-run (the process pyclink started, or the compile child it
+/// forked) is replaced, the file in flight retried, and the run completes.
+#[test]
+fn worker_killed_from_outside_is_replaced() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let wrapper = slow_interpreter(t.path(), &h.python);
+    for victim in ["zygote", "compile child"] {
+        let root = t.path().join(victim.replace(' ', "_"));
+        let site = site_of(&h, &root);
+        let mut files = vec![(
+            "slow.py".to_string(),
+            "# PYCLINK_TEST_SLOW\nx = 1\n".to_string(),
+        )];
+        files.extend((0..40).map(|i| (format!("m{i}.py"), format!("x = {i}\n"))));
+        for (n, c) in &files {
+            write_files(&site, &[(n, c)]);
+        }
+        let mut child = pyclink()
+            .arg("--buildroot")
+            .arg(&root)
+            .arg("--interpreter")
+            .arg(format!("{}={}", h.version, wrapper.display()))
+            .args(["-j", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // slow.py is the largest source, so it is compiled first: wait until it is in flight.
+        wait_for_workers(child.id());
+        std::thread::sleep(Duration::from_millis(500));
+        let groups = worker_groups(child.id());
+        assert_eq!(groups.len(), 1, "one worker with -j 1");
+        let target = match victim {
+            "zygote" => groups[0],
+            _ => {
+                children(groups[0])
+                    .first()
+                    .expect("the zygote's compile child")
+                    .0
+            }
+        };
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(target as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+        let status =
+            wait_with_deadline(&mut child, Duration::from_secs(60)).expect("run did not finish");
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        eprintln!("{victim}: {}{err}", stdout(&out));
+        assert!(status.success(), "{victim}: {err}");
+        assert!(
+            err.contains("slow.py: the worker") && err.contains("retrying with a new worker"),
+            "{victim}: {err}"
+        );
+        assert!(stdout(&out).contains("41 sources"), "{}", stdout(&out));
+        assert_audit_ok(&root, &expect_site(&h), &[]);
+    }
+}
+
+/// A worker that never answers is killed after --timeout, the file retried once with a new
+/// worker, then reported by name; the other files are compiled and no process is left.
+#[test]
+fn hung_worker_times_out_and_is_retried_once() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let wrapper = slow_interpreter(t.path(), &h.python);
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    write_files(
+        &site,
+        &[
+            ("hang.py", "# PYCLINK_TEST_HANG\nx = 1\n"),
+            ("a.py", "x = 1\n"),
+            ("b.py", "x = 2\n"),
+        ],
+    );
+    let start = Instant::now();
+    let mut child = pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("--interpreter")
+        .arg(format!("{}={}", h.version, wrapper.display()))
+        .args(["--timeout", "2", "-j", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let groups = wait_for_workers(child.id());
+    let status =
+        wait_with_deadline(&mut child, Duration::from_secs(60)).expect("pyclink itself hung");
+    let took = start.elapsed();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    eprintln!("{}{err}", stdout(&out));
+    assert_eq!(status.code(), Some(1));
+    let rel = format!("/usr/lib/python{}/site-packages/hang.py", h.version);
+    assert!(
+        err.contains(&format!(
+            "pyclink: warning: {rel}: the worker did not answer within 2s; retrying"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("pyclink: error: {rel}: the worker did not answer within 2s (also on the retry with a new worker)")),
+        "{err}"
+    );
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(30),
+        "two timeouts, then done: {took:?}"
+    );
+    assert!(pycs(&site, "a", &h.tag)[0].exists() && pycs(&site, "b", &h.tag)[0].exists());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        groups.iter().all(|g| !group_alive(*g)),
+        "a hung worker outlived the run"
+    );
+}
+
+/// Disk full: a size-limited tmpfs mounted for the test. Clear errors, no partial pyc, the pycs
+/// that were there before intact, and once space is back a rerun completes.
+#[test]
+fn disk_full() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let mnt = t.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(&mnt)
+        .status();
+    if !mounted.is_ok_and(|s| s.success()) {
+        println!("SKIP disk_full: cannot mount a size-limited tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let root = mnt.join("root");
+    let site = site_of(&h, &root);
+    // 60 modules of ~3 KB: about 0.2 MB of sources and about 7 MB of pycs.
+    for i in 0..60 {
+        let body: String = (0..100)
+            .map(|j| format!("def f{j}(): return {i} + {j}\n"))
+            .collect();
+        write_files(
+            &site,
+            &[(
+                &format!("m{i:02}.py"),
+                &format!("\"\"\"Module {i}.\"\"\"\n{body}"),
+            )],
+        );
+    }
+    // Ten tiny modules too: their single pyc fits where the others' pair does not.
+    for i in 0..10 {
+        write_files(&site, &[(&format!("tiny{i}.py"), "x = 1\n")]);
+    }
+    assert!(run(pyclink().arg("--buildroot").arg(&root))
+        .status
+        .success());
+    let before: std::collections::BTreeMap<PathBuf, Vec<u8>> =
+        walkdir::WalkDir::new(site.join("__pycache__"))
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .map(|e| (e.path().to_path_buf(), std::fs::read(e.path()).unwrap()))
+            .collect();
+    assert_eq!(before.len(), 210);
+
+    // Make everything stale, then fill the disk but for 8 KiB (two pages). Each rename frees the old
+    // file, so a rewrite needs room for one source's new pycs at a time: a tiny module's one
+    // page fits, a big module's first file (three pages) does not.
+    touch_sources(
+        &site,
+        std::time::SystemTime::now() + Duration::from_secs(120),
+    );
+    let filler = mnt.join("filler");
+    let free = rustix::fs::statvfs(&mnt).unwrap();
+    let fill = (free.f_bavail * free.f_frsize).saturating_sub(8 << 10);
+    std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
+    let out = run(pyclink().arg("--buildroot").arg(&root).arg("--force"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let enospc: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("No space left on device"))
+        .collect();
+    assert!(!enospc.is_empty(), "{err}");
+    let prefix = format!(
+        "pyclink: error: /usr/lib/python{}/site-packages/m",
+        h.version
+    );
+    assert!(
+        enospc.iter().all(|l| l.starts_with(&prefix)),
+        "each error names its source: {enospc:?}"
+    );
+    assert!(temp_files(&root).is_empty(), "temp files left after ENOSPC");
+    assert!(partial_pycs(&h.python, &root).is_empty());
+    let (mut kept, mut rewritten) = (0, 0);
+    for (path, old) in &before {
+        let now = std::fs::read(path).expect("a pyc that existed before is gone");
+        if &now == old {
+            kept += 1;
+        } else {
+            rewritten += 1;
+        }
+    }
+    assert!(
+        kept > 0 && rewritten > 0,
+        "kept {kept}, rewritten {rewritten}"
+    );
+    println!(
+        "disk_full: {} sources failed with ENOSPC; {kept} old pycs kept intact, {rewritten} rewritten",
+        enospc.len()
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    assert!(run(pyclink().arg("--buildroot").arg(&root))
+        .status
+        .success());
+    assert_audit_ok(&root, &expect_site(&h), &[]);
+}
+
+/// Two runs on the same root at once: both finish, the audit is OK (links included), nothing
+/// torn or missing, no temp file.
+#[test]
+fn two_runs_at_once() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    make_buildroot(&root, &[&h.version], true);
+    for round in 0..3 {
+        let start = |force: bool| {
+            pyclink()
+                .arg("--buildroot")
+                .arg(&root)
+                .args(force.then_some("--force"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (start(round > 0), start(round > 0));
+        for c in [a, b] {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        }
+        assert!(temp_files(&root).is_empty());
+        assert_audit_ok(
+            &root,
+            &[format!("{}:usr/lib64/python{}", h.version, h.version)],
+            &[],
+        );
+    }
+}
