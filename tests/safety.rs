@@ -673,6 +673,7 @@ fn kill_9_at_random_moments() {
         .collect();
 
     let mut killed_mid_run = 0;
+    let mut scale = 1.0;
     for i in 0..iterations {
         let everything = i % 50 == 0;
         let stale: Vec<PathBuf> = if everything {
@@ -695,7 +696,10 @@ fn kill_9_at_random_moments() {
             .filter(|(p, ..)| !stale.iter().any(|s| p.starts_with(s)))
             .collect();
 
-        let expected = full_run.mul_f64(n as f64 / total_sources) + Duration::from_millis(150);
+        // The kill moment is uniform over the run's expected length: the full run's time scaled
+        // to this stale set, times a factor that learns from runs that finished first.
+        let expected =
+            full_run.mul_f64(scale * n as f64 / total_sources) + Duration::from_millis(50);
         let delay = Duration::from_micros(rng.below(expected.as_micros() as u64));
         let mut child = pyclink()
             .arg("--buildroot")
@@ -708,6 +712,9 @@ fn kill_9_at_random_moments() {
         std::thread::sleep(delay);
         if child.try_wait().unwrap().is_none() {
             killed_mid_run += 1;
+            scale *= 1.05;
+        } else {
+            scale *= 0.8;
         }
         child.kill().unwrap();
         child.wait().unwrap();
