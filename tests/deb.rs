@@ -772,11 +772,29 @@ fn without_the_addon_the_package_is_unchanged() {
         edit_file(&src.join("debian/rules"), "dh $@ --with pyclink", "dh $@");
     });
     assert!(without.ok, "{}", tail(&without.log, 40));
-    assert!(
-        !without.log.contains("dh_pyclink"),
-        "dh_pyclink ran:\n{}",
-        without.log
-    );
+    // With the addon but no debian/*.pyclink and no override, dh skips the command (its
+    // PROMISE), as it does for other file-driven helpers.
+    let unused = build_sample("deb-unused-", |src| {
+        for package in [SAMPLE, SAMPLE_TS] {
+            std::fs::remove_file(src.join(format!("debian/{package}.pyclink"))).unwrap();
+        }
+        edit_file(
+            &src.join("debian/rules"),
+            "override_dh_pyclink:",
+            "unused-target:",
+        );
+    });
+    assert!(unused.ok, "{}", tail(&unused.log, 40));
+    for (name, build) in [
+        ("without the addon", &without),
+        ("with nothing to do", &unused),
+    ] {
+        assert!(
+            !build.log.contains("dh_pyclink") && !build.log.contains("pyclink:"),
+            "{name}: dh_pyclink ran:\n{}",
+            build.log
+        );
+    }
     for package in [SAMPLE, SAMPLE_TS] {
         let (text, plain) = contents(&without.deb(package));
         assert!(
@@ -1053,7 +1071,12 @@ fn dh_pyclink_all_compiles_every_tree_and_skips_empty_packages() {
         &[("usr/share/doc/x/README", "text\n")],
     );
 
-    let out = dh_pyclink(&src, &["--all", "-A", "opt/private"], &[]);
+    std::fs::write(
+        src.join(format!("debian/{SAMPLE_TS}.pyclink")),
+        "opt/private\n",
+    )
+    .unwrap();
+    let out = dh_pyclink(&src, &["--all"], &[]);
     assert!(out.status.success());
     let text = stdout(&out);
     assert!(
@@ -1127,11 +1150,4 @@ fn sequence_runs_after_dh_python3_and_before_fixperms() {
             );
         }
     }
-    // Without debian/*.pyclink and options dh skips the command (its PROMISE), like other
-    // file-driven helpers.
-    for package in [SAMPLE, SAMPLE_TS] {
-        std::fs::remove_file(src.join(format!("debian/{package}.pyclink"))).unwrap();
-    }
-    let seq = dh_sequence(&src, "pyclink");
-    assert!(!seq.iter().any(|l| l == "dh_pyclink"), "{seq:#?}");
 }
