@@ -1,0 +1,1153 @@
+//! The Debian integration, for real. pyclink's own .deb is built from `packaging/debian` with
+//! dpkg-buildpackage and installed with `dpkg -i`; then the sample source package
+//! `tests/deb/sample` (`dh $@ --with pyclink`) is built against the installed addon exactly as a
+//! packager would, and its .debs are read back with dpkg-deb, audited with pyc-audit, installed
+//! and imported. Tests that touch the dpkg database hold a machine-wide lock and purge what they
+//! installed. The tests at the end drive dh_pyclink and dh from the repository (PERL5LIB) for
+//! the option handling and the sequence order, without installing anything.
+
+mod common;
+use common::*;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const SAMPLE: &str = "pyclinksample";
+const SAMPLE_TS: &str = "pyclinksample-ts";
+/// Where the sample packages install their application (debian/*.install).
+const SAMPLE_DIR: &str = "opt/pyclinksample";
+const SAMPLE_TS_DIR: &str = "opt/pyclinksample-ts";
+
+/// Which levels of each module of the sample compile to the same code, by construction (the
+/// comment or docstring at the top of each file says why): the groups that must share an inode.
+const LEVEL_GROUPS: &[(&str, &[&[u8]])] = &[
+    ("__init__", &[&[0, 1], &[2]]),
+    ("both", &[&[0], &[1], &[2]]),
+    ("checks", &[&[0], &[1, 2]]),
+    ("cli", &[&[0, 1, 2]]),
+    ("docs", &[&[0, 1], &[2]]),
+    ("plain", &[&[0, 1, 2]]),
+];
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn sample_src() -> PathBuf {
+    repo().join("tests/deb/sample")
+}
+
+fn scratch(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let out = run(Command::new("cp").arg("-a").arg(from).arg(to));
+    assert!(out.status.success(), "cp -a failed");
+}
+
+/// A command whose environment does not leak the caller's build settings.
+fn clean_env(c: &mut Command) -> &mut Command {
+    for v in [
+        "SOURCE_DATE_EPOCH",
+        "RPM_BUILD_ROOT",
+        "PYCLINK_CONFIG",
+        "DEB_BUILD_OPTIONS",
+        "DH_VERBOSE",
+        "DH_QUIET",
+        "DH_OPTIONS",
+        "DH_INTERNAL_OPTIONS",
+        "PERL5LIB",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONPYCACHEPREFIX",
+        "PYTHONOPTIMIZE",
+        "PYTHONPATH",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+/// Run `cmd` with stdout and stderr interleaved into `log` (a build log keeps the order in
+/// which dh runs its commands). Returns success and the log text.
+fn run_logged(cmd: &mut Command, log: &Path) -> (bool, String) {
+    let f = File::create(log).unwrap();
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = std::fs::read_to_string(log).unwrap();
+    eprintln!("$ {cmd:?}\n  -> {status} (log {})", log.display());
+    (status.success(), text)
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn tool_exists(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn changelog_field(changelog: &Path, field: &str) -> String {
+    let out = run(Command::new("dpkg-parsechangelog")
+        .arg("-l")
+        .arg(changelog)
+        .arg(format!("-S{field}")));
+    assert!(out.status.success());
+    stdout(&out).trim().to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dpkg database: one test at a time on this machine, and everything installed is purged.
+
+struct Dpkg {
+    installed: Vec<String>,
+    _lock: File,
+}
+
+impl Dpkg {
+    /// Wait for the machine-wide lock, then remove sample packages a killed run may have left.
+    fn begin() -> Dpkg {
+        // Another checkout's test run would fight over the same packages: lock outside the repo.
+        let lock = File::create(std::env::temp_dir().join("pyclink-deb-tests.lock")).unwrap();
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let d = Dpkg {
+            installed: Vec::new(),
+            _lock: lock,
+        };
+        for p in [SAMPLE, SAMPLE_TS, "pyclink"] {
+            if d.is_installed(p) {
+                println!("note: purging {p}, left installed by an earlier run");
+                run(Command::new("dpkg").args(["--purge", p]));
+            }
+        }
+        d
+    }
+
+    fn is_installed(&self, package: &str) -> bool {
+        let out = Command::new("dpkg-query")
+            .args(["-W", "-f", "${db:Status-Status}", package])
+            .output()
+            .unwrap();
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "installed"
+    }
+
+    fn install(&mut self, debs: &[PathBuf]) {
+        let out = run(Command::new("dpkg").arg("-i").args(debs));
+        for deb in debs {
+            let name = deb_field(deb, "Package");
+            if !self.installed.contains(&name) {
+                self.installed.push(name);
+            }
+        }
+        assert!(out.status.success(), "dpkg -i failed");
+    }
+
+    /// pyclink's .deb, installed, with `pyclink` and `dh_pyclink` on PATH being its files.
+    fn install_pyclink(&mut self) -> PathBuf {
+        let deb = pyclink_deb();
+        self.install(std::slice::from_ref(&deb));
+        let listed = stdout(&run(Command::new("dpkg").args(["-L", "pyclink"])));
+        for tool in ["pyclink", "dh_pyclink"] {
+            let out = run(Command::new("sh").args(["-c", &format!("command -v {tool}")]));
+            let found = stdout(&out).trim().to_string();
+            assert!(
+                listed.lines().any(|l| l == found),
+                "`{tool}` on PATH is {found:?}, not the one installed by the package: another copy shadows it"
+            );
+        }
+        deb
+    }
+}
+
+impl Drop for Dpkg {
+    fn drop(&mut self) {
+        if !self.installed.is_empty() {
+            let out = run(Command::new("dpkg")
+                .arg("--purge")
+                .args(self.installed.iter().rev()));
+            if !out.status.success() && !std::thread::panicking() {
+                panic!("dpkg --purge failed");
+            }
+        }
+    }
+}
+
+fn deb_field(deb: &Path, field: &str) -> String {
+    let out = run(Command::new("dpkg-deb").arg("-f").arg(deb).arg(field));
+    assert!(out.status.success());
+    stdout(&out).trim().to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// pyclink's own .deb
+
+/// The files of the repository that make pyclink's source package.
+fn package_inputs() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = ["Cargo.toml", "Cargo.lock", "README.md"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    for dir in ["src", "packaging"] {
+        for e in walkdir::WalkDir::new(repo().join(dir)).sort_by_file_name() {
+            let e = e.unwrap();
+            if e.file_type().is_file() {
+                files.push(e.path().strip_prefix(repo()).unwrap().to_path_buf());
+            }
+        }
+    }
+    files
+}
+
+/// Build pyclink's .deb with dpkg-buildpackage, once per content of its inputs: the tests of one
+/// run share it (they hold the dpkg lock while calling this).
+fn pyclink_deb() -> PathBuf {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-pyclink");
+    let inputs = package_inputs();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in &inputs {
+        f.hash(&mut h);
+        let p = repo().join(f);
+        std::fs::read(&p).unwrap().hash(&mut h);
+        (std::fs::metadata(&p).unwrap().permissions().mode() & 0o111).hash(&mut h);
+    }
+    let stamp = format!("{:016x}\n", h.finish());
+    let version = changelog_field(&repo().join("packaging/debian/changelog"), "Version");
+    let find_deb = || -> Option<PathBuf> {
+        std::fs::read_dir(&base).ok()?.find_map(|e| {
+            let p = e.ok()?.path();
+            let n = p.file_name()?.to_str()?.to_string();
+            (n.starts_with(&format!("pyclink_{version}_")) && n.ends_with(".deb")).then_some(p)
+        })
+    };
+    if std::fs::read_to_string(base.join("stamp")).ok().as_deref() == Some(stamp.as_str()) {
+        if let Some(deb) = find_deb() {
+            println!("reusing {} (inputs unchanged)", deb.display());
+            return deb;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&base);
+    let src = base.join(format!("pyclink-{version}"));
+    for f in &inputs {
+        let to = src.join(f);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(repo().join(f), &to).unwrap();
+    }
+    copy_tree(&src.join("packaging/debian"), &src.join("debian"));
+    let mut c = Command::new("dpkg-buildpackage");
+    c.current_dir(&src)
+        // cargo and rustc >= 1.80 come from PATH (rustup), not from Build-Depends.
+        .args(["-b", "-us", "-uc", "-Ppkg.pyclink.rustup"])
+        // The unit tests are part of this suite already.
+        .env("DEB_BUILD_OPTIONS", "nocheck")
+        // Kept between runs so that only pyclink itself is recompiled.
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-cargo-target"),
+        );
+    clean_env(&mut c).env("DEB_BUILD_OPTIONS", "nocheck");
+    let (ok, log) = run_logged(&mut c, &base.join("build.log"));
+    assert!(
+        ok,
+        "dpkg-buildpackage of pyclink failed:\n{}",
+        tail(&log, 60)
+    );
+    let deb = find_deb().expect("dpkg-buildpackage made no pyclink .deb");
+    std::fs::write(base.join("stamp"), stamp).unwrap();
+    deb
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sample package
+
+struct Built {
+    dir: tempfile::TempDir,
+    ok: bool,
+    log: String,
+}
+
+impl Built {
+    fn source(&self) -> PathBuf {
+        self.dir.path().join("sample")
+    }
+
+    fn deb(&self, package: &str) -> PathBuf {
+        let version = changelog_field(&self.source().join("debian/changelog"), "Version");
+        let p = self.dir.path().join(format!("{package}_{version}_all.deb"));
+        assert!(
+            p.exists(),
+            "{} was not built:\n{}",
+            p.display(),
+            tail(&self.log, 40)
+        );
+        p
+    }
+}
+
+/// Copy the sample, let `edit` change it, and build it with dpkg-buildpackage (which checks the
+/// Build-Depends against the dpkg database, so the installed pyclink is what satisfies them).
+fn build_sample(name: &str, edit: impl FnOnce(&Path)) -> Built {
+    let dir = scratch(name);
+    let src = dir.path().join("sample");
+    copy_tree(&sample_src(), &src);
+    edit(&src);
+    let mut c = Command::new("dpkg-buildpackage");
+    c.current_dir(&src).args(["-b", "-us", "-uc"]);
+    clean_env(&mut c);
+    let (ok, log) = run_logged(&mut c, &dir.path().join("build.log"));
+    Built { dir, ok, log }
+}
+
+fn edit_file(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{} has no {from:?}", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// One entry of `dpkg-deb -c`: the path (without the leading `.`) and, for a tar hardlink
+/// entry, the path it links to.
+#[derive(Debug)]
+struct Entry {
+    path: String,
+    link_to: Option<String>,
+}
+
+fn contents(deb: &Path) -> (String, Vec<Entry>) {
+    let out = run(Command::new("dpkg-deb").arg("-c").arg(deb));
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let entries = text
+        .lines()
+        .map(|l| {
+            // perms owner size date time PATH [link to TARGET | -> TARGET]
+            let mut rest = l.trim_start();
+            for _ in 0..5 {
+                let end = rest
+                    .find(char::is_whitespace)
+                    .unwrap_or_else(|| panic!("unexpected dpkg-deb -c line: {l}"));
+                rest = rest[end..].trim_start();
+            }
+            let (path, link_to) = match (l.starts_with('h'), rest.split_once(" link to ")) {
+                (true, Some((p, t))) => (p, Some(t.trim_start_matches('.').to_string())),
+                _ => (rest, None),
+            };
+            Entry {
+                path: path.trim_start_matches('.').to_string(),
+                link_to,
+            }
+        })
+        .collect();
+    (text, entries)
+}
+
+fn pyc_name(module: &str, tag: &str, level: u8) -> String {
+    match level {
+        0 => format!("{module}.{tag}.pyc"),
+        l => format!("{module}.{tag}.opt-{l}.pyc"),
+    }
+}
+
+/// The sample's modules, read from its sources: the table above must describe every one.
+fn sample_modules() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(sample_src().join("app/pcsample"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|n| n.strip_suffix(".py").map(str::to_string))
+        .collect();
+    v.sort();
+    let table: Vec<String> = LEVEL_GROUPS.iter().map(|(m, _)| m.to_string()).collect();
+    assert_eq!(
+        v, table,
+        "LEVEL_GROUPS must list every module of the sample"
+    );
+    v
+}
+
+/// From `dpkg-deb -c`: exactly three levels per module, and tar hardlink entries exactly where
+/// LEVEL_GROUPS says the levels are identical. Returns (pyc, distinct files) for the package.
+fn check_listing(deb: &Path, app_dir: &str, tag: &str) -> (usize, usize) {
+    let (text, entries) = contents(deb);
+    let cache = format!("/{app_dir}/pcsample/__pycache__/");
+    let pycs: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| e.path.ends_with(".pyc"))
+        .collect();
+    assert!(
+        pycs.iter().all(|e| e.path.starts_with(&cache)),
+        "pycs outside {cache}:\n{text}"
+    );
+    // The file each pyc's content lives in: itself, or the entry its tar hardlink points to.
+    let owner: BTreeMap<String, String> = pycs
+        .iter()
+        .map(|e| {
+            let name = e.path[cache.len()..].to_string();
+            let target = match &e.link_to {
+                Some(t) => {
+                    assert!(t.starts_with(&cache), "link leaves the cache dir: {e:?}");
+                    t[cache.len()..].to_string()
+                }
+                None => name.clone(),
+            };
+            (name, target)
+        })
+        .collect();
+    let mut expected_names = BTreeSet::new();
+    let mut distinct = 0;
+    for (module, groups) in LEVEL_GROUPS {
+        for group in *groups {
+            distinct += 1;
+            let names: Vec<String> = group.iter().map(|&l| pyc_name(module, tag, l)).collect();
+            let owners: BTreeSet<&String> = names
+                .iter()
+                .map(|n| {
+                    owner
+                        .get(n)
+                        .unwrap_or_else(|| panic!("{deb:?} lacks {cache}{n}:\n{text}"))
+                })
+                .collect();
+            assert_eq!(
+                owners.len(),
+                1,
+                "{module}: levels {group:?} are identical and must be one file (tar hardlinks):\n{text}"
+            );
+            expected_names.extend(names);
+        }
+        // Different groups of one module must not be linked to each other.
+        let group_owners: BTreeSet<&String> = groups
+            .iter()
+            .map(|g| &owner[&pyc_name(module, tag, g[0])])
+            .collect();
+        assert_eq!(
+            group_owners.len(),
+            groups.len(),
+            "{module}: levels that differ are linked together:\n{text}"
+        );
+    }
+    let names: BTreeSet<String> = owner.keys().cloned().collect();
+    assert_eq!(names, expected_names, "unexpected pycs in {deb:?}:\n{text}");
+    (owner.len(), distinct)
+}
+
+/// The header of a pyc: (flags, the 8 bytes after them as two u32).
+fn pyc_header(p: &Path) -> (u32, u32, u32) {
+    let b = std::fs::read(p).unwrap();
+    let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+    (word(4), word(8), word(12))
+}
+
+fn all_pycs(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pyc"))
+        .map(|e| e.into_path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Import the whole application from `app` with `python3` at each level and check that every
+/// module's code came from the pyc of that level, through what -O and -OO remove.
+fn import_at_each_level(app: &Path, tag: &str) {
+    let modules = sample_modules();
+    let script = format!(
+        "import sys; sys.path.insert(0, {:?}); import pcsample, pcsample.cli; print(pcsample.report())",
+        app.to_str().unwrap()
+    );
+    for (flag, level) in [(None, 0u8), (Some("-O"), 1), (Some("-OO"), 2)] {
+        let mut c = Command::new("python3");
+        c.args(flag).args(["-v", "-c", &script]);
+        let out = run(clean_env(&mut c));
+        assert!(out.status.success());
+        let expected = format!(
+            "asserts={} docstrings={}",
+            if level == 0 { "True" } else { "False" },
+            if level == 2 { "False" } else { "True" }
+        );
+        assert!(
+            stdout(&out).contains(&expected),
+            "level {level}: expected {expected}"
+        );
+        let err = stderr(&out);
+        let prefix = format!("# code object from '{}/", app.display());
+        let loaded: BTreeSet<String> = err
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .map(|s| s.trim_end_matches('\'').to_string())
+            .collect();
+        let wanted: BTreeSet<String> = modules
+            .iter()
+            .map(|m| format!("pcsample/__pycache__/{}", pyc_name(m, tag, level)))
+            .collect();
+        assert_eq!(
+            loaded, wanted,
+            "level {level}: the code must come from the shipped pycs"
+        );
+        assert!(
+            !err.contains(&format!("created '{}", app.display())),
+            "python3 wrote a pyc"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests that install packages
+
+fn dpkg_or_skip(test: &str) -> bool {
+    if !is_root() {
+        println!("SKIP {test}: dpkg -i needs root");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn own_deb_holds_the_tools_the_addon_and_the_manuals() {
+    if !dpkg_or_skip("own_deb_holds_the_tools_the_addon_and_the_manuals") {
+        return;
+    }
+    let mut dpkg = Dpkg::begin();
+    let deb = dpkg.install_pyclink();
+    let (text, entries) = contents(&deb);
+    let paths: BTreeSet<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    for want in [
+        "/usr/bin/pyclink",
+        "/usr/bin/dh_pyclink",
+        "/usr/share/perl5/Debian/Debhelper/Sequence/pyclink.pm",
+        "/usr/share/man/man1/pyclink.1.gz",
+        "/usr/share/man/man1/dh_pyclink.1.gz",
+    ] {
+        assert!(paths.contains(want), "{want} is not in the .deb:\n{text}");
+    }
+    let provides = deb_field(&deb, "Provides");
+    assert!(
+        provides
+            .split(',')
+            .any(|p| p.trim() == "dh-sequence-pyclink"),
+        "Provides: {provides}"
+    );
+
+    // The installed binary is the one built from this tree, with the package's version.
+    let version = deb_field(&deb, "Version");
+    let out = run(Command::new("pyclink").arg("--version"));
+    assert_eq!(stdout(&out).trim(), format!("pyclink {version}"));
+
+    // The man pages are the real ones: dh_pyclink's from its POD, pyclink's from --help.
+    for (page, must) in [
+        ("dh_pyclink", "debian/\\fIpackage\\fR.pyclink"),
+        ("pyclink", "invalidation"),
+    ] {
+        let p = format!("/usr/share/man/man1/{page}.1.gz");
+        let out = run(Command::new("zcat").arg(&p));
+        let man = stdout(&out);
+        assert!(man.contains(".TH"), "{p} is not a man page");
+        assert!(man.contains(must), "{p} lacks {must:?}");
+    }
+
+    if tool_exists("lintian") {
+        let out = run(Command::new("lintian").arg(&deb));
+        let report = stdout(&out);
+        let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("E:")).collect();
+        assert!(errors.is_empty(), "lintian errors: {errors:#?}");
+    } else {
+        println!("note: lintian is not installed; the .deb was not linted");
+    }
+}
+
+#[test]
+fn sample_ships_linked_pycs_that_python_uses_unchanged() {
+    if !dpkg_or_skip("sample_ships_linked_pycs_that_python_uses_unchanged") {
+        return;
+    }
+    let mut dpkg = Dpkg::begin();
+    dpkg.install_pyclink();
+    let version = host_python3_version();
+    let tag = cache_tag(Path::new("python3"));
+    let started = std::time::Instant::now();
+    let built = build_sample("deb-sample-", |_| {});
+    assert!(
+        built.ok,
+        "the sample did not build:\n{}",
+        tail(&built.log, 60)
+    );
+    println!("sample built in {:.1?}", started.elapsed());
+
+    let epoch: i64 = changelog_field(&built.source().join("debian/changelog"), "Timestamp")
+        .parse()
+        .unwrap();
+    for (package, app_dir) in [(SAMPLE, SAMPLE_DIR), (SAMPLE_TS, SAMPLE_TS_DIR)] {
+        let deb = built.deb(package);
+        let (pyc, distinct) = check_listing(&deb, app_dir, &tag);
+        let sources = LEVEL_GROUPS.len();
+        // The build log holds pyclink's line for this package, with the figures the sample's
+        // construction implies.
+        let line = format!(
+            "pyclink: python{version}: {sources} sources, {pyc} pyc ({distinct} written, {} hardlinked, 0 copied), 0 errors",
+            pyc - distinct
+        );
+        let cmd = format!("pyclink --buildroot debian/{package} ");
+        let at = built
+            .log
+            .find(&cmd)
+            .unwrap_or_else(|| panic!("no `{cmd}` in the build log:\n{}", built.log));
+        assert!(
+            built.log[at..]
+                .lines()
+                .nth(1)
+                .unwrap_or("")
+                .starts_with(&line),
+            "expected `{line}` under `{cmd}`:\n{}",
+            built.log
+        );
+
+        let root = scratch("deb-x-");
+        let out = run(Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(root.path()));
+        assert!(out.status.success());
+        assert_audit_ok(root.path(), &[format!("{version}:{app_dir}")], &[]);
+    }
+    println!("build log, pyclink part:");
+    for l in built.log.lines().filter(|l| l.contains("pyclink")) {
+        println!("  {l}");
+    }
+
+    dpkg.install(&[built.deb(SAMPLE), built.deb(SAMPLE_TS)]);
+    let app = Path::new("/").join(SAMPLE_DIR);
+    let app_ts = Path::new("/").join(SAMPLE_TS_DIR);
+    for (dir, timestamp) in [(&app, false), (&app_ts, true)] {
+        for pyc in all_pycs(dir) {
+            let name = pyc.file_name().unwrap().to_str().unwrap();
+            let module = name.split('.').next().unwrap();
+            let src = dir.join("pcsample").join(format!("{module}.py"));
+            let src_meta = std::fs::metadata(&src).unwrap();
+            // dpkg-deb clamped the sources (copied just now) to SOURCE_DATE_EPOCH.
+            assert_eq!(src_meta.mtime(), epoch, "{} was not clamped", src.display());
+            let (flags, a, b) = pyc_header(&pyc);
+            if timestamp {
+                assert_eq!(flags, 0, "{}: not a timestamp pyc", pyc.display());
+                assert_eq!(
+                    (a as i64, b as u64),
+                    (epoch, src_meta.len()),
+                    "{}",
+                    pyc.display()
+                );
+            } else {
+                assert_eq!(flags, 3, "{}: not a checked-hash pyc", pyc.display());
+            }
+        }
+    }
+    assert_audit_ok(
+        Path::new("/"),
+        &[format!("{version}:{SAMPLE_DIR},{SAMPLE_TS_DIR}")],
+        &[],
+    );
+
+    let before = (snapshot(&app), snapshot(&app_ts));
+    import_at_each_level(&app, &tag);
+    import_at_each_level(&app_ts, &tag);
+    assert_eq!(
+        (snapshot(&app), snapshot(&app_ts)),
+        before,
+        "importing changed, added or rewrote files"
+    );
+
+    // The check above can fail: the same interpreter, same environment, does rewrite a pyc
+    // whose source no longer matches it.
+    let copy = scratch("deb-stale-");
+    copy_tree(&app, &copy.path().join("app"));
+    let stale_src = copy.path().join("app/pcsample/plain.py");
+    let mut text = std::fs::read_to_string(&stale_src).unwrap();
+    text.push_str("\n# changed\n");
+    std::fs::write(&stale_src, text).unwrap();
+    let pyc = &pycs(&copy.path().join("app/pcsample"), "plain", &tag)[0];
+    let ino_before = ino(pyc);
+    let mut c = Command::new("python3");
+    c.args([
+        "-c",
+        "import sys; sys.path.insert(0, sys.argv[1]); import pcsample.plain",
+    ])
+    .arg(copy.path().join("app"));
+    assert!(run(clean_env(&mut c)).status.success());
+    assert_ne!(
+        ino(pyc),
+        ino_before,
+        "python3 did not rewrite a stale pyc here"
+    );
+}
+
+#[test]
+fn syntax_error_fails_the_build_with_path_and_line() {
+    if !dpkg_or_skip("syntax_error_fails_the_build_with_path_and_line") {
+        return;
+    }
+    let mut dpkg = Dpkg::begin();
+    dpkg.install_pyclink();
+    let broken = "# A deliberately broken module.\n\ndef broken(:\n    pass\n";
+    let failed = build_sample("deb-broken-", |src| {
+        std::fs::write(src.join("app/pcsample/broken.py"), broken).unwrap();
+    });
+    assert!(!failed.ok, "the build succeeded despite a syntax error");
+    let want = format!("/{SAMPLE_DIR}/pcsample/broken.py:3: SyntaxError");
+    assert!(
+        failed.log.lines().any(|l| l.contains(&want)),
+        "no `{want}` in the log:\n{}",
+        failed.log
+    );
+    assert!(failed
+        .log
+        .contains("dh_pyclink: error: pyclink --buildroot"));
+    assert!(
+        !failed
+            .dir
+            .path()
+            .join(format!("{SAMPLE}_1.0_all.deb"))
+            .exists(),
+        "a .deb was made anyway"
+    );
+
+    // Told otherwise, the build goes on and only the broken module lacks pycs.
+    let warned = build_sample("deb-warn-", |src| {
+        std::fs::write(src.join("app/pcsample/broken.py"), broken).unwrap();
+        edit_file(
+            &src.join("debian/rules"),
+            "dh_pyclink -Npyclinksample-ts",
+            "dh_pyclink -Npyclinksample-ts --errors=warn",
+        );
+        edit_file(
+            &src.join("debian/rules"),
+            "--invalidation-mode=timestamp",
+            "--invalidation-mode=timestamp --errors=warn",
+        );
+    });
+    assert!(
+        warned.ok,
+        "--errors=warn still failed:\n{}",
+        tail(&warned.log, 40)
+    );
+    assert!(warned.log.contains(&want));
+    let (text, entries) = contents(&warned.deb(SAMPLE));
+    assert!(entries.iter().any(|e| e.path.ends_with("/broken.py")));
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e.path.contains("/broken.") && e.path.ends_with(".pyc")),
+        "pycs for a source that does not compile:\n{text}"
+    );
+    let modules = LEVEL_GROUPS.len();
+    let pycs = entries.iter().filter(|e| e.path.ends_with(".pyc")).count();
+    assert_eq!(pycs, 3 * modules, "{text}");
+}
+
+#[test]
+fn without_the_addon_the_package_is_unchanged() {
+    if !dpkg_or_skip("without_the_addon_the_package_is_unchanged") {
+        return;
+    }
+    let mut dpkg = Dpkg::begin();
+    dpkg.install_pyclink();
+    let with = build_sample("deb-with-", |_| {});
+    assert!(with.ok, "{}", tail(&with.log, 40));
+    let without = build_sample("deb-without-", |src| {
+        edit_file(&src.join("debian/rules"), "dh $@ --with pyclink", "dh $@");
+    });
+    assert!(without.ok, "{}", tail(&without.log, 40));
+    // With the addon but no debian/*.pyclink and no override, dh skips the command (its
+    // PROMISE), as it does for other file-driven helpers.
+    let unused = build_sample("deb-unused-", |src| {
+        for package in [SAMPLE, SAMPLE_TS] {
+            std::fs::remove_file(src.join(format!("debian/{package}.pyclink"))).unwrap();
+        }
+        edit_file(
+            &src.join("debian/rules"),
+            "override_dh_pyclink:",
+            "unused-target:",
+        );
+    });
+    assert!(unused.ok, "{}", tail(&unused.log, 40));
+    for (name, build) in [
+        ("without the addon", &without),
+        ("with nothing to do", &unused),
+    ] {
+        assert!(
+            !build.log.contains("dh_pyclink") && !build.log.contains("pyclink:"),
+            "{name}: dh_pyclink ran:\n{}",
+            build.log
+        );
+    }
+    for package in [SAMPLE, SAMPLE_TS] {
+        let (text, plain) = contents(&without.deb(package));
+        assert!(
+            !text.contains(".pyc") && !text.contains("__pycache__"),
+            "pycs without the addon:\n{text}"
+        );
+        let (_, compiled) = contents(&with.deb(package));
+        let rest: Vec<&str> = compiled
+            .iter()
+            .map(|e| e.path.as_str())
+            .filter(|p| !p.contains("__pycache__"))
+            .collect();
+        let plain: Vec<&str> = plain.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(plain, rest, "the addon changed more than the pycs");
+    }
+}
+
+#[test]
+fn build_depends_dh_sequence_and_python3_addon() {
+    if !dpkg_or_skip("build_depends_dh_sequence_and_python3_addon") {
+        return;
+    }
+    let mut dpkg = Dpkg::begin();
+    dpkg.install_pyclink();
+    let tag = cache_tag(Path::new("python3"));
+    // No --with pyclink: the addon comes from Build-Depends, as dh-sequence-pyclink, which only
+    // the installed package's Provides satisfies. dh_python3 runs too.
+    let built = build_sample("deb-dhseq-", |src| {
+        edit_file(
+            &src.join("debian/control"),
+            "Build-Depends: debhelper-compat (= 13), pyclink,",
+            "Build-Depends: debhelper-compat (= 13), dh-sequence-pyclink, dh-sequence-python3,",
+        );
+        edit_file(&src.join("debian/rules"), "dh $@ --with pyclink", "dh $@");
+    });
+    assert!(built.ok, "{}", tail(&built.log, 60));
+    let pos = |needle: &str| {
+        built
+            .log
+            .lines()
+            .position(|l| l.trim() == needle)
+            .unwrap_or_else(|| panic!("`{needle}` did not run:\n{}", built.log))
+    };
+    let (py3, ours, fixperms) = (
+        pos("dh_python3"),
+        pos("debian/rules override_dh_pyclink"),
+        pos("dh_fixperms"),
+    );
+    assert!(
+        py3 < ours && ours < fixperms,
+        "order: dh_python3 {py3}, dh_pyclink {ours}, dh_fixperms {fixperms}"
+    );
+    // dh_python3 leaves /opt alone: every pyc survives into the .debs.
+    for (package, app_dir) in [(SAMPLE, SAMPLE_DIR), (SAMPLE_TS, SAMPLE_TS_DIR)] {
+        check_listing(&built.deb(package), app_dir, &tag);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dh_pyclink and the sequence from the repository, no installation
+
+/// A copy of the sample whose package build directories hold the application, as dh_install
+/// leaves them.
+fn installed_sample_tree() -> (tempfile::TempDir, PathBuf) {
+    let dir = scratch("deb-dh-");
+    let src = dir.path().join("sample");
+    copy_tree(&sample_src(), &src);
+    for (package, app_dir) in [(SAMPLE, SAMPLE_DIR), (SAMPLE_TS, SAMPLE_TS_DIR)] {
+        let dest = src.join("debian").join(package).join(app_dir);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        copy_tree(&src.join("app"), &dest);
+    }
+    (dir, src)
+}
+
+/// The repository's dh_pyclink, finding the repository's debhelper modules and the pyclink
+/// binary under test.
+fn dh_pyclink(src: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = Command::new(repo().join("packaging/debhelper/dh_pyclink"));
+    clean_env(&mut c)
+        .current_dir(src)
+        .args(args)
+        .envs(env.iter().copied())
+        .env("PERL5LIB", repo().join("packaging/debhelper"))
+        .env("PATH", test_path());
+    run(&mut c)
+}
+
+/// PATH with the pyclink under test and the repository's dh_pyclink first.
+fn test_path() -> std::ffi::OsString {
+    let ours = [
+        Path::new(env!("CARGO_BIN_EXE_pyclink"))
+            .parent()
+            .unwrap()
+            .to_path_buf(),
+        repo().join("packaging/debhelper"),
+    ];
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(ours.into_iter().chain(std::env::split_paths(&inherited))).unwrap()
+}
+
+fn module_names(pycs: &[PathBuf]) -> BTreeSet<String> {
+    pycs.iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.split('.').next().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn dh_pyclink_honours_packages_paths_and_options() {
+    let (_dir, src) = installed_sample_tree();
+    let pkg = src.join("debian").join(SAMPLE);
+    let pkg_ts = src.join("debian").join(SAMPLE_TS);
+    let version = host_python3_version();
+    let tag = cache_tag(Path::new("python3"));
+
+    // --no-act prints what it would run, with -N, -X, --optimize and parallel= applied, and
+    // runs nothing. -X is a substring, so glob characters in it are escaped for pyclink.
+    let out = dh_pyclink(
+        &src,
+        &[
+            "--no-act",
+            "-v",
+            "-Npyclinksample-ts",
+            "-Xdo*cs",
+            "--optimize=0,1",
+        ],
+        &[("DEB_BUILD_OPTIONS", "parallel=3")],
+    );
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let want = format!(
+        "\tpyclink --buildroot debian/{SAMPLE} --jobs 3 --invalidation-mode checked-hash --optimize 0,1 --exclude \\*do\\\\\\*cs\\* -v -- {SAMPLE_DIR}\n"
+    );
+    assert!(text.contains(&want), "expected {want:?} in:\n{text}");
+    assert!(!text.contains(SAMPLE_TS), "-N was ignored:\n{text}");
+    assert!(all_pycs(&pkg).is_empty() && all_pycs(&pkg_ts).is_empty());
+
+    // -p selects one package; timestamp mode first lowers the sources' mtimes to
+    // SOURCE_DATE_EPOCH. Without DEB_BUILD_OPTIONS parallel=, one job, as debhelper does.
+    // pyclink's summary is printed under the command even without -v.
+    let epoch: i64 = 1_600_000_000;
+    let sde = [("SOURCE_DATE_EPOCH", "1600000000")];
+    let out = dh_pyclink(
+        &src,
+        &["-ppyclinksample-ts", "--invalidation-mode=timestamp"],
+        &sde,
+    );
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let cmd = format!("\tpyclink --buildroot debian/{SAMPLE_TS} --jobs 1 --invalidation-mode timestamp -- {SAMPLE_TS_DIR}\n");
+    let summary = format!("pyclink: python{version}: {} sources", LEVEL_GROUPS.len());
+    assert!(text.contains(&(cmd + &summary)), "{text}");
+    assert!(all_pycs(&pkg).is_empty(), "-p was ignored");
+    let app_ts = pkg_ts.join(SAMPLE_TS_DIR);
+    for e in walkdir::WalkDir::new(&app_ts) {
+        let e = e.unwrap();
+        if e.path().extension().is_some_and(|x| x == "py") {
+            assert_eq!(
+                e.metadata().unwrap().mtime(),
+                epoch,
+                "{}",
+                e.path().display()
+            );
+        }
+    }
+    let plain = &pycs(&app_ts.join("pcsample"), "plain", &tag)[0];
+    assert_eq!(pyc_header(plain).0, 0);
+    assert_eq!(pyc_header(plain).1 as i64, epoch);
+    assert_audit_ok(&pkg_ts, &[format!("{version}:{SAMPLE_TS_DIR}")], &[]);
+
+    // Arguments (a leading / is fine) go to the first package acted on, on top of its
+    // debian/PKG.pyclink; -X keeps a module out.
+    let out = dh_pyclink(
+        &src,
+        &[
+            "-ppyclinksample",
+            "-Xchecks",
+            &format!("/{SAMPLE_DIR}/pcsample"),
+        ],
+        &sde,
+    );
+    assert!(out.status.success());
+    let mut want: BTreeSet<String> = sample_modules().into_iter().collect();
+    want.remove("checks");
+    assert_eq!(module_names(&all_pycs(&pkg)), want);
+    assert_eq!(
+        pyc_header(&pycs(&pkg.join(SAMPLE_DIR).join("pcsample"), "plain", &tag)[0]).0,
+        3
+    );
+}
+
+#[test]
+fn dh_pyclink_rejects_what_it_cannot_do() {
+    let (_dir, src) = installed_sample_tree();
+    for (args, says) in [
+        (
+            &["-ppyclinksample", "opt/nowhere"][..],
+            "Cannot find (any matches for) \"opt/nowhere\"",
+        ),
+        (
+            &["-ppyclinksample", "../../etc"][..],
+            "paths must stay inside the package",
+        ),
+        (&["-ppyclinksample", "/"][..], "use --all"),
+        (
+            &["--invalidation-mode=sometimes"][..],
+            "--invalidation-mode=sometimes: must be",
+        ),
+        (
+            &["--errors=ignore"][..],
+            "--errors=ignore: must be fail or warn",
+        ),
+    ] {
+        let out = dh_pyclink(&src, args, &[]);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = stderr(&out);
+        assert!(
+            err.contains("dh_pyclink: error: ") && err.contains(says),
+            "{args:?}: {err}"
+        );
+        assert!(all_pycs(&src.join("debian")).is_empty());
+    }
+    // A path that pyclink refuses is pyclink's error, and the tool's exit status says so.
+    std::fs::write(
+        src.join("debian/pyclinksample/opt/pyclinksample/pcsample/bad.py"),
+        "x = (\n",
+    )
+    .unwrap();
+    let out = dh_pyclink(&src, &["-ppyclinksample"], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("/{SAMPLE_DIR}/pcsample/bad.py:1: SyntaxError")),
+        "{err}"
+    );
+    assert!(
+        err.contains("dh_pyclink: error: pyclink --buildroot debian/pyclinksample"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dh_pyclink_all_compiles_every_tree_and_skips_empty_packages() {
+    let (_dir, src) = installed_sample_tree();
+    // No debian/PKG.pyclink: only --all makes dh_pyclink act.
+    for package in [SAMPLE, SAMPLE_TS] {
+        std::fs::remove_file(src.join(format!("debian/{package}.pyclink"))).unwrap();
+    }
+    let out = dh_pyclink(&src, &[], &[]);
+    assert!(out.status.success());
+    assert!(
+        stdout(&out).is_empty(),
+        "acted without paths or --all: {}",
+        stdout(&out)
+    );
+    assert!(all_pycs(&src.join("debian")).is_empty());
+
+    // The ts package holds a dist-packages module and a private tree; the other no Python at all.
+    let ts = src.join("debian").join(SAMPLE_TS);
+    std::fs::remove_dir_all(ts.join(SAMPLE_TS_DIR)).unwrap();
+    write_files(
+        &ts,
+        &[
+            ("usr/lib/python3/dist-packages/pubmod.py", "X = 1\n"),
+            ("opt/private/tool.py", "Y = 2\n"),
+        ],
+    );
+    std::fs::remove_dir_all(src.join("debian").join(SAMPLE).join("opt")).unwrap();
+    write_files(
+        &src.join("debian").join(SAMPLE),
+        &[("usr/share/doc/x/README", "text\n")],
+    );
+
+    std::fs::write(
+        src.join(format!("debian/{SAMPLE_TS}.pyclink")),
+        "opt/private\n",
+    )
+    .unwrap();
+    let out = dh_pyclink(&src, &["--all"], &[]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(
+        !text.contains(&format!("debian/{SAMPLE} ")),
+        "a package without .py files was compiled:\n{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "\tpyclink --buildroot debian/{SAMPLE_TS} --jobs 1 --invalidation-mode checked-hash\n"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!("\tpyclink --buildroot debian/{SAMPLE_TS} --jobs 1 --invalidation-mode checked-hash -- opt/private\n")), "{text}");
+    assert!(
+        stderr(&out).contains("dh_pyclink: warning: pyclinksample-ts: --all byte-compiles usr/lib/python3/dist-packages"),
+        "{}",
+        stderr(&out)
+    );
+    let version = host_python3_version();
+    assert_audit_ok(
+        &ts,
+        &[format!(
+            "{version}:usr/lib/python3/dist-packages,opt/private"
+        )],
+        &[],
+    );
+}
+
+/// `dh binary --no-act` in `src` with the repository's addon; the commands dh would run.
+fn dh_sequence(src: &Path, with: &str) -> Vec<String> {
+    let mut c = Command::new("dh");
+    clean_env(&mut c)
+        .current_dir(src)
+        .args(["binary", "--no-act"])
+        .args((!with.is_empty()).then(|| format!("--with={with}")))
+        .env("PERL5LIB", repo().join("packaging/debhelper"))
+        .env("PATH", test_path());
+    let out = run(&mut c);
+    assert!(out.status.success());
+    stdout(&out).lines().map(|l| l.trim().to_string()).collect()
+}
+
+#[test]
+fn sequence_runs_after_dh_python3_and_before_fixperms() {
+    let dir = scratch("deb-seq-");
+    let src = dir.path().join("sample");
+    copy_tree(&sample_src(), &src);
+    // The sample's override target would hide the command's own name.
+    edit_file(
+        &src.join("debian/rules"),
+        "override_dh_pyclink:",
+        "unused-target:",
+    );
+    for with in ["pyclink,python3", "python3,pyclink"] {
+        let seq = dh_sequence(&src, with);
+        let pos = |cmd: &str| {
+            seq.iter()
+                .position(|l| l == cmd)
+                .unwrap_or_else(|| panic!("--with {with}: no {cmd} in {seq:#?}"))
+        };
+        let ours = pos("dh_pyclink");
+        assert!(pos("dh_python3") < ours, "--with {with}: {seq:#?}");
+        assert!(
+            pos("dh_link") < ours && pos("dh_compress") < ours,
+            "{seq:#?}"
+        );
+        for later in ["dh_fixperms", "dh_md5sums", "dh_builddeb"] {
+            assert!(
+                ours < pos(later),
+                "--with {with}: {later} before dh_pyclink"
+            );
+        }
+    }
+}
