@@ -104,9 +104,9 @@ impl Build {
             .unwrap_or_else(|| panic!("no {name} RPM among {:?}", self.rpms))
     }
 
-    /// Both sample RPMs extracted into one tree.
-    fn extract_sample(&self) -> PathBuf {
-        let root = self.top.path().join("extracted");
+    /// Both sample RPMs extracted into one tree, `dir` in the build's temporary directory.
+    fn extract_sample(&self, dir: &str) -> PathBuf {
+        let root = self.top.path().join(dir);
         for name in SAMPLE_RPMS {
             extract(self.rpm(name), &root);
         }
@@ -327,7 +327,7 @@ fn summary_prefix(h: &Host, n: usize, levels: usize) -> String {
 /// the extracted tree. Returns that tree.
 fn check_payload(h: &Host, b: &Build, levels: &[u8]) -> PathBuf {
     assert!(b.ok, "rpmbuild failed:\n{}", b.log);
-    let root = b.extract_sample();
+    let root = b.extract_sample("extracted");
     let headers: Vec<_> = SAMPLE_RPMS.iter().map(|n| header_files(b.rpm(n))).collect();
     let modules = sample_modules(h);
     let mut expected_pycs = BTreeSet::new();
@@ -426,10 +426,7 @@ fn sample_package_plain_rpm() {
     }
 
     // The same payload with compileall's pycs (no --hardlink-dupes) in place of pyclink's.
-    let plain = b.top.path().join("compileall");
-    for name in SAMPLE_RPMS {
-        extract(b.rpm(name), &plain);
-    }
+    let plain = b.extract_sample("compileall");
     for p in pycs_under(&plain, "") {
         std::fs::remove_file(plain.join(p)).unwrap();
     }
@@ -503,7 +500,7 @@ fn syntax_error_fails_the_build_unless_told_otherwise() {
         b.log.contains(&format!("pyclink: warning: {bad}")),
         "no '{bad}' warning in the log"
     );
-    let root = b.extract_sample();
+    let root = b.extract_sample("extracted");
     let (bad_src, good_src) = (
         format!("{}/sample/bad.py", h.sitelib),
         format!("{}/sample/plain.py", h.sitelib),
@@ -528,7 +525,7 @@ fn opt_out_and_levels() {
     let h = host();
     let b = build_sample(&h, Macros::Plain, &["--with", "opt_out"]);
     assert!(b.ok, "rpmbuild failed:\n{}", b.log);
-    let root = b.extract_sample();
+    let root = b.extract_sample("extracted");
     assert_eq!(
         pycs_under(&root, &h.sitelib),
         Vec::<String>::new(),
@@ -592,7 +589,7 @@ fn fedora_slots() {
 
     let b = build_sample(&h, Macros::Fedora, &["--with", "opt_out"]);
     assert!(b.ok, "rpmbuild failed:\n{}", b.log);
-    let root = b.extract_sample();
+    let root = b.extract_sample("extracted");
     assert_eq!(
         pycs_under(&root, &h.sitelib),
         Vec::<String>::new(),
