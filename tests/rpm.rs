@@ -64,6 +64,7 @@ fn rpm_eval(expr: &str) -> String {
 
 /// rpmbuild with only the environment a packager's shell would give it: cargo's test variables
 /// (CARGO_TARGET_DIR, RUSTFLAGS, ...) or a SOURCE_DATE_EPOCH from CI must not leak into builds.
+/// Also makes `topdir`/SOURCES for the caller to fill.
 fn rpmbuild(topdir: &Path) -> Command {
     let mut c = Command::new("rpmbuild");
     c.env_clear();
