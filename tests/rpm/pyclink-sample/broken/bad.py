@@ -1,0 +1,4 @@
+# Installed only when building --with syntax_error.
+
+def broken(:
+    pass

@@ -1,0 +1,3 @@
+"""pyclink-sample: modules whose optimization levels differ in known ways."""
+
+__version__ = "1.0"
