@@ -1,7 +1,7 @@
 //! The command line: `pyclink [compile] [OPTIONS] [PATH...]`, merged with `--config`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
@@ -29,9 +29,10 @@ What is compiled:
   Directory symlinks are never followed; a .py symlink is read through, resolved inside the root.
 
 Which interpreter compiles version X.Y:
-  --interpreter X.Y=PATH (or a bare PATH, which is asked for its version); else the root's own usr/bin/pythonX.Y if it is a binary for this
-  machine (run with PYTHONHOME and LD_LIBRARY_PATH pointing into the root); else the host's
-  pythonX.Y from PATH, then from pyenv. Magic number and cache tag come from the interpreter.
+  --interpreter X.Y=PATH (or a bare PATH, which is asked for its version); else the root's own
+  usr/bin/pythonX.Y if it is a binary for this machine (run with PYTHONHOME and LD_LIBRARY_PATH
+  pointing into the root); else the host's pythonX.Y from PATH, then from pyenv. Magic number
+  and cache tag come from the interpreter.
 
 What is written, per source NAME.py:
   __pycache__/NAME.TAG.pyc, NAME.TAG.opt-1.pyc, NAME.TAG.opt-2.pyc for the requested levels, with
@@ -78,7 +79,9 @@ Logging: -v shows interpreters and compiler warnings, -vv debug detail; RUST_LOG
     about = ABOUT,
     long_about = LONG_ABOUT,
     after_long_help = EXAMPLES,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    // A wrapper's default can be overridden by repeating an option: the last one wins.
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -207,6 +210,14 @@ impl CompileArgs {
         if !buildroot.is_dir() {
             return Err(format!(
                 "the build root {} is not a directory",
+                buildroot.display()
+            ));
+        }
+        // pyclink writes into the root: the running system is never one.
+        if buildroot.canonicalize().is_ok_and(|p| p == Path::new("/")) {
+            return Err(format!(
+                "the build root {} is the running system's /; pyclink compiles package build roots \
+                 (RPM_BUILD_ROOT, debian/PKG), never the live system",
                 buildroot.display()
             ));
         }
@@ -355,6 +366,20 @@ mod tests {
             .err()
             .unwrap()
             .contains("outside the build root"));
+        assert!(parse(&["--buildroot", "/"])
+            .err()
+            .unwrap()
+            .contains("never the live system"));
+        assert!(parse(&["--buildroot", "/usr/.."])
+            .err()
+            .unwrap()
+            .contains("never the live system"));
+        let twice = parse(&["--buildroot", root, "--errors", "fail", "--errors", "warn"]).unwrap();
+        assert_eq!(
+            twice.settings.errors,
+            ErrorPolicy::Warn,
+            "the last value wins"
+        );
         assert!(parse(&["--buildroot", "/nonexistent/root"])
             .err()
             .unwrap()

@@ -17,6 +17,19 @@ pub const DIST_PACKAGES: &str = "usr/lib/python3/dist-packages";
 pub struct Tree {
     pub version: PyVersion,
     pub dir: PathBuf,
+    /// Subtrees compiled as trees of their own (a virtualenv's `lib/pythonX.Y` inside a
+    /// private directory): left out of this one.
+    pub skip: Vec<PathBuf>,
+}
+
+impl Tree {
+    pub fn new(version: PyVersion, dir: PathBuf) -> Tree {
+        Tree {
+            version,
+            dir,
+            skip: Vec::new(),
+        }
+    }
 }
 
 /// The trees of a root before the versions of the unversioned ones are known.
@@ -55,7 +68,7 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, String> {
                     continue;
                 }
                 if version.is_supported() {
-                    all.versioned.push(Tree { version, dir: rel });
+                    all.versioned.push(Tree::new(version, rel));
                 } else {
                     all.skipped.push(format!(
                         "{}: Python {}.{} is not supported (pyclink writes PEP 3147 __pycache__ files); not compiled",
@@ -88,15 +101,74 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, String> {
         if !inside.is_empty() {
             chosen.versioned.extend(inside.into_iter().cloned());
         } else if let Some(t) = all.versioned.iter().find(|t| p.starts_with(&t.dir)) {
-            chosen.versioned.push(Tree {
-                version: t.version,
-                dir: p.clone(),
-            });
+            chosen.versioned.push(Tree::new(t.version, p.clone()));
+        } else if let Some(version) = lib_python_version(p) {
+            // Inside a virtualenv's (or another prefix's) lib/pythonX.Y.
+            chosen.versioned.push(Tree::new(version, p.clone()));
         } else {
+            // A private directory: any lib/pythonX.Y below it (a bundled virtualenv) belongs
+            // to that version; the rest is unversioned.
+            for (version, dir) in nested_lib_pythons(root, p) {
+                if version.is_supported() {
+                    chosen.versioned.push(Tree::new(version, dir));
+                } else {
+                    chosen.skipped.push(format!(
+                        "{}: Python {}.{} is not supported; not compiled",
+                        display_in_root(&dir),
+                        version.major,
+                        version.minor
+                    ));
+                }
+            }
             chosen.unversioned.push(p.clone());
         }
     }
     Ok(chosen)
+}
+
+/// The version of the first `lib/pythonX.Y` (or `lib64/...`) found along `rel`.
+fn lib_python_version(rel: &Path) -> Option<PyVersion> {
+    let parts: Vec<&std::ffi::OsStr> = rel.iter().collect();
+    parts.windows(2).find_map(|w| {
+        let lib = w[0] == "lib" || w[0] == "lib64";
+        lib.then(|| w[1].to_str().and_then(PyVersion::from_dir_name))
+            .flatten()
+    })
+}
+
+/// `lib/pythonX.Y` directories below `top` (not following symlinks, not entering them).
+fn nested_lib_pythons(root: &Root, top: &Path) -> Vec<(PyVersion, PathBuf)> {
+    let mut found = Vec::new();
+    let mut it = walkdir::WalkDir::new(root.host_path(top))
+        .follow_links(false)
+        .follow_root_links(false)
+        .sort_by_file_name()
+        .into_iter();
+    while let Some(Ok(entry)) = it.next() {
+        if !entry.file_type().is_dir() {
+            continue;
+        }
+        if entry.file_name() == "__pycache__" {
+            it.skip_current_dir();
+            continue;
+        }
+        let Ok(rel) = entry.path().strip_prefix(root.path()) else {
+            continue;
+        };
+        let parent_is_lib = rel
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|n| n == "lib" || n == "lib64");
+        let version = entry
+            .file_name()
+            .to_str()
+            .and_then(PyVersion::from_dir_name);
+        if let (true, Some(version)) = (parent_is_lib, version) {
+            found.push((version, rel.to_path_buf()));
+            it.skip_current_dir();
+        }
+    }
+    found
 }
 
 /// A PATH must exist and be reached without symlinks: following one could leave the root.
@@ -168,9 +240,16 @@ pub fn unversioned_targets(
 pub fn expand(found: &Found, targets: &[PyVersion]) -> Vec<Tree> {
     let mut trees = found.versioned.clone();
     for dir in &found.unversioned {
+        let skip: Vec<PathBuf> = found
+            .versioned
+            .iter()
+            .filter(|t| t.dir.starts_with(dir))
+            .map(|t| t.dir.clone())
+            .collect();
         trees.extend(targets.iter().map(|&version| Tree {
             version,
             dir: dir.clone(),
+            skip: skip.clone(),
         }));
     }
     trees
@@ -235,10 +314,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             f.versioned,
-            vec![Tree {
-                version: PyVersion::cpython(3, 12),
-                dir: "usr/lib64/python3.12/site-packages/foo".into()
-            }]
+            vec![Tree::new(
+                PyVersion::cpython(3, 12),
+                "usr/lib64/python3.12/site-packages/foo".into()
+            )]
         );
         assert_eq!(f.unversioned, vec![PathBuf::from("usr/share/app")]);
         // A parent of trees means those trees.
@@ -251,13 +330,49 @@ mod tests {
     }
 
     #[test]
+    fn virtualenvs_in_private_directories_keep_their_version() {
+        let (_t, root) = root_with(&[
+            "opt/app/app",
+            "opt/app/venv/lib/python3.12/site-packages/dep",
+            "opt/app/venv/bin",
+            "opt/other/lib64/python3.9/site-packages",
+        ]);
+        let f = find_trees(
+            &root,
+            &[
+                PathBuf::from("opt/app"),
+                PathBuf::from("opt/other/lib64/python3.9/site-packages"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            f.versioned,
+            vec![
+                Tree::new(
+                    PyVersion::cpython(3, 12),
+                    "opt/app/venv/lib/python3.12".into()
+                ),
+                Tree::new(
+                    PyVersion::cpython(3, 9),
+                    "opt/other/lib64/python3.9/site-packages".into()
+                ),
+            ]
+        );
+        assert_eq!(f.unversioned, vec![PathBuf::from("opt/app")]);
+        let trees = expand(&f, &[PyVersion::cpython(3, 11)]);
+        let app = trees
+            .iter()
+            .find(|t| t.dir == Path::new("opt/app"))
+            .unwrap();
+        assert_eq!(app.version, PyVersion::cpython(3, 11));
+        assert_eq!(app.skip, vec![PathBuf::from("opt/app/venv/lib/python3.12")]);
+    }
+
+    #[test]
     fn unversioned_target_order() {
         let v311 = PyVersion::cpython(3, 11);
         let v312 = PyVersion::cpython(3, 12);
-        let found = [Tree {
-            version: v312,
-            dir: "usr/lib/python3.12".into(),
-        }];
+        let found = [Tree::new(v312, "usr/lib/python3.12".into())];
         let never = || -> Result<PyVersion, String> { panic!("host python3 must not be asked") };
         assert_eq!(
             unversioned_targets(&[v311], &[v312], &found, never).unwrap(),

@@ -78,7 +78,7 @@ pub fn plan(root: &Root, trees: &[(usize, &Tree)], excludes: &Excludes) -> Plan 
     let mut plan = Plan::default();
     let mut seen: HashSet<(usize, PathBuf)> = HashSet::new();
     for &(version, tree) in trees {
-        walk_tree(root, version, &tree.dir, excludes, &mut seen, &mut plan);
+        walk_tree(root, version, tree, excludes, &mut seen, &mut plan);
     }
     // Largest first; ties in path order so a run's order is reproducible.
     plan.jobs.sort_by(|a, b| {
@@ -93,12 +93,13 @@ pub fn plan(root: &Root, trees: &[(usize, &Tree)], excludes: &Excludes) -> Plan 
 fn walk_tree(
     root: &Root,
     version: usize,
-    top: &Path,
+    tree: &Tree,
     excludes: &Excludes,
     seen: &mut HashSet<(usize, PathBuf)>,
     plan: &mut Plan,
 ) {
     let host_root = root.path();
+    let top = tree.dir.as_path();
     let mut it = walkdir::WalkDir::new(root.host_path(top))
         .follow_links(false)
         .follow_root_links(false)
@@ -134,6 +135,10 @@ fn walk_tree(
         }
         let ft = entry.file_type();
         if ft.is_dir() {
+            if tree.skip.contains(&rel) {
+                it.skip_current_dir();
+                continue;
+            }
             if entry.file_name() == "__pycache__" {
                 plan.stale_temps_removed += clean_cache_dir(root, &rel);
                 it.skip_current_dir();
@@ -252,10 +257,7 @@ mod tests {
         )
         .unwrap();
         let root = Root::open(t.path()).unwrap();
-        let tree = Tree {
-            version: PyVersion::cpython(3, 12),
-            dir: "usr/lib/python3.12".into(),
-        };
+        let tree = Tree::new(PyVersion::cpython(3, 12), "usr/lib/python3.12".into());
         let p = plan(
             &root,
             &[(0, &tree)],

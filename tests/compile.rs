@@ -642,3 +642,52 @@ impl Drop for ExfatMount {
         let _ = Command::new("losetup").args(["-d", &self.loopdev]).status();
     }
 }
+
+/// A private directory with a bundled virtualenv: the virtualenv's lib/pythonX.Y is compiled
+/// for X.Y, and so is the app beside it (the versions found in the root are the targets of
+/// unversioned trees; the app runs on its virtualenv's interpreter), not the host's python3.
+#[test]
+fn virtualenv_in_a_private_directory_sets_the_version() {
+    let h = host();
+    let Some(other) = ["3.12", "3.10", "3.13", "3.9"]
+        .into_iter()
+        .find(|v| *v != h.version && find_python(v).is_some())
+    else {
+        println!(
+            "SKIP virtualenv_in_a_private_directory: no second Python 3.9-3.13 besides {}",
+            h.version
+        );
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let venv_site = format!("opt/app/venv/lib/python{other}/site-packages");
+    write_files(
+        &root,
+        &[
+            ("opt/app/app/main.py", DOC),
+            (&format!("{venv_site}/dep.py"), BOTH),
+        ],
+    );
+    let out = run(pyclink().arg("--buildroot").arg(&root).arg("opt/app"));
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert_eq!(text.trim(), format!("pyclink: python{other}: 2 sources, 6 pyc (5 written, 1 hardlinked, 0 copied), 0 errors, 0.0 MiB -> 0.0 MiB"));
+    assert_audit_ok(&root, &[format!("{other}:opt/app")], &[]);
+    assert!(!root
+        .join(format!("opt/app/app/__pycache__/main.{}.pyc", h.tag))
+        .exists());
+    // Naming the app's version explicitly still keeps the virtualenv on its own.
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("opt/app")
+        .args(["--python-version", &h.version]));
+    assert!(out.status.success());
+    assert!(root
+        .join(format!("opt/app/app/__pycache__/main.{}.pyc", h.tag))
+        .exists());
+    assert!(!root
+        .join(format!("{venv_site}/__pycache__/dep.{}.pyc", h.tag))
+        .exists());
+}
