@@ -154,9 +154,24 @@ pub struct CompileArgs {
     #[arg(long)]
     no_link: bool,
 
+    /// Compile every level, even where the source proves levels identical (no `assert`,
+    /// `__debug__` or docstring); by default such levels are compiled once
+    #[arg(long)]
+    compile_every_level: bool,
+
     /// Write the figures and every error as JSON to FILE
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
+
+    /// Keep compiled results in DIR, keyed by interpreter, source bytes, path and levels, so a
+    /// rebuild of the same sources skips the interpreters. Safe to share between runs at once
+    #[arg(long, value_name = "DIR", env = "PYCLINK_CACHE")]
+    cache: Option<PathBuf>,
+
+    /// Trim the cache to SIZE after each run, least recently used first (K, M, G, T)
+    /// [default: 1G]
+    #[arg(long, value_name = "SIZE")]
+    cache_max_size: Option<String>,
 
     /// Read settings from a TOML file (the command line wins)
     #[arg(long, value_name = "FILE", env = "PYCLINK_CONFIG")]
@@ -293,10 +308,19 @@ impl CompileArgs {
             python_versions,
             invalidation_mode: self.invalidation_mode.or(cfg.invalidation_mode),
             force: self.force || cfg.force.unwrap_or(false),
+            predict: !self.compile_every_level && cfg.predict.unwrap_or(true),
             excludes,
             errors: self.errors.or(cfg.errors).unwrap_or(ErrorPolicy::Fail),
             link: !self.no_link && cfg.link.unwrap_or(true),
             summary_json: self.summary_json.or(cfg.summary_json),
+            cache: self.cache.or(cfg.cache),
+            cache_max_size: crate::cache::parse_size(
+                self.cache_max_size
+                    .as_deref()
+                    .or(cfg.cache_max_size.as_deref())
+                    .unwrap_or("1G"),
+            )
+            .map_err(|e| format!("--cache-max-size {e}"))?,
             timeout: Duration::from_secs_f64(timeout),
             quiet: self.quiet || cfg.quiet.unwrap_or(false),
         };

@@ -15,10 +15,11 @@ use crate::fsroot::{
     display_in_root, in_root_bytes, is_regular, open_file_nofollow, open_subdir, Root,
 };
 use crate::plan::Job;
+use crate::predict::{predict, Same};
 use crate::pyc::PycFormat;
 use crate::report::FileError;
 use crate::settings::{InvalidationMode, Levels};
-use crate::worker::Compiled;
+use crate::worker::{Compiled, Request};
 use crate::write::{write_pycs, PycFile, WriteStats};
 
 const PYCACHE: &str = "__pycache__";
@@ -34,6 +35,8 @@ pub struct Target {
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     pub levels: Levels,
+    /// Compile only the levels that can differ (see `predict`).
+    pub predict: bool,
     pub link: bool,
     pub force: bool,
 }
@@ -46,6 +49,9 @@ pub enum Outcome {
     },
     Written {
         stats: WriteStats,
+        /// Levels the interpreter compiled (fewer than written where prediction proved some
+        /// identical).
+        compiled: u64,
         warnings: Vec<FileError>,
     },
     /// Deliberately not compiled (a `.py` symlink whose target is not in the root).
@@ -54,7 +60,7 @@ pub enum Outcome {
 }
 
 /// Something that compiles (source, dfile, levels); the pool's worker with its retry policy.
-pub type CompileFn<'a> = dyn FnMut(&[u8], &[u8], Levels) -> Result<Compiled, String> + 'a;
+pub type CompileFn<'a> = dyn FnMut(&Request) -> Result<Compiled, String> + 'a;
 
 pub fn process(
     root: &Root,
@@ -135,7 +141,21 @@ fn try_process(
     };
     drop(file);
 
-    let code = match compile(&source, &in_root_bytes(&job.rel), opts.levels) {
+    let dfile = in_root_bytes(&job.rel);
+    // Always scanned: `non_ascii_names` is about correct bytes, not about speed.
+    let prediction = predict(&source);
+    let request = Request {
+        source: &source,
+        dfile: &dfile,
+        levels: opts.levels,
+        same: if opts.predict {
+            prediction.same
+        } else {
+            Same::nothing()
+        },
+        retire_after: prediction.non_ascii_names,
+    };
+    let code = match compile(&request) {
         Ok(Compiled::Code(code)) => code,
         Ok(Compiled::Error(e)) => {
             return Err(fail(
@@ -167,7 +187,11 @@ fn try_process(
             )
         })
         .collect();
-    Ok(Outcome::Written { stats, warnings })
+    Ok(Outcome::Written {
+        stats,
+        compiled: code.compiled as u64,
+        warnings,
+    })
 }
 
 fn split(rel: &Path) -> (&Path, &OsStr) {

@@ -33,10 +33,15 @@ pub struct ConfigFile {
     pub python_versions: Option<Vec<String>>,
     pub invalidation_mode: Option<InvalidationMode>,
     pub force: Option<bool>,
+    /// `false`: compile every level (`--compile-every-level`).
+    pub predict: Option<bool>,
     pub exclude: Option<Vec<String>>,
     pub errors: Option<ErrorPolicy>,
     pub link: Option<bool>,
     pub summary_json: Option<PathBuf>,
+    pub cache: Option<PathBuf>,
+    /// Bytes, or with K/M/G/T: "2G".
+    pub cache_max_size: Option<String>,
     /// Seconds.
     pub timeout: Option<f64>,
     pub quiet: Option<bool>,

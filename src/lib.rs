@@ -4,6 +4,7 @@
 //! The modules follow the pipeline: [`discover`] → [`plan`] → [`compile`] (with [`pool`] and
 //! [`worker`]) → [`write`] → [`report`].
 
+pub mod cache;
 pub mod cleanup;
 pub mod cli;
 pub mod compile;
@@ -13,14 +14,13 @@ pub mod fsroot;
 pub mod interpreter;
 pub mod plan;
 pub mod pool;
+pub mod predict;
 pub mod pyc;
 pub mod report;
 pub mod settings;
 pub mod version;
 pub mod worker;
 pub mod write;
-
-use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 
@@ -136,11 +136,11 @@ pub fn run(settings: &Settings) -> Result<RunReport> {
                 );
                 report.cache_tag = format.cache_tag.clone();
                 report.invalidation_mode = mode.name().into();
-                lanes.push(Some(pool::Lane {
-                    launch: interp.launch,
-                    target: Target { format, mode },
-                    spare: Mutex::new(vec![interp.first_worker]),
-                }));
+                lanes.push(Some(pool::Lane::new(
+                    interp.launch,
+                    Target { format, mode },
+                    interp.first_worker,
+                )));
             }
             Err(why) => {
                 missing.push(format!("{why} (needed for {} source(s))", sources[i]));
@@ -156,6 +156,7 @@ pub fn run(settings: &Settings) -> Result<RunReport> {
     // 3-4. Compile, write and link.
     let opts = Options {
         levels: settings.levels,
+        predict: settings.predict,
         link: settings.link,
         force: settings.force,
     };
@@ -181,37 +182,76 @@ pub fn run(settings: &Settings) -> Result<RunReport> {
     for (v, e) in plan.errors.iter().cloned() {
         record_error(&mut run, &mut reports, v, e);
     }
-    pool::run(
-        &root,
-        &plan.jobs,
-        &lanes,
+    let cache = match &settings.cache {
+        Some(dir) => Some(
+            cache::Cache::open(dir, settings.cache_max_size)
+                .with_context(|| format!("cannot use the cache directory {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let started = std::time::Instant::now();
+    let schedule = pool::Schedule {
         opts,
-        settings.jobs,
-        settings.timeout,
-        |job, outcome| {
-            let r = &mut reports[job.version];
-            match outcome {
-                Outcome::UpToDate { pycs } => {
-                    r.up_to_date += pycs;
-                    r.up_to_date_sources += 1;
-                    r.pyc += pycs;
-                }
-                Outcome::Written { stats, warnings } => {
-                    r.add_written(stats);
-                    r.warnings += warnings.len() as u64;
-                    for w in warnings {
-                        log::info!("{w}");
-                    }
-                }
-                Outcome::Skipped(why) => {
-                    log::warn!("{why}");
-                    r.skipped += 1;
-                    run.skipped.push(why);
-                }
-                Outcome::Failed(e) => record_error(&mut run, &mut reports, job.version, e),
+        workers: settings.jobs,
+        timeout: settings.timeout,
+        cache: cache.as_ref(),
+    };
+    let timing = pool::run(&root, &plan.jobs, &lanes, schedule, |job, outcome| {
+        let r = &mut reports[job.version];
+        match outcome {
+            Outcome::UpToDate { pycs } => {
+                r.up_to_date += pycs;
+                r.up_to_date_sources += 1;
+                r.pyc += pycs;
             }
-        },
-    );
+            Outcome::Written {
+                stats,
+                compiled,
+                warnings,
+            } => {
+                r.add_written(stats);
+                r.levels_compiled += compiled;
+                r.warnings += warnings.len() as u64;
+                for w in warnings {
+                    log::info!("{w}");
+                }
+            }
+            Outcome::Skipped(why) => {
+                log::warn!("{why}");
+                r.skipped += 1;
+                run.skipped.push(why);
+            }
+            Outcome::Failed(e) => record_error(&mut run, &mut reports, job.version, e),
+        }
+    });
+
+    log_timing(started.elapsed(), timing);
+    if let Some(cache) = &cache {
+        let s = cache.trim();
+        log::info!(
+            "cache {}: {} hits, {} misses, {} stored, {} corrupt entries dropped, {} evicted, {:.1} MiB kept",
+            s.dir,
+            s.hits,
+            s.misses,
+            s.stored,
+            s.rejected,
+            s.evicted,
+            s.bytes_after as f64 / (1 << 20) as f64
+        );
+        run.cache = Some(s);
+    }
+    for r in &reports {
+        let produced = r.written + r.hardlinked + r.copied;
+        if produced > 0 {
+            log::info!(
+                "{}: compiled {} of {} levels ({:.1}% proved identical from the source and not compiled)",
+                r.version,
+                r.levels_compiled,
+                produced,
+                100.0 * (produced - r.levels_compiled.min(produced)) as f64 / produced as f64
+            );
+        }
+    }
 
     // 5. Report.
     run.versions = reports
@@ -244,4 +284,32 @@ fn resolve_mode(
     }
     log::info!("{version}: no hash-based pycs before Python 3.7; using timestamps despite SOURCE_DATE_EPOCH");
     Ok(InvalidationMode::Timestamp)
+}
+
+/// `-v`: where the time went, for tuning and for bug reports.
+fn log_timing(wall: std::time::Duration, t: pool::Timing) {
+    let secs = |d: std::time::Duration| d.as_secs_f64();
+    log::info!(
+        "time: {:.2}s wall; {} threads for {} workers busy {:.2}s, of which {:.2}s waiting for a \
+         worker and {:.2}s in pyclink (reading, checking, writing)",
+        secs(wall),
+        t.threads,
+        t.workers,
+        secs(t.busy),
+        secs(t.waiting),
+        secs(t.busy.saturating_sub(t.waiting))
+    );
+    if let Some((own, children)) = cpu_times() {
+        log::info!("cpu: pyclink {own:.2}s, its workers {children:.2}s (user+sys)");
+    }
+}
+
+/// CPU seconds (user+sys) of this process and of its waited-for children, from /proc.
+fn cpu_times() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let tick = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    // After "pid (comm) ": state=0 ... utime=11 stime=12 cutime=13 cstime=14.
+    Some(((tick(11)? + tick(12)?) / hz, (tick(13)? + tick(14)?) / hz))
 }

@@ -1,62 +1,179 @@
-//! Step 3's scheduling: `jobs` threads share one queue of all versions' sources (largest first);
-//! each thread drives one worker per version it meets, so every core has a compile in flight.
-//! A worker that dies or hangs is replaced and the file retried once.
+//! Step 3's scheduling. One queue holds every version's sources, largest first, so no core
+//! idles at the end. `jobs` compile permits keep exactly that many workers compiling; twice as
+//! many threads take the sources, so while one thread reads a source or writes its pycs,
+//! another holds the permit and its worker compiles. Idle workers wait in a pool per version.
+//! A worker that dies or hangs is killed and replaced, and the source retried once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{mpsc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
+use crate::cache::{self, Cache};
 use crate::compile::{self, Options, Outcome, Target};
 use crate::fsroot::{display_in_root, Root};
 use crate::plan::Job;
-use crate::settings::Levels;
-use crate::worker::{Compiled, Launch, Worker};
+use crate::worker::{parse_response, Launch, Request, Worker};
 
-/// Per version: how to start workers, and what its pycs look like.
+/// Per version: how to start workers, what its pycs look like, and its idle workers (the one
+/// that proved the interpreter is the first).
 pub struct Lane {
     pub launch: Launch,
     pub target: Target,
-    /// Workers already started (the one that proved the interpreter), taken before spawning.
-    pub spare: Mutex<Vec<Worker>>,
+    pub idle: Mutex<Vec<Worker>>,
+    /// What the cache knows this interpreter by.
+    pub identity: cache::Key,
 }
 
-/// Run every job (`lanes[v]` exists for every version `v` that has jobs); `on_outcome` gets each result on the calling thread, in completion order.
+impl Lane {
+    pub fn new(launch: Launch, target: Target, first: Worker) -> Lane {
+        let identity = cache::interpreter_identity(&first.hello, &launch);
+        Lane {
+            launch,
+            target,
+            idle: Mutex::new(vec![first]),
+            identity,
+        }
+    }
+
+    fn take(&self, timeout: Duration) -> Result<Worker, String> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match idle {
+            Some(w) => Ok(w),
+            None => Worker::start(&self.launch, timeout).map_err(|e| {
+                format!(
+                    "cannot start a {} worker: {e}",
+                    self.launch.program.display()
+                )
+            }),
+        }
+    }
+
+    fn give_back(&self, w: Worker) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(w);
+    }
+}
+
+/// Where the compile threads' time went.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timing {
+    /// Summed over threads: the time spent on jobs...
+    pub busy: Duration,
+    /// ...of which waiting for a compile permit or a worker's answer.
+    pub waiting: Duration,
+    pub threads: usize,
+    pub workers: usize,
+}
+
+/// A counting semaphore: at most `n` compiles at once, whatever the version.
+struct Permits {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Permits {
+    fn acquire(&self) -> PermitGuard<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        PermitGuard(self)
+    }
+}
+
+struct PermitGuard<'a>(&'a Permits);
+
+impl Drop for PermitGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// How a run is carried out.
+#[derive(Clone, Copy)]
+pub struct Schedule<'a> {
+    pub opts: Options,
+    /// Compiles at once (workers busy).
+    pub workers: usize,
+    /// Per source, before a worker is given up as hung.
+    pub timeout: Duration,
+    pub cache: Option<&'a Cache>,
+}
+
+/// Run every job (`lanes[v]` exists for every version `v` that has jobs) with `workers`
+/// compiling at once; `on_outcome` gets each result on the calling thread, in completion order.
 pub fn run(
     root: &Root,
     jobs: &[Job],
     lanes: &[Option<Lane>],
-    opts: Options,
-    threads: usize,
-    timeout: Duration,
+    how: Schedule,
     mut on_outcome: impl FnMut(&Job, Outcome),
-) {
+) -> Timing {
+    let Schedule {
+        opts,
+        workers,
+        timeout,
+        cache,
+    } = how;
+    let workers = workers.clamp(1, jobs.len().max(1));
+    let threads = (2 * workers).min(jobs.len().max(1));
     let next = AtomicUsize::new(0);
-    let threads = threads.clamp(1, jobs.len().max(1));
+    let permits = Permits {
+        free: Mutex::new(workers),
+        freed: Condvar::new(),
+    };
+    let timing = Mutex::new(Timing {
+        threads,
+        workers,
+        ..Timing::default()
+    });
     let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
     std::thread::scope(|s| {
         for t in 0..threads {
-            let tx = tx.clone();
-            let next = &next;
+            let (tx, next, permits, timing) = (tx.clone(), &next, &permits, &timing);
             std::thread::Builder::new()
                 .name(format!("compile-{t}"))
                 .spawn_scoped(s, move || {
-                    let mut workers: Vec<Option<Worker>> = lanes.iter().map(|_| None).collect();
+                    let (mut busy, mut waiting) = (Duration::ZERO, Duration::ZERO);
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(job) = jobs.get(i) else { break };
                         let lane = lanes[job.version]
                             .as_ref()
                             .expect("a lane for every version with sources");
-                        let slot = &mut workers[job.version];
-                        let mut compile = |src: &[u8], dfile: &[u8], levels: Levels| {
-                            compile_with_retry(slot, lane, src, dfile, levels, timeout, &job.rel)
+                        let started = Instant::now();
+                        let mut compile = |req: &Request| {
+                            let key = cache.map(|_| Cache::key(&lane.identity, req));
+                            if let (Some(cache), Some(key)) = (cache, &key) {
+                                if let Some(payload) = cache.get(key) {
+                                    match parse_response(payload, req.levels.len()) {
+                                        Ok(compiled) => return Ok(compiled),
+                                        Err(_) => cache.reject(key),
+                                    }
+                                }
+                            }
+                            let asked = Instant::now();
+                            let permit = permits.acquire();
+                            let answer = compile_with_retry(lane, req, timeout, &job.rel);
+                            drop(permit);
+                            waiting += asked.elapsed();
+                            let payload = answer?;
+                            if let (Some(cache), Some(key)) = (cache, &key) {
+                                cache.put(key, &payload);
+                            }
+                            parse_response(payload, req.levels.len())
+                                .map_err(|e| format!("the worker broke the protocol: {e}"))
                         };
                         let outcome = compile::process(root, job, &lane.target, opts, &mut compile);
+                        busy += started.elapsed();
                         if tx.send((i, outcome)).is_err() {
                             break;
                         }
                     }
+                    let mut t = timing.lock().unwrap_or_else(|p| p.into_inner());
+                    t.busy += busy;
+                    t.waiting += waiting;
                 })
                 .expect("spawn compile thread");
         }
@@ -65,38 +182,41 @@ pub fn run(
             on_outcome(&jobs[i], outcome);
         }
     });
+    // The idle workers end here (gracefully: their CPU time is accounted to pyclink).
+    for lane in lanes.iter().flatten() {
+        lane.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+    timing.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 
 fn compile_with_retry(
-    slot: &mut Option<Worker>,
     lane: &Lane,
-    src: &[u8],
-    dfile: &[u8],
-    levels: Levels,
+    req: &Request,
     timeout: Duration,
     rel: &std::path::Path,
-) -> Result<Compiled, String> {
+) -> Result<Vec<u8>, String> {
     let mut last = String::new();
     for attempt in 0..2 {
-        if slot.is_none() {
-            let spare = lane.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            *slot = Some(match spare {
-                Some(w) => w,
-                None => Worker::start(&lane.launch, timeout).map_err(|e| {
-                    format!(
-                        "cannot start a {} worker: {e}",
-                        lane.launch.program.display()
-                    )
-                })?,
-            });
-        }
-        let worker = slot.as_mut().expect("worker present");
-        match worker.compile(src, dfile, levels, timeout) {
-            Ok(c) => return Ok(c),
+        // The retry gets a fresh process, whatever state the others are in.
+        let mut worker = if attempt == 0 {
+            lane.take(timeout)?
+        } else {
+            Worker::start(&lane.launch, timeout).map_err(|e| {
+                format!(
+                    "cannot start a {} worker: {e}",
+                    lane.launch.program.display()
+                )
+            })?
+        };
+        match worker.exchange(req, timeout) {
+            Ok(c) => {
+                lane.give_back(worker);
+                return Ok(c);
+            }
             Err(failure) => {
                 last = failure.to_string();
-                // Dropping the worker kills it; the next attempt starts a fresh one.
-                *slot = None;
+                // Never reused: the next attempt takes another worker or starts a fresh one.
+                worker.kill();
                 if attempt == 0 {
                     log::warn!(
                         "{}: {last}; retrying with a new worker",

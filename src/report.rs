@@ -54,6 +54,9 @@ pub struct VersionReport {
     pub copied: u64,
     pub up_to_date: u64,
     pub errors: u64,
+    /// Level compilations the interpreters did for the pycs written (the rest were predicted
+    /// identical and never compiled).
+    pub levels_compiled: u64,
     /// Sources deliberately not compiled (symlinks leaving the root).
     pub skipped: u64,
     pub warnings: u64,
@@ -112,6 +115,7 @@ pub struct RunReport {
     pub error_details: Vec<FileError>,
     pub skipped: Vec<String>,
     pub stale_temps_removed: usize,
+    pub cache: Option<crate::cache::CacheStats>,
     pub exit_code: i32,
 }
 

@@ -26,10 +26,15 @@ pub struct Settings {
     /// `None`: checked-hash when SOURCE_DATE_EPOCH is set, else timestamp (as py_compile).
     pub invalidation_mode: Option<InvalidationMode>,
     pub force: bool,
+    /// Compile only the levels the source does not prove identical (see `predict`).
+    pub predict: bool,
     pub excludes: Vec<String>,
     pub errors: ErrorPolicy,
     pub link: bool,
     pub summary_json: Option<PathBuf>,
+    /// `--cache DIR`: reuse compiled results across runs.
+    pub cache: Option<PathBuf>,
+    pub cache_max_size: u64,
     /// How long one file may take in a worker before the worker is restarted.
     pub timeout: Duration,
     pub quiet: bool,

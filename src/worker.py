@@ -3,23 +3,33 @@
 # It only compiles and marshals; pyclink does all reading, headers, naming, writing and linking.
 #
 # Processes. The process pyclink starts (the zygote) never compiles, so it stays in the state a
-# fresh `python -m compileall` starts in. It forks one long-lived compile child and relays each
-# request to it. A few constants make CPython's output depend on what the process compiled
-# before (see _history_sensitive); for such a source the zygote forks a pristine one-shot child
-# to compile it again, so every pyc is what compileall writes for that file alone, whatever
-# was compiled before it and however pyclink spread the files over its workers.
+# fresh `python -m compileall` starts in. It forks the compile child, which reads requests on
+# stdin and answers on stdout. What a process compiled before can change CPython's output in
+# two ways, and both are kept out, so every pyc is what compileall writes for that file alone,
+# however pyclink spread the files over its workers:
+# - a non-ASCII name may intern a latin-1 one-character string for good: the compile child
+#   retires after such a source and the zygote forks a fresh one (see compile_child);
+# - where interning is permanent (3.12), a frozenset of strings depends on which strings are
+#   interned (see _history_sensitive): the compile child hands such a source to the zygote,
+#   which compiles it in a pristine one-shot fork. The compile child reads no further request
+#   until that answer is out, so answers stay in order.
 #
 # Protocol. Every message is a frame: u32 little-endian payload length, then the payload.
 # Strings are u32 length + UTF-8 (backslashreplace); integers are u32 little-endian.
 #   hello     worker -> pyclink, once at start: "key=value" lines (see hello()).
-#   request   pyclink -> worker: u8 level mask (bit L = optimize level L), u32 dfile length,
-#             dfile bytes (UTF-8 with surrogateescape), then the source bytes (rest of the frame).
+#   request   pyclink -> worker: u8 level mask (bit L = optimize level L), u8 hints (bit 0:
+#             level 1 is certainly identical to level 0, bit 1: level 2 to level 1, as pyclink
+#             proved from the source; bit 7: retire the compile child after this source, see
+#             compile_child), u32 dfile length, dfile bytes (UTF-8 with surrogateescape), then
+#             the source bytes (rest of the frame).
 #   response  worker -> pyclink, one per request:
-#             b"K", per requested level in ascending order: u32 length + marshal.dumps(code);
+#             b"K", per requested level in ascending order: u32 length + marshal.dumps(code), or
+#                   u32 0xFFFFFFFF: the same bytes as the previous requested level (not compiled);
 #                   then u32 warning count, per warning: u32 line, str category, str message.
 #             b"E", u32 line, str exception type, str message: the source does not compile.
-# An empty request frame or EOF on stdin ends the worker. If a compile child dies, the zygote
-# exits with status 3 and pyclink restarts the worker and retries the file.
+# EOF on stdin (or an empty request frame) ends the worker: the compile child exits and the
+# zygote reaps it and exits. If the compile child dies, the zygote exits at once, so pyclink
+# sees EOF, restarts the worker and retries the file.
 #
 # Keep the imports as they are: what the process has loaded can change the bytes (see below).
 # Importing json, for one, would intern "[" and "{" and change the pycs of many modules.
@@ -69,17 +79,6 @@ def _write_frame(fd, parts):
         _write_all(fd, p)
 
 
-def _copy(src_fd, dst_fd, n):
-    """Pass n bytes from one pipe to another in chunks (the zygote never holds a response)."""
-    while n > 0:
-        chunk = os.read(src_fd, min(n, 1 << 20))
-        if not chunk:
-            return False
-        _write_all(dst_fd, chunk)
-        n -= len(chunk)
-    return True
-
-
 def _read_exact(fd, n):
     chunks = []
     while n > 0:
@@ -127,6 +126,7 @@ def hello():
         'source_hash_probe=%s' % probe,
         'pid=%d' % os.getpid(),
         'executable=%s' % sys.executable,
+        'build=%s' % ' '.join(sys.version.split()),
     ]
     return '\n'.join(lines).encode('utf-8', 'backslashreplace')
 
@@ -145,44 +145,58 @@ _PERMANENT_INTERNING = _interning_is_permanent()
 
 
 def _history_sensitive(consts):
-    """Constants whose marshalled form depends on what the process compiled before:
-    a one-character latin-1 string (a process-wide singleton that stays interned once any
-    source used it as a name), and, where interning is permanent, a frozenset holding strings
-    (CPython rebuilds it, unshared, when one of its strings was already interned)."""
+    """Where interning is permanent, a frozenset holding strings: CPython rebuilds it, unshared,
+    when one of its strings was already interned, so its bytes depend on what the process
+    compiled before."""
     for k in consts:
         t = type(k)
-        if t is str:
-            if len(k) == 1 and 127 < ord(k) < 256:
-                return True
-        elif t is frozenset or t is tuple:
-            if t is frozenset and _PERMANENT_INTERNING and any(type(x) is str for x in k):
-                return True
-            if _history_sensitive(k):
-                return True
-        elif hasattr(k, 'co_consts') and _history_sensitive(k.co_consts):
+        if t is frozenset and any(type(x) is str for x in k):
+            return True
+        if (t is tuple or t is frozenset) and _history_sensitive(k):
+            return True
+        if hasattr(k, 'co_consts') and _history_sensitive(k.co_consts):
             return True
     return False
 
 
-def compile_levels(src, dfile, mask, check_history):
+SAME_AS_PREVIOUS = 0xFFFFFFFF
+
+
+def _same_as(level, prev, same):
+    """Is `level` certainly identical to the requested level `prev` below it (-1: none)?
+    Bit L-1 of `same` says level L equals level L-1; every step between must hold."""
+    if prev < 0:
+        return False
+    bits = 0
+    for l in range(prev + 1, level + 1):
+        bits |= 1 << (l - 1)
+    return same & bits == bits
+
+
+def compile_levels(src, dfile, mask, same, pristine):
     """The response for one request as a list of parts; None if the result depends on this
-    process's history."""
+    process's history (the compile child then has the zygote compile it pristine). A pristine
+    compile does every level, as compileall would, so its bytes are compileall's."""
     out = [b'K']
     caught = []
-    first = True
+    prev = -1
     for level in (0, 1, 2):
         if not mask & (1 << level):
             continue
+        if not pristine and _same_as(level, prev, same):
+            out.append(_u32(SAME_AS_PREVIOUS))
+            prev = level
+            continue
         with warnings.catch_warnings(record=True) as w:
             # Record the warnings of the first level only; never turn one into an error.
-            warnings.simplefilter('always' if first else 'ignore')
+            warnings.simplefilter('always' if prev < 0 else 'ignore')
             code = compile(src, dfile, 'exec', dont_inherit=True, optimize=level)
-        if first and check_history and _history_sensitive(code.co_consts):
-            return None
-        first = False
-        caught.extend(w)
         data = _dump(code)
+        if prev < 0 and not pristine and _PERMANENT_INTERNING and _history_sensitive(code.co_consts):
+            return None
         del code
+        prev = level
+        caught.extend(w)
         out.append(_u32(len(data)))
         out.append(data)
     out.append(_u32(len(caught)))
@@ -202,94 +216,92 @@ def compile_error(exc):
     return [b'E', _u32(max(0, line)), _str(type(exc).__name__), _str(msg)]
 
 
-def handle(req, check_history):
-    mask = req[0]
-    dlen = int.from_bytes(req[1:5], 'little')
-    dfile = req[5:5 + dlen].decode('utf-8', 'surrogateescape')
-    src = req[5 + dlen:]
+def handle(req, pristine):
+    mask, same = req[0], req[1]
+    dlen = int.from_bytes(req[2:6], 'little')
+    dfile = req[6:6 + dlen].decode('utf-8', 'surrogateescape')
+    src = req[6 + dlen:]
     try:
-        resp = compile_levels(src, dfile, mask, check_history)
+        return compile_levels(src, dfile, mask, same, pristine)
     except (Exception, RecursionError, MemoryError) as exc:   # one bad file never ends the worker
-        resp = compile_error(exc)
-    return [b'R'] if resp is None else resp
+        return compile_error(exc)
 
 
-def compile_child(req_fd, resp_fd):
-    """The long-lived compiler: answers b'R' where the zygote must compile pristine."""
+RETIRE = 0x80
+
+
+def compile_child(zreq_w, zack_r):
+    """Serve pyclink: requests on stdin, answers on stdout; history-sensitive sources go to
+    the zygote (zreq_w), which acknowledges on zack_r once the pristine answer is out.
+    After a source pyclink marks RETIRE (a non-ASCII name: it may intern a latin-1 one-character
+    string, a process-wide singleton that then stays interned and changes how later sources'
+    constants are marshalled), the child asks the zygote for a successor and exits."""
     while True:
-        req = _read_frame(req_fd)
+        req = _read_frame(0)
         if not req:
-            os._exit(0)
-        _write_frame(resp_fd, handle(req, True))
-
-
-def _fork(target, *args):
-    """Fork a child that runs target(*args) with only the fds it is given, then exits."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(0)
-            os.close(_OUT_FD)
-            target(*args)
-        finally:
-            os._exit(0)
-    return pid
+            return
+        resp = handle(req, False)
+        if resp is None:
+            _write_frame(zreq_w, [req])
+            if os.read(zack_r, 1) != b'D':
+                os._exit(3)
+        else:
+            _write_frame(_OUT_FD, resp)
+        if req[1] & RETIRE:
+            _write_frame(zreq_w, [b'N'])
+            return
 
 
 def compile_pristine(req):
-    """Compile in a fresh fork of this (never-compiling) process and pass its answer on."""
-    r, w = os.pipe()
-
-    def once(req):
-        os.close(r)
-        _write_frame(w, handle(req, False))
-    pid = _fork(once, req)
-    os.close(w)
-    head = _read_exact(r, 4)
-    if head is None:
-        os._exit(3)
-    _write_all(_OUT_FD, head)
-    if not _copy(r, _OUT_FD, int.from_bytes(head, 'little')):
-        os._exit(3)
-    os.close(r)
+    """Compile in a fresh fork of this (never-compiling) process; it answers pyclink itself."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _write_frame(_OUT_FD, handle(req, True))
+        finally:
+            os._exit(0)
     _, status = os.waitpid(pid, 0)
-    if status != 0:
-        os._exit(3)
+    return status == 0
+
+
+def start_compile_child():
+    """Fork a compile child from the (pristine) zygote; returns its pid and the zygote's ends
+    of the hand-over pipes."""
+    zreq_r, zreq_w = os.pipe()
+    zack_r, zack_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(zreq_r)
+            os.close(zack_w)
+            compile_child(zreq_w, zack_r)
+        finally:
+            os._exit(0)
+    os.close(zreq_w)
+    os.close(zack_r)
+    return child, zreq_r, zack_w
 
 
 def main():
     _write_frame(_OUT_FD, [hello()])
-    req_r, req_w = os.pipe()
-    resp_r, resp_w = os.pipe()
-
-    def child():
-        os.close(req_w)
-        os.close(resp_r)
-        compile_child(req_r, resp_w)
-    child_pid = _fork(child)
-    os.close(req_r)
-    os.close(resp_w)
+    # The zygote never reads a request from pyclink (it keeps stdin only to hand it to each
+    # compile child), only the compile child's hand-overs.
+    child, zreq_r, zack_w = start_compile_child()
     while True:
-        req = _read_frame(0)
-        if not req:                                 # EOF or the empty frame: done
-            # Let the compile child see EOF and reap it: an orphan would stay a zombie where
-            # PID 1 does not reap (containers).
-            os.close(req_w)
-            os.waitpid(child_pid, 0)
-            return
-        _write_frame(req_w, [req])
-        head = _read_exact(resp_r, 4)
-        if head is None:                            # the compile child died
-            os._exit(3)
-        n = int.from_bytes(head, 'little')
-        first = _read_exact(resp_r, 1)
-        if first is None:
-            os._exit(3)
-        if n == 1 and first == b'R':
-            compile_pristine(req)
+        req = _read_frame(zreq_r)
+        if req is None or req == b'N':              # the compile child is gone, or retiring
+            _, status = os.waitpid(child, 0)
+            os.close(zreq_r)
+            os.close(zack_w)
+            if req is None:
+                # Its exit lets pyclink see EOF; a crash must not wait for the next request.
+                os._exit(0 if status == 0 else 3)
+            child, zreq_r, zack_w = start_compile_child()
             continue
-        _write_all(_OUT_FD, head + first)
-        if not _copy(resp_r, _OUT_FD, n - 1):
+        ok = compile_pristine(req)
+        os.write(zack_w, b'D' if ok else b'X')
+        if not ok:
+            os.kill(child, 9)
             os._exit(3)
 
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
 
+use crate::predict::Same;
 use crate::pyc::{PycFormat, SourceHash};
 use crate::settings::Levels;
 use crate::version::{Implementation, PyVersion};
@@ -62,6 +63,8 @@ pub struct Hello {
     pub version: (u32, u32, u32),
     pub implementation: String,
     pub executable: String,
+    /// `sys.version`: release, build date and compiler, on one line.
+    pub build: String,
     pub format: PycFormat,
 }
 
@@ -107,6 +110,7 @@ impl Hello {
             version: (major, minor, micro),
             implementation: get("implementation")?.to_string(),
             executable: get("executable")?.to_string(),
+            build: get("build")?.to_string(),
             format: PycFormat {
                 magic,
                 cache_tag: get("cache_tag")?.to_string(),
@@ -127,6 +131,19 @@ fn hex_bytes<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// What to compile: one source at some levels.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub source: &'a [u8],
+    /// The path the code will report (`co_filename`): `/` + the path inside the root.
+    pub dfile: &'a [u8],
+    pub levels: Levels,
+    /// Levels certainly identical to the one below (see `predict`).
+    pub same: Same,
+    /// Have the worker's compile child retire after this source (a non-ASCII name).
+    pub retire_after: bool,
+}
+
 /// The answer for one source.
 #[derive(Debug)]
 pub enum Compiled {
@@ -141,6 +158,8 @@ pub enum Compiled {
 pub struct Code {
     payload: Vec<u8>,
     bodies: Vec<std::ops::Range<usize>>,
+    /// How many levels the interpreter really compiled (the others repeat a previous one).
+    pub compiled: usize,
     pub warnings: Vec<CompileWarning>,
 }
 
@@ -188,10 +207,17 @@ impl fmt::Display for Failure {
 
 pub struct Worker {
     child: Child,
-    stdin: ChildStdin,
+    /// `None` once closed (shutting down).
+    stdin: Option<ChildStdin>,
     stdout: ChildStdout,
     pub hello: Hello,
 }
+
+/// Request hint bit: retire the compile child after this source (see worker.py).
+const RETIRE: u8 = 0x80;
+
+/// A level's length field meaning "the same bytes as the previous requested level".
+const SAME_AS_PREVIOUS: u32 = u32::MAX;
 
 /// Responses larger than this are a protocol error, not an allocation.
 const MAX_FRAME: usize = 1 << 32;
@@ -199,7 +225,7 @@ const MAX_FRAME: usize = 1 << 32;
 impl Worker {
     /// Start the interpreter and read its hello (within `timeout`).
     pub fn start(launch: &Launch, timeout: Duration) -> Result<Worker, Failure> {
-        let mut child = launch.command().spawn().map_err(Failure::Start)?;
+        let mut child = spawn(launch.command()).map_err(Failure::Start)?;
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
         for fd in [stdin.as_fd(), stdout.as_fd()] {
@@ -209,7 +235,7 @@ impl Worker {
         crate::cleanup::register_worker(child.id());
         let mut w = Worker {
             child,
-            stdin,
+            stdin: Some(stdin),
             stdout,
             hello: placeholder_hello(),
         };
@@ -220,26 +246,29 @@ impl Worker {
     }
 
     /// Compile `source` as `dfile` at `levels`.
-    pub fn compile(
-        &mut self,
-        source: &[u8],
-        dfile: &[u8],
-        levels: Levels,
-        timeout: Duration,
-    ) -> Result<Compiled, Failure> {
+    /// Compile one source. The levels `req.same` says are identical are compiled once (the
+    /// worker may still compile them all, see worker.py).
+    pub fn compile(&mut self, req: &Request, timeout: Duration) -> Result<Compiled, Failure> {
+        let payload = self.exchange(req, timeout)?;
+        parse_response(payload, req.levels.len()).map_err(Failure::Protocol)
+    }
+
+    /// Send one request and return the raw response payload (see [`parse_response`]).
+    pub fn exchange(&mut self, req: &Request, timeout: Duration) -> Result<Vec<u8>, Failure> {
+        let (source, dfile, levels) = (req.source, req.dfile, req.levels);
         let deadline = Instant::now() + timeout;
-        let len = 1 + 4 + dfile.len() + source.len();
+        let len = 2 + 4 + dfile.len() + source.len();
         let frame_len =
             u32::try_from(len).map_err(|_| Failure::Protocol("source larger than 4 GiB".into()))?;
-        let mut head = Vec::with_capacity(9 + dfile.len());
+        let mut head = Vec::with_capacity(10 + dfile.len());
         head.extend_from_slice(&frame_len.to_le_bytes());
         head.push(levels.bits());
+        head.push(req.same.bits() | if req.retire_after { RETIRE } else { 0 });
         head.extend_from_slice(&(dfile.len() as u32).to_le_bytes());
         head.extend_from_slice(dfile);
         self.write_all(&head, deadline, timeout)?;
         self.write_all(source, deadline, timeout)?;
-        let payload = self.read_frame(deadline, timeout)?;
-        parse_response(payload, levels.len()).map_err(Failure::Protocol)
+        self.read_frame(deadline, timeout)
     }
 
     pub fn pid(&self) -> u32 {
@@ -253,7 +282,10 @@ impl Worker {
         timeout: Duration,
     ) -> Result<(), Failure> {
         while !data.is_empty() {
-            match self.stdin.write(data) {
+            let Some(stdin) = self.stdin.as_mut() else {
+                return Err(self.death());
+            };
+            match stdin.write(data) {
                 Ok(n) => data = &data[n..],
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.wait_ready(true, deadline, timeout)?
@@ -314,7 +346,10 @@ impl Worker {
         };
         let events = if write { PollFlags::OUT } else { PollFlags::IN };
         let result = if write {
-            poll(&mut [PollFd::new(&self.stdin, events)], Some(&ts))
+            match &self.stdin {
+                Some(stdin) => poll(&mut [PollFd::new(stdin, events)], Some(&ts)),
+                None => return Err(Failure::Protocol("stdin is closed".into())),
+            }
         } else {
             poll(&mut [PollFd::new(&self.stdout, events)], Some(&ts))
         };
@@ -336,13 +371,63 @@ impl Worker {
     }
 }
 
+impl Worker {
+    /// End a worker that failed (hung, broke the protocol): the whole process group goes.
+    pub fn kill(mut self) {
+        kill_group(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Worker {
+    /// An idle worker ends on EOF: its compile child exits, the zygote reaps it and exits, and
+    /// every process's CPU time is accounted to pyclink. One that does not end promptly (or its
+    /// compile child) must not outlive pyclink: the whole process group goes.
     fn drop(&mut self) {
-        // An idle worker would exit on EOF, but a busy or hung one (or its compile child) must
-        // not outlive pyclink: the whole process group goes.
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         kill_group(self.child.id());
         let _ = self.child.wait();
         crate::cleanup::unregister_worker(self.child.id());
+    }
+}
+
+/// Spawn on one thread that lives as long as the process: a worker's parent-death signal
+/// fires when the *thread* that forked it ends, and a compile thread that finishes its share
+/// must not take down workers other threads are still using.
+fn spawn(mut cmd: Command) -> std::io::Result<Child> {
+    type Reply = std::sync::mpsc::Sender<std::io::Result<Child>>;
+    static SPAWNER: std::sync::OnceLock<
+        std::sync::Mutex<std::sync::mpsc::Sender<(Command, Reply)>>,
+    > = std::sync::OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<(Command, Reply)>();
+        std::thread::Builder::new()
+            .name("spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("spawn the spawner thread");
+        std::sync::Mutex::new(tx)
+    });
+    let (reply, answer) = std::sync::mpsc::channel();
+    let sent = spawner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send((cmd, reply));
+    match sent {
+        Ok(()) => answer
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the spawner thread is gone"))),
+        Err(std::sync::mpsc::SendError((c, _))) => {
+            cmd = c;
+            cmd.spawn()
+        }
     }
 }
 
@@ -358,6 +443,7 @@ fn placeholder_hello() -> Hello {
         version: (0, 0, 0),
         implementation: String::new(),
         executable: String::new(),
+        build: String::new(),
         format: PycFormat {
             magic: [0; 4],
             cache_tag: String::new(),
@@ -408,12 +494,21 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn parse_response(payload: Vec<u8>, nlevels: usize) -> Result<Compiled, String> {
+/// Decode a response payload (from a worker or the cache) for `nlevels` requested levels.
+pub fn parse_response(payload: Vec<u8>, nlevels: usize) -> Result<Compiled, String> {
     let mut f = Fields(&payload);
     match f.take(1)? {
         b"K" => {
-            let mut bodies = Vec::with_capacity(nlevels);
+            let mut bodies: Vec<std::ops::Range<usize>> = Vec::with_capacity(nlevels);
             for _ in 0..nlevels {
+                if f.0.get(..4) == Some(&SAME_AS_PREVIOUS.to_le_bytes()) {
+                    f.take(4)?;
+                    let prev = bodies
+                        .last()
+                        .ok_or("the first level cannot repeat a previous one")?;
+                    bodies.push(prev.clone());
+                    continue;
+                }
                 let body = f.bytes()?;
                 let start = body.as_ptr() as usize - payload.as_ptr() as usize;
                 bodies.push(start..start + body.len());
@@ -427,7 +522,13 @@ fn parse_response(payload: Vec<u8>, nlevels: usize) -> Result<Compiled, String> 
                     message: f.string()?,
                 });
             }
+            let compiled = bodies
+                .iter()
+                .enumerate()
+                .filter(|(i, r)| *i == 0 || bodies[i - 1] != **r)
+                .count();
             Ok(Compiled::Code(Code {
+                compiled,
                 payload,
                 bodies,
                 warnings,
@@ -450,14 +551,14 @@ mod tests {
     fn parses_hello() {
         let h = Hello::parse(
             b"version=3.11.7\nimplementation=cpython\ncache_tag=cpython-311\nmagic=a70d0d0a\n\
-              source_hash_probe=897d4970bd8e8f62\npid=1\nexecutable=/usr/bin/python3.11",
+              source_hash_probe=897d4970bd8e8f62\npid=1\nexecutable=/usr/bin/python3.11\nbuild=3.11.7 (main)",
         )
         .unwrap();
         assert_eq!(h.py_version(), PyVersion::cpython(3, 11));
         assert_eq!(h.format.cache_tag, "cpython-311");
         assert_eq!(h.format.source_hash, Some(SourceHash::Sip13));
         let old = Hello::parse(
-            b"version=3.6.15\nimplementation=cpython\ncache_tag=cpython-36\nmagic=330d0d0a\nsource_hash_probe=\nexecutable=x",
+            b"version=3.6.15\nimplementation=cpython\ncache_tag=cpython-36\nmagic=330d0d0a\nsource_hash_probe=\nexecutable=x\nbuild=3.6.15",
         )
         .unwrap();
         assert_eq!(old.format.header_len(), 12);
