@@ -80,7 +80,7 @@ fn prediction_is_never_wrong(version: &str) {
         .filter_entry(|e| e.file_name() != "site-packages")
     {
         let e = e.unwrap();
-        if !e.file_type().is_file() || e.path().extension().is_none_or(|x| x != "py") {
+        if !e.file_type().is_file() || e.path().extension() != Some("py".as_ref()) {
             continue;
         }
         let src = std::fs::read(e.path()).unwrap();
