@@ -11,6 +11,9 @@
 //! timeout = 300
 //! python-versions = ["3.12"]
 //! summary-json = "/tmp/pyclink.json"
+//! cache = "/var/cache/pyclink"
+//! cache-max-size = "2G"
+//! predict = true          # false: compile every level (--compile-every-level)
 //!
 //! [interpreters]
 //! "3.12" = "/usr/bin/python3.12"

@@ -38,22 +38,6 @@ fn fresh_root(t: &Path, name: &str, version: &str, files: &[(&str, &str)]) -> Pa
     root
 }
 
-fn pyc_bytes(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut v: Vec<_> = walkdir::WalkDir::new(root)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "pyc"))
-        .map(|e| {
-            (
-                e.path().strip_prefix(root).unwrap().to_path_buf(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 const FILES: &[(&str, &str)] = &[
     ("a.py", "\"\"\"Doc.\"\"\"\nassert True\nx = 1\n"),
     ("b.py", "y = 2\n"),
@@ -102,11 +86,11 @@ fn a_hit_gives_the_same_pycs() {
     assert_eq!(hits_misses(&run_cached(&first, &cache, &[])), (0, 4));
     assert_eq!(hits_misses(&run_cached(&second, &cache, &[])), (4, 0));
     assert_eq!(
-        pyc_bytes(&second),
-        pyc_bytes(&plain),
+        pyc_contents(&second),
+        pyc_contents(&plain),
         "cached pycs differ from compiled ones"
     );
-    assert_eq!(pyc_bytes(&first), pyc_bytes(&plain));
+    assert_eq!(pyc_contents(&first), pyc_contents(&plain));
     assert_audit_ok(
         &second,
         &[format!("{}:usr/lib/python{}", h.version, h.version)],

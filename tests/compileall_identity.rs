@@ -10,23 +10,8 @@
 mod common;
 use common::*;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn pycs_under(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    walkdir::WalkDir::new(root)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "pyc"))
-        .map(|e| {
-            (
-                e.path().strip_prefix(root).unwrap().to_path_buf(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
-}
 
 fn compileall(python: &Path, root: &Path, dirs: &[PathBuf], serial_args: &[&str]) {
     let mut c = Command::new(python);
@@ -86,8 +71,8 @@ fn identical_to_compileall(version: &str, small: bool) {
     assert!(out.status.success());
     println!("{}", stdout(&out).trim());
 
-    let a = pycs_under(&ours);
-    let b = pycs_under(&theirs);
+    let a = pyc_contents(&ours);
+    let b = pyc_contents(&theirs);
     let only_ours: Vec<_> = a.keys().filter(|k| !b.contains_key(*k)).collect();
     let only_theirs: Vec<_> = b.keys().filter(|k| !a.contains_key(*k)).collect();
     assert!(

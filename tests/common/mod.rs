@@ -166,24 +166,56 @@ pub fn pycs(dir: &Path, name: &str, tag: &str) -> [PathBuf; 3] {
     ]
 }
 
-/// Every file under `dir` (recursively) with its inode and mtime: a snapshot to compare.
-pub fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, i128, u64)> {
+/// Path, inode, mtime (ns) and size: what must not change where nothing is written.
+pub type EntryState = (PathBuf, u64, i128, u64);
+
+fn entry_state(path: &Path, m: &std::fs::Metadata) -> EntryState {
+    (
+        path.to_path_buf(),
+        m.ino(),
+        m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        m.len(),
+    )
+}
+
+/// Every regular file under `dir` (recursively) with its state: a snapshot to compare.
+pub fn snapshot(dir: &Path) -> Vec<EntryState> {
+    tree_state_where(dir, |m| m.is_file())
+}
+
+/// Every entry (files, dirs, links) under `dir`, with its state: proves that nothing was
+/// created, removed or modified there.
+pub fn tree_state(dir: &Path) -> Vec<EntryState> {
+    tree_state_where(dir, |_| true)
+}
+
+fn tree_state_where(dir: &Path, keep: impl Fn(&std::fs::Metadata) -> bool) -> Vec<EntryState> {
     let mut v: Vec<_> = walkdir::WalkDir::new(dir)
+        .follow_links(false)
         .into_iter()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            let m = e.metadata().unwrap();
-            (
-                e.path().to_path_buf(),
-                m.ino(),
-                m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-                m.len(),
-            )
+        .filter_map(|e| {
+            let m = std::fs::symlink_metadata(e.path()).ok()?;
+            keep(&m).then(|| entry_state(e.path(), &m))
         })
         .collect();
     v.sort();
     v
+}
+
+/// The bytes of every pyc under `root`, by path relative to it.
+pub fn pyc_contents(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "pyc"))
+        .map(|e| {
+            (
+                e.path().strip_prefix(root).unwrap().to_path_buf(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
 }
 
 /// Leftover temp files anywhere under `dir`.
@@ -262,25 +294,4 @@ print(chr(10).join(bad))
         .filter(|l| !l.is_empty())
         .map(String::from)
         .collect()
-}
-
-/// Every entry (files, dirs, links) under `dir`, with inode, mtime and size: proves that
-/// nothing was created, removed or modified there.
-pub fn tree_state(dir: &Path) -> Vec<(PathBuf, u64, i128, u64)> {
-    let mut v: Vec<_> = walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .map(|e| {
-            let m = std::fs::symlink_metadata(e.path()).unwrap();
-            (
-                e.path().to_path_buf(),
-                m.ino(),
-                m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-                m.len(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
