@@ -1,5 +1,5 @@
 //! Step 2: walk each tree (never following directory symlinks) and list the sources to compile,
-//! largest first so no core idles at the end. Temp files a killed run left in `__pycache__`
+//! one version after another, each largest first so no core idles at the end. Temp files a killed run left in `__pycache__`
 //! directories are removed on the way.
 
 use std::collections::HashSet;
@@ -80,12 +80,15 @@ pub fn plan(root: &Root, trees: &[(usize, &Tree)], excludes: &Excludes) -> Plan 
     for &(version, tree) in trees {
         walk_tree(root, version, tree, excludes, &mut seen, &mut plan);
     }
-    // Largest first; ties in path order so a run's order is reproducible.
+    // Version by version, so only one version's workers are alive at a time (the pool retires a
+    // version's workers once its sources are handed out); within a version largest first, so
+    // the last version's smallest files even out the end. Ties in path order: a run's order is
+    // reproducible.
     plan.jobs.sort_by(|a, b| {
-        b.size
-            .cmp(&a.size)
+        a.version
+            .cmp(&b.version)
+            .then(b.size.cmp(&a.size))
             .then_with(|| a.rel.cmp(&b.rel))
-            .then(a.version.cmp(&b.version))
     });
     plan
 }

@@ -1,7 +1,9 @@
-//! Step 3's scheduling. One queue holds every version's sources, largest first, so no core
-//! idles at the end. `jobs` compile permits keep exactly that many workers compiling; twice as
-//! many threads take the sources, so while one thread reads a source or writes its pycs,
-//! another holds the permit and its worker compiles. Idle workers wait in a pool per version.
+//! Step 3's scheduling. One queue holds every version's sources, one version after another and
+//! largest first within each, so no core idles at the end. `jobs` compile permits keep exactly
+//! that many workers compiling; twice as many threads take the sources, so while one thread
+//! reads a source or writes its pycs, another holds the permit and its worker compiles. Idle
+//! workers wait in a pool per version; once a version's last source is handed out, its workers
+//! end as they come back, so memory holds one version's workers at a time, not every version's.
 //! A worker that dies or hangs is killed and replaced, and the source retried once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +24,8 @@ pub struct Lane {
     pub idle: Mutex<Vec<Worker>>,
     /// What the cache knows this interpreter by.
     pub identity: cache::Key,
+    /// Sources of this version not yet handed to a compile thread.
+    undispatched: AtomicUsize,
 }
 
 impl Lane {
@@ -32,6 +36,7 @@ impl Lane {
             target,
             idle: Mutex::new(vec![first]),
             identity,
+            undispatched: AtomicUsize::new(0),
         }
     }
 
@@ -48,8 +53,11 @@ impl Lane {
         }
     }
 
+    /// Keep `w` for the next source of this version, or end it if none is left to hand out.
     fn give_back(&self, w: Worker) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(w);
+        if self.undispatched.load(Ordering::Acquire) > 0 {
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(w);
+        }
     }
 }
 
@@ -128,6 +136,14 @@ pub fn run(
         workers,
         ..Timing::default()
     });
+    for lane in lanes.iter().flatten() {
+        lane.undispatched.store(0, Ordering::Relaxed);
+    }
+    for job in jobs {
+        if let Some(lane) = &lanes[job.version] {
+            lane.undispatched.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
     std::thread::scope(|s| {
         for t in 0..threads {
@@ -142,6 +158,8 @@ pub fn run(
                         let lane = lanes[job.version]
                             .as_ref()
                             .expect("a lane for every version with sources");
+                        lane.undispatched.fetch_sub(1, Ordering::AcqRel);
+                        retire_finished(lanes, job.version);
                         let started = Instant::now();
                         let mut compile = |req: &Request| {
                             let key = cache.map(|_| Cache::key(&lane.identity, req));
@@ -187,6 +205,18 @@ pub fn run(
         lane.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
     timing.into_inner().unwrap_or_else(|p| p.into_inner())
+}
+
+/// End the idle workers of every other version whose sources have all been handed out (their
+/// busy ones end as they come back, see `Lane::give_back`).
+fn retire_finished(lanes: &[Option<Lane>], current: usize) {
+    for (v, lane) in lanes.iter().enumerate() {
+        let Some(lane) = lane else { continue };
+        if v != current && lane.undispatched.load(Ordering::Acquire) == 0 {
+            let idle = std::mem::take(&mut *lane.idle.lock().unwrap_or_else(|p| p.into_inner()));
+            drop(idle);
+        }
+    }
 }
 
 fn compile_with_retry(
