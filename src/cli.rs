@@ -99,8 +99,9 @@ enum Command {
 
 #[derive(Args, Debug, Default)]
 pub struct CompileArgs {
-    /// Restrict the run to these paths inside the build root (relative to it, or absolute
-    /// starting with it). Default: every Python tree found.
+    /// Restrict the run to these paths inside the build root: relative to it (usr/share/foo),
+    /// or starting with the build root as given (debian/pkg/opt/app, %{buildroot}/usr/share/foo).
+    /// Default: every Python tree found.
     #[arg(value_name = "PATH")]
     paths: Vec<PathBuf>,
 

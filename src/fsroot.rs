@@ -120,34 +120,44 @@ fn plain_components(rel: &Path) -> io::Result<Vec<&OsStr>> {
         .collect()
 }
 
-/// Turn a user-given PATH into a root-relative path. Relative paths are taken inside the root;
-/// absolute ones must start with the root (`%{buildroot}/usr/share/foo`). `..` is refused
-/// everywhere: it is the one way a plain path can leave the root.
+/// Turn a user-given PATH into a root-relative path. Relative paths are taken inside the root,
+/// except one that starts with a relative root as given and does not exist inside the root
+/// (`--buildroot debian/pkg debian/pkg/opt/app`, the way a shell completes it); absolute ones
+/// must start with the root (`%{buildroot}/usr/share/foo`). `..` is refused everywhere: it is
+/// the one way a plain path can leave the root.
 pub fn root_relative(root: &Path, given: &Path) -> Result<PathBuf, String> {
-    if given.components().any(|c| c == Component::ParentDir) {
+    let rel = if given.is_absolute() {
+        let abs_root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        let canon_root = root.canonicalize().unwrap_or_else(|_| abs_root.clone());
+        match given
+            .strip_prefix(&abs_root)
+            .or_else(|_| given.strip_prefix(&canon_root))
+        {
+            Ok(r) => r,
+            Err(_) => {
+                let inside = given.strip_prefix("/").unwrap_or(given);
+                return Err(format!(
+                    "'{}' is outside the build root {}; give paths relative to the root \
+                     (e.g. '{}') or starting with it (e.g. '{}')",
+                    given.display(),
+                    root.display(),
+                    inside.display(),
+                    canon_root.join(inside).display()
+                ));
+            }
+        }
+    } else {
+        match given.strip_prefix(root) {
+            Ok(r) if root.is_relative() && root.join(given).symlink_metadata().is_err() => r,
+            _ => given,
+        }
+    };
+    if rel.components().any(|c| c == Component::ParentDir) {
         return Err(format!(
             "'{}' contains '..'; give paths inside the build root",
             given.display()
         ));
     }
-    let rel = if given.is_absolute() {
-        let abs_root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-        let canon_root = root.canonicalize().unwrap_or_else(|_| abs_root.clone());
-        match given.strip_prefix(&abs_root).or_else(|_| given.strip_prefix(&canon_root)) {
-            Ok(r) => r.to_path_buf(),
-            Err(_) => {
-                return Err(format!(
-                    "'{}' is outside the build root {}; give it as a path inside the root (e.g. '{}{}')",
-                    given.display(),
-                    root.display(),
-                    root.display(),
-                    given.display()
-                ))
-            }
-        }
-    } else {
-        given.to_path_buf()
-    };
     Ok(rel
         .components()
         .filter(|c| matches!(c, Component::Normal(_)))
@@ -194,6 +204,41 @@ mod tests {
             .unwrap_err()
             .contains(".."));
         assert!(root_relative(root, Path::new("/tmp/br/../etc")).is_err());
+    }
+
+    #[test]
+    fn relative_root_prefix_is_stripped_only_when_meant() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("debian/pkg");
+        std::fs::create_dir_all(root.join("opt/app")).unwrap();
+        std::fs::create_dir_all(root.join("debian/pkg/also")).unwrap();
+        // The relative root as given by a shell, e.g. `--buildroot debian/pkg`.
+        let cwd = std::env::current_dir().unwrap();
+        let rel_root = pathdiff(&root, &cwd);
+        assert_eq!(
+            root_relative(&rel_root, &rel_root.join("opt/app")).unwrap(),
+            PathBuf::from("opt/app")
+        );
+        // A path that exists inside the root as written keeps its meaning.
+        let inside = Path::new("debian/pkg/also");
+        assert_eq!(root_relative(&root, inside).unwrap(), inside);
+        // An absolute path outside the root is refused with hints that work.
+        let err = root_relative(&rel_root, Path::new("/usr/lib/python3")).unwrap_err();
+        assert!(err.contains("e.g. 'usr/lib/python3'"), "{err}");
+        let abs = root.canonicalize().unwrap().join("usr/lib/python3");
+        assert!(err.contains(&format!("'{}'", abs.display())), "{err}");
+    }
+
+    /// `path` relative to `base` (both absolute), by walking up from `base`.
+    fn pathdiff(path: &Path, base: &Path) -> PathBuf {
+        let (p, b): (Vec<_>, Vec<_>) = (path.components().collect(), base.components().collect());
+        let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        let mut out = PathBuf::new();
+        for _ in common..b.len() {
+            out.push("..");
+        }
+        out.extend(&p[common..]);
+        out
     }
 
     #[test]
