@@ -30,30 +30,22 @@ enum Macros {
     Installed(PathBuf),
 }
 
+/// The host python3 (common's [`host`]) and where rpm installs its modules.
 struct Host {
-    version: String,
-    python: PathBuf,
-    tag: String,
+    py: common::Host,
     /// The host python's purelib for prefix /usr (%python3_sitelib), without the leading '/'.
     sitelib: String,
 }
 
 fn host() -> Host {
-    let version = host_python3_version();
-    let python = find_python(&version).expect("the host python3 is findable as pythonX.Y");
-    let tag = cache_tag(&python);
-    let out = run(Command::new(&python).args([
+    let py = common::host();
+    let out = run(Command::new(&py.python).args([
         "-Ic",
         "import sysconfig; print(sysconfig.get_path('purelib', vars={'platbase': '/usr', 'base': '/usr'}))",
     ]));
     assert!(out.status.success());
     let sitelib = stdout(&out).trim().trim_start_matches('/').to_string();
-    Host {
-        version,
-        python,
-        tag,
-        sitelib,
-    }
+    Host { py, sitelib }
 }
 
 fn rpm_eval(expr: &str) -> String {
@@ -188,7 +180,7 @@ fn build_sample_with(h: &Host, macros: Macros, env: &[(&str, &str)], args: &[&st
         .arg("--define")
         .arg(format!("__brp_pyclink {}", brp.display()))
         .arg("--define")
-        .arg(format!("__python3 {}", h.python.display()))
+        .arg(format!("__python3 {}", h.py.python.display()))
         .arg(Path::new(REPO).join("tests/rpm/pyclink-sample.spec"))
         .args(args)
         .envs(env.iter().copied());
@@ -317,7 +309,7 @@ fn pycs_under(root: &Path, dir: &str) -> Vec<String> {
 fn summary_prefix(h: &Host, n: usize, levels: usize) -> String {
     format!(
         "pyclink: python{}: {n} sources, {} pyc (",
-        h.version,
+        h.py.version,
         n * levels
     )
 }
@@ -339,7 +331,7 @@ fn check_payload(h: &Host, b: &Build, levels: &[u8]) -> PathBuf {
             .unwrap_or_else(|| panic!("{src} is in no RPM"));
         let pycs: Vec<(u8, String)> = levels
             .iter()
-            .map(|&l| (l, pyc_of(src, &h.tag, l)))
+            .map(|&l| (l, pyc_of(src, &h.py.tag, l)))
             .collect();
         for (_, p) in &pycs {
             assert!(header.contains_key(p), "{p} is not in the RPM of {src}");
@@ -384,10 +376,10 @@ fn check_payload(h: &Host, b: &Build, levels: &[u8]) -> PathBuf {
     let levels_arg: Vec<String> = levels.iter().map(|l| l.to_string()).collect();
     assert_audit_ok(
         &root,
-        &[format!("{}:{},{PRIVATE_DIR}", h.version, h.sitelib)],
+        &[format!("{}:{},{PRIVATE_DIR}", h.py.version, h.sitelib)],
         &[
             "--python",
-            &format!("{}={}", h.version, h.python.display()),
+            &format!("{}={}", h.py.version, h.py.python.display()),
             "--levels",
             &levels_arg.join(","),
         ],
@@ -431,7 +423,7 @@ fn sample_package_plain_rpm() {
     for p in pycs_under(&plain, "") {
         std::fs::remove_file(plain.join(p)).unwrap();
     }
-    let out = run(Command::new(&h.python)
+    let out = run(Command::new(&h.py.python)
         .env("PYTHONHASHSEED", "0")
         .args(["-m", "compileall", "-q", "-o0", "-o1", "-o2", "-s"])
         .arg(&plain)
@@ -509,11 +501,11 @@ fn syntax_error_fails_the_build_unless_told_otherwise() {
     assert!(root.join(&bad_src).exists(), "bad.py is not packaged");
     for l in [0, 1, 2] {
         assert!(
-            !root.join(pyc_of(&bad_src, &h.tag, l)).exists(),
+            !root.join(pyc_of(&bad_src, &h.py.tag, l)).exists(),
             "a pyc of bad.py"
         );
         assert!(
-            root.join(pyc_of(&good_src, &h.tag, l)).exists(),
+            root.join(pyc_of(&good_src, &h.py.tag, l)).exists(),
             "no level {l} pyc of plain.py"
         );
     }
