@@ -159,7 +159,9 @@ pub fn run(
                             .as_ref()
                             .expect("a lane for every version with sources");
                         lane.undispatched.fetch_sub(1, Ordering::AcqRel);
-                        retire_finished(lanes, job.version);
+                        if i > 0 && jobs[i - 1].version != job.version {
+                            retire_finished(lanes, job.version);
+                        }
                         let started = Instant::now();
                         let mut compile = |req: &Request| {
                             let key = cache.map(|_| Cache::key(&lane.identity, req));
@@ -208,7 +210,8 @@ pub fn run(
 }
 
 /// End the idle workers of every other version whose sources have all been handed out (their
-/// busy ones end as they come back, see `Lane::give_back`).
+/// busy ones end as they come back, see `Lane::give_back`). Called where the queue moves on to
+/// another version: with the queue in version order (see `plan`), that is where one runs out.
 fn retire_finished(lanes: &[Option<Lane>], current: usize) {
     for (v, lane) in lanes.iter().enumerate() {
         let Some(lane) = lane else { continue };
