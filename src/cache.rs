@@ -72,7 +72,7 @@ impl Cache {
         h.update([
             req.levels.bits(),
             req.same.bits(),
-            u8::from(req.retire_after),
+            u8::from(req.non_ascii_names),
         ]);
         h.update((req.dfile.len() as u64).to_le_bytes());
         h.update(req.dfile);
@@ -292,7 +292,7 @@ mod tests {
             dfile,
             levels: Levels::ALL,
             same: Same::nothing(),
-            retire_after: false,
+            non_ascii_names: false,
         }
     }
 

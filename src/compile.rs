@@ -153,7 +153,7 @@ fn try_process(
         } else {
             Same::nothing()
         },
-        retire_after: prediction.non_ascii_names,
+        non_ascii_names: prediction.non_ascii_names,
     };
     let code = match compile(&request) {
         Ok(Compiled::Code(code)) => code,

@@ -61,6 +61,9 @@ impl Lane {
     }
 }
 
+/// How often the calling thread collects the outcomes.
+const OUTCOME_POLL: Duration = Duration::from_millis(10);
+
 /// Where the compile threads' time went.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Timing {
@@ -198,8 +201,17 @@ pub fn run(
                 .expect("spawn compile thread");
         }
         drop(tx);
-        for (i, outcome) in rx {
-            on_outcome(&jobs[i], outcome);
+        // Collect on a timer rather than wait on the channel: a waiting receiver costs every
+        // compile thread a wake-up call per source, and the reports can lag a few ms.
+        'collect: loop {
+            std::thread::sleep(OUTCOME_POLL);
+            loop {
+                match rx.try_recv() {
+                    Ok((i, outcome)) => on_outcome(&jobs[i], outcome),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => break 'collect,
+                }
+            }
         }
     });
     // The idle workers end here (gracefully: their CPU time is accounted to pyclink).

@@ -50,7 +50,8 @@ pub struct Prediction {
     pub same: Same,
     /// The source may have a non-ASCII name (identifier, attribute, keyword). Compiling it may
     /// intern a latin-1 one-character string for the rest of the process (names are
-    /// NFKC-normalized, so not only latin-1 spellings), so the worker retires after it.
+    /// NFKC-normalized, so not only latin-1 spellings), so the worker compiles later sources with
+    /// such a constant afresh (see worker.py).
     pub non_ascii_names: bool,
 }
 
@@ -106,9 +107,7 @@ fn scan(src: &[u8]) -> Option<Found> {
         let c = src[i];
         match c {
             b'#' => {
-                while i < src.len() && src[i] != b'\n' {
-                    i += 1;
-                }
+                i = memchr::memchr(b'\n', &src[i..]).map_or(src.len(), |n| i + n);
                 continue;
             }
             b'\\' => {
@@ -232,6 +231,13 @@ fn skip_string(src: &[u8], start: usize) -> Option<usize> {
     let triple = src.get(start + 1) == Some(&q) && src.get(start + 2) == Some(&q);
     let mut i = start + if triple { 3 } else { 1 };
     while i < src.len() {
+        // Jump to the next byte that can matter.
+        let next = if triple {
+            memchr::memchr2(b'\\', q, &src[i..])
+        } else {
+            memchr::memchr3(b'\\', q, b'\n', &src[i..])
+        };
+        i += next?;
         match src[i] {
             b'\\' => i += 2,
             c if c == q => {
@@ -259,7 +265,7 @@ fn has_coding_cookie(src: &[u8]) -> bool {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(hay, needle).is_some()
 }
 
 #[cfg(test)]

@@ -7,19 +7,22 @@
 # stdin and answers on stdout. What a process compiled before can change CPython's output in
 # two ways, and both are kept out, so every pyc is what compileall writes for that file alone,
 # however pyclink spread the files over its workers:
-# - a non-ASCII name may intern a latin-1 one-character string for good: the compile child
-#   retires after such a source and the zygote forks a fresh one (see compile_child);
+# - a non-ASCII name may intern a latin-1 one-character string for good (such strings are
+#   process-wide singletons), and a later source's constant with that character is then
+#   marshalled as interned: once the compile child has interned such a character, a source
+#   with that character as a constant is handed to the zygote (see _interned_latin1);
 # - where interning is permanent (3.12), a frozenset of strings depends on which strings are
-#   interned (see _history_sensitive): the compile child hands such a source to the zygote,
-#   which compiles it in a pristine one-shot fork. The compile child reads no further request
-#   until that answer is out, so answers stay in order.
+#   interned (see _history_sensitive): the compile child hands such a source to the zygote.
+# A handed-over source is compiled in a pristine one-shot fork of the zygote, which answers
+# pyclink itself; the compile child reads no further request until that answer is out, so
+# answers stay in order.
 #
 # Protocol. Every message is a frame: u32 little-endian payload length, then the payload.
 # Strings are u32 length + UTF-8 (backslashreplace); integers are u32 little-endian.
 #   hello     worker -> pyclink, once at start: "key=value" lines (see hello()).
 #   request   pyclink -> worker: u8 level mask (bit L = optimize level L), u8 hints (bit 0:
 #             level 1 is certainly identical to level 0, bit 1: level 2 to level 1, as pyclink
-#             proved from the source; bit 7: retire the compile child after this source, see
+#             proved from the source; bit 7: the source may have a non-ASCII name, see
 #             compile_child), u32 dfile length, dfile bytes (UTF-8 with surrogateescape), then
 #             the source bytes (rest of the frame).
 #   response  worker -> pyclink, one per request:
@@ -72,11 +75,19 @@ def _write_all(fd, data):
 
 
 def _write_frame(fd, parts):
-    """Write one frame from a list of byte strings, without joining them (a large module's
-    marshalled levels are written as they are, not copied into one buffer)."""
-    _write_all(fd, _u32(sum(len(p) for p in parts)))
+    """Write one frame from a list of byte strings. Up to the pipe's size (pyclink asks for
+    1 MiB) it goes in one write, so pyclink wakes once per answer; a larger module's marshalled
+    levels are written as they are, not copied into one buffer."""
+    size = sum(len(p) for p in parts)
+    if size < _JOIN_LIMIT:
+        _write_all(fd, b''.join([_u32(size)] + parts))
+        return
+    _write_all(fd, _u32(size))
     for p in parts:
         _write_all(fd, p)
+
+
+_JOIN_LIMIT = 1 << 20
 
 
 def _read_exact(fd, n):
@@ -144,6 +155,39 @@ def _interning_is_permanent():
 _PERMANENT_INTERNING = _interning_is_permanent()
 
 
+def _interned_latin1():
+    """The latin-1 one-character strings interned in this process, read without interning
+    anything: marshal writes an interned string with its own type code."""
+    return frozenset(c for c in map(chr, range(128, 256)) if marshal.dumps(c)[0] & 0x7f == 0x74)
+
+
+_INTERNED_AT_START = _interned_latin1()
+
+
+def _has_str_const(consts, chars):
+    for k in consts:
+        t = type(k)
+        if t is str:
+            if k in chars:
+                return True
+        elif t is tuple or t is frozenset:
+            if _has_str_const(k, chars):
+                return True
+        elif hasattr(k, 'co_consts') and _has_str_const(k.co_consts, chars):
+            return True
+    return False
+
+
+def _uses_interned(data, code, chars):
+    """Does the code have one of `chars` (one-character strings) as a constant? The
+    marshalled bytes hold each such string as its length and UTF-8 (after the type code), so
+    a search of the bytes rules most sources out; the constants decide the rest."""
+    for c in chars:
+        if _u32(2) + c.encode('utf-8') in data:
+            return _has_str_const(code.co_consts, chars)
+    return False
+
+
 def _history_sensitive(consts):
     """Where interning is permanent, a frozenset holding strings: CPython rebuilds it, unshared,
     when one of its strings was already interned, so its bytes depend on what the process
@@ -173,9 +217,11 @@ def _same_as(level, prev, same):
     return same & bits == bits
 
 
-def compile_levels(src, dfile, mask, same, pristine):
-    """The response for one request as a list of parts; None if the result depends on this
-    process's history (the compile child then has the zygote compile it pristine). A pristine
+def compile_levels(src, dfile, mask, same, pristine, interned=frozenset()):
+    """The response for one request as a list of parts; None if the result may depend on this
+    process's history (`interned`: the latin-1 characters it has interned since it started);
+    the compile child then has the zygote compile it pristine. Every compiled level is
+    checked: a constant can be in one level only (`if __debug__: ... else: ...`). A pristine
     compile does every level, as compileall would, so its bytes are compileall's."""
     out = [b'K']
     caught = []
@@ -192,8 +238,11 @@ def compile_levels(src, dfile, mask, same, pristine):
             warnings.simplefilter('always' if prev < 0 else 'ignore')
             code = compile(src, dfile, 'exec', dont_inherit=True, optimize=level)
         data = _dump(code)
-        if prev < 0 and not pristine and _PERMANENT_INTERNING and _history_sensitive(code.co_consts):
-            return None
+        if not pristine:
+            if interned and _uses_interned(data, code, interned):
+                return None
+            if _PERMANENT_INTERNING and _history_sensitive(code.co_consts):
+                return None
         del code
         prev = level
         caught.extend(w)
@@ -216,40 +265,40 @@ def compile_error(exc):
     return [b'E', _u32(max(0, line)), _str(type(exc).__name__), _str(msg)]
 
 
-def handle(req, pristine):
+def handle(req, pristine, interned=frozenset()):
     mask, same = req[0], req[1]
     dlen = int.from_bytes(req[2:6], 'little')
     dfile = req[6:6 + dlen].decode('utf-8', 'surrogateescape')
     src = req[6 + dlen:]
     try:
-        return compile_levels(src, dfile, mask, same, pristine)
+        return compile_levels(src, dfile, mask, same, pristine, interned)
     except (Exception, RecursionError, MemoryError) as exc:   # one bad file never ends the worker
         return compile_error(exc)
 
 
-RETIRE = 0x80
+NON_ASCII_NAMES = 0x80
 
 
 def compile_child(zreq_w, zack_r):
     """Serve pyclink: requests on stdin, answers on stdout; history-sensitive sources go to
     the zygote (zreq_w), which acknowledges on zack_r once the pristine answer is out.
-    After a source pyclink marks RETIRE (a non-ASCII name: it may intern a latin-1 one-character
-    string, a process-wide singleton that then stays interned and changes how later sources'
-    constants are marshalled), the child asks the zygote for a successor and exits."""
+    A source pyclink marks NON_ASCII_NAMES may intern a latin-1 one-character string, a
+    process-wide singleton that then stays interned; later sources with that character as a
+    constant are handed over."""
+    interned = frozenset()
     while True:
         req = _read_frame(0)
         if not req:
             return
-        resp = handle(req, False)
+        resp = handle(req, False, interned)
         if resp is None:
             _write_frame(zreq_w, [req])
             if os.read(zack_r, 1) != b'D':
                 os._exit(3)
         else:
             _write_frame(_OUT_FD, resp)
-        if req[1] & RETIRE:
-            _write_frame(zreq_w, [b'N'])
-            return
+        if req[1] & NON_ASCII_NAMES:
+            interned = _interned_latin1() - _INTERNED_AT_START
 
 
 def compile_pristine(req):
@@ -284,20 +333,15 @@ def start_compile_child():
 
 def main():
     _write_frame(_OUT_FD, [hello()])
-    # The zygote never reads a request from pyclink (it keeps stdin only to hand it to each
+    # The zygote never reads a request from pyclink (it keeps stdin only to hand it to its
     # compile child), only the compile child's hand-overs.
     child, zreq_r, zack_w = start_compile_child()
     while True:
         req = _read_frame(zreq_r)
-        if req is None or req == b'N':              # the compile child is gone, or retiring
+        if req is None:                             # the compile child is gone
             _, status = os.waitpid(child, 0)
-            os.close(zreq_r)
-            os.close(zack_w)
-            if req is None:
-                # Its exit lets pyclink see EOF; a crash must not wait for the next request.
-                os._exit(0 if status == 0 else 3)
-            child, zreq_r, zack_w = start_compile_child()
-            continue
+            # Its exit lets pyclink see EOF; a crash must not wait for the next request.
+            os._exit(0 if status == 0 else 3)
         ok = compile_pristine(req)
         os.write(zack_w, b'D' if ok else b'X')
         if not ok:

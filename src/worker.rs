@@ -140,8 +140,9 @@ pub struct Request<'a> {
     pub levels: Levels,
     /// Levels certainly identical to the one below (see `predict`).
     pub same: Same,
-    /// Have the worker's compile child retire after this source (a non-ASCII name).
-    pub retire_after: bool,
+    /// The source may have a non-ASCII name: compiling it may leave a latin-1 character
+    /// interned in the worker, which then compiles later sources that it could affect afresh.
+    pub non_ascii_names: bool,
 }
 
 /// The answer for one source.
@@ -213,11 +214,14 @@ pub struct Worker {
     pub hello: Hello,
 }
 
-/// Request hint bit: retire the compile child after this source (see worker.py).
-const RETIRE: u8 = 0x80;
+/// Request hint bit: the source may have a non-ASCII name (see worker.py).
+const NON_ASCII_NAMES: u8 = 0x80;
 
 /// A level's length field meaning "the same bytes as the previous requested level".
 const SAME_AS_PREVIOUS: u32 = u32::MAX;
+
+/// The pipe buffer asked for in each direction.
+const PIPE_SIZE: usize = 1 << 20;
 
 /// Responses larger than this are a protocol error, not an allocation.
 const MAX_FRAME: usize = 1 << 32;
@@ -231,6 +235,9 @@ impl Worker {
         for fd in [stdin.as_fd(), stdout.as_fd()] {
             let flags = fcntl_getfl(fd).map_err(|e| Failure::Start(e.into()))?;
             fcntl_setfl(fd, flags | OFlags::NONBLOCK).map_err(|e| Failure::Start(e.into()))?;
+            // Most requests and answers then fit the pipe whole, and each side wakes once per
+            // message. Only a hint: the system's limit (pipe-max-size) may refuse it.
+            let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_SIZE);
         }
         crate::cleanup::register_worker(child.id());
         let mut w = Worker {
@@ -263,11 +270,15 @@ impl Worker {
         let mut head = Vec::with_capacity(10 + dfile.len());
         head.extend_from_slice(&frame_len.to_le_bytes());
         head.push(levels.bits());
-        head.push(req.same.bits() | if req.retire_after { RETIRE } else { 0 });
+        let hint = if req.non_ascii_names {
+            NON_ASCII_NAMES
+        } else {
+            0
+        };
+        head.push(req.same.bits() | hint);
         head.extend_from_slice(&(dfile.len() as u32).to_le_bytes());
         head.extend_from_slice(dfile);
-        self.write_all(&head, deadline, timeout)?;
-        self.write_all(source, deadline, timeout)?;
+        self.write_all(&head, source, deadline, timeout)?;
         self.read_frame(deadline, timeout)
     }
 
@@ -275,18 +286,25 @@ impl Worker {
         self.child.id()
     }
 
+    /// Write `head` then `body`, together where the pipe has room: the worker then wakes
+    /// once per request, not once per part.
     fn write_all(
         &mut self,
-        mut data: &[u8],
+        mut head: &[u8],
+        mut body: &[u8],
         deadline: Instant,
         timeout: Duration,
     ) -> Result<(), Failure> {
-        while !data.is_empty() {
+        while !head.is_empty() || !body.is_empty() {
             let Some(stdin) = self.stdin.as_mut() else {
                 return Err(self.death());
             };
-            match stdin.write(data) {
-                Ok(n) => data = &data[n..],
+            match stdin.write_vectored(&[io::IoSlice::new(head), io::IoSlice::new(body)]) {
+                Ok(n) if n < head.len() => head = &head[n..],
+                Ok(n) => {
+                    body = &body[n - head.len()..];
+                    head = &[];
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.wait_ready(true, deadline, timeout)?
                 }

@@ -7,7 +7,7 @@
 //! the next run removes. Where the filesystem refuses hardlinks, a copy is written instead.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -198,10 +198,23 @@ impl TempFile {
         )
     }
 
-    fn write_all(&self, header: &[u8], body: &[u8]) -> io::Result<()> {
-        let mut f = std::fs::File::from(self.fd.try_clone()?);
-        f.write_all(header)?;
-        f.write_all(body)
+    fn write_all(&self, mut header: &[u8], mut body: &[u8]) -> io::Result<()> {
+        while !header.is_empty() || !body.is_empty() {
+            match rustix::io::writev(
+                &self.fd,
+                &[io::IoSlice::new(header), io::IoSlice::new(body)],
+            ) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) if n < header.len() => header = &header[n..],
+                Ok(n) => {
+                    body = &body[n - header.len()..];
+                    header = &[];
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// A second temp name for the same inode (which is still locked through `self.fd`).
@@ -248,11 +261,10 @@ impl Drop for TempFile {
 }
 
 fn temp_name() -> OsString {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let pid = PID.get_or_init(std::process::id);
     let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    OsString::from(format!(
-        "{TEMP_PREFIX}{}-{seq}{TEMP_SUFFIX}",
-        std::process::id()
-    ))
+    OsString::from(format!("{TEMP_PREFIX}{pid}-{seq}{TEMP_SUFFIX}"))
 }
 
 pub fn is_temp_name(name: &OsStr) -> bool {

@@ -136,3 +136,82 @@ fn full_311_root_matches_serial_compileall() {
 fn small_312_root_matches_serial_compileall() {
     identical_to_compileall("3.12", true);
 }
+
+/// Compile `rel` (under `root`) at levels 0, 1 and 2 in one fresh interpreter, as compileall
+/// does for a file alone, writing its pycs next to it.
+fn py_compile_alone(python: &Path, root: &Path, rel: &str) {
+    let script = "import sys, py_compile, importlib.util\n\
+                  f, d = sys.argv[1], sys.argv[2]\n\
+                  for level in (0, 1, 2):\n    \
+                      c = importlib.util.cache_from_source(f, optimization=level or '')\n    \
+                      py_compile.compile(f, c, d, doraise=True, optimize=level)\n";
+    let out = Command::new(python)
+        .args(["-c", script])
+        .arg(root.join(rel))
+        .arg(format!("/{rel}"))
+        .env("PYTHONHASHSEED", "0")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "py_compile {rel}: {out:?}");
+}
+
+/// A source that uses a latin-1 character as a name leaves that one-character string interned
+/// in the process for good. pyclink's worker goes on compiling other sources, so each later
+/// source with that character as a constant must still get the bytes it gets compiled alone
+/// (here one worker compiles them in size order, the name first).
+#[test]
+fn interned_latin1_names_do_not_reach_later_sources() {
+    let versions = ["3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13"];
+    let host = host_python3_version();
+    for version in versions.iter().copied().chain([host.as_str()]) {
+        let test = format!("interned_latin1_{version}");
+        let Some(python) = python_or_skip(version, &test) else {
+            continue;
+        };
+        let t = tempfile::tempdir().unwrap();
+        let (ours, theirs) = (t.path().join("ours"), t.path().join("theirs"));
+        let site = format!("usr/lib/python{version}/site-packages");
+        let pad = |n: usize| format!("# {}\n", "p".repeat(n));
+        // Largest first: the names come before every constant.
+        let files = [
+            ("a_names.py", format!("\u{e9} = 1\n\u{fc} = 2\nclass K:\n    \u{f1} = 3\n{}", pad(400))),
+            ("b_const.py", format!("x = '\u{e9}'\n{}", pad(300))),
+            ("c_debug_only.py", format!("if __debug__:\n    pass\nelse:\n    x = '\u{fc}'\n{}", pad(250))),
+            ("d_nested_escape.py", format!("def f():\n    return ('a', '\\xf1', {{'\\N{{LATIN SMALL LETTER N WITH TILDE}}': 1}})\n{}", pad(200))),
+            ("e_not_a_name.py", format!("y = '\u{f6}'\n{}", pad(100))),
+            ("f_name_and_const.py", format!("\u{e9} = '\u{e9}'\n{}", pad(50))),
+        ];
+        let files: Vec<(String, String)> = files
+            .iter()
+            .map(|(n, c)| (format!("{site}/{n}"), c.clone()))
+            .collect();
+        for (n, c) in &files {
+            write_files(&ours, &[(n, c)]);
+        }
+        assert!(Command::new("cp")
+            .arg("-a")
+            .arg(&ours)
+            .arg(&theirs)
+            .status()
+            .unwrap()
+            .success());
+        let out = run(pyclink()
+            .arg("--buildroot")
+            .arg(&ours)
+            .args(["-j", "1", "--interpreter"])
+            .arg(format!("{version}={}", python.display())));
+        assert!(out.status.success(), "{version}: {}", stderr(&out));
+        for (n, _) in &files {
+            py_compile_alone(&python, &theirs, n);
+        }
+        let (a, b) = (pyc_contents(&ours), pyc_contents(&theirs));
+        assert_eq!(a.len(), 18, "{version}: {:?}", a.keys());
+        let differing: Vec<_> = a.keys().filter(|k| b.get(*k) != a.get(*k)).collect();
+        assert!(
+            differing.is_empty(),
+            "{version}: these pycs differ from the file compiled alone: {differing:?}"
+        );
+        println!("{version}: 18 pycs identical to each file compiled alone");
+    }
+}

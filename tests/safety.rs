@@ -946,9 +946,10 @@ fn worker_killed_from_outside_is_replaced() {
             "slow.py".to_string(),
             "# PYCLINK_TEST_SLOW\nx = 1\n".to_string(),
         )];
-        // Second in size order: a non-ASCII name makes the compile child retire afterwards, a
-        // hand-over that needs the zygote.
-        files.push(("retire.py".to_string(), "\u{e4}\u{f6} = 1\n".to_string()));
+        // Second and third in size order: a latin-1 name stays interned in the compile child,
+        // so the next source with that character as a constant is handed to the zygote.
+        files.push(("name.py".to_string(), "\u{e4} = 1  # name\n".to_string()));
+        files.push(("const.py".to_string(), "x = '\u{e4}'  #\n".to_string()));
         files.extend((0..40).map(|i| (format!("m{i}.py"), format!("x = {i}\n"))));
         for (n, c) in &files {
             write_files(&site, &[(n, c)]);
@@ -989,9 +990,13 @@ fn worker_killed_from_outside_is_replaced() {
         eprintln!("{victim}: {}{err}", stdout(&out));
         assert!(status.success(), "{victim}: {err}");
         // Killing the compile child interrupts slow.py. Killing the zygote does not: its child
-        // answers slow.py and retire.py, then cannot hand over and exits, so the next source
+        // answers slow.py and name.py, then cannot hand const.py over and exits, so const.py
         // finds the worker dead and is retried.
-        let interrupted = if victim == "zygote" { "m" } else { "slow.py" };
+        let interrupted = if victim == "zygote" {
+            "const.py"
+        } else {
+            "slow.py"
+        };
         let line = err
             .lines()
             .find(|l| l.contains("retrying with a new worker"));
@@ -999,7 +1004,7 @@ fn worker_killed_from_outside_is_replaced() {
             line.is_some_and(|l| l.contains(&format!("site-packages/{interrupted}"))),
             "{victim}: {err}"
         );
-        assert!(stdout(&out).contains("42 sources"), "{}", stdout(&out));
+        assert!(stdout(&out).contains("43 sources"), "{}", stdout(&out));
         assert_audit_ok(&root, &expect_site(&h), &[]);
     }
 }
