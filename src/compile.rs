@@ -1,5 +1,5 @@
-//! Steps 3-4 for one source: read it once, decide whether its pycs are up to date, have a
-//! worker compile the levels, and put the pycs in place.
+//! Steps 3-4 for one source: read it once, decide whether its pycs are up to date ([`prepare`]),
+//! and, once a worker has compiled the levels, put the pycs in place ([`finish`]).
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -59,29 +59,52 @@ pub enum Outcome {
     Failed(FileError),
 }
 
-/// Something that compiles (source, dfile, levels); the pool's worker with its retry policy.
-pub type CompileFn<'a> = dyn FnMut(&Request) -> Result<Compiled, String> + 'a;
+/// A source that needs compiling: read once, checked, its pycs named, its header made.
+pub struct Prepared {
+    dir: OwnedFd,
+    /// The pycs' file mode.
+    mode: u32,
+    header: Vec<u8>,
+    names: Vec<OsString>,
+    source: Vec<u8>,
+    dfile: Vec<u8>,
+    same: Same,
+    non_ascii_names: bool,
+    levels: Levels,
+}
 
-pub fn process(
-    root: &Root,
-    job: &Job,
-    target: &Target,
-    opts: Options,
-    compile: &mut CompileFn<'_>,
-) -> Outcome {
-    match try_process(root, job, target, opts, compile) {
-        Ok(outcome) => outcome,
-        Err(e) => Outcome::Failed(e),
+impl Prepared {
+    /// What the worker is asked.
+    pub fn request(&self) -> Request<'_> {
+        Request {
+            source: &self.source,
+            dfile: &self.dfile,
+            levels: self.levels,
+            same: self.same,
+            non_ascii_names: self.non_ascii_names,
+        }
     }
 }
 
-fn try_process(
-    root: &Root,
-    job: &Job,
-    target: &Target,
-    opts: Options,
-    compile: &mut CompileFn<'_>,
-) -> Result<Outcome, FileError> {
+/// What a source needs after [`prepare`].
+pub enum Step {
+    /// Nothing more: up to date, skipped, or failed.
+    Done(Outcome),
+    /// Compiling, then [`finish`].
+    Compile(Prepared),
+}
+
+/// Step 3's first half for one source: open it, check its pycs, read it and predict its
+/// levels. The compile itself is the caller's (see `pool`), so a worker can compile one source
+/// while its thread writes the previous one's pycs and reads the next.
+pub fn prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Step {
+    match try_prepare(root, job, target, opts) {
+        Ok(step) => step,
+        Err(e) => Step::Done(Outcome::Failed(e)),
+    }
+}
+
+fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result<Step, FileError> {
     let fail = |line: Option<u32>, msg: String| FileError::new(&job.rel, line, msg);
     let io_fail = |what: &str, e: std::io::Error| fail(None, format!("{what}: {e}"));
     let (parent, name) = split(&job.rel);
@@ -95,10 +118,10 @@ fn try_process(
             // Once installed, the link resolves to a file this package does not ship (or to
             // nothing): there is no source here to compile, and the host's file is not it.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Outcome::Skipped(format!(
+                return Ok(Step::Done(Outcome::Skipped(format!(
                     "{}: a symlink whose target is not in the build root; not compiled",
                     display_in_root(&job.rel)
-                )))
+                ))))
             }
             Err(e) => {
                 return Err(io_fail(
@@ -131,9 +154,9 @@ fn try_process(
         .collect();
 
     if !opts.force && all_up_to_date(&dir, &names, &header) {
-        return Ok(Outcome::UpToDate {
+        return Ok(Step::Done(Outcome::UpToDate {
             pycs: names.len() as u64,
-        });
+        }));
     }
     let source = match source.take() {
         Some(s) => s,
@@ -141,21 +164,48 @@ fn try_process(
     };
     drop(file);
 
-    let dfile = in_root_bytes(&job.rel);
     // Always scanned: `non_ascii_names` is about correct bytes, not about speed.
     let prediction = predict(&source);
-    let request = Request {
-        source: &source,
-        dfile: &dfile,
-        levels: opts.levels,
+    Ok(Step::Compile(Prepared {
+        dir,
+        // As py_compile: the source's mode plus owner-write, then the umask.
+        mode: (st.st_mode | 0o200) & 0o666,
+        header,
+        names,
+        dfile: in_root_bytes(&job.rel),
+        source,
         same: if opts.predict {
             prediction.same
         } else {
             Same::nothing()
         },
         non_ascii_names: prediction.non_ascii_names,
-    };
-    let code = match compile(&request) {
+        levels: opts.levels,
+    }))
+}
+
+/// Step 4 for one source: put the compiled levels in place (or report why there are none).
+pub fn finish(
+    job: &Job,
+    prepared: Prepared,
+    compiled: Result<Compiled, String>,
+    link: bool,
+) -> Outcome {
+    match try_finish(job, prepared, compiled, link) {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+fn try_finish(
+    job: &Job,
+    prepared: Prepared,
+    compiled: Result<Compiled, String>,
+    link: bool,
+) -> Result<Outcome, FileError> {
+    let fail = |line: Option<u32>, msg: String| FileError::new(&job.rel, line, msg);
+    let io_fail = |what: &str, e: std::io::Error| fail(None, format!("{what}: {e}"));
+    let code = match compiled {
         Ok(Compiled::Code(code)) => code,
         Ok(Compiled::Error(e)) => {
             return Err(fail(
@@ -165,7 +215,13 @@ fn try_process(
         }
         Err(why) => return Err(fail(None, why)),
     };
-    drop(source);
+    let Prepared {
+        dir,
+        mode,
+        header,
+        names,
+        ..
+    } = prepared;
     let files: Vec<PycFile> = names
         .into_iter()
         .zip(code.bodies())
@@ -173,9 +229,7 @@ fn try_process(
         .collect();
 
     let cache = open_cache_dir(&dir).map_err(|e| io_fail(&format!("cannot use {PYCACHE}/"), e))?;
-    // As py_compile: the source's mode plus owner-write, then the umask.
-    let mode = (st.st_mode | 0o200) & 0o666;
-    let stats = write_pycs(&Arc::new(cache), &header, &files, opts.link, mode)
+    let stats = write_pycs(&Arc::new(cache), &header, &files, link, mode)
         .map_err(|e| io_fail("cannot write pyc", e))?;
     let warnings = code
         .warnings

@@ -212,6 +212,8 @@ pub struct Worker {
     stdin: Option<ChildStdin>,
     stdout: ChildStdout,
     pub hello: Hello,
+    /// The deadline of the request sent and not yet answered.
+    in_flight: Option<Instant>,
 }
 
 /// Request hint bit: the source may have a non-ASCII name (see worker.py).
@@ -245,6 +247,7 @@ impl Worker {
             stdin: Some(stdin),
             stdout,
             hello: placeholder_hello(),
+            in_flight: None,
         };
         let deadline = Instant::now() + timeout;
         let payload = w.read_frame(deadline, timeout)?;
@@ -262,6 +265,16 @@ impl Worker {
 
     /// Send one request and return the raw response payload (see [`parse_response`]).
     pub fn exchange(&mut self, req: &Request, timeout: Duration) -> Result<Vec<u8>, Failure> {
+        self.send(req, timeout)?;
+        self.recv(timeout)
+    }
+
+    /// Send one request (one at a time); [`Worker::recv`] returns its answer. In between, the
+    /// worker compiles and the caller is free.
+    pub fn send(&mut self, req: &Request, timeout: Duration) -> Result<(), Failure> {
+        if self.in_flight.is_some() {
+            return Err(Failure::Protocol("a request is already in flight".into()));
+        }
         let (source, dfile, levels) = (req.source, req.dfile, req.levels);
         let deadline = Instant::now() + timeout;
         let len = 2 + 4 + dfile.len() + source.len();
@@ -279,6 +292,17 @@ impl Worker {
         head.extend_from_slice(&(dfile.len() as u32).to_le_bytes());
         head.extend_from_slice(dfile);
         self.write_all(&head, source, deadline, timeout)?;
+        self.in_flight = Some(deadline);
+        Ok(())
+    }
+
+    /// The raw response payload (see [`parse_response`]) to the request sent, within
+    /// `timeout` of sending it.
+    pub fn recv(&mut self, timeout: Duration) -> Result<Vec<u8>, Failure> {
+        let deadline = self
+            .in_flight
+            .take()
+            .ok_or_else(|| Failure::Protocol("no request in flight".into()))?;
         self.read_frame(deadline, timeout)
     }
 
