@@ -71,7 +71,7 @@ const OUTCOME_POLL: Duration = Duration::from_millis(10);
 pub struct Timing {
     /// Summed over threads: the time spent on jobs...
     pub busy: Duration,
-    /// ...of which waiting for a compile permit or a worker's answer.
+    /// ...of which waiting for a worker's answer.
     pub waiting: Duration,
     pub threads: usize,
     pub workers: usize,
