@@ -290,10 +290,9 @@ fn resolve_mode(
 fn log_timing(wall: std::time::Duration, t: pool::Timing) {
     let secs = |d: std::time::Duration| d.as_secs_f64();
     log::info!(
-        "time: {:.2}s wall; {} threads for {} workers busy {:.2}s, of which {:.2}s waiting for a \
-         worker and {:.2}s in pyclink (reading, checking, writing)",
+        "time: {:.2}s wall; {} compile threads (one per worker) busy {:.2}s, of which {:.2}s \
+         waiting for a worker and {:.2}s in pyclink (reading, checking, writing)",
         secs(wall),
-        t.threads,
         t.workers,
         secs(t.busy),
         secs(t.waiting),

@@ -73,7 +73,7 @@ pub struct Timing {
     pub busy: Duration,
     /// ...of which waiting for a worker's answer.
     pub waiting: Duration,
-    pub threads: usize,
+    /// Workers, each with its own compile thread.
     pub workers: usize,
 }
 
@@ -100,7 +100,6 @@ pub fn run(
     let workers = how.workers.clamp(1, jobs.len().max(1));
     let next = AtomicUsize::new(0);
     let timing = Mutex::new(Timing {
-        threads: workers,
         workers,
         ..Timing::default()
     });
@@ -257,12 +256,9 @@ impl Feeder<'_> {
     /// no such worker.
     fn send(&mut self, i: usize, prepared: Prepared, key: Option<cache::Key>) -> Option<InFlight> {
         let v = self.jobs[i].version;
-        if let Some((held, worker)) = self.held.take() {
-            if held == v {
-                self.held = Some((held, worker));
-            } else {
-                self.lane(held).give_back(worker);
-            }
+        if self.held.as_ref().is_some_and(|(held, _)| *held != v) {
+            let (held, worker) = self.held.take().expect("just checked");
+            self.lane(held).give_back(worker);
         }
         if self.held.is_none() {
             match self.lane(v).take(self.how.timeout) {
