@@ -120,12 +120,30 @@ fn plain_components(rel: &Path) -> io::Result<Vec<&OsStr>> {
         .collect()
 }
 
+/// A PATH that does not name something inside the build root.
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    #[error(
+        "'{}' is outside the build root {}; give paths relative to the root (e.g. '{}') or \
+         starting with it (e.g. '{}')",
+        given.display(), root.display(), relative.display(), absolute.display()
+    )]
+    Outside {
+        given: PathBuf,
+        root: PathBuf,
+        relative: PathBuf,
+        absolute: PathBuf,
+    },
+    #[error("'{}' contains '..'; give paths inside the build root", .0.display())]
+    DotDot(PathBuf),
+}
+
 /// Turn a user-given PATH into a root-relative path. Relative paths are taken inside the root,
 /// except one that starts with a relative root as given and does not exist inside the root
 /// (`--buildroot debian/pkg debian/pkg/opt/app`, the way a shell completes it); absolute ones
 /// must start with the root (`%{buildroot}/usr/share/foo`). `..` is refused everywhere: it is
 /// the one way a plain path can leave the root.
-pub fn root_relative(root: &Path, given: &Path) -> Result<PathBuf, String> {
+pub fn root_relative(root: &Path, given: &Path) -> Result<PathBuf, PathError> {
     let rel = if given.is_absolute() {
         let abs_root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
         let canon_root = root.canonicalize().unwrap_or_else(|_| abs_root.clone());
@@ -136,14 +154,12 @@ pub fn root_relative(root: &Path, given: &Path) -> Result<PathBuf, String> {
             Ok(r) => r,
             Err(_) => {
                 let inside = given.strip_prefix("/").unwrap_or(given);
-                return Err(format!(
-                    "'{}' is outside the build root {}; give paths relative to the root \
-                     (e.g. '{}') or starting with it (e.g. '{}')",
-                    given.display(),
-                    root.display(),
-                    inside.display(),
-                    canon_root.join(inside).display()
-                ));
+                return Err(PathError::Outside {
+                    given: given.to_path_buf(),
+                    root: root.to_path_buf(),
+                    relative: inside.to_path_buf(),
+                    absolute: canon_root.join(inside),
+                });
             }
         }
     } else {
@@ -153,10 +169,7 @@ pub fn root_relative(root: &Path, given: &Path) -> Result<PathBuf, String> {
         }
     };
     if rel.components().any(|c| c == Component::ParentDir) {
-        return Err(format!(
-            "'{}' contains '..'; give paths inside the build root",
-            given.display()
-        ));
+        return Err(PathError::DotDot(given.to_path_buf()));
     }
     Ok(rel
         .components()
@@ -199,9 +212,11 @@ mod tests {
         );
         assert!(root_relative(root, Path::new("/usr/lib"))
             .unwrap_err()
+            .to_string()
             .contains("outside the build root"));
         assert!(root_relative(root, Path::new("usr/../../etc"))
             .unwrap_err()
+            .to_string()
             .contains(".."));
         assert!(root_relative(root, Path::new("/tmp/br/../etc")).is_err());
     }
@@ -223,7 +238,9 @@ mod tests {
         let inside = Path::new("debian/pkg/also");
         assert_eq!(root_relative(&root, inside).unwrap(), inside);
         // An absolute path outside the root is refused with hints that work.
-        let err = root_relative(&rel_root, Path::new("/usr/lib/python3")).unwrap_err();
+        let err = root_relative(&rel_root, Path::new("/usr/lib/python3"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("e.g. 'usr/lib/python3'"), "{err}");
         let abs = root.canonicalize().unwrap().join("usr/lib/python3");
         assert!(err.contains(&format!("'{}'", abs.display())), "{err}");

@@ -1,10 +1,140 @@
-//! Step 1: which Python trees the build root holds, and for which version each is compiled.
+//! Step 1: which Python trees the build root holds, for which version each is compiled
+//! ([`discover`]), and which interpreter compiles each version ([`interpreter`]).
 
-use std::collections::BTreeSet;
+pub mod interpreter;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::fsroot::{display_in_root, Root};
-use crate::version::{Implementation, PyVersion};
+use crate::python::{Implementation, PyVersion};
+use crate::worker::Failure;
+
+/// Why the trees (or the interpreters) of a run cannot be decided.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path} does not exist in the build root {}", root.display())]
+    Missing { path: String, root: PathBuf },
+    #[error("{path} is a symlink; give the path it stands for inside the build root")]
+    Symlink { path: String },
+    #[error(
+        "{path} is under a symlink (or a file); give the path it stands for inside the build root"
+    )]
+    UnderSymlink { path: String },
+    #[error("{path}: {source}")]
+    Stat {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is a {version} tree: {}", version.unsupported_reason())]
+    Unsupported { path: String, version: PyVersion },
+    #[error("--interpreter {}: {failure}", path.display())]
+    Probe { path: PathBuf, failure: Failure },
+    #[error("two interpreters given for {version}: {} and {}", first.display(), second.display())]
+    TwoInterpreters {
+        version: PyVersion,
+        first: PathBuf,
+        second: PathBuf,
+    },
+    #[error(
+        "no python3 on PATH to choose a version for {trees}; give --python-version X.Y or --interpreter"
+    )]
+    NoHostPython3 { trees: String },
+    #[error("the host's python3 ({}), asked which version {trees} are compiled for: {failure}", path.display())]
+    HostPython3 {
+        path: PathBuf,
+        trees: String,
+        failure: Failure,
+    },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    NoInterpreter(Vec<interpreter::NotFound>),
+}
+
+/// What the command line says about versions and interpreters.
+#[derive(Clone, Copy, Debug)]
+pub struct Asked<'a> {
+    /// PATHs restricting the run (root-relative); empty: every tree.
+    pub paths: &'a [PathBuf],
+    /// `--python-version`.
+    pub python_versions: &'a [PyVersion],
+    /// `--interpreter X.Y=PATH`.
+    pub interpreters: &'a BTreeMap<PyVersion, PathBuf>,
+    /// `--interpreter PATH`, whose versions are asked of them.
+    pub unversioned_interpreters: &'a [PathBuf],
+    pub timeout: Duration,
+}
+
+/// The trees of a run, each with its version, and the interpreters the user named per version.
+#[derive(Debug)]
+pub struct Discovery {
+    pub trees: Vec<Tree>,
+    pub interpreters: BTreeMap<PyVersion, PathBuf>,
+}
+
+/// Step 1: the trees to compile and their versions. A bare `--interpreter PATH` names a version
+/// by being one (it is asked, and becomes a `--python-version`).
+pub fn discover(root: &Root, asked: Asked) -> Result<Discovery, Error> {
+    let mut interpreters = asked.interpreters.clone();
+    let mut named = asked.python_versions.to_vec();
+    for path in asked.unversioned_interpreters {
+        let version =
+            interpreter::version_of(path, asked.timeout).map_err(|failure| Error::Probe {
+                path: path.clone(),
+                failure,
+            })?;
+        if let Some(other) = interpreters.get(&version).filter(|p| *p != path) {
+            return Err(Error::TwoInterpreters {
+                version,
+                first: other.clone(),
+                second: path.clone(),
+            });
+        }
+        interpreters.insert(version, path.clone());
+        named.push(version);
+    }
+    let found = find_trees(root, asked.paths)?;
+    for s in &found.skipped {
+        log::warn!("{s}");
+    }
+    if found.versioned.is_empty() && found.unversioned.is_empty() {
+        log::warn!("no Python trees found in {}", root.path().display());
+    }
+    let targets = if found.unversioned.is_empty() {
+        Vec::new()
+    } else {
+        let shown = found
+            .unversioned
+            .iter()
+            .map(|p| display_in_root(p))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let given: Vec<PyVersion> = interpreters.keys().copied().collect();
+        let (targets, why) = unversioned_targets(&named, &given, &found.versions_in_root, || {
+            host_python3(&shown, asked.timeout)
+        })?;
+        let names: Vec<String> = targets.iter().map(ToString::to_string).collect();
+        log::info!("{shown} compiled for {} ({why})", names.join(", "));
+        targets
+    };
+    Ok(Discovery {
+        trees: expand(&found, &targets),
+        interpreters,
+    })
+}
+
+/// The version of the host's `python3`, for trees that name none.
+fn host_python3(trees: &str, timeout: Duration) -> Result<PyVersion, Error> {
+    let program = interpreter::find_on_path("python3").ok_or_else(|| Error::NoHostPython3 {
+        trees: trees.to_string(),
+    })?;
+    interpreter::version_of(&program, timeout).map_err(|failure| Error::HostPython3 {
+        path: program,
+        trees: trees.to_string(),
+        failure,
+    })
+}
 
 /// Where versioned library directories live (`PREFIX/lib*/pythonX.Y`); `app` is Flatpak's.
 const PREFIXES: &[&str] = &["usr", "usr/local", "app"];
@@ -50,7 +180,7 @@ pub struct Found {
 /// Scan the root. With `paths`, only those paths are compiled (each must exist): a path that
 /// contains versioned trees means those trees, a path inside one is compiled for its version,
 /// any other path is unversioned.
-pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, String> {
+pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, Error> {
     let mut all = Found::default();
     for prefix in PREFIXES {
         for lib in LIBDIRS {
@@ -135,15 +265,14 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, String> {
 
 /// A PATH the user named explicitly that belongs to a Python pyclink cannot compile for is an
 /// error, not a silent skip: the user asked for it.
-fn refuse_unsupported(version: PyVersion, p: &Path) -> Result<(), String> {
+fn refuse_unsupported(version: PyVersion, p: &Path) -> Result<(), Error> {
     if version.is_supported() {
         return Ok(());
     }
-    Err(format!(
-        "{} is a {version} tree: {}",
-        display_in_root(p),
-        version.unsupported_reason()
-    ))
+    Err(Error::Unsupported {
+        path: display_in_root(p),
+        version,
+    })
 }
 
 /// The version of the first `lib/pythonX.Y` (or `lib64/...`) found along `rel`.
@@ -192,27 +321,23 @@ fn nested_lib_pythons(root: &Root, top: &Path) -> Vec<(PyVersion, PathBuf)> {
 }
 
 /// A PATH must exist and be reached without symlinks: following one could leave the root.
-fn check_path(root: &Root, p: &Path) -> Result<(), String> {
-    let shown = display_in_root(p);
+fn check_path(root: &Root, p: &Path) -> Result<(), Error> {
+    let path = display_in_root(p);
     match root.lstat(p) {
         Ok(st)
             if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink =>
         {
-            Err(format!(
-                "{shown} is a symlink; give the path it stands for inside the build root"
-            ))
+            Err(Error::Symlink { path })
         }
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
-            "{shown} does not exist in the build root {}",
-            root.path().display()
-        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Missing {
+            path,
+            root: root.path().to_path_buf(),
+        }),
         Err(e) if matches!(e.raw_os_error(), Some(n) if n == rustix::io::Errno::LOOP.raw_os_error() || n == rustix::io::Errno::NOTDIR.raw_os_error()) => {
-            Err(format!(
-                "{shown} is under a symlink (or a file); give the path it stands for inside the build root"
-            ))
+            Err(Error::UnderSymlink { path })
         }
-        Err(e) => Err(format!("{shown}: {e}")),
+        Err(source) => Err(Error::Stat { path, source }),
     }
 }
 
@@ -232,8 +357,8 @@ pub fn unversioned_targets(
     named: &[PyVersion],
     interpreters: &[PyVersion],
     in_root: &BTreeSet<PyVersion>,
-    host_python3: impl FnOnce() -> Result<PyVersion, String>,
-) -> Result<(Vec<PyVersion>, &'static str), String> {
+    host_python3: impl FnOnce() -> Result<PyVersion, Error>,
+) -> Result<(Vec<PyVersion>, &'static str), Error> {
     let py3 = |v: &&PyVersion| v.implementation == Implementation::CPython && v.major == 3;
     if !named.is_empty() {
         let set: BTreeSet<PyVersion> = named.iter().copied().collect();
@@ -351,6 +476,7 @@ mod tests {
         assert!(f.unversioned.is_empty());
         assert!(find_trees(&root, &[PathBuf::from("usr/nope")])
             .unwrap_err()
+            .to_string()
             .contains("does not exist"));
     }
 
@@ -358,7 +484,9 @@ mod tests {
     fn python2_paths_are_refused_by_name() {
         let (_t, root) = root_with(&["usr/lib/python2.7/site-packages/old", "usr/lib/python3.12"]);
         for p in ["usr/lib/python2.7/site-packages/old", "usr/lib/python2.7"] {
-            let err = find_trees(&root, &[PathBuf::from(p)]).unwrap_err();
+            let err = find_trees(&root, &[PathBuf::from(p)])
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains(&format!("/{p} is a python2.7 tree"))
                     && err.contains("python2.7 is not supported (Python 2 writes"),
@@ -416,7 +544,7 @@ mod tests {
         let v311 = PyVersion::cpython(3, 11);
         let v312 = PyVersion::cpython(3, 12);
         let found = BTreeSet::from([v312, PyVersion::cpython(2, 7)]);
-        let never = || -> Result<PyVersion, String> { panic!("host python3 must not be asked") };
+        let never = || -> Result<PyVersion, Error> { panic!("host python3 must not be asked") };
         let targets = |named: &[PyVersion], given: &[PyVersion], found| {
             unversioned_targets(named, given, found, never).unwrap().0
         };

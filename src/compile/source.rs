@@ -1,5 +1,6 @@
 //! Steps 3-4 for one source: read it once, decide whether its pycs are up to date ([`prepare`]),
-//! and, once a worker has compiled the levels, put the pycs in place ([`finish`]).
+//! and, once a worker has compiled the levels, put the pycs in place ([`finish`]). The compile
+//! itself happens between the two, in a worker (see `pool`).
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -15,12 +16,12 @@ use crate::fsroot::{
     display_in_root, in_root_bytes, is_regular, open_file_nofollow, open_subdir, Root,
 };
 use crate::plan::Job;
-use crate::predict::{predict, Same};
-use crate::provenance::{self, Seal};
-use crate::pyc::PycFormat;
-use crate::report::FileError;
-use crate::settings::{InvalidationMode, Levels};
+use crate::python::predict::{predict, Same};
+use crate::python::pyc::PycFormat;
+use crate::python::{InvalidationMode, Levels};
+use crate::report::{FileError, Problem};
 use crate::worker::{Compiled, Request};
+use crate::write::provenance::{self, Seal};
 use crate::write::{write_pycs, PycFile, WriteStats};
 
 const PYCACHE: &str = "__pycache__";
@@ -29,7 +30,7 @@ const PYCACHE: &str = "__pycache__";
 #[derive(Clone, Debug)]
 pub struct Target {
     pub format: PycFormat,
-    pub mode: InvalidationMode,
+    pub invalidation: InvalidationMode,
     /// What decides the bytes besides source and path (see `provenance::Seal`).
     pub identity: [u8; 32],
 }
@@ -65,8 +66,8 @@ pub enum Outcome {
 /// A source that needs compiling: read once, checked, its pycs named, its header made.
 pub struct Prepared {
     dir: OwnedFd,
-    /// The pycs' file mode.
-    mode: u32,
+    /// The pycs' permission bits.
+    permissions: u32,
     header: Vec<u8>,
     /// Each requested level with its pyc name.
     names: Vec<(u8, OsString)>,
@@ -110,8 +111,8 @@ pub fn prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Step {
 }
 
 fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result<Step, FileError> {
-    let fail = |line: Option<u32>, msg: String| FileError::new(&job.rel, line, msg);
-    let io_fail = |what: &str, e: std::io::Error| fail(None, format!("{what}: {e}"));
+    let fail = |problem: Problem| FileError::new(&job.rel, None, problem);
+    let io_fail = |what: &'static str, source: std::io::Error| fail(Problem::Io { what, source });
     let (parent, name) = split(&job.rel);
     let dir = root
         .open_dir(parent)
@@ -140,18 +141,20 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
     };
     let st = fstat(&file).map_err(|e| io_fail("cannot stat", e.into()))?;
     if !is_regular(&st) {
-        return Err(fail(None, "not a regular file; skipped".into()));
+        return Err(fail(Problem::NotRegular));
     }
 
     // Hash-based headers need the bytes before the freshness check; timestamps do not, so an
     // up-to-date source is never read.
-    let mut source = match target.mode {
+    let mut source = match target.invalidation {
         InvalidationMode::Timestamp => None,
         _ => Some(read_all(&mut file, st.st_size as u64).map_err(|e| io_fail("cannot read", e))?),
     };
-    let header = target
-        .format
-        .header(target.format.stamp(target.mode, &st, source.as_deref()));
+    let header = target.format.header(target.format.stamp(
+        target.invalidation,
+        &st,
+        source.as_deref(),
+    ));
     let names: Vec<(u8, OsString)> = opts
         .levels
         .iter()
@@ -178,7 +181,7 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
     Ok(Step::Compile(Prepared {
         dir,
         // As py_compile: the source's mode plus owner-write, then the umask.
-        mode: (st.st_mode | 0o200) & 0o666,
+        permissions: (st.st_mode | 0o200) & 0o666,
         header,
         names,
         seal,
@@ -197,7 +200,7 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
 pub fn finish(
     job: &Job,
     prepared: Prepared,
-    compiled: Result<Compiled, String>,
+    compiled: Result<Compiled, Problem>,
     link: bool,
 ) -> Outcome {
     match try_finish(job, prepared, compiled, link) {
@@ -209,24 +212,28 @@ pub fn finish(
 fn try_finish(
     job: &Job,
     prepared: Prepared,
-    compiled: Result<Compiled, String>,
+    compiled: Result<Compiled, Problem>,
     link: bool,
 ) -> Result<Outcome, FileError> {
-    let fail = |line: Option<u32>, msg: String| FileError::new(&job.rel, line, msg);
-    let io_fail = |what: &str, e: std::io::Error| fail(None, format!("{what}: {e}"));
+    let fail = |line: u32, problem: Problem| FileError::new(&job.rel, Some(line), problem);
+    let io_fail =
+        |what: &'static str, source: std::io::Error| fail(0, Problem::Io { what, source });
     let code = match compiled {
         Ok(Compiled::Code(code)) => code,
         Ok(Compiled::Error(e)) => {
             return Err(fail(
-                (e.line > 0).then_some(e.line),
-                format!("{}: {}", e.kind, e.message),
+                e.line,
+                Problem::DoesNotCompile {
+                    exception: e.kind,
+                    message: e.message,
+                },
             ));
         }
-        Err(why) => return Err(fail(None, why)),
+        Err(problem) => return Err(fail(0, problem)),
     };
     let Prepared {
         dir,
-        mode,
+        permissions,
         header,
         names,
         seal,
@@ -238,16 +245,26 @@ fn try_finish(
         .map(|((level, name), body)| PycFile { name, level, body })
         .collect();
 
-    let cache = open_cache_dir(&dir).map_err(|e| io_fail(&format!("cannot use {PYCACHE}/"), e))?;
-    let stats = write_pycs(&Arc::new(cache), &header, &files, link, mode, Some(&seal))
-        .map_err(|e| io_fail("cannot write pyc", e))?;
+    let cache = open_cache_dir(&dir).map_err(|e| io_fail("cannot use __pycache__/", e))?;
+    let stats = write_pycs(
+        &Arc::new(cache),
+        &header,
+        &files,
+        link,
+        permissions,
+        Some(&seal),
+    )
+    .map_err(|e| io_fail("cannot write pyc", e))?;
     let warnings = code
         .warnings
         .iter()
         .map(|w| {
             fail(
-                (w.line > 0).then_some(w.line),
-                format!("{}: {}", w.category, w.message),
+                w.line,
+                Problem::Warning {
+                    category: w.category.clone(),
+                    message: w.message.clone(),
+                },
             )
         })
         .collect();

@@ -9,6 +9,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -18,7 +19,10 @@ use rustix::fs::{
 use rustix::io::Errno;
 
 use crate::cleanup;
-use crate::provenance::{self, Seal};
+use crate::fsroot::{display_in_root, Root};
+use provenance::Seal;
+
+pub mod provenance;
 
 pub const TEMP_PREFIX: &str = ".pyclink-";
 pub const TEMP_SUFFIX: &str = ".tmp";
@@ -79,7 +83,7 @@ pub fn write_pycs(
             s.record(mask, header, first.body)
         });
         let temp = TempFile::create(dir, mode)?;
-        temp.write_all(header, first.body)?;
+        temp.write_all(&[header, first.body])?;
         temp.set_record(record.as_deref())?;
         stats.written += 1;
         stats.stored_bytes += (header.len() + first.body.len()) as u64;
@@ -96,7 +100,7 @@ pub fn write_pycs(
                         file.name.to_string_lossy()
                     );
                     let copy = TempFile::create(dir, mode)?;
-                    copy.write_all(header, file.body)?;
+                    copy.write_all(&[header, file.body])?;
                     copy.set_record(record.as_deref())?;
                     copy.rename_to(&file.name)?;
                     stats.copied += 1;
@@ -160,9 +164,10 @@ const RENAMED: u64 = u64::MAX;
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
-/// A registered, flock-ed temp file in a `__pycache__`. The lock tells a concurrent run's
-/// stale-temp cleanup that this one is alive; dropping without a rename removes the file.
-struct TempFile {
+/// A registered, flock-ed temp file (in a `__pycache__`, or the cache). The lock tells a
+/// concurrent run's stale-temp cleanup that this one is alive; dropping without a rename
+/// removes the file, and so does an interrupt (see `cleanup`).
+pub(crate) struct TempFile {
     dir: Arc<OwnedFd>,
     fd: OwnedFd,
     name: OsString,
@@ -170,7 +175,7 @@ struct TempFile {
 }
 
 impl TempFile {
-    fn create(dir: &Arc<OwnedFd>, mode: u32) -> io::Result<TempFile> {
+    pub(crate) fn create(dir: &Arc<OwnedFd>, mode: u32) -> io::Result<TempFile> {
         loop {
             let name = temp_name();
             let flags =
@@ -209,17 +214,23 @@ impl TempFile {
         )
     }
 
-    fn write_all(&self, mut header: &[u8], mut body: &[u8]) -> io::Result<()> {
-        while !header.is_empty() || !body.is_empty() {
-            match rustix::io::writev(
-                &self.fd,
-                &[io::IoSlice::new(header), io::IoSlice::new(body)],
-            ) {
+    /// Write `parts` one after the other, in as few system calls as the kernel allows.
+    pub(crate) fn write_all(&self, parts: &[&[u8]]) -> io::Result<()> {
+        let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+        let mut first = 0;
+        while first < parts.len() {
+            let slices: Vec<io::IoSlice> =
+                parts[first..].iter().map(|p| io::IoSlice::new(p)).collect();
+            match rustix::io::writev(&self.fd, &slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) if n < header.len() => header = &header[n..],
-                Ok(n) => {
-                    body = &body[n - header.len()..];
-                    header = &[];
+                Ok(mut n) => {
+                    while first < parts.len() && n >= parts[first].len() {
+                        n -= parts[first].len();
+                        first += 1;
+                    }
+                    if first < parts.len() {
+                        parts[first] = &parts[first][n..];
+                    }
                 }
                 Err(Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
@@ -263,7 +274,7 @@ impl TempFile {
         })
     }
 
-    fn rename_to(mut self, target: &OsStr) -> io::Result<()> {
+    pub(crate) fn rename_to(mut self, target: &OsStr) -> io::Result<()> {
         let (dir, name) = (&self.dir, &self.name);
         cleanup::finish_registered(self.id, || {
             renameat(&**dir, name.as_os_str(), &**dir, target).map_err(|e| {
@@ -297,6 +308,42 @@ fn temp_name() -> OsString {
 pub fn is_temp_name(name: &OsStr) -> bool {
     let s = name.to_string_lossy();
     s.starts_with(TEMP_PREFIX) && s.ends_with(TEMP_SUFFIX)
+}
+
+/// Remove the temp files a killed run left in these `__pycache__` directories (root-relative);
+/// returns how many. A temp file whose writer is still alive is left alone.
+pub fn remove_stale_temps(root: &Root, pycache_dirs: &[PathBuf]) -> usize {
+    let mut removed = 0;
+    for rel in pycache_dirs {
+        let Ok(entries) = std::fs::read_dir(root.host_path(rel)) else {
+            continue;
+        };
+        let temps: Vec<OsString> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .filter(|n| is_temp_name(n))
+            .collect();
+        if temps.is_empty() {
+            continue;
+        }
+        let Ok(dir) = root.open_dir(rel) else {
+            continue;
+        };
+        for name in temps {
+            match remove_stale_temp(&dir, &name) {
+                Ok(true) => removed += 1,
+                Ok(false) => {}
+                Err(e) => log::warn!(
+                    "{}: cannot remove stale temp file: {e}",
+                    display_in_root(&rel.join(&name))
+                ),
+            }
+        }
+    }
+    if removed > 0 {
+        log::info!("removed {removed} temp file(s) left by an interrupted run");
+    }
+    removed
 }
 
 /// Remove a temp file left by an earlier run (killed before it could rename it). A temp file
