@@ -224,12 +224,24 @@ mod tests {
     #[test]
     fn relative_root_prefix_is_stripped_only_when_meant() {
         let t = tempfile::tempdir().unwrap();
-        let root = t.path().join("debian/pkg");
-        std::fs::create_dir_all(root.join("opt/app")).unwrap();
-        std::fs::create_dir_all(root.join("debian/pkg/also")).unwrap();
-        // The relative root as given by a shell, e.g. `--buildroot debian/pkg`.
         let cwd = std::env::current_dir().unwrap();
-        let rel_root = pathdiff(&root, &cwd);
+        // The relative root as given by a shell, e.g. `--buildroot debian/pkg`, here relative
+        // to wherever the test runs. The case needs `rel_root/opt/app` not to exist inside the
+        // root as written, but `R/R` can walk up and back down to `R` itself: when the root is
+        // as deep below the common ancestor of root and cwd as the cwd, or less deep and that
+        // ancestor is `/` (where `..` stops). A root nested deeper than the cwd avoids both,
+        // wherever the checkout and the temp dir are.
+        let (root, rel_root) = (0..=cwd.components().count() + 1)
+            .map(|depth| {
+                let root = t.path().join("nest/".repeat(depth)).join("debian/pkg");
+                std::fs::create_dir_all(root.join("opt/app")).unwrap();
+                let rel_root = pathdiff(&root, &cwd);
+                (root, rel_root)
+            })
+            .find(|(root, rel_root)| !root.join(rel_root).join("opt/app").exists())
+            .expect("a root deeper than the cwd");
+        std::fs::create_dir_all(root.join("debian/pkg/also")).unwrap();
+        assert!(rel_root.is_relative());
         assert_eq!(
             root_relative(&rel_root, &rel_root.join("opt/app")).unwrap(),
             PathBuf::from("opt/app")
