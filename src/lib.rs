@@ -12,6 +12,7 @@ pub mod config;
 pub mod discover;
 pub mod fsroot;
 pub mod interpreter;
+pub mod marshal;
 pub mod plan;
 pub mod pool;
 pub mod predict;
