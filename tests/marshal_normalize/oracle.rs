@@ -55,7 +55,12 @@ impl Reader<'_> {
         });
         let leaf_len = match code {
             b'i' => Some(4),
-            b'g' => Some(8),
+            b'g' | b'I' => Some(8),
+            b'f' => Some(1 + self.d[self.pos] as usize),
+            b'x' => {
+                let real = 1 + self.d[self.pos] as usize;
+                Some(real + 1 + self.d[self.pos + real] as usize)
+            }
             b'y' => Some(16),
             b'l' => {
                 let n = self.u32() as i32;
@@ -87,6 +92,11 @@ impl Reader<'_> {
                         let count = self.u32();
                         parts.push(Part::Raw(count.to_le_bytes().to_vec()));
                         for _ in 0..count {
+                            parts.push(Part::Child(self.read()));
+                        }
+                    }
+                    b':' if self.version >= (3, 14) => {
+                        for _ in 0..3 {
                             parts.push(Part::Child(self.read()));
                         }
                     }
