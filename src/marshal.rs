@@ -20,8 +20,13 @@
 //!   the order `marshal.loads` registers them.
 //!
 //! Everything else (type codes, lengths, payloads, code-object integer fields) is kept as
-//! read. The result is a function of the loaded value alone, so it is idempotent and equal
-//! for any two inputs that load to the same value with the same string kinds.
+//! read. The result is a function of the data with its references expanded and its flags
+//! cleared, so it is idempotent and equal for any two inputs that load to the same value with
+//! the same string kinds. It can differ from the input by more than flags: equal constants
+//! that the compiler kept as two objects become one (a loaded pyc then shares them, which
+//! only `is` can tell). Clearing unused flags alone, as fedora-python's marshalparser does,
+//! would leave those copies and not match what Fedora ships (checked against add-det 0.7.3,
+//! whose pyc handler shares them).
 //!
 //! # Robustness
 //! The walker takes arbitrary bytes: it never panics, never recurses on the call stack (an
@@ -29,14 +34,15 @@
 //! the input and never from a length field, and reports what it could not read as an
 //! [`Error`] with the byte offset.
 
-mod parse;
+mod code;
 #[cfg(test)]
 mod tests;
+mod walk;
 
 use std::borrow::Cow;
 use std::fmt;
 
-pub use parse::{CodeInfo, MarshalStr};
+pub use code::{CodeInfo, MarshalStr};
 
 /// A Python version as `(major, minor)`.
 pub type Version = (u32, u32);
@@ -198,15 +204,10 @@ pub fn header_len(version: Version) -> usize {
 /// loop over many pycs allocates only while files grow.
 #[derive(Default)]
 pub struct Normalizer {
-    tree: parse::Tree,
-    out: Vec<u8>,
-    first: Vec<u32>,
+    walker: walk::Walker,
     number: Vec<u32>,
-    order: Vec<u32>,
-    patches: Vec<u32>,
+    referenced: Vec<u32>,
 }
-
-const NONE: u32 = u32::MAX;
 
 impl Normalizer {
     pub fn new() -> Self {
@@ -220,12 +221,13 @@ impl Normalizer {
         body: &'a [u8],
         version: Version,
     ) -> Result<Cow<'a, [u8]>, Error> {
-        self.tree.parse(body, version, false)?;
-        self.emit(body);
-        if self.out == body {
+        self.walker.walk(body, version, true, false)?;
+        self.number_references();
+        let (out, _, _) = self.walker.output();
+        if out[..] == *body {
             Ok(Cow::Borrowed(body))
         } else {
-            Ok(Cow::Owned(self.out.clone()))
+            Ok(Cow::Owned(out.clone()))
         }
     }
 
@@ -234,88 +236,44 @@ impl Normalizer {
         Ok(matches!(self.normalize(body, version)?, Cow::Borrowed(_)))
     }
 
-    /// Every code object in `body`, outermost first (the order they start in the data).
+    /// Every code object in `body`, outermost first (the order they start in the data). A
+    /// code object written as a reference to an equal one is not listed again.
     pub fn code_objects<'a>(
         &mut self,
         body: &'a [u8],
         version: Version,
     ) -> Result<Vec<CodeInfo<'a>>, Error> {
-        self.tree.parse(body, version, true)?;
-        self.tree.code_infos(body)
+        self.walker.walk(body, version, false, true)?;
+        code::code_infos(&self.walker, body)
     }
 
-    /// Write the normal form of the last parsed body into `self.out`.
-    ///
-    /// The output is the input with three changes: type bytes lose `FLAG_REF`, an object
-    /// equal to one already written becomes a 5-byte `TYPE_REF` (its subtree is skipped), and
-    /// input references are rewritten the same way. Integer fields and length prefixes of
-    /// containers sit between their children in the input and are copied in passing. Flags
-    /// and reference numbers are known only at the end, so they are patched in afterwards.
-    fn emit(&mut self, body: &[u8]) {
-        let tree = &self.tree;
-        let out = &mut self.out;
-        out.clear();
-        out.reserve(body.len());
-        self.first.clear();
-        self.first.resize(tree.id_count(), NONE);
+    /// The walk wrote each reference with its target's class: flag the targets and number
+    /// them in the order they start, as marshal.loads registers them.
+    fn number_references(&mut self) {
         self.number.clear();
-        self.number.resize(tree.id_count(), NONE);
-        self.order.clear();
-        self.patches.clear();
-
-        let nodes = tree.nodes();
-        let mut pos = 0usize;
-        let mut i = 0usize;
-        while i < nodes.len() {
-            let n = &nodes[i];
-            let start = n.start as usize;
-            out.extend_from_slice(&body[pos..start]);
-            match n.kind {
-                parse::Kind::Singleton => {
-                    out.push(n.code);
-                    pos = start + 1;
-                    i += 1;
-                    continue;
-                }
-                _ if self.first[n.id as usize] != NONE => {
-                    // An input reference always lands here: its target (or an equal object)
-                    // was written before it.
-                    self.number[n.id as usize] = 0;
-                    self.patches.push(out.len() as u32);
-                    out.push(b'r');
-                    out.extend_from_slice(&n.id.to_le_bytes());
-                    pos = n.end as usize;
-                    i = n.skip_to as usize;
-                    continue;
-                }
-                _ => {}
-            }
-            self.first[n.id as usize] = out.len() as u32;
-            self.order.push(n.id);
-            out.push(n.code);
-            if n.kind == parse::Kind::Leaf {
-                out.extend_from_slice(&body[start + 1..n.end as usize]);
-                pos = n.end as usize;
-            } else {
-                pos = start + 1;
-            }
-            i += 1;
-        }
-        out.extend_from_slice(&body[pos..]);
-
-        let mut next = 0u32;
-        for &id in &self.order {
-            if self.number[id as usize] != NONE {
-                out[self.first[id as usize] as usize] |= parse::FLAG_REF;
-                self.number[id as usize] = next;
-                next += 1;
-            }
-        }
-        for &at in &self.patches {
+        self.number.resize(self.walker.class_count(), walk::NONE);
+        self.referenced.clear();
+        let (out, first, patches) = self.walker.output();
+        let class_at = |out: &[u8], at: u32| {
             let at = at as usize;
-            let field = &mut out[at + 1..at + 5];
-            let id = u32::from_le_bytes([field[0], field[1], field[2], field[3]]);
-            field.copy_from_slice(&self.number[id as usize].to_le_bytes());
+            u32::from_le_bytes([out[at + 1], out[at + 2], out[at + 3], out[at + 4]])
+        };
+        for &at in patches {
+            let class = class_at(out, at);
+            if self.number[class as usize] == walk::NONE {
+                self.number[class as usize] = 0;
+                self.referenced.push(class);
+            }
+        }
+        self.referenced.sort_unstable_by_key(|&c| first[c as usize]);
+        for (n, &class) in self.referenced.iter().enumerate() {
+            self.number[class as usize] = n as u32;
+            out[first[class as usize] as usize] |= walk::FLAG_REF;
+        }
+        for &at in patches {
+            let class = class_at(out, at);
+            let at = at as usize;
+            out[at + 1..at + 5].copy_from_slice(&self.number[class as usize].to_le_bytes());
         }
     }
 }
