@@ -81,7 +81,8 @@ pub enum Error {
     RecursiveRef { offset: usize, index: u32 },
     /// Nested deeper than [`MAX_DEPTH`].
     TooDeep { offset: usize },
-    /// Bytes left after the top-level object.
+    /// Bytes left after the top-level object. marshal.loads ignores them; add-det drops them
+    /// and rewrites the rest, which is what normalizing `body[..offset]` gives.
     TrailingBytes { offset: usize, count: usize },
     /// Input of 4 GiB or more.
     TooLarge { len: usize },
