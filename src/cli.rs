@@ -259,6 +259,12 @@ impl CompileArgs {
                 v,
             );
         }
+        if let Some(v) = interpreters.keys().find(|v| !v.is_supported()) {
+            return Err(format!(
+                "config [interpreters] {v}: {}",
+                v.unsupported_reason()
+            ));
+        }
         let mut unversioned_interpreters = Vec::new();
         for spec in &self.interpreters {
             match spec.split_once('=') {
@@ -266,6 +272,12 @@ impl CompileArgs {
                     let version = k.parse::<PyVersion>().map_err(|e| {
                         format!("--interpreter '{spec}': {e} (expected X.Y=PATH or PATH)")
                     })?;
+                    if !version.is_supported() {
+                        return Err(format!(
+                            "--interpreter '{spec}': {}",
+                            version.unsupported_reason()
+                        ));
+                    }
                     interpreters.insert(version, PathBuf::from(v));
                 }
                 None => unversioned_interpreters.push(PathBuf::from(spec)),
@@ -280,10 +292,15 @@ impl CompileArgs {
         let python_versions = version_list
             .iter()
             .map(|s| {
-                s.parse::<PyVersion>()
-                    .map_err(|e| format!("--python-version: {e}"))
+                let v = s
+                    .parse::<PyVersion>()
+                    .map_err(|e| format!("--python-version: {e}"))?;
+                if !v.is_supported() {
+                    return Err(format!("--python-version {s}: {}", v.unsupported_reason()));
+                }
+                Ok(v)
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, String>>()?;
 
         let mut excludes = cfg.exclude.unwrap_or_default();
         excludes.extend(self.exclude);

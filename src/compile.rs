@@ -16,6 +16,7 @@ use crate::fsroot::{
 };
 use crate::plan::Job;
 use crate::predict::{predict, Same};
+use crate::provenance::{self, Seal};
 use crate::pyc::PycFormat;
 use crate::report::FileError;
 use crate::settings::{InvalidationMode, Levels};
@@ -29,6 +30,8 @@ const PYCACHE: &str = "__pycache__";
 pub struct Target {
     pub format: PycFormat,
     pub mode: InvalidationMode,
+    /// What decides the bytes besides source and path (see `provenance::Seal`).
+    pub identity: [u8; 32],
 }
 
 /// What the run asks of every source.
@@ -65,9 +68,11 @@ pub struct Prepared {
     /// The pycs' file mode.
     mode: u32,
     header: Vec<u8>,
-    names: Vec<OsString>,
+    /// Each requested level with its pyc name.
+    names: Vec<(u8, OsString)>,
     source: Vec<u8>,
-    dfile: Vec<u8>,
+    /// The interpreter and `co_filename` the pycs are recorded for.
+    seal: Seal,
     same: Same,
     non_ascii_names: bool,
     levels: Levels,
@@ -78,7 +83,7 @@ impl Prepared {
     pub fn request(&self) -> Request<'_> {
         Request {
             source: &self.source,
-            dfile: &self.dfile,
+            dfile: &self.seal.dfile,
             levels: self.levels,
             same: self.same,
             non_ascii_names: self.non_ascii_names,
@@ -147,13 +152,17 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
     let header = target
         .format
         .header(target.format.stamp(target.mode, &st, source.as_deref()));
-    let names: Vec<OsString> = opts
+    let names: Vec<(u8, OsString)> = opts
         .levels
         .iter()
-        .map(|l| target.format.pyc_name(name, l))
+        .map(|l| (l, target.format.pyc_name(name, l)))
         .collect();
+    let seal = Seal {
+        identity: target.identity,
+        dfile: in_root_bytes(&job.rel),
+    };
 
-    if !opts.force && all_up_to_date(&dir, &names, &header) {
+    if !opts.force && all_up_to_date(&dir, &names, &header, &seal, opts.link) {
         return Ok(Step::Done(Outcome::UpToDate {
             pycs: names.len() as u64,
         }));
@@ -172,7 +181,7 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
         mode: (st.st_mode | 0o200) & 0o666,
         header,
         names,
-        dfile: in_root_bytes(&job.rel),
+        seal,
         source,
         same: if opts.predict {
             prediction.same
@@ -220,16 +229,17 @@ fn try_finish(
         mode,
         header,
         names,
+        seal,
         ..
     } = prepared;
     let files: Vec<PycFile> = names
         .into_iter()
         .zip(code.bodies())
-        .map(|(name, body)| PycFile { name, body })
+        .map(|((level, name), body)| PycFile { name, level, body })
         .collect();
 
     let cache = open_cache_dir(&dir).map_err(|e| io_fail(&format!("cannot use {PYCACHE}/"), e))?;
-    let stats = write_pycs(&Arc::new(cache), &header, &files, link, mode)
+    let stats = write_pycs(&Arc::new(cache), &header, &files, link, mode, Some(&seal))
         .map_err(|e| io_fail("cannot write pyc", e))?;
     let warnings = code
         .warnings
@@ -261,18 +271,63 @@ fn read_all(file: &mut File, size_hint: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Does every name exist as a regular file whose header is exactly `header`?
-fn all_up_to_date(dir: &OwnedFd, names: &[OsString], header: &[u8]) -> bool {
+/// May the pycs `names` be kept as they are? Only if each is a regular file that starts with
+/// `header` and that pyclink wrote for exactly this level, path and interpreter (its provenance
+/// record vouches for the whole file), and the levels are linked as this run would link them:
+/// identical bytes share an inode (`link`), or no two names share one (`--no-link`). Anything
+/// else (a pyc an install step wrote with its staging path, another level's code, a copy where a
+/// link belongs) is compiled again, whatever its header says.
+fn all_up_to_date(
+    dir: &OwnedFd,
+    names: &[(u8, OsString)],
+    header: &[u8],
+    seal: &Seal,
+    link: bool,
+) -> bool {
     let Ok(cache) = open_subdir(dir, OsStr::new(PYCACHE)) else {
         return false;
     };
-    names.iter().all(|name| {
+    // Per inode seen so far: its bytes and the levels its record vouches for. A name linked to
+    // an inode already checked is not read or hashed again.
+    let mut seen: Vec<((u64, u64), Vec<u8>, u8)> = Vec::with_capacity(names.len());
+    for (level, name) in names {
         let Ok(mut f) = open_file_nofollow(&cache, name) else {
             return false;
         };
-        let mut got = vec![0u8; header.len()];
-        fstat(&f).is_ok_and(|st| is_regular(&st)) && f.read_exact(&mut got).is_ok() && got == header
-    })
+        let Ok(st) = fstat(&f) else { return false };
+        // Not u64 on every target.
+        #[allow(clippy::unnecessary_cast)]
+        let inode = (st.st_dev as u64, st.st_ino as u64);
+        if let Some((_, _, levels)) = seen.iter().find(|(i, ..)| *i == inode) {
+            if levels & (1 << level) == 0 || !link {
+                return false;
+            }
+            continue;
+        }
+        if !is_regular(&st) || st.st_size < header.len() as i64 {
+            return false;
+        }
+        let mut file = vec![0u8; header.len()];
+        if f.read_exact(&mut file).is_err() || file != header {
+            return false;
+        }
+        let Some(record) = provenance::get(&f) else {
+            return false;
+        };
+        if f.read_to_end(&mut file).is_err() {
+            return false;
+        }
+        let levels = match seal.vouched_levels(&record, &file, header.len()) {
+            Some(levels) if levels & (1 << level) != 0 => levels,
+            _ => return false,
+        };
+        // A new inode: with links, no earlier name may hold the same bytes.
+        if link && seen.iter().any(|(_, bytes, _)| *bytes == file) {
+            return false;
+        }
+        seen.push((inode, file, levels));
+    }
+    true
 }
 
 /// Create (if needed) and open `__pycache__` without following a symlink: one planted there

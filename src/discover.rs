@@ -41,6 +41,10 @@ pub struct Found {
     pub unversioned: Vec<PathBuf>,
     /// Things seen and deliberately left alone, for the log.
     pub skipped: Vec<String>,
+    /// Every supported version with a tree anywhere in the root (the standard prefixes, and any
+    /// `lib/pythonX.Y` under the PATHs), whether or not PATHs restrict the run to other trees:
+    /// the versions the package's code runs on.
+    pub versions_in_root: BTreeSet<PyVersion>,
 }
 
 /// Scan the root. With `paths`, only those paths are compiled (each must exist): a path that
@@ -71,10 +75,9 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, String> {
                     all.versioned.push(Tree::new(version, rel));
                 } else {
                     all.skipped.push(format!(
-                        "{}: Python {}.{} is not supported (pyclink writes PEP 3147 __pycache__ files); not compiled",
+                        "{}: {}; not compiled",
                         display_in_root(&rel),
-                        version.major,
-                        version.minor
+                        version.unsupported_reason()
                     ));
                 }
             }
@@ -83,12 +86,14 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, String> {
     if is_real_dir(root, Path::new(DIST_PACKAGES)) {
         all.unversioned.push(PathBuf::from(DIST_PACKAGES));
     }
+    all.versions_in_root = all.versioned.iter().map(|t| t.version).collect();
     if paths.is_empty() {
         return Ok(all);
     }
 
     let mut chosen = Found {
         skipped: all.skipped,
+        versions_in_root: all.versions_in_root,
         ..Found::default()
     };
     for p in paths {
@@ -104,19 +109,21 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, String> {
             chosen.versioned.push(Tree::new(t.version, p.clone()));
         } else if let Some(version) = lib_python_version(p) {
             // Inside a virtualenv's (or another prefix's) lib/pythonX.Y.
+            refuse_unsupported(version, p)?;
+            chosen.versions_in_root.insert(version);
             chosen.versioned.push(Tree::new(version, p.clone()));
         } else {
             // A private directory: any lib/pythonX.Y below it (a bundled virtualenv) belongs
             // to that version; the rest is unversioned.
             for (version, dir) in nested_lib_pythons(root, p) {
                 if version.is_supported() {
+                    chosen.versions_in_root.insert(version);
                     chosen.versioned.push(Tree::new(version, dir));
                 } else {
                     chosen.skipped.push(format!(
-                        "{}: Python {}.{} is not supported; not compiled",
+                        "{}: {}; not compiled",
                         display_in_root(&dir),
-                        version.major,
-                        version.minor
+                        version.unsupported_reason()
                     ));
                 }
             }
@@ -124,6 +131,19 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, String> {
         }
     }
     Ok(chosen)
+}
+
+/// A PATH the user named explicitly that belongs to a Python pyclink cannot compile for is an
+/// error, not a silent skip: the user asked for it.
+fn refuse_unsupported(version: PyVersion, p: &Path) -> Result<(), String> {
+    if version.is_supported() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is a {version} tree: {}",
+        display_in_root(p),
+        version.unsupported_reason()
+    ))
 }
 
 /// The version of the first `lib/pythonX.Y` (or `lib64/...`) found along `rel`.
@@ -202,38 +222,35 @@ fn is_real_dir(root: &Root, rel: &Path) -> bool {
     })
 }
 
-/// The versions unversioned trees are compiled for: those named with `--python-version`; else
-/// the CPython 3 versions given with `--interpreter`; else the CPython 3 versions found in the
-/// root; else the host's `python3` (asked through `host_python3`).
+/// The versions unversioned trees (dist-packages, private directories) are compiled for, and why:
+/// those named with `--python-version`; else the CPython 3 versions given with `--interpreter`;
+/// else every CPython 3 version found anywhere in the root (whatever PATHs restrict the run to:
+/// the package's code runs on the package's Python); else the host's `python3` (asked through
+/// `host_python3`). One rule for every entry point: the CLI, the RPM hook, `%py_byte_compile`
+/// (which passes `--interpreter`) and `dh_pyclink`.
 pub fn unversioned_targets(
     named: &[PyVersion],
     interpreters: &[PyVersion],
-    found: &[Tree],
+    in_root: &BTreeSet<PyVersion>,
     host_python3: impl FnOnce() -> Result<PyVersion, String>,
-) -> Result<Vec<PyVersion>, String> {
+) -> Result<(Vec<PyVersion>, &'static str), String> {
     let py3 = |v: &&PyVersion| v.implementation == Implementation::CPython && v.major == 3;
     if !named.is_empty() {
-        return Ok(named
-            .iter()
-            .copied()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect());
+        let set: BTreeSet<PyVersion> = named.iter().copied().collect();
+        return Ok((set.into_iter().collect(), "named with --python-version"));
     }
     let given: BTreeSet<PyVersion> = interpreters.iter().filter(py3).copied().collect();
     if !given.is_empty() {
-        return Ok(given.into_iter().collect());
+        return Ok((given.into_iter().collect(), "given with --interpreter"));
     }
-    let in_root: BTreeSet<PyVersion> = found
-        .iter()
-        .map(|t| &t.version)
-        .filter(py3)
-        .copied()
-        .collect();
-    if !in_root.is_empty() {
-        return Ok(in_root.into_iter().collect());
+    let found: Vec<PyVersion> = in_root.iter().filter(py3).copied().collect();
+    if !found.is_empty() {
+        return Ok((found, "the Python 3 versions found in the build root"));
     }
-    Ok(vec![host_python3()?])
+    Ok((
+        vec![host_python3()?],
+        "no Python 3 tree in the build root: the host's python3",
+    ))
 }
 
 /// Every tree with its version: versioned ones as found, unversioned ones once per target.
@@ -320,6 +337,14 @@ mod tests {
             )]
         );
         assert_eq!(f.unversioned, vec![PathBuf::from("usr/share/app")]);
+        // The versions the package runs on are those of the whole root, not only of the PATHs.
+        assert_eq!(
+            f.versions_in_root,
+            BTreeSet::from([PyVersion::cpython(3, 11), PyVersion::cpython(3, 12)])
+        );
+        let f = find_trees(&root, &[PathBuf::from("usr/share/app")]).unwrap();
+        assert!(f.versioned.is_empty());
+        assert_eq!(f.versions_in_root.len(), 2);
         // A parent of trees means those trees.
         let f = find_trees(&root, &[PathBuf::from("usr")]).unwrap();
         assert_eq!(f.versioned.len(), 2);
@@ -327,6 +352,23 @@ mod tests {
         assert!(find_trees(&root, &[PathBuf::from("usr/nope")])
             .unwrap_err()
             .contains("does not exist"));
+    }
+
+    #[test]
+    fn python2_paths_are_refused_by_name() {
+        let (_t, root) = root_with(&["usr/lib/python2.7/site-packages/old", "usr/lib/python3.12"]);
+        for p in ["usr/lib/python2.7/site-packages/old", "usr/lib/python2.7"] {
+            let err = find_trees(&root, &[PathBuf::from(p)]).unwrap_err();
+            assert!(
+                err.contains(&format!("/{p} is a python2.7 tree"))
+                    && err.contains("python2.7 is not supported (Python 2 writes"),
+                "{err}"
+            );
+        }
+        // Found on its own (no PATH), it is reported and left alone.
+        let f = find_trees(&root, &[PathBuf::from("usr")]).unwrap();
+        assert_eq!(f.versioned.len(), 1);
+        assert!(f.skipped.iter().any(|s| s.contains("python2.7")));
     }
 
     #[test]
@@ -359,6 +401,7 @@ mod tests {
             ]
         );
         assert_eq!(f.unversioned, vec![PathBuf::from("opt/app")]);
+        assert!(f.versions_in_root.contains(&PyVersion::cpython(3, 12)));
         let trees = expand(&f, &[PyVersion::cpython(3, 11)]);
         let app = trees
             .iter()
@@ -372,23 +415,15 @@ mod tests {
     fn unversioned_target_order() {
         let v311 = PyVersion::cpython(3, 11);
         let v312 = PyVersion::cpython(3, 12);
-        let found = [Tree::new(v312, "usr/lib/python3.12".into())];
+        let found = BTreeSet::from([v312, PyVersion::cpython(2, 7)]);
         let never = || -> Result<PyVersion, String> { panic!("host python3 must not be asked") };
-        assert_eq!(
-            unversioned_targets(&[v311], &[v312], &found, never).unwrap(),
-            vec![v311]
-        );
-        assert_eq!(
-            unversioned_targets(&[], &[v311], &found, never).unwrap(),
-            vec![v311]
-        );
-        assert_eq!(
-            unversioned_targets(&[], &[], &found, never).unwrap(),
-            vec![v312]
-        );
-        assert_eq!(
-            unversioned_targets(&[], &[], &[], || Ok(v311)).unwrap(),
-            vec![v311]
-        );
+        let targets = |named: &[PyVersion], given: &[PyVersion], found| {
+            unversioned_targets(named, given, found, never).unwrap().0
+        };
+        assert_eq!(targets(&[v311], &[v312], &found), vec![v311]);
+        assert_eq!(targets(&[], &[v311], &found), vec![v311]);
+        assert_eq!(targets(&[], &[], &found), vec![v312]);
+        let host = unversioned_targets(&[], &[], &BTreeSet::new(), || Ok(v311)).unwrap();
+        assert_eq!(host.0, vec![v311]);
     }
 }

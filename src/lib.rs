@@ -16,6 +16,7 @@ pub mod marshal;
 pub mod plan;
 pub mod pool;
 pub mod predict;
+pub mod provenance;
 pub mod pyc;
 pub mod report;
 pub mod settings;
@@ -65,10 +66,25 @@ pub fn run(settings: &Settings) -> Result<RunReport> {
         Vec::new()
     } else {
         let given: Vec<PyVersion> = interpreters.keys().copied().collect();
-        discover::unversioned_targets(&python_versions, &given, &found.versioned, || {
-            interpreter::host_python3(settings.timeout)
-        })
-        .map_err(anyhow::Error::msg)?
+        let (targets, why) = discover::unversioned_targets(
+            &python_versions,
+            &given,
+            &found.versions_in_root,
+            || interpreter::host_python3(settings.timeout),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let names: Vec<String> = targets.iter().map(|v| v.to_string()).collect();
+        log::info!(
+            "{} compiled for {} ({why})",
+            found
+                .unversioned
+                .iter()
+                .map(|p| fsroot::display_in_root(p))
+                .collect::<Vec<_>>()
+                .join(", "),
+            names.join(", ")
+        );
+        targets
     };
     let trees = discover::expand(&found, &unversioned_targets);
     let versions: Vec<PyVersion> = trees
@@ -137,9 +153,15 @@ pub fn run(settings: &Settings) -> Result<RunReport> {
                 );
                 report.cache_tag = format.cache_tag.clone();
                 report.invalidation_mode = mode.name().into();
+                let identity =
+                    cache::interpreter_identity(&interp.first_worker.hello, &interp.launch);
                 lanes.push(Some(pool::Lane::new(
                     interp.launch,
-                    Target { format, mode },
+                    Target {
+                        format,
+                        mode,
+                        identity,
+                    },
                     interp.first_worker,
                 )));
             }
@@ -168,14 +190,14 @@ pub fn run(settings: &Settings) -> Result<RunReport> {
         skipped: plan.skipped.clone(),
         ..Default::default()
     };
-    let policy_word = if settings.errors == ErrorPolicy::Fail {
-        "error"
-    } else {
-        "warning"
-    };
+    let fail = settings.errors == ErrorPolicy::Fail;
     let record_error =
         |run: &mut RunReport, reports: &mut Vec<VersionReport>, v: usize, e: report::FileError| {
-            eprintln!("pyclink: {policy_word}: {e}");
+            if fail {
+                log::error!("{e}");
+            } else {
+                log::warn!("{e}");
+            }
             reports[v].errors += 1;
             run.errors.push(e.to_string());
             run.error_details.push(e);
@@ -213,8 +235,11 @@ pub fn run(settings: &Settings) -> Result<RunReport> {
                 r.add_written(stats);
                 r.levels_compiled += compiled;
                 r.warnings += warnings.len() as u64;
+                // As compileall shows them: the source has something the next Python may
+                // reject (an invalid escape sequence...).
                 for w in warnings {
-                    log::info!("{w}");
+                    log::warn!("{w}");
+                    run.warnings.push(w.to_string());
                 }
             }
             Outcome::Skipped(why) => {

@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -15,7 +16,6 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format(|buf, record| {
-            use std::io::Write;
             let word = match record.level() {
                 log::Level::Error => "error",
                 log::Level::Warn => "warning",
@@ -35,8 +35,13 @@ fn main() -> ExitCode {
         Err(e) => return fatal(&format!("{e:#}")),
     };
     if !settings.quiet {
-        for v in &report.versions {
-            println!("{}", v.line());
+        let lines: String = report.versions.iter().map(|v| v.line() + "\n").collect();
+        match std::io::stdout().lock().write_all(lines.as_bytes()) {
+            Ok(()) => {}
+            // A reader that stopped early (`| head -1`) is not our failure: the pycs are
+            // written and the exit status still says how the run went.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => return fatal(&format!("cannot write the summary to stdout: {e}")),
         }
     }
     if let Some(path) = &settings.summary_json {
@@ -48,9 +53,11 @@ fn main() -> ExitCode {
     ExitCode::from(report.exit_code as u8)
 }
 
+/// The run could not proceed: say why (never panicking on a closed stderr) and exit 2.
 fn fatal(msg: &str) -> ExitCode {
+    let mut err = std::io::stderr().lock();
     for line in msg.lines() {
-        eprintln!("pyclink: error: {line}");
+        let _ = writeln!(err, "pyclink: error: {line}");
     }
     ExitCode::from(2)
 }

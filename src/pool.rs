@@ -32,12 +32,11 @@ pub struct Lane {
 
 impl Lane {
     pub fn new(launch: Launch, target: Target, first: Worker) -> Lane {
-        let identity = cache::interpreter_identity(&first.hello, &launch);
         Lane {
             launch,
+            identity: target.identity,
             target,
             idle: Mutex::new(vec![first]),
-            identity,
             undispatched: AtomicUsize::new(0),
         }
     }

@@ -113,6 +113,8 @@ pub struct RunReport {
     /// Every error as `path:line: message`.
     pub errors: Vec<String>,
     pub error_details: Vec<FileError>,
+    /// Every compiler warning as `path:line: Category: message`.
+    pub warnings: Vec<String>,
     pub skipped: Vec<String>,
     pub stale_temps_removed: usize,
     pub cache: Option<crate::cache::CacheStats>,

@@ -191,6 +191,8 @@ pub enum Failure {
     TimedOut(Duration),
     Protocol(String),
     Start(io::Error),
+    /// The interpreter is older than pyclink's worker needs (Python 2, or 3 before 3.6).
+    Unsupported(String),
 }
 
 impl fmt::Display for Failure {
@@ -202,6 +204,10 @@ impl fmt::Display for Failure {
             }
             Failure::Protocol(what) => write!(f, "the worker broke the protocol: {what}"),
             Failure::Start(e) => write!(f, "cannot start: {e}"),
+            Failure::Unsupported(version) => write!(
+                f,
+                "it is Python {version}; pyclink compiles for Python 3.6 and later (CPython, PyPy)"
+            ),
         }
     }
 }
@@ -225,8 +231,9 @@ const SAME_AS_PREVIOUS: u32 = u32::MAX;
 /// The pipe buffer asked for in each direction.
 const PIPE_SIZE: usize = 1 << 20;
 
-/// Responses larger than this are a protocol error, not an allocation.
-const MAX_FRAME: usize = 1 << 32;
+/// Responses larger than this are a protocol error, not an allocation: a real answer is a few
+/// times its source, and a 32-bit pyclink could not hold much more anyway.
+const MAX_FRAME: usize = 1 << 30;
 
 impl Worker {
     /// Start the interpreter and read its hello (within `timeout`).
@@ -251,6 +258,11 @@ impl Worker {
         };
         let deadline = Instant::now() + timeout;
         let payload = w.read_frame(deadline, timeout)?;
+        if let Some(version) = payload.strip_prefix(b"unsupported=") {
+            return Err(Failure::Unsupported(
+                String::from_utf8_lossy(version).into_owned(),
+            ));
+        }
         w.hello = Hello::parse(&payload).map_err(Failure::Protocol)?;
         Ok(w)
     }
@@ -494,21 +506,25 @@ fn placeholder_hello() -> Hello {
     }
 }
 
+/// How a worker ended, in words. worker.py's zygote exits with 128 + N when a signal N killed
+/// its compile process (a compiler crash), so that the crash is named, not just "status 139".
 pub fn describe_exit(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
+        (Some(code), _) if code > 128 && code - 128 < 65 => format!(
+            "crashed: its compile process was killed by {} (the interpreter's compiler failed \
+             on this source)",
+            signal_words(code - 128)
+        ),
         (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(sig)) => format!("was killed by signal {sig}{}", signal_name(sig)),
+        (None, Some(sig)) => format!("was killed by {}", signal_words(sig)),
         _ => format!("ended ({status})"),
     }
 }
 
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        6 => " (SIGABRT)",
-        9 => " (SIGKILL)",
-        11 => " (SIGSEGV)",
-        15 => " (SIGTERM)",
-        _ => "",
+fn signal_words(sig: i32) -> String {
+    match signal_hook::low_level::signal_name(sig) {
+        Some(name) => format!("signal {sig} ({name})"),
+        None => format!("signal {sig}"),
     }
 }
 

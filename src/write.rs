@@ -18,6 +18,7 @@ use rustix::fs::{
 use rustix::io::Errno;
 
 use crate::cleanup;
+use crate::provenance::{self, Seal};
 
 pub const TEMP_PREFIX: &str = ".pyclink-";
 pub const TEMP_SUFFIX: &str = ".tmp";
@@ -50,17 +51,20 @@ impl std::ops::AddAssign for WriteStats {
 /// One pyc to put in place: the source's header, then this level's marshalled code.
 pub struct PycFile<'a> {
     pub name: OsString,
+    pub level: u8,
     pub body: &'a [u8],
 }
 
 /// Write `files` (each `header` + body) into the open `__pycache__` directory `dir`. `mode` is the requested file mode
 /// (the process umask applies, as for py_compile). With `link`, identical contents share an inode.
+/// With a `seal`, each file carries pyclink's provenance record (see `provenance`).
 pub fn write_pycs(
     dir: &Arc<OwnedFd>,
     header: &[u8],
     files: &[PycFile],
     link: bool,
     mode: u32,
+    seal: Option<&Seal>,
 ) -> io::Result<WriteStats> {
     // Two runs on one root may rewrite the same source at once. Holding the directory's lock
     // while this source's names change keeps its levels consistent: one run's linked set, never
@@ -69,8 +73,14 @@ pub fn write_pycs(
     let mut stats = WriteStats::default();
     for group in identical_groups(files, link) {
         let first = &files[group[0]];
+        // The levels this content is the output of (the same for a copy, where links fail).
+        let record = seal.map(|s| {
+            let mask = group.iter().fold(0u8, |m, &i| m | 1 << files[i].level);
+            s.record(mask, header, first.body)
+        });
         let temp = TempFile::create(dir, mode)?;
         temp.write_all(header, first.body)?;
+        temp.set_record(record.as_deref())?;
         stats.written += 1;
         stats.stored_bytes += (header.len() + first.body.len()) as u64;
         for &i in &group[1..] {
@@ -87,6 +97,7 @@ pub fn write_pycs(
                     );
                     let copy = TempFile::create(dir, mode)?;
                     copy.write_all(header, file.body)?;
+                    copy.set_record(record.as_deref())?;
                     copy.rename_to(&file.name)?;
                     stats.copied += 1;
                     stats.stored_bytes += (header.len() + file.body.len()) as u64;
@@ -217,6 +228,22 @@ impl TempFile {
         Ok(())
     }
 
+    /// Attach the provenance record (before the rename, so it appears with the content).
+    fn set_record(&self, record: Option<&[u8]>) -> io::Result<()> {
+        if let Some(record) = record {
+            if !provenance::set(&self.fd, record)? {
+                static ONCE: std::sync::Once = std::sync::Once::new();
+                ONCE.call_once(|| {
+                    log::info!(
+                        "this filesystem keeps no user xattrs: a rerun cannot tell pyclink's \
+                         pycs from others and will compile everything again"
+                    )
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// A second temp name for the same inode (which is still locked through `self.fd`).
     fn link_new(&self) -> io::Result<TempFile> {
         #[cfg(test)]
@@ -328,8 +355,14 @@ mod tests {
     }
 
     fn pyc<'a>(name: &str, body: &'a [u8]) -> PycFile<'a> {
+        let level = match name {
+            n if n.contains("opt-1") => 1,
+            n if n.contains("opt-2") => 2,
+            _ => 0,
+        };
         PycFile {
             name: name.into(),
+            level,
             body,
         }
     }
@@ -355,7 +388,7 @@ mod tests {
             pyc("m.opt-1.pyc", b"BB"),
             pyc("m.opt-2.pyc", b"AAA"),
         ];
-        let s = write_pycs(&dir, b"", &files, true, 0o644).unwrap();
+        let s = write_pycs(&dir, b"", &files, true, 0o644, None).unwrap();
         assert_eq!((s.written, s.linked, s.copied), (2, 1, 0));
         assert_eq!((s.apparent_bytes, s.stored_bytes), (8, 5));
         assert_eq!(ino(&t, "m.pyc"), ino(&t, "m.opt-2.pyc"));
@@ -377,6 +410,7 @@ mod tests {
             &[pyc("m.pyc", b"new"), pyc("m.opt-1.pyc", b"new")],
             true,
             0o644,
+            None,
         )
         .unwrap();
         assert_eq!(std::fs::read(outside.path()).unwrap(), b"precious");
@@ -395,6 +429,7 @@ mod tests {
             &[pyc("a.pyc", b"X"), pyc("a.opt-1.pyc", b"X")],
             false,
             0o644,
+            None,
         )
         .unwrap();
         assert_eq!((s.written, s.linked), (2, 0));
@@ -412,7 +447,7 @@ mod tests {
             pyc("a.opt-1.pyc", b"X"),
             pyc("a.opt-2.pyc", b"X"),
         ];
-        let s = write_pycs(&dir, b"", &files, true, 0o644);
+        let s = write_pycs(&dir, b"", &files, true, 0o644, None);
         test_hooks::force_link_error(None);
         let s = s.unwrap();
         assert_eq!((s.written, s.linked, s.copied), (1, 0, 2));
@@ -432,6 +467,7 @@ mod tests {
             &[pyc("a.pyc", b"X"), pyc("a.opt-1.pyc", b"X")],
             true,
             0o644,
+            None,
         );
         test_hooks::force_link_error(None);
         assert!(r.is_err());
@@ -458,7 +494,15 @@ mod tests {
     #[test]
     fn mode_follows_request_under_umask() {
         let (t, dir) = setup();
-        write_pycs(&dir, b"", &[pyc("r.pyc", b"X")], true, 0o100755 | 0o200).unwrap();
+        write_pycs(
+            &dir,
+            b"",
+            &[pyc("r.pyc", b"X")],
+            true,
+            0o100755 | 0o200,
+            None,
+        )
+        .unwrap();
         let mode = std::fs::metadata(t.path().join("r.pyc")).unwrap().mode() & 0o777;
         // Read, not set: umask is process-wide and the tests run in parallel threads.
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
