@@ -2,6 +2,7 @@
 //! pyc file format, and what a source's text proves about its levels.
 
 pub mod levels;
+pub mod marshal;
 pub mod predict;
 pub mod pyc;
 pub mod version;
