@@ -2,6 +2,10 @@
 //! and the freshly built pyclink, and checked from the RPMs themselves (header inodes, the
 //! payload extracted by rpm2cpio | cpio, pyc-audit); packaging/pyclink.spec is built from
 //! `git archive`, linted, and its installed macros drive one more sample build.
+//!
+//! Fedora is simulated with its real macro files (tests/rpm/fedora/README.md) in Fedora's load
+//! order, in a private mount namespace where a Fedora-shaped copy of rpm's configuration
+//! directory stands at its own path: see [`FedoraRoot`].
 
 mod common;
 use common::*;
@@ -17,14 +21,14 @@ const PRIVATE_DIR: &str = "usr/share/pyclink-sample";
 const SAMPLE_RPMS: [&str; 2] = ["pyclink-sample", "pyclink-sample-extra"];
 
 /// Where the macros come from.
+#[derive(Clone)]
 enum Macros {
     /// This rpm as it is (no Python hooks at all) with macros.pyclink and macros.pyclink-plain
     /// read after the platform macros, as /etc/rpm/macros.pyclink does once installed.
     Plain,
-    /// Fedora's hooks from tests/rpm/macros.fedora-sim, then macros.pyclink only: the slots.
-    Fedora,
-    /// Fedora's hooks alone, to show that they fail where pyclink is missing.
-    FedoraWithoutPyclink,
+    /// Fedora's real macro files, with macros.zz-pyclink among them when `pyclink` is set (without
+    /// it, Fedora's own hooks run: the stand-ins record them).
+    Fedora { files: FedoraFiles, pyclink: bool },
     /// The files of the pyclink RPM, extracted under this directory and read from rpm's own
     /// macro path where they would be installed: %{_rpmmacrodir}, the platform, /etc/rpm.
     Installed(PathBuf),
@@ -54,11 +58,25 @@ fn rpm_eval(expr: &str) -> String {
     stdout(&out).trim().to_string()
 }
 
+/// A test that cannot run here returns after printing why; in CI it fails instead, so that a
+/// missing prerequisite cannot pass for a green run.
+fn skip_unless_ci(test: &str, reason: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} cannot run: {reason}"
+    );
+    println!("SKIP {test}: {reason}");
+}
+
 /// rpmbuild with only the environment a packager's shell would give it: cargo's test variables
 /// (CARGO_TARGET_DIR, RUSTFLAGS, ...) or a SOURCE_DATE_EPOCH from CI must not leak into builds.
-/// Also makes `topdir`/SOURCES for the caller to fill.
-fn rpmbuild(topdir: &Path) -> Command {
-    let mut c = Command::new("rpmbuild");
+/// Also makes `topdir`/SOURCES for the caller to fill. With `fedora`, rpmbuild runs in a mount
+/// namespace of its own where that tree is rpm's configuration directory.
+fn rpmbuild(topdir: &Path, fedora: Option<&FedoraRoot>) -> Command {
+    let mut c = match fedora {
+        None => Command::new("rpmbuild"),
+        Some(f) => f.command(),
+    };
     c.env_clear();
     for (k, v) in std::env::vars_os() {
         let name = k.to_string_lossy();
@@ -75,12 +93,280 @@ fn rpmbuild(topdir: &Path) -> Command {
     c
 }
 
+/// Fedora's real macro files, as listed with their provenance in tests/rpm/fedora/README.md and
+/// checked against tests/rpm/fedora/SHA256SUMS.
+#[derive(Clone)]
+struct FedoraFiles {
+    dir: PathBuf,
+}
+
+impl FedoraFiles {
+    /// The files from $PYCLINK_FEDORA_FILES, tests/rpm/fedora or ../shared/fedora-rpm (the first
+    /// that has them), or why there are none.
+    fn find() -> Result<FedoraFiles, String> {
+        let sums = Path::new(REPO).join("tests/rpm/fedora/SHA256SUMS");
+        let candidates: Vec<PathBuf> = std::env::var_os("PYCLINK_FEDORA_FILES")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain([
+                Path::new(REPO).join("tests/rpm/fedora"),
+                Path::new(REPO).join("../shared/fedora-rpm"),
+            ])
+            .collect();
+        for dir in &candidates {
+            if !dir.join("python-rpm-macros/macros.python-srpm").exists() {
+                continue;
+            }
+            let out = run(Command::new("sha256sum")
+                .args(["--check", "--strict", "--quiet"])
+                .arg(&sums)
+                .current_dir(dir));
+            if !out.status.success() {
+                return Err(format!(
+                    "the files in {} differ from {}:\n{}{}",
+                    dir.display(),
+                    sums.display(),
+                    stdout(&out),
+                    stderr(&out)
+                ));
+            }
+            return Ok(FedoraFiles { dir: dir.clone() });
+        }
+        Err(format!(
+            "Fedora's macro files are not here: put the files that tests/rpm/fedora/README.md \
+             lists in one of {candidates:?} (or set PYCLINK_FEDORA_FILES)"
+        ))
+    }
+
+    fn get(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+}
+
+/// What a Fedora simulation needs, or why it cannot run here: the files, the real add-det, and
+/// a private mount namespace (root).
+fn fedora_or_skip(test: &str) -> Option<FedoraFiles> {
+    let files = match FedoraFiles::find() {
+        Ok(f) => f,
+        Err(reason) => {
+            skip_unless_ci(test, &reason);
+            return None;
+        }
+    };
+    if add_det().is_none() {
+        skip_unless_ci(
+            test,
+            "add-det is not installed (cargo install add-determinism --locked)",
+        );
+        return None;
+    }
+    let probe = Command::new("unshare").args(["--mount", "true"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        skip_unless_ci(
+            test,
+            "`unshare --mount` fails (the Fedora simulation needs root for a private mount namespace)",
+        );
+        return None;
+    }
+    Some(files)
+}
+
+/// The real add-det (crate add-determinism): PATH, then $CARGO_HOME/bin.
+fn add_det() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map(|d| d.join("bin"));
+    std::env::split_paths(&path)
+        .chain(cargo_bin)
+        .map(|d| d.join("add-det"))
+        .find(|p| p.is_file())
+}
+
+/// The programs Fedora's macros run from %{_rpmconfigdir}/redhat that Debian's rpm lacks: each is
+/// a stand-in that records its call, so that a test sees whether Fedora's own hook ran.
+const FEDORA_STAND_INS: [&str; 7] = [
+    "brp-python-bytecompile",
+    "brp-python-hardlink",
+    "brp-python-rpm-in-distinfo",
+    "brp-fix-pyc-reproducibility",
+    "brp-ldconfig",
+    "brp-strip-lto",
+    "brp-mangle-shebangs",
+];
+
+/// rpm's configuration directory laid out as on Fedora, for one build: this rpm's own files
+/// (macros, platform, fileattrs, its brp scripts), minus the Python lines Debian patches into its
+/// platform file; %{_rpmmacrodir} with python-rpm-macros' and add-determinism's files and
+/// macros.zz-pyclink; redhat/ with redhat-rpm-config's `macros` and recording stand-ins; pyclink's
+/// hook where its RPM installs it. rpmbuild runs where this tree is bind-mounted over the real
+/// directory in a private mount namespace, so every path in Fedora's macros (including the
+/// /usr/lib/rpm/redhat/... that redhat-rpm-config spells out, and the /usr/lib prefix that the
+/// specs' sed opt-out matches) is Fedora's, and nothing outside the namespace changes.
+struct FedoraRoot {
+    tree: PathBuf,
+    /// rpm's configuration directory here (and on Fedora): %{_rpmconfigdir}.
+    configdir: String,
+    /// One line per call of a stand-in or of add-det: "NAME ARGS".
+    calls: PathBuf,
+    /// Mounted over /etc/rpm, if there is one: a site's settings are not Fedora's.
+    empty: PathBuf,
+    add_det: PathBuf,
+}
+
+impl FedoraRoot {
+    fn new(top: &Path, files: &FedoraFiles, pyclink: bool) -> FedoraRoot {
+        let configdir = rpm_eval("%{_rpmconfigdir}");
+        assert!(
+            configdir.starts_with("/usr/lib/"),
+            "rpm's configuration directory {configdir} is not where Fedora has it"
+        );
+        let tree = top.join("rpmconfig");
+        let calls = top.join("calls.log");
+        let empty = top.join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        std::fs::write(&calls, "").unwrap();
+        let out = run(Command::new("cp")
+            .arg("-a")
+            .arg(format!("{configdir}/."))
+            .arg(&tree));
+        assert!(out.status.success(), "cp -a {configdir} failed");
+
+        // Debian patches %__brp_python_bytecompile, %_python_bytecompile_extra 1 and
+        // %_python_bytecompile_errors_terminate_build 0 into its platform file. Fedora's rpm has
+        // none of them: its platform file would turn every Fedora build into an error
+        // ("%_python_bytecompile_extra is discontinued").
+        for e in std::fs::read_dir(tree.join("platform")).unwrap() {
+            let f = e.unwrap().path().join("macros");
+            let Ok(text) = std::fs::read_to_string(&f) else {
+                continue;
+            };
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    !l.starts_with("%__brp_python_bytecompile")
+                        && !l.starts_with("%_python_bytecompile_")
+                })
+                .collect();
+            std::fs::write(&f, kept.join("\n") + "\n").unwrap();
+        }
+
+        let macrodir = tree.join("macros.d");
+        let redhat = tree.join("redhat");
+        std::fs::create_dir_all(&macrodir).unwrap();
+        std::fs::create_dir_all(&redhat).unwrap();
+        for f in [
+            "python-rpm-macros/macros.python-srpm",
+            "python-rpm-macros/macros.python",
+            "python-rpm-macros/macros.python3",
+            "python-rpm-macros/macros.pybytecompile",
+            "add-determinism/macros.build-reproducibility",
+        ] {
+            let name = Path::new(f).file_name().unwrap();
+            std::fs::copy(files.get(f), macrodir.join(name)).unwrap();
+        }
+        std::fs::copy(files.get("redhat-rpm-config/macros"), redhat.join("macros")).unwrap();
+        if pyclink {
+            // As the pyclink RPM installs them (packaging/pyclink.spec).
+            let brp = Path::new(REPO).join("macros/brp-pyclink");
+            std::os::unix::fs::symlink(
+                Path::new(REPO).join("macros/macros.pyclink"),
+                macrodir.join("macros.zz-pyclink"),
+            )
+            .unwrap();
+            std::os::unix::fs::symlink(&brp, tree.join("brp-pyclink")).unwrap();
+            std::fs::create_dir_all(tree.join("pyclink")).unwrap();
+            std::os::unix::fs::symlink(&brp, tree.join("pyclink/brp-python-bytecompile")).unwrap();
+        }
+
+        let record = |path: &Path, body: String| {
+            std::fs::write(path, body).unwrap();
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        };
+        for name in FEDORA_STAND_INS {
+            record(
+                &redhat.join(name),
+                format!("#!/bin/sh\necho \"{name} $*\" >> '{}'\n", calls.display()),
+            );
+        }
+        // Fedora's own %py_byte_compile starts with `python -m clamp_source_mtime`, from here.
+        std::fs::write(
+            redhat.join("clamp_source_mtime.py"),
+            format!(
+                "import sys\nwith open({:?}, 'a') as f:\n    f.write('clamp_source_mtime ' + ' '.join(sys.argv[1:]) + '\\n')\n",
+                calls.display().to_string()
+            ),
+        )
+        .unwrap();
+        let wrapper = top.join("add-det");
+        record(
+            &wrapper,
+            format!(
+                "#!/bin/sh\necho \"add-det $*\" >> '{}'\nexec '{}' \"$@\"\n",
+                calls.display(),
+                add_det().unwrap().display()
+            ),
+        );
+        FedoraRoot {
+            tree,
+            configdir,
+            calls,
+            empty,
+            add_det: wrapper,
+        }
+    }
+
+    /// `unshare --mount ... rpmbuild`: the caller adds rpmbuild's arguments.
+    fn command(&self) -> Command {
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--", "sh", "-c"])
+            .arg(
+                "set -e; mount --bind \"$1\" \"$2\"; \
+                 if [ -d /etc/rpm ]; then mount --bind \"$3\" /etc/rpm; fi; \
+                 shift 3; exec \"$@\"",
+            )
+            .arg("sh")
+            .arg(&self.tree)
+            .arg(&self.configdir)
+            .arg(&self.empty)
+            .arg("rpmbuild");
+        c
+    }
+
+    /// Fedora's macro path (its rpm reads %{_rpmconfigdir}/redhat/macros where Debian's reads
+    /// debian/macros): rpm's macros, macros.d sorted, the platform file, fileattrs, redhat's
+    /// macros, then /etc. The user's ~/.rpmmacros is left out.
+    fn macro_path(&self) -> String {
+        let d = &self.configdir;
+        format!(
+            "{d}/macros:{d}/macros.d/macros.*:{d}/platform/%{{_target}}/macros:{d}/fileattrs/*.attr:\
+             {d}/redhat/macros:/etc/rpm/macros.*:/etc/rpm/macros:/etc/rpm/%{{_target}}/macros"
+        )
+    }
+
+    /// What ran: the stand-ins' and add-det's calls, in order.
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.calls)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
 struct Build {
     top: tempfile::TempDir,
     ok: bool,
     log: String,
     rpms: Vec<PathBuf>,
     secs: f64,
+    /// The sample's modules in this build (see [`sample_modules`]).
+    modules: Vec<(String, &'static str)>,
+    /// Built `--with buildsys_pyc`.
+    buildsys_pyc: bool,
+    fedora: Option<FedoraRoot>,
 }
 
 impl Build {
@@ -105,20 +391,37 @@ impl Build {
         }
         root
     }
+
+    /// The Fedora stand-ins' and add-det's calls (a Fedora build only).
+    fn calls(&self) -> Vec<String> {
+        self.fedora.as_ref().expect("not a Fedora build").calls()
+    }
+
+    /// Did a command whose call line starts with `name` run?
+    fn called(&self, name: &str) -> bool {
+        self.calls()
+            .iter()
+            .any(|c| c.split(' ').next() == Some(name))
+    }
 }
 
 /// Run rpmbuild (with `--define _topdir` added) and collect the log and the RPMs.
 fn finish(mut cmd: Command, top: tempfile::TempDir, what: &str) -> Build {
     cmd.arg("--define")
         .arg(format!("_topdir {}", top.path().display()));
+    // One file for stdout and stderr, so that the log keeps the order of the `+` trace lines
+    // (stderr) and of what the hooks print (stdout).
+    let log_path = top.path().join("build.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    cmd.stdout(log_file.try_clone().unwrap()).stderr(log_file);
     let t0 = Instant::now();
-    let out = cmd
-        .output()
+    let status = cmd
+        .status()
         .unwrap_or_else(|e| panic!("cannot run rpmbuild: {e}"));
     let secs = t0.elapsed().as_secs_f64();
-    let log = stdout(&out) + &stderr(&out);
-    eprintln!("$ {cmd:?}\n  -> {}\n{log}", out.status);
-    println!("rpmbuild {what}: {} in {secs:.1} s", out.status);
+    let log = String::from_utf8_lossy(&std::fs::read(&log_path).unwrap()).into_owned();
+    eprintln!("$ {cmd:?}\n  -> {status}\n{log}");
+    println!("rpmbuild {what}: {status} in {secs:.1} s");
     let rpms = walkdir::WalkDir::new(top.path().join("RPMS"))
         .into_iter()
         .filter_map(|e| e.ok())
@@ -127,10 +430,13 @@ fn finish(mut cmd: Command, top: tempfile::TempDir, what: &str) -> Build {
         .collect();
     Build {
         top,
-        ok: out.status.success(),
+        ok: status.success(),
         log,
         rpms,
         secs,
+        modules: Vec::new(),
+        buildsys_pyc: false,
+        fedora: None,
     }
 }
 
@@ -142,7 +448,11 @@ fn build_sample(h: &Host, macros: Macros, args: &[&str]) -> Build {
 /// `args` (e.g. `--define`s) come last, so they override everything else.
 fn build_sample_with(h: &Host, macros: Macros, env: &[(&str, &str)], args: &[&str]) -> Build {
     let top = tempfile::tempdir().unwrap();
-    let mut c = rpmbuild(top.path());
+    let fedora = match &macros {
+        Macros::Fedora { files, pyclink } => Some(FedoraRoot::new(top.path(), files, *pyclink)),
+        _ => None,
+    };
+    let mut c = rpmbuild(top.path(), fedora.as_ref());
     let tar = run(Command::new("tar")
         .arg("-czf")
         .arg(top.path().join("SOURCES/pyclink-sample.tar.gz"))
@@ -155,36 +465,49 @@ fn build_sample_with(h: &Host, macros: Macros, env: &[(&str, &str)], args: &[&st
         c.arg("--load").arg(Path::new(REPO).join(file));
     };
     let mut pyclink = PathBuf::from(env!("CARGO_BIN_EXE_pyclink"));
-    let mut brp = Path::new(REPO).join("macros/brp-pyclink");
+    let mut brp = Some(Path::new(REPO).join("macros/brp-pyclink"));
     // Macro files first: one read after a --define would override it.
-    match macros {
+    match &macros {
         Macros::Plain => {
             load(&mut c, "macros/macros.pyclink");
             load(&mut c, "macros/macros.pyclink-plain");
         }
-        Macros::Fedora => {
-            load(&mut c, "tests/rpm/macros.fedora-sim");
-            load(&mut c, "macros/macros.pyclink");
+        Macros::Fedora { .. } => {
+            let f = fedora.as_ref().unwrap();
+            c.arg("--macros")
+                .arg(f.macro_path())
+                .arg("--define")
+                .arg(format!("__brp_add_determinism {}", f.add_det.display()));
+            // The hook is where the pyclink RPM installs it: the sed opt-out matches that path.
+            brp = None;
         }
-        Macros::FedoraWithoutPyclink => load(&mut c, "tests/rpm/macros.fedora-sim"),
         Macros::Installed(inst) => {
-            c.arg("--macros").arg(installed_macro_path(&inst));
+            c.arg("--macros").arg(installed_macro_path(inst));
             pyclink = inst.join("usr/bin/pyclink");
-            brp = inst
-                .join(rpm_eval("%{_rpmconfigdir}").trim_start_matches('/'))
-                .join("brp-pyclink");
+            brp = Some(
+                inst.join(rpm_eval("%{_rpmconfigdir}").trim_start_matches('/'))
+                    .join("brp-pyclink"),
+            );
         }
     }
     c.arg("--define")
-        .arg(format!("__pyclink {}", pyclink.display()))
-        .arg("--define")
-        .arg(format!("__brp_pyclink {}", brp.display()))
-        .arg("--define")
+        .arg(format!("__pyclink {}", pyclink.display()));
+    if let Some(brp) = brp {
+        for name in ["__brp_pyclink", "__brp_pyclink_hook"] {
+            c.arg("--define").arg(format!("{name} {}", brp.display()));
+        }
+    }
+    c.arg("--define")
         .arg(format!("__python3 {}", h.py.python.display()))
         .arg(Path::new(REPO).join("tests/rpm/pyclink-sample.spec"))
         .args(args)
         .envs(env.iter().copied());
-    finish(c, top, &format!("pyclink-sample {}", args.join(" ")))
+    let with = |what: &str| args.windows(2).any(|w| w == ["--with", what]);
+    let mut b = finish(c, top, &format!("pyclink-sample {}", args.join(" ")));
+    b.modules = sample_modules(h, with("glob"));
+    b.buildsys_pyc = with("buildsys_pyc");
+    b.fedora = fedora;
+    b
 }
 
 /// rpm's own macro path with the files of an extracted pyclink RPM inserted where installed ones
@@ -217,10 +540,11 @@ fn installed_macro_path(inst: &Path) -> String {
 }
 
 /// The sample's modules (path inside the root) and how their levels compare: "01|2" means
-/// levels 0 and 1 are the same bytes and 2 differs (the sources say why).
-fn sample_modules(h: &Host) -> Vec<(String, &'static str)> {
+/// levels 0 and 1 are the same bytes and 2 differs (the sources say why). `glob`: built
+/// `--with glob`.
+fn sample_modules(h: &Host, glob: bool) -> Vec<(String, &'static str)> {
     let site = &h.sitelib;
-    vec![
+    let mut m = vec![
         (format!("{site}/sample/__init__.py"), "01|2"),
         (format!("{site}/sample/docstring.py"), "01|2"),
         (format!("{site}/sample/asserts.py"), "0|12"),
@@ -230,14 +554,24 @@ fn sample_modules(h: &Host) -> Vec<(String, &'static str)> {
         (format!("{site}/sample_extra/checks.py"), "0|1|2"),
         (format!("{PRIVATE_DIR}/plugins/plugin.py"), "01|2"),
         (format!("{PRIVATE_DIR}/plugins/helpers.py"), "012"),
-    ]
+    ];
+    if glob {
+        m.push((format!("{PRIVATE_DIR}/scripts/cli.py"), "01|2"));
+        m.push((format!("{PRIVATE_DIR}/scripts/util.py"), "012"));
+    }
+    m
 }
 
 fn site_module_count(h: &Host) -> usize {
-    sample_modules(h)
+    sample_modules(h, false)
         .iter()
         .filter(|(s, _)| s.starts_with(&h.sitelib))
         .count()
+}
+
+/// Modules of the private directory in a build without `--with glob`.
+fn private_module_count(h: &Host) -> usize {
+    sample_modules(h, false).len() - site_module_count(h)
 }
 
 /// Are levels a and b in the same group of `groups` ("01|2")?
@@ -322,9 +656,13 @@ fn check_payload(h: &Host, b: &Build, levels: &[u8]) -> PathBuf {
     assert!(b.ok, "rpmbuild failed:\n{}", b.log);
     let root = b.extract_sample("extracted");
     let headers: Vec<_> = SAMPLE_RPMS.iter().map(|n| header_files(b.rpm(n))).collect();
-    let modules = sample_modules(h);
+    assert!(
+        !b.buildsys_pyc,
+        "check_payload does not know the build system's pycs"
+    );
+    let modules = &b.modules;
     let mut expected_pycs = BTreeSet::new();
-    for (src, groups) in &modules {
+    for (src, groups) in modules {
         let header = headers
             .iter()
             .find(|hd| hd.contains_key(src))
@@ -410,7 +748,7 @@ fn sample_package_plain_rpm() {
     let h = host();
     let b = build_sample(&h, Macros::Plain, &[]);
     let root = check_payload(&h, &b, &[0, 1, 2]);
-    let private_count = sample_modules(&h).len() - site_module_count(&h);
+    let private_count = private_module_count(&h);
     for line in [
         summary_prefix(&h, site_module_count(&h), 3),
         summary_prefix(&h, private_count, 3),
@@ -511,10 +849,10 @@ fn syntax_error_fails_the_build_unless_told_otherwise() {
     }
 }
 
-/// A build `--with opt_out` (`%undefine py_auto_byte_compile`): no pyc in the Python trees, but
-/// the private directory is compiled, since the spec asks for that explicitly.
+/// A plain build `--define 'opt_out py_auto_byte_compile'`: no pyc in the Python trees, but the
+/// private directory is compiled, since the spec asks for that explicitly.
 fn check_opt_out(h: &Host, macros: Macros) {
-    let b = build_sample(h, macros, &["--with", "opt_out"]);
+    let b = build_sample(h, macros, &["--define", "opt_out py_auto_byte_compile"]);
     assert!(b.ok, "rpmbuild failed:\n{}", b.log);
     let root = b.extract_sample("extracted");
     assert_eq!(
@@ -522,10 +860,9 @@ fn check_opt_out(h: &Host, macros: Macros) {
         Vec::<String>::new(),
         "pycs despite the opt-out"
     );
-    let private = sample_modules(h).len() - site_module_count(h);
     assert_eq!(
         pycs_under(&root, PRIVATE_DIR).len(),
-        3 * private,
+        3 * private_module_count(h),
         "the private directory"
     );
 }
@@ -565,42 +902,300 @@ fn clamped_mtimes_match_the_pyc_headers() {
     );
 }
 
-/// Fedora's layout: macros.pyclink fills the slots of %__os_install_post_python (the stand-in
-/// originals fail if they run); the opt-out works because py_auto_byte_compile is still defined
-/// only once (by python-srpm); the discontinued %_python_bytecompile_extra 1 is an error.
+/// SOURCE_DATE_EPOCH as rpmbuild set it from the changelog (Fedora's
+/// %source_date_epoch_from_changelog).
+fn source_date_epoch(log: &str) -> i64 {
+    log.lines()
+        .find_map(|l| l.strip_prefix("setting SOURCE_DATE_EPOCH="))
+        .unwrap_or_else(|| panic!("rpmbuild did not set SOURCE_DATE_EPOCH from the changelog"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The index of the first build-log line that contains `needle`.
+fn log_line(b: &Build, needle: &str) -> usize {
+    b.log
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no '{needle}' in the build log"))
+}
+
+/// A Fedora build where pyclink's hook ran: the payload checks at `levels`; none of Fedora's
+/// original Python hooks ran (brp-python-bytecompile, brp-python-hardlink, the original
+/// %py_byte_compile), the rest of %__os_install_post_python did, in Fedora's order, and add-det
+/// after it; SOURCE_DATE_EPOCH was kept for the hook, and the sources it clamped are the ones in
+/// the RPM (pyc-audit compares the pyc headers with them). Returns the extracted payload.
+fn check_fedora_build(h: &Host, b: &Build, levels: &[u8]) -> PathBuf {
+    let root = check_payload(h, b, levels);
+    let calls = b.calls();
+    for original in [
+        "brp-python-bytecompile",
+        "brp-python-hardlink",
+        "clamp_source_mtime",
+    ] {
+        assert!(
+            !b.called(original),
+            "Fedora's {original} ran; calls: {calls:#?}"
+        );
+    }
+    assert!(
+        b.called("brp-python-rpm-in-distinfo"),
+        "%__os_install_post_python lost brp-python-rpm-in-distinfo; calls: {calls:#?}"
+    );
+    let distinfo = log_line(b, "/redhat/brp-python-rpm-in-distinfo");
+    let hook = log_line(b, "/pyclink/brp-python-bytecompile ");
+    let summary = log_line(b, &summary_prefix(h, site_module_count(h), levels.len()));
+    let add_det = log_line(b, "add-det --brp");
+    assert!(
+        distinfo < hook && hook < summary && summary < add_det,
+        "out of Fedora's order: brp-python-rpm-in-distinfo at log line {distinfo}, pyclink's hook \
+         at {hook}, its summary at {summary}, add-det at {add_det}"
+    );
+    let hook_line = b.log.lines().nth(hook).unwrap();
+    assert!(
+        hook_line.starts_with("+ env PYCLINK="),
+        "the hook does not keep SOURCE_DATE_EPOCH: {hook_line}"
+    );
+    let epoch = source_date_epoch(&b.log);
+    let src = root.join(&h.sitelib).join("sample/plain.py");
+    assert_eq!(
+        std::fs::metadata(&src).unwrap().mtime(),
+        epoch,
+        "{} is not clamped to SOURCE_DATE_EPOCH",
+        src.display()
+    );
+    root
+}
+
+fn fedora(files: &FedoraFiles) -> Macros {
+    Macros::Fedora {
+        files: files.clone(),
+        pyclink: true,
+    }
+}
+
+/// Fedora as it is, arch and noarch (rpm parses a noarch spec twice): python-rpm-macros',
+/// redhat-rpm-config's and add-determinism's real macro files in Fedora's load order,
+/// SOURCE_DATE_EPOCH from the changelog and mtime clamping on, a %py_byte_compile with a glob,
+/// add-det after the Python step. pyclink takes the place of brp-python-bytecompile and
+/// brp-python-hardlink, writes Fedora's levels 0 and 1, and what it promises is in the RPMs
+/// after add-det has rewritten what it rewrites.
 #[test]
-fn fedora_slots() {
+fn fedora_default_build() {
+    let Some(files) = fedora_or_skip("fedora_default_build") else {
+        return;
+    };
     let h = host();
-    let b = build_sample(&h, Macros::FedoraWithoutPyclink, &[]);
-    assert!(
-        !b.ok && b.log.contains("fedora-sim: the original"),
-        "the stand-in Fedora hooks did not run"
-    );
+    for arch in [true, false] {
+        let mut args = vec!["--with", "glob"];
+        if arch {
+            args.extend(["--with", "arch"]);
+        }
+        let b = build_sample(&h, fedora(&files), &args);
+        check_fedora_build(&h, &b, &[0, 1]);
+    }
+}
 
-    let b = build_sample(&h, Macros::Fedora, &[]);
-    check_payload(&h, &b, &[0, 1, 2]);
-    assert!(
-        !b.log.contains("fedora-sim:"),
-        "an original Fedora hook ran"
-    );
-    let line = summary_prefix(&h, site_module_count(&h), 3);
-    assert!(b.log.contains(&line), "no '{line}' in the build log");
-
-    check_opt_out(&h, Macros::Fedora);
-
+/// The simulation can fail: without macros.zz-pyclink, Fedora's own hooks run (the stand-ins
+/// record brp-python-bytecompile, brp-python-hardlink and the original %py_byte_compile, which
+/// compiles the private directory with compileall at levels 0 and 1).
+#[test]
+fn fedora_simulation_runs_fedoras_hooks_without_pyclink() {
+    let Some(files) = fedora_or_skip("fedora_simulation_runs_fedoras_hooks_without_pyclink") else {
+        return;
+    };
+    let h = host();
     let b = build_sample(
         &h,
-        Macros::Fedora,
-        &["--define", "_python_bytecompile_extra 1"],
+        Macros::Fedora {
+            files,
+            pyclink: false,
+        },
+        &["--with", "arch"],
+    );
+    assert!(b.ok, "rpmbuild failed:\n{}", b.log);
+    let calls = b.calls();
+    for original in [
+        "brp-python-rpm-in-distinfo",
+        "brp-python-bytecompile",
+        "clamp_source_mtime",
+        "brp-python-hardlink",
+        "add-det",
+    ] {
+        assert!(
+            b.called(original),
+            "{original} did not run; calls: {calls:#?}"
+        );
+    }
+    assert!(!b.log.contains("pyclink:"), "pyclink ran");
+    let root = b.extract_sample("extracted");
+    assert_eq!(
+        pycs_under(&root, PRIVATE_DIR).len(),
+        2 * private_module_count(&h),
+        "Fedora's %py_byte_compile writes levels 0 and 1"
+    );
+}
+
+/// A Fedora build whose spec turned the build-root hook off: no pyc in the Python trees, and
+/// neither Fedora's brp-python-bytecompile nor pyclink's hook ran; Fedora's brp-python-hardlink
+/// did, as in Fedora (pyclink did not link for it); the private directory is still compiled by
+/// %py_byte_compile, which the spec asks for explicitly.
+fn check_fedora_opt_out(h: &Host, b: &Build) {
+    assert!(b.ok, "rpmbuild failed:\n{}", b.log);
+    let root = b.extract_sample("extracted");
+    assert_eq!(
+        pycs_under(&root, &h.sitelib),
+        Vec::<String>::new(),
+        "pycs in the Python trees despite the opt-out"
     );
     assert!(
-        !b.ok,
-        "rpmbuild succeeded with %_python_bytecompile_extra 1"
+        !b.log.contains(&summary_prefix(h, site_module_count(h), 2)),
+        "pyclink's hook compiled the Python trees"
+    );
+    let calls = b.calls();
+    assert!(
+        !b.called("brp-python-bytecompile"),
+        "Fedora's brp-python-bytecompile ran; calls: {calls:#?}"
     );
     assert!(
-        b.log.contains("%_python_bytecompile_extra is discontinued"),
-        "no explanation in the log"
+        b.called("brp-python-hardlink"),
+        "Fedora's brp-python-hardlink did not run; calls: {calls:#?}"
     );
+    assert_eq!(
+        pycs_under(&root, PRIVATE_DIR).len(),
+        2 * private_module_count(h),
+        "the private directory"
+    );
+}
+
+/// `%undefine __brp_python_bytecompile` in a spec turns byte-compilation off, arch and noarch
+/// (rpm stacks definitions: pyclink must not define that slot, or the undefine would pop its
+/// definition and bring back Fedora's hook); so do `%global __brp_python_bytecompile %{nil}` and
+/// `%undefine py_auto_byte_compile`.
+#[test]
+fn fedora_undefine_brp_python_bytecompile_turns_compiling_off() {
+    let Some(files) = fedora_or_skip("fedora_undefine_brp_python_bytecompile_turns_compiling_off")
+    else {
+        return;
+    };
+    let h = host();
+    for (how, arch) in [
+        ("undefine", true),
+        ("undefine", false),
+        ("nil", true),
+        ("py_auto_byte_compile", true),
+    ] {
+        let opt_out = format!("opt_out {how}");
+        let mut args = vec!["--define", &opt_out];
+        if arch {
+            args.extend(["--with", "arch"]);
+        }
+        check_fedora_opt_out(&h, &build_sample(&h, fedora(&files), &args));
+    }
+}
+
+/// The opt-out that real specs write: `%global __os_install_post %(echo '%{__os_install_post}' |
+/// sed -e 's!/usr/lib[^[:space:]]*/brp-python-bytecompile[[:space:]].*$!!g')`.
+#[test]
+fn fedora_sed_opt_out_turns_compiling_off() {
+    let Some(files) = fedora_or_skip("fedora_sed_opt_out_turns_compiling_off") else {
+        return;
+    };
+    let h = host();
+    for arch in [true, false] {
+        let mut args = vec!["--define", "opt_out sed"];
+        if arch {
+            args.extend(["--with", "arch"]);
+        }
+        check_fedora_opt_out(&h, &build_sample(&h, fedora(&files), &args));
+    }
+}
+
+/// `%py_byte_compile %{__python3} %{buildroot}%{_datadir}/pyclink-sample/scripts/*.py`: the shell
+/// expands the glob, as with Fedora's own macro; with SOURCE_DATE_EPOCH (Fedora) and without.
+#[test]
+fn py_byte_compile_expands_a_glob() {
+    let h = host();
+    let b = build_sample(&h, Macros::Plain, &["--with", "glob"]);
+    check_payload(&h, &b, &[0, 1, 2]);
+    let Some(files) = fedora_or_skip("py_byte_compile_expands_a_glob (Fedora)") else {
+        return;
+    };
+    let b = build_sample(&h, fedora(&files), &["--with", "glob", "--with", "arch"]);
+    check_payload(&h, &b, &[0, 1]);
+}
+
+/// Fedora's policy is levels 0 and 1 (fedora_default_build checks that); one line in the spec,
+/// `%global _pyclink_levels 0 1 2`, adds .opt-2.pyc.
+#[test]
+fn fedora_opt_2_is_one_line_in_the_spec() {
+    let Some(files) = fedora_or_skip("fedora_opt_2_is_one_line_in_the_spec") else {
+        return;
+    };
+    let h = host();
+    let b = build_sample(&h, fedora(&files), &["--with", "opt2", "--with", "arch"]);
+    check_fedora_build(&h, &b, &[0, 1, 2]);
+}
+
+/// python-rpm-macros' own test of byte-compilation (tests/pythontest.spec in its repository,
+/// which its CI builds with clamping off and on, then lints): its %check counts 2 pycs per
+/// source (levels 0 and 1) and at most one inode per source, for %py_byte_compile on a file and
+/// a directory and for the hook on the 3.6 and host site-packages; rpmlint finds no pyc whose
+/// recorded mtime disagrees with its source.
+#[test]
+fn python_rpm_macros_own_test_spec_passes() {
+    let test = "python_rpm_macros_own_test_spec_passes";
+    let Some(files) = fedora_or_skip(test) else {
+        return;
+    };
+    // The spec compiles /usr/lib/python3.6/site-packages.
+    if python_or_skip("3.6", test).is_none() {
+        return;
+    }
+    let h = host();
+    for clamp in ["0", "1"] {
+        let top = tempfile::tempdir().unwrap();
+        let root = FedoraRoot::new(top.path(), &files, true);
+        let mut c = rpmbuild(top.path(), Some(&root));
+        c.arg("--macros").arg(root.macro_path());
+        for define in [
+            format!("__brp_add_determinism {}", root.add_det.display()),
+            format!("__pyclink {}", env!("CARGO_BIN_EXE_pyclink")),
+            format!("__python3 {}", h.py.python.display()),
+            format!("dist .clamp{clamp}"),
+            format!("clamp_mtime_to_source_date_epoch {clamp}"),
+        ] {
+            c.arg("--define").arg(define);
+        }
+        c.arg(files.get("python-rpm-macros/pythontest.spec"));
+        let mut b = finish(c, top, &format!("pythontest.spec, clamping {clamp}"));
+        b.fedora = Some(root);
+        assert!(
+            b.ok,
+            "python-rpm-macros' test spec failed (its %check counts pycs and inodes):\n{}",
+            b.log
+        );
+        assert!(
+            b.log.contains("pyclink: python3.6: 1 sources, 2 pyc ("),
+            "pyclink's hook did not compile the 3.6 tree"
+        );
+        assert!(
+            !b.called("brp-python-bytecompile") && !b.called("clamp_source_mtime"),
+            "one of Fedora's own hooks ran: {:#?}",
+            b.calls()
+        );
+        let out = run(Command::new("rpmlint").args(&b.rpms));
+        let report = stdout(&out) + &stderr(&out);
+        assert!(
+            report.contains("packages and 0 specfiles checked"),
+            "rpmlint did not run:\n{report}"
+        );
+        assert!(
+            !report.contains("python-bytecode-inconsistent-mtime"),
+            "rpmlint, clamping {clamp}:\n{report}"
+        );
+    }
 }
 
 /// packaging/pyclink.spec builds offline from `git archive HEAD` (committed files only), ships
@@ -611,7 +1206,7 @@ fn pyclink_spec_builds_and_its_macros_work() {
     let h = host();
     let version = env!("CARGO_PKG_VERSION");
     let top = tempfile::tempdir().unwrap();
-    let mut c = rpmbuild(top.path());
+    let mut c = rpmbuild(top.path(), None);
     let out = run(Command::new("git")
         .args([
             "-C",
@@ -641,10 +1236,14 @@ fn pyclink_spec_builds_and_its_macros_work() {
         "/usr/bin/pyclink".to_string(),
         format!("{}/macros.zz-pyclink", rpm_eval("%{_rpmmacrodir}")),
         format!("{}/brp-pyclink", rpm_eval("%{_rpmconfigdir}")),
+        format!(
+            "{}/pyclink/brp-python-bytecompile",
+            rpm_eval("%{_rpmconfigdir}")
+        ),
         "/usr/share/pyclink/macros.pyclink-plain".to_string(),
     ];
-    // The plain-rpm hook is switched on only where python-rpm-macros are absent.
-    if rpm_eval("%{?__os_install_post_python}").is_empty() {
+    // The plain-rpm hook is switched on only where python-rpm-macros (%py_dist_name) are absent.
+    if rpm_eval("%{?py_dist_name:1}").is_empty() {
         want.push("/etc/rpm/macros.pyclink".to_string());
     }
     for f in &want {
