@@ -3,12 +3,19 @@
 //! payload extracted by rpm2cpio | cpio, pyc-audit); packaging/pyclink.spec is built from
 //! `git archive`, linted, and its installed macros drive one more sample build.
 //!
-//! Fedora is simulated with its real macro files (tests/rpm/fedora/README.md) in Fedora's load
-//! order, in a private mount namespace where a Fedora-shaped copy of rpm's configuration
-//! directory stands at its own path: see [`FedoraRoot`].
+//! Fedora is simulated in a private mount namespace where a Fedora-shaped copy of rpm's
+//! configuration directory stands at its own path (tests/rpm/fedora_sim.rs). Every Fedora test
+//! runs twice: `model::NAME` with the project's own model of Fedora's macro files
+//! (tests/rpm/fedora-model), everywhere, and `real::NAME` with Fedora's real files where they are
+//! found (tests/rpm/fedora/README.md; otherwise it prints SKIP and passes, in CI too).
+//! `fedora_model_matches_fedoras_files` compares the two wherever real files are found.
 
 mod common;
 use common::*;
+
+#[path = "rpm/fedora_sim.rs"]
+mod fedora_sim;
+use fedora_sim::*;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
@@ -26,8 +33,8 @@ enum Macros {
     /// This rpm as it is (no Python hooks at all) with macros.pyclink and macros.pyclink-plain
     /// read after the platform macros, as /etc/rpm/macros.pyclink does once installed.
     Plain,
-    /// Fedora's real macro files, with macros.zz-pyclink among them when `pyclink` is set (without
-    /// it, Fedora's own hooks run: the stand-ins record them).
+    /// Fedora's macro files (the model or the real ones), with macros.zz-pyclink among them when
+    /// `pyclink` is set (without it, Fedora's own hooks run: the stand-ins record them).
     Fedora { files: FedoraFiles, pyclink: bool },
     /// The files of the pyclink RPM, extracted under this directory and read from rpm's own
     /// macro path where they would be installed: %{_rpmmacrodir}, the platform, /etc/rpm.
@@ -68,15 +75,28 @@ fn skip_unless_ci(test: &str, reason: &str) {
     println!("SKIP {test}: {reason}");
 }
 
-/// rpmbuild with only the environment a packager's shell would give it: cargo's test variables
-/// (CARGO_TARGET_DIR, RUSTFLAGS, ...) or a SOURCE_DATE_EPOCH from CI must not leak into builds.
+/// rpmbuild with only the environment a packager's shell would give it (see [`packager_env`]).
 /// Also makes `topdir`/SOURCES for the caller to fill. With `fedora`, rpmbuild runs in a mount
-/// namespace of its own where that tree is rpm's configuration directory.
+/// namespace of its own where that tree is rpm's configuration directory, with Fedora's macro
+/// path.
 fn rpmbuild(topdir: &Path, fedora: Option<&FedoraRoot>) -> Command {
     let mut c = match fedora {
         None => Command::new("rpmbuild"),
-        Some(f) => f.command(),
+        Some(f) => {
+            let mut c = f.command("rpmbuild");
+            c.args(f.macro_args());
+            c
+        }
     };
+    packager_env(&mut c);
+    std::fs::create_dir_all(topdir.join("SOURCES")).unwrap();
+    c.args(["-bb", "--nodeps"]);
+    c
+}
+
+/// Only the environment a packager's shell would give: cargo's test variables (CARGO_TARGET_DIR,
+/// RUSTFLAGS, ...) or a SOURCE_DATE_EPOCH from CI must not leak into builds.
+fn packager_env(c: &mut Command) {
     c.env_clear();
     for (k, v) in std::env::vars_os() {
         let name = k.to_string_lossy();
@@ -87,272 +107,6 @@ fn rpmbuild(topdir: &Path, fedora: Option<&FedoraRoot>) -> Command {
         if keep {
             c.env(&k, &v);
         }
-    }
-    std::fs::create_dir_all(topdir.join("SOURCES")).unwrap();
-    c.args(["-bb", "--nodeps"]);
-    c
-}
-
-/// Fedora's real macro files, as listed with their provenance in tests/rpm/fedora/README.md and
-/// checked against tests/rpm/fedora/SHA256SUMS.
-#[derive(Clone)]
-struct FedoraFiles {
-    dir: PathBuf,
-}
-
-impl FedoraFiles {
-    /// The files from $PYCLINK_FEDORA_FILES, tests/rpm/fedora or ../shared/fedora-rpm (the first
-    /// that has them), or why there are none.
-    fn find() -> Result<FedoraFiles, String> {
-        let sums = Path::new(REPO).join("tests/rpm/fedora/SHA256SUMS");
-        let candidates: Vec<PathBuf> = std::env::var_os("PYCLINK_FEDORA_FILES")
-            .map(PathBuf::from)
-            .into_iter()
-            .chain([
-                Path::new(REPO).join("tests/rpm/fedora"),
-                Path::new(REPO).join("../shared/fedora-rpm"),
-            ])
-            .collect();
-        for dir in &candidates {
-            if !dir.join("python-rpm-macros/macros.python-srpm").exists() {
-                continue;
-            }
-            let out = run(Command::new("sha256sum")
-                .args(["--check", "--strict", "--quiet"])
-                .arg(&sums)
-                .current_dir(dir));
-            if !out.status.success() {
-                return Err(format!(
-                    "the files in {} differ from {}:\n{}{}",
-                    dir.display(),
-                    sums.display(),
-                    stdout(&out),
-                    stderr(&out)
-                ));
-            }
-            return Ok(FedoraFiles { dir: dir.clone() });
-        }
-        Err(format!(
-            "Fedora's macro files are not here: put the files that tests/rpm/fedora/README.md \
-             lists in one of {candidates:?} (or set PYCLINK_FEDORA_FILES)"
-        ))
-    }
-
-    fn get(&self, rel: &str) -> PathBuf {
-        self.dir.join(rel)
-    }
-}
-
-/// What a Fedora simulation needs, or why it cannot run here: the files, the real add-det, and
-/// a private mount namespace (root).
-fn fedora_or_skip(test: &str) -> Option<FedoraFiles> {
-    let files = match FedoraFiles::find() {
-        Ok(f) => f,
-        Err(reason) => {
-            skip_unless_ci(test, &reason);
-            return None;
-        }
-    };
-    if add_det().is_none() {
-        skip_unless_ci(
-            test,
-            "add-det is not installed (cargo install add-determinism --locked)",
-        );
-        return None;
-    }
-    let probe = Command::new("unshare").args(["--mount", "true"]).output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        skip_unless_ci(
-            test,
-            "`unshare --mount` fails (the Fedora simulation needs root for a private mount namespace)",
-        );
-        return None;
-    }
-    Some(files)
-}
-
-/// The real add-det (crate add-determinism): PATH, then $CARGO_HOME/bin.
-fn add_det() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let cargo_bin = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
-        .map(|d| d.join("bin"));
-    std::env::split_paths(&path)
-        .chain(cargo_bin)
-        .map(|d| d.join("add-det"))
-        .find(|p| p.is_file())
-}
-
-/// The programs Fedora's macros run from %{_rpmconfigdir}/redhat that Debian's rpm lacks: each is
-/// a stand-in that records its call, so that a test sees whether Fedora's own hook ran.
-const FEDORA_STAND_INS: [&str; 7] = [
-    "brp-python-bytecompile",
-    "brp-python-hardlink",
-    "brp-python-rpm-in-distinfo",
-    "brp-fix-pyc-reproducibility",
-    "brp-ldconfig",
-    "brp-strip-lto",
-    "brp-mangle-shebangs",
-];
-
-/// rpm's configuration directory laid out as on Fedora, for one build: this rpm's own files
-/// (macros, platform, fileattrs, its brp scripts), minus the Python lines Debian patches into its
-/// platform file; %{_rpmmacrodir} with python-rpm-macros' and add-determinism's files and
-/// macros.zz-pyclink; redhat/ with redhat-rpm-config's `macros` and recording stand-ins; pyclink's
-/// hook where its RPM installs it. rpmbuild runs where this tree is bind-mounted over the real
-/// directory in a private mount namespace, so every path in Fedora's macros (including the
-/// /usr/lib/rpm/redhat/... that redhat-rpm-config spells out, and the /usr/lib prefix that the
-/// specs' sed opt-out matches) is Fedora's, and nothing outside the namespace changes.
-struct FedoraRoot {
-    tree: PathBuf,
-    /// rpm's configuration directory here (and on Fedora): %{_rpmconfigdir}.
-    configdir: String,
-    /// One line per call of a stand-in or of add-det: "NAME ARGS".
-    calls: PathBuf,
-    /// Mounted over /etc/rpm, if there is one: a site's settings are not Fedora's.
-    empty: PathBuf,
-    add_det: PathBuf,
-}
-
-impl FedoraRoot {
-    fn new(top: &Path, files: &FedoraFiles, pyclink: bool) -> FedoraRoot {
-        let configdir = rpm_eval("%{_rpmconfigdir}");
-        assert!(
-            configdir.starts_with("/usr/lib/"),
-            "rpm's configuration directory {configdir} is not where Fedora has it"
-        );
-        let tree = top.join("rpmconfig");
-        let calls = top.join("calls.log");
-        let empty = top.join("empty");
-        std::fs::create_dir_all(&empty).unwrap();
-        std::fs::write(&calls, "").unwrap();
-        let out = run(Command::new("cp")
-            .arg("-a")
-            .arg(format!("{configdir}/."))
-            .arg(&tree));
-        assert!(out.status.success(), "cp -a {configdir} failed");
-
-        // Debian patches %__brp_python_bytecompile, %_python_bytecompile_extra 1 and
-        // %_python_bytecompile_errors_terminate_build 0 into its platform file. Fedora's rpm has
-        // none of them: its platform file would turn every Fedora build into an error
-        // ("%_python_bytecompile_extra is discontinued").
-        for e in std::fs::read_dir(tree.join("platform")).unwrap() {
-            let f = e.unwrap().path().join("macros");
-            let Ok(text) = std::fs::read_to_string(&f) else {
-                continue;
-            };
-            let kept: Vec<&str> = text
-                .lines()
-                .filter(|l| {
-                    !l.starts_with("%__brp_python_bytecompile")
-                        && !l.starts_with("%_python_bytecompile_")
-                })
-                .collect();
-            std::fs::write(&f, kept.join("\n") + "\n").unwrap();
-        }
-
-        let macrodir = tree.join("macros.d");
-        let redhat = tree.join("redhat");
-        std::fs::create_dir_all(&macrodir).unwrap();
-        std::fs::create_dir_all(&redhat).unwrap();
-        for f in [
-            "python-rpm-macros/macros.python-srpm",
-            "python-rpm-macros/macros.python",
-            "python-rpm-macros/macros.python3",
-            "python-rpm-macros/macros.pybytecompile",
-            "add-determinism/macros.build-reproducibility",
-        ] {
-            let name = Path::new(f).file_name().unwrap();
-            std::fs::copy(files.get(f), macrodir.join(name)).unwrap();
-        }
-        std::fs::copy(files.get("redhat-rpm-config/macros"), redhat.join("macros")).unwrap();
-        if pyclink {
-            // As the pyclink RPM installs them (packaging/pyclink.spec).
-            let brp = Path::new(REPO).join("macros/brp-pyclink");
-            std::os::unix::fs::symlink(
-                Path::new(REPO).join("macros/macros.pyclink"),
-                macrodir.join("macros.zz-pyclink"),
-            )
-            .unwrap();
-            std::os::unix::fs::symlink(&brp, tree.join("brp-pyclink")).unwrap();
-            std::fs::create_dir_all(tree.join("pyclink")).unwrap();
-            std::os::unix::fs::symlink(&brp, tree.join("pyclink/brp-python-bytecompile")).unwrap();
-        }
-
-        let record = |path: &Path, body: String| {
-            std::fs::write(path, body).unwrap();
-            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .unwrap();
-        };
-        for name in FEDORA_STAND_INS {
-            record(
-                &redhat.join(name),
-                format!("#!/bin/sh\necho \"{name} $*\" >> '{}'\n", calls.display()),
-            );
-        }
-        // Fedora's own %py_byte_compile starts with `python -m clamp_source_mtime`, from here.
-        std::fs::write(
-            redhat.join("clamp_source_mtime.py"),
-            format!(
-                "import sys\nwith open({:?}, 'a') as f:\n    f.write('clamp_source_mtime ' + ' '.join(sys.argv[1:]) + '\\n')\n",
-                calls.display().to_string()
-            ),
-        )
-        .unwrap();
-        let wrapper = top.join("add-det");
-        record(
-            &wrapper,
-            format!(
-                "#!/bin/sh\necho \"add-det $*\" >> '{}'\nexec '{}' \"$@\"\n",
-                calls.display(),
-                add_det().unwrap().display()
-            ),
-        );
-        FedoraRoot {
-            tree,
-            configdir,
-            calls,
-            empty,
-            add_det: wrapper,
-        }
-    }
-
-    /// `unshare --mount ... rpmbuild`: the caller adds rpmbuild's arguments.
-    fn command(&self) -> Command {
-        let mut c = Command::new("unshare");
-        c.args(["--mount", "--", "sh", "-c"])
-            .arg(
-                "set -e; mount --bind \"$1\" \"$2\"; \
-                 if [ -d /etc/rpm ]; then mount --bind \"$3\" /etc/rpm; fi; \
-                 shift 3; exec \"$@\"",
-            )
-            .arg("sh")
-            .arg(&self.tree)
-            .arg(&self.configdir)
-            .arg(&self.empty)
-            .arg("rpmbuild");
-        c
-    }
-
-    /// Fedora's macro path (its rpm reads %{_rpmconfigdir}/redhat/macros where Debian's reads
-    /// debian/macros): rpm's macros, macros.d sorted, the platform file, fileattrs, redhat's
-    /// macros, then /etc. The user's ~/.rpmmacros is left out.
-    fn macro_path(&self) -> String {
-        let d = &self.configdir;
-        format!(
-            "{d}/macros:{d}/macros.d/macros.*:{d}/platform/%{{_target}}/macros:{d}/fileattrs/*.attr:\
-             {d}/redhat/macros:/etc/rpm/macros.*:/etc/rpm/macros:/etc/rpm/%{{_target}}/macros"
-        )
-    }
-
-    /// What ran: the stand-ins' and add-det's calls, in order.
-    fn calls(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.calls)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect()
     }
 }
 
@@ -473,12 +227,8 @@ fn build_sample_with(h: &Host, macros: Macros, env: &[(&str, &str)], args: &[&st
             load(&mut c, "macros/macros.pyclink-plain");
         }
         Macros::Fedora { .. } => {
-            let f = fedora.as_ref().unwrap();
-            c.arg("--macros")
-                .arg(f.macro_path())
-                .arg("--define")
-                .arg(format!("__brp_add_determinism {}", f.add_det.display()));
-            // The hook is where the pyclink RPM installs it: the sed opt-out matches that path.
+            // Fedora's macro path is on the command line already (rpmbuild()). The hook is
+            // where the pyclink RPM installs it: the sed opt-out matches that path.
             brp = None;
         }
         Macros::Installed(inst) => {
@@ -503,7 +253,11 @@ fn build_sample_with(h: &Host, macros: Macros, env: &[(&str, &str)], args: &[&st
         .args(args)
         .envs(env.iter().copied());
     let with = |what: &str| args.windows(2).any(|w| w == ["--with", what]);
-    let mut b = finish(c, top, &format!("pyclink-sample {}", args.join(" ")));
+    let label = fedora
+        .as_ref()
+        .map(|f| format!(" with {}", f.label))
+        .unwrap_or_default();
+    let mut b = finish(c, top, &format!("pyclink-sample {}{label}", args.join(" ")));
     b.modules = sample_modules(h, with("glob"));
     b.buildsys_pyc = with("buildsys_pyc");
     b.fedora = fedora;
@@ -642,8 +396,9 @@ fn pycs_under(root: &Path, dir: &str) -> Vec<String> {
 /// pyclink's build-log line for `n` sources compiled at `levels` levels.
 fn summary_prefix(h: &Host, n: usize, levels: usize) -> String {
     format!(
-        "pyclink: python{}: {n} sources, {} pyc (",
+        "pyclink: python{}: {n} source{}, {} pyc (",
         h.py.version,
+        if n == 1 { "" } else { "s" },
         n * levels
     )
 }
@@ -975,15 +730,47 @@ fn fedora(files: &FedoraFiles) -> Macros {
     }
 }
 
+/// The Fedora tests: each `NAME(setup, test)` below runs as `model::NAME`, with the project's
+/// model of Fedora's macro files, everywhere (CI included), and as `real::NAME`, with Fedora's
+/// own files where they are found (otherwise SKIP, and a pass, in CI too).
+macro_rules! fedora_tests {
+    ($($name:ident),* $(,)?) => {
+        mod model {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Setup::Model, concat!("model::", stringify!($name)));
+                }
+            )*
+        }
+        mod real {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Setup::Real, concat!("real::", stringify!($name)));
+                }
+            )*
+        }
+    };
+}
+
+fedora_tests!(
+    fedora_default_build,
+    fedora_simulation_runs_fedoras_hooks_without_pyclink,
+    fedora_undefine_brp_python_bytecompile_turns_compiling_off,
+    fedora_sed_opt_out_turns_compiling_off,
+    fedora_py_byte_compile_expands_a_glob,
+    fedora_opt_2_is_one_line_in_the_spec,
+);
+
 /// Fedora as it is, arch and noarch (rpm parses a noarch spec twice): python-rpm-macros',
-/// redhat-rpm-config's and add-determinism's real macro files in Fedora's load order,
-/// SOURCE_DATE_EPOCH from the changelog and mtime clamping on, a %py_byte_compile with a glob,
-/// add-det after the Python step. pyclink takes the place of brp-python-bytecompile and
-/// brp-python-hardlink, writes Fedora's levels 0 and 1, and what it promises is in the RPMs
-/// after add-det has rewritten what it rewrites.
-#[test]
-fn fedora_default_build() {
-    let Some(files) = fedora_or_skip("fedora_default_build") else {
+/// redhat-rpm-config's and add-determinism's macros in Fedora's load order, SOURCE_DATE_EPOCH
+/// from the changelog and mtime clamping on, a %py_byte_compile with a glob, add-det after the
+/// Python step. pyclink takes the place of brp-python-bytecompile and brp-python-hardlink, writes
+/// Fedora's levels 0 and 1, and what it promises is in the RPMs after add-det has rewritten what
+/// it rewrites.
+fn fedora_default_build(setup: Setup, test: &str) {
+    let Some(files) = fedora_or_skip(test, setup) else {
         return;
     };
     let h = host();
@@ -1000,9 +787,8 @@ fn fedora_default_build() {
 /// The simulation can fail: without macros.zz-pyclink, Fedora's own hooks run (the stand-ins
 /// record brp-python-bytecompile, brp-python-hardlink and the original %py_byte_compile, which
 /// compiles the private directory with compileall at levels 0 and 1).
-#[test]
-fn fedora_simulation_runs_fedoras_hooks_without_pyclink() {
-    let Some(files) = fedora_or_skip("fedora_simulation_runs_fedoras_hooks_without_pyclink") else {
+fn fedora_simulation_runs_fedoras_hooks_without_pyclink(setup: Setup, test: &str) {
+    let Some(files) = fedora_or_skip(test, setup) else {
         return;
     };
     let h = host();
@@ -1073,10 +859,8 @@ fn check_fedora_opt_out(h: &Host, b: &Build) {
 /// (rpm stacks definitions: pyclink must not define that slot, or the undefine would pop its
 /// definition and bring back Fedora's hook); so do `%global __brp_python_bytecompile %{nil}` and
 /// `%undefine py_auto_byte_compile`.
-#[test]
-fn fedora_undefine_brp_python_bytecompile_turns_compiling_off() {
-    let Some(files) = fedora_or_skip("fedora_undefine_brp_python_bytecompile_turns_compiling_off")
-    else {
+fn fedora_undefine_brp_python_bytecompile_turns_compiling_off(setup: Setup, test: &str) {
+    let Some(files) = fedora_or_skip(test, setup) else {
         return;
     };
     let h = host();
@@ -1097,9 +881,8 @@ fn fedora_undefine_brp_python_bytecompile_turns_compiling_off() {
 
 /// The opt-out that real specs write: `%global __os_install_post %(echo '%{__os_install_post}' |
 /// sed -e 's!/usr/lib[^[:space:]]*/brp-python-bytecompile[[:space:]].*$!!g')`.
-#[test]
-fn fedora_sed_opt_out_turns_compiling_off() {
-    let Some(files) = fedora_or_skip("fedora_sed_opt_out_turns_compiling_off") else {
+fn fedora_sed_opt_out_turns_compiling_off(setup: Setup, test: &str) {
+    let Some(files) = fedora_or_skip(test, setup) else {
         return;
     };
     let h = host();
@@ -1113,24 +896,29 @@ fn fedora_sed_opt_out_turns_compiling_off() {
 }
 
 /// `%py_byte_compile %{__python3} %{buildroot}%{_datadir}/pyclink-sample/scripts/*.py`: the shell
-/// expands the glob, as with Fedora's own macro; with SOURCE_DATE_EPOCH (Fedora) and without.
+/// expands the glob, as with Fedora's own macro; without SOURCE_DATE_EPOCH here, with it in
+/// [`fedora_py_byte_compile_expands_a_glob`].
 #[test]
 fn py_byte_compile_expands_a_glob() {
     let h = host();
     let b = build_sample(&h, Macros::Plain, &["--with", "glob"]);
     check_payload(&h, &b, &[0, 1, 2]);
-    let Some(files) = fedora_or_skip("py_byte_compile_expands_a_glob (Fedora)") else {
+}
+
+/// [`py_byte_compile_expands_a_glob`] under Fedora's macros (SOURCE_DATE_EPOCH, clamping).
+fn fedora_py_byte_compile_expands_a_glob(setup: Setup, test: &str) {
+    let Some(files) = fedora_or_skip(test, setup) else {
         return;
     };
+    let h = host();
     let b = build_sample(&h, fedora(&files), &["--with", "glob", "--with", "arch"]);
     check_payload(&h, &b, &[0, 1]);
 }
 
 /// Fedora's policy is levels 0 and 1 (fedora_default_build checks that); one line in the spec,
 /// `%global _pyclink_levels 0 1 2`, adds .opt-2.pyc.
-#[test]
-fn fedora_opt_2_is_one_line_in_the_spec() {
-    let Some(files) = fedora_or_skip("fedora_opt_2_is_one_line_in_the_spec") else {
+fn fedora_opt_2_is_one_line_in_the_spec(setup: Setup, test: &str) {
+    let Some(files) = fedora_or_skip(test, setup) else {
         return;
     };
     let h = host();
@@ -1138,15 +926,178 @@ fn fedora_opt_2_is_one_line_in_the_spec() {
     check_fedora_build(&h, &b, &[0, 1, 2]);
 }
 
+/// `rpmspec --parse` of tests/rpm/fedora-probe.spec under `root`'s macros (whose files are in
+/// `top`), with `args` last, normalized (see [`normalized`]).
+fn probe(h: &Host, root: &FedoraRoot, top: &Path, pyclink: bool, args: &[&str]) -> Vec<String> {
+    let mut c = root.command("rpmspec");
+    c.args(root.macro_args());
+    packager_env(&mut c);
+    for define in [
+        format!("_topdir {}", top.display()),
+        format!("__pyclink {}", env!("CARGO_BIN_EXE_pyclink")),
+        format!("__python3 {}", h.py.python.display()),
+    ] {
+        c.arg("--define").arg(define);
+    }
+    if pyclink {
+        c.args(["--with", "byte_compile_call"]);
+    }
+    c.args(args)
+        .arg("--parse")
+        .arg(Path::new(REPO).join("tests/rpm/fedora-probe.spec"));
+    // Not through run(): 60 parsed specs would bury a failure's message.
+    let out = c.output().expect("cannot run rpmspec");
+    assert!(
+        out.status.success(),
+        "rpmspec --parse {args:?} with {} failed:\n{}",
+        root.label,
+        stderr(&out)
+    );
+    normalized(&stdout(&out), top)
+}
+
+/// The model cannot drift from Fedora unnoticed. Wherever Fedora's real files are found (all of
+/// them, or only add-determinism's in cargo's registry, as in CI), the model with those files in
+/// place of their models gives the same as the model alone:
+/// - `rpmspec --parse` of tests/rpm/fedora-probe.spec, i.e. the expansion of %__spec_install_post
+///   (with %__os_install_post), %__os_install_post_python, add-det's step and the settings they
+///   read: after each opt-out idiom, arch and noarch, with and without pyclink's macros, and with
+///   the knobs that change those lines;
+/// - a sample build without pyclink's macros, where Fedora's own hooks and its %py_byte_compile
+///   (whose text the model writes differently) run: the same calls recorded, the same payload
+///   (paths, modes, mtimes, contents, links).
+#[test]
+fn fedora_model_matches_fedoras_files() {
+    let test = "fedora_model_matches_fedoras_files";
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for p in &PROJECTS {
+        match real_files(p) {
+            Ok(files) => found.push((p, files)),
+            Err(reason) => missing.push(reason),
+        }
+    }
+    if found.is_empty() {
+        println!(
+            "SKIP {test}: none of Fedora's files are here: {} ({WHERE_TO_GET})",
+            missing.join("; ")
+        );
+        return;
+    }
+    if !prerequisites_or_skip(test) {
+        return;
+    }
+    let model = FedoraFiles::of(Setup::Model).unwrap();
+    let real = FedoraFiles::model_with(&found);
+    println!("{test}: {} against {}", real.label, model.label);
+    for reason in &missing {
+        println!("{test}: not compared: {reason}");
+    }
+    let h = host();
+
+    // Arch and noarch, each opt-out idiom (pyclink-sample.spec's), then the knobs.
+    let mut variants: Vec<Vec<String>> = Vec::new();
+    for arch in [&["--with", "arch"][..], &[]] {
+        for opt_out in ["", "py_auto_byte_compile", "undefine", "nil", "sed"] {
+            let mut v: Vec<String> = arch.iter().map(|a| a.to_string()).collect();
+            if !opt_out.is_empty() {
+                v.extend(["--define".to_string(), format!("opt_out {opt_out}")]);
+            }
+            variants.push(v);
+        }
+    }
+    for knob in [
+        "py_reproducible_pyc_path /usr/share/fedora-probe",
+        "clamp_mtime_to_source_date_epoch 0",
+        "source_date_epoch_from_changelog 0",
+        "_python_bytecompile_errors_terminate_build 0",
+        "_smp_build_ncpus 3",
+    ] {
+        variants.push(
+            ["--with", "arch", "--define", knob]
+                .map(String::from)
+                .to_vec(),
+        );
+    }
+    let mut compared = 0;
+    let mut differences = Vec::new();
+    for pyclink in [false, true] {
+        let [(model_top, model_root), (real_top, real_root)] = [&model, &real].map(|files| {
+            let top = tempfile::tempdir().unwrap();
+            let root = FedoraRoot::new(top.path(), files, pyclink);
+            (top, root)
+        });
+        for v in &variants {
+            let args: Vec<&str> = v.iter().map(String::as_str).collect();
+            let a = probe(&h, &model_root, model_top.path(), pyclink, &args);
+            let b = probe(&h, &real_root, real_top.path(), pyclink, &args);
+            compared += 1;
+            if let Some(d) = first_difference(&a, &b) {
+                differences.push(format!(
+                    "rpmspec --parse {args:?}, pyclink's macros {pyclink}: {d}"
+                ));
+            }
+        }
+    }
+    println!(
+        "{test}: {compared} expansions of fedora-probe.spec compared, {} differ",
+        differences.len()
+    );
+
+    // Fedora's own hooks, for what the texts cannot show.
+    let [a, b] = [&model, &real].map(|files| {
+        let b = build_sample(
+            &h,
+            Macros::Fedora {
+                files: files.clone(),
+                pyclink: false,
+            },
+            &["--with", "glob", "--with", "arch"],
+        );
+        assert!(b.ok, "rpmbuild with {} failed:\n{}", files.label, b.log);
+        let calls = normalized(&b.calls().join("\n"), b.top.path());
+        (calls, payload_summary(&b.extract_sample("extracted")))
+    });
+    if let Some(d) = first_difference(&a.0, &b.0) {
+        differences.push(format!(
+            "the calls of Fedora's hooks in a sample build: {d}"
+        ));
+    }
+    if let Some(d) = first_difference(&a.1, &b.1) {
+        differences.push(format!(
+            "the payload of a sample build with Fedora's hooks: {d}"
+        ));
+    }
+    println!(
+        "{test}: a sample build with Fedora's hooks: {} calls, {} payload entries compared",
+        a.0.len(),
+        a.1.len()
+    );
+    assert!(
+        differences.is_empty(),
+        "the model (first) differs from {} (second):\n{}",
+        real.label,
+        differences.join("\n")
+    );
+}
+
 /// python-rpm-macros' own test of byte-compilation (tests/pythontest.spec in its repository,
 /// which its CI builds with clamping off and on, then lints): its %check counts 2 pycs per
 /// source (levels 0 and 1) and at most one inode per source, for %py_byte_compile on a file and
 /// a directory and for the hook on the 3.6 and host site-packages; rpmlint finds no pyc whose
-/// recorded mtime disagrees with its source.
+/// recorded mtime disagrees with its source. With Fedora's real files only: the spec is one of
+/// them.
 #[test]
 fn python_rpm_macros_own_test_spec_passes() {
     let test = "python_rpm_macros_own_test_spec_passes";
-    let Some(files) = fedora_or_skip(test) else {
+    let spec = match real_file("python-rpm-macros/pythontest.spec") {
+        Ok(spec) => spec,
+        Err(reason) => {
+            println!("SKIP {test}: {reason} ({WHERE_TO_GET})");
+            return;
+        }
+    };
+    let Some(files) = fedora_or_skip(test, Setup::Real) else {
         return;
     };
     // The spec compiles /usr/lib/python3.6/site-packages.
@@ -1158,9 +1109,7 @@ fn python_rpm_macros_own_test_spec_passes() {
         let top = tempfile::tempdir().unwrap();
         let root = FedoraRoot::new(top.path(), &files, true);
         let mut c = rpmbuild(top.path(), Some(&root));
-        c.arg("--macros").arg(root.macro_path());
         for define in [
-            format!("__brp_add_determinism {}", root.add_det.display()),
             format!("__pyclink {}", env!("CARGO_BIN_EXE_pyclink")),
             format!("__python3 {}", h.py.python.display()),
             format!("dist .clamp{clamp}"),
@@ -1168,7 +1117,7 @@ fn python_rpm_macros_own_test_spec_passes() {
         ] {
             c.arg("--define").arg(define);
         }
-        c.arg(files.get("python-rpm-macros/pythontest.spec"));
+        c.arg(&spec);
         let mut b = finish(c, top, &format!("pythontest.spec, clamping {clamp}"));
         b.fedora = Some(root);
         assert!(
@@ -1177,7 +1126,7 @@ fn python_rpm_macros_own_test_spec_passes() {
             b.log
         );
         assert!(
-            b.log.contains("pyclink: python3.6: 1 sources, 2 pyc ("),
+            b.log.contains("pyclink: python3.6: 1 source, 2 pyc ("),
             "pyclink's hook did not compile the 3.6 tree"
         );
         assert!(
