@@ -25,6 +25,9 @@ use std::time::Instant;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const PRIVATE_DIR: &str = "usr/share/pyclink-sample";
+/// Where `--with buildsys_pyc` has the package's build system write pycs itself, at levels 0
+/// and 1 (compileall without --hardlink-dupes).
+const TOOL_DIR: &str = "usr/lib/pyclink-sample/tool";
 const SAMPLE_RPMS: [&str; 2] = ["pyclink-sample", "pyclink-sample-extra"];
 
 /// Where the macros come from.
@@ -411,13 +414,16 @@ fn check_payload(h: &Host, b: &Build, levels: &[u8]) -> PathBuf {
     assert!(b.ok, "rpmbuild failed:\n{}", b.log);
     let root = b.extract_sample("extracted");
     let headers: Vec<_> = SAMPLE_RPMS.iter().map(|n| header_files(b.rpm(n))).collect();
-    assert!(
-        !b.buildsys_pyc,
-        "check_payload does not know the build system's pycs"
-    );
-    let modules = &b.modules;
+    let mut modules = b.modules.clone();
+    let mut audited = format!("{}:{},{PRIVATE_DIR}", h.py.version, h.sitelib);
+    if b.buildsys_pyc {
+        assert_eq!(levels, [0, 1], "the build system writes levels 0 and 1");
+        // No docstring, no assert: Fedora's brp-python-hardlink links the two levels.
+        modules.push((format!("{TOOL_DIR}/gen.py"), "01"));
+        audited.push_str(&format!(",{TOOL_DIR}"));
+    }
     let mut expected_pycs = BTreeSet::new();
-    for (src, groups) in modules {
+    for (src, groups) in &modules {
         let header = headers
             .iter()
             .find(|hd| hd.contains_key(src))
@@ -469,7 +475,7 @@ fn check_payload(h: &Host, b: &Build, levels: &[u8]) -> PathBuf {
     let levels_arg: Vec<String> = levels.iter().map(|l| l.to_string()).collect();
     assert_audit_ok(
         &root,
-        &[format!("{}:{},{PRIVATE_DIR}", h.py.version, h.sitelib)],
+        &[audited],
         &[
             "--python",
             &format!("{}={}", h.py.version, h.py.python.display()),
@@ -701,11 +707,11 @@ fn check_fedora_build(h: &Host, b: &Build, levels: &[u8]) -> PathBuf {
     let distinfo = log_line(b, "/redhat/brp-python-rpm-in-distinfo");
     let hook = log_line(b, "/pyclink/brp-python-bytecompile ");
     let summary = log_line(b, &summary_prefix(h, site_module_count(h), levels.len()));
-    let add_det = log_line(b, "add-det --brp");
+    let add_det_at = log_line(b, "add-det --brp");
     assert!(
-        distinfo < hook && hook < summary && summary < add_det,
+        distinfo < hook && hook < summary && summary < add_det_at,
         "out of Fedora's order: brp-python-rpm-in-distinfo at log line {distinfo}, pyclink's hook \
-         at {hook}, its summary at {summary}, add-det at {add_det}"
+         at {hook}, its summary at {summary}, add-det at {add_det_at}"
     );
     let hook_line = b.log.lines().nth(hook).unwrap();
     assert!(
@@ -719,6 +725,23 @@ fn check_fedora_build(h: &Host, b: &Build, levels: &[u8]) -> PathBuf {
         epoch,
         "{} is not clamped to SOURCE_DATE_EPOCH",
         src.display()
+    );
+
+    // The hook normalized every pyc in the root, so add-det was told to skip its pyc pass, and
+    // that pass would indeed change nothing in the RPMs.
+    let add_det_call = calls.iter().find(|c| c.starts_with("add-det ")).unwrap();
+    assert!(
+        add_det_call.split(' ').any(|a| a == "--handler=-pyc"),
+        "add-det ran its pyc pass after pyclink's hook: {add_det_call}"
+    );
+    let out = run(Command::new(add_det().unwrap())
+        .args(["--check", "--handler", "pyc"])
+        .arg(&root));
+    assert!(
+        out.status.success(),
+        "add-det --check --handler pyc: pycs in the RPMs are not in add-det's normal form:\n{}{}",
+        stdout(&out),
+        stderr(&out)
     );
     root
 }
@@ -756,6 +779,7 @@ macro_rules! fedora_tests {
 
 fedora_tests!(
     fedora_default_build,
+    fedora_build_system_pycs_are_normalized_and_linked,
     fedora_simulation_runs_fedoras_hooks_without_pyclink,
     fedora_undefine_brp_python_bytecompile_turns_compiling_off,
     fedora_sed_opt_out_turns_compiling_off,
@@ -765,23 +789,48 @@ fedora_tests!(
 
 /// Fedora as it is, arch and noarch (rpm parses a noarch spec twice): python-rpm-macros',
 /// redhat-rpm-config's and add-determinism's macros in Fedora's load order, SOURCE_DATE_EPOCH
-/// from the changelog and mtime clamping on, a %py_byte_compile with a glob, add-det after the
-/// Python step. pyclink takes the place of brp-python-bytecompile and brp-python-hardlink, writes
-/// Fedora's levels 0 and 1, and what it promises is in the RPMs after add-det has rewritten what
-/// it rewrites.
+/// from the changelog and mtime clamping on, a %py_byte_compile with a glob, pycs the build
+/// system wrote itself, add-det after the Python step. pyclink takes the place of
+/// brp-python-bytecompile and brp-python-hardlink, writes Fedora's levels 0 and 1, and what it
+/// promises is in the RPMs after add-det has rewritten what it rewrites.
 fn fedora_default_build(setup: Setup, test: &str) {
     let Some(files) = fedora_or_skip(test, setup) else {
         return;
     };
     let h = host();
     for arch in [true, false] {
-        let mut args = vec!["--with", "glob"];
+        let mut args = vec!["--with", "glob", "--with", "buildsys_pyc"];
         if arch {
             args.extend(["--with", "arch"]);
         }
         let b = build_sample(&h, fedora(&files), &args);
         check_fedora_build(&h, &b, &[0, 1]);
     }
+}
+
+/// Pycs that the package's build system wrote itself, outside the Python trees (compileall at
+/// levels 0 and 1, unlinked), are linked in the RPM where their levels are identical, as Fedora's
+/// brp-python-hardlink links them anywhere in the root, and brought to the normal form that
+/// add-det would write: the hook ends with `pyclink normalize` on the whole root.
+fn fedora_build_system_pycs_are_normalized_and_linked(setup: Setup, test: &str) {
+    let Some(files) = fedora_or_skip(test, setup) else {
+        return;
+    };
+    let h = host();
+    let b = build_sample(
+        &h,
+        fedora(&files),
+        &["--with", "buildsys_pyc", "--with", "arch"],
+    );
+    let root = check_fedora_build(&h, &b, &[0, 1]);
+    let [l0, l1] = [0, 1].map(|l| root.join(pyc_of(&format!("{TOOL_DIR}/gen.py"), &h.py.tag, l)));
+    println!(
+        "the build system's {} and {}: inodes {} and {}",
+        l0.display(),
+        l1.display(),
+        ino(&l0),
+        ino(&l1)
+    );
 }
 
 /// The simulation can fail: without macros.zz-pyclink, Fedora's own hooks run (the stand-ins
@@ -847,6 +896,11 @@ fn check_fedora_opt_out(h: &Host, b: &Build) {
     assert!(
         b.called("brp-python-hardlink"),
         "Fedora's brp-python-hardlink did not run; calls: {calls:#?}"
+    );
+    let add_det_call = calls.iter().find(|c| c.starts_with("add-det ")).unwrap();
+    assert!(
+        !add_det_call.contains("--handler"),
+        "add-det was told to skip pycs that pyclink's hook did not normalize: {add_det_call}"
     );
     assert_eq!(
         pycs_under(&root, PRIVATE_DIR).len(),
