@@ -26,7 +26,7 @@ use crate::worker::{Hello, Launch, Request, SCRIPT};
 use crate::write::{is_temp_name, remove_stale_temp, TempFile};
 
 const MAGIC: &[u8; 10] = b"PYCLINKC1\n";
-const KEY_VERSION: &[u8] = b"pyclink-cache 1\0";
+const KEY_VERSION: &[u8] = b"pyclink-cache 2\0";
 
 pub type Key = [u8; 32];
 
@@ -71,11 +71,7 @@ impl Cache {
         let mut h = Sha256::new();
         h.update(KEY_VERSION);
         h.update(identity);
-        h.update([
-            req.levels.bits(),
-            req.same.bits(),
-            u8::from(req.non_ascii_names),
-        ]);
+        h.update([req.levels.bits(), req.same.bits()]);
         h.update((req.dfile.len() as u64).to_le_bytes());
         h.update(req.dfile);
         h.update(Sha256::digest(req.source));
@@ -291,7 +287,6 @@ mod tests {
             dfile,
             levels: Levels::ALL,
             same: Same::nothing(),
-            non_ascii_names: false,
         }
     }
 
