@@ -357,6 +357,37 @@ mod tests {
     }
 
     #[test]
+    fn entries_are_written_through_registered_temp_files() {
+        let t = tempfile::tempdir().unwrap();
+        let cache = Cache::open(t.path(), 1 << 20).unwrap();
+        let k = Cache::key(&[3; 32], &request(b"t", b"/t.py"));
+        cache.put(&k, b"payload");
+        let dir = cache.path(&k).parent().unwrap().to_path_buf();
+        // A temp file an interrupted run left (nobody holds its lock) goes at the next trim;
+        // one a live run is writing stays.
+        std::fs::write(dir.join(".pyclink-1-1.tmp"), b"half").unwrap();
+        let dir_fd = std::sync::Arc::new(
+            rustix::fs::open(&dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap(),
+        );
+        let live = TempFile::create(&dir_fd, 0o644).unwrap();
+        cache.trim();
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n == ".pyclink-1-1.tmp"), "{names:?}");
+        assert_eq!(
+            names
+                .iter()
+                .filter(|n| is_temp_name(std::ffi::OsStr::new(n)))
+                .count(),
+            1
+        );
+        drop(live);
+        assert_eq!(cache.get(&k).unwrap(), b"payload");
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("1024").unwrap(), 1024);
         assert_eq!(parse_size("2G").unwrap(), 2 << 30);
