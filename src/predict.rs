@@ -5,17 +5,31 @@
 //! name `__debug__` to False; level 2 also drops docstrings (the first statement of a module,
 //! class or function body when it is a string literal). So level 1 equals level 0 when the
 //! source has no `assert` and no `__debug__`, and level 2 equals level 1 when it has no
-//! docstring. A tokenizer decides, conservatively: anything it cannot vouch for keeps every
-//! level compiled.
+//! docstring. A tokenizer that reads the bytes as every CPython from 3.6 to 3.13 does decides,
+//! conservatively: anything it cannot vouch for keeps every level compiled. A wrong "identical"
+//! is a silent miscompile, so where two versions read a source differently, the scan follows
+//! the reading in which the source compiles, and every rule errs towards "not identical".
 //!
 //! - `assert` is a hard keyword, so any `assert` name token outside strings and comments counts.
-//! - `__debug__` anywhere in the bytes counts, even in strings and comments (it may be code
-//!   inside an f-string replacement field or format spec; it is rare enough not to matter).
+//! - `__debug__` anywhere in the bytes counts, even in strings and comments. So does any run of
+//!   identifier characters whose NFKC form contains `__debug__` (or is `assert`): CPython
+//!   normalizes non-ASCII identifiers, so `__ｄebug__` (fullwidth d) *is* `__debug__`.
 //! - Any string literal that starts a statement (at the start of a logical line, or after a
 //!   `:` or `;` outside brackets, parentheses included: `("doc")` is one) counts as a possible
 //!   docstring, whatever its prefix.
-//! - Bytes the tokenizer does not follow (an unterminated string, a stray character) count as
-//!   "unsure", as does a source that is not UTF-8 or declares an encoding cookie.
+//! - Lines end at `\n`, `\r\n` and a lone `\r` (CPython translates all three), in code and in
+//!   comments alike.
+//! - F-strings are read as 3.12 reads them (PEP 701: replacement fields hold any expression,
+//!   quotes included, and format specs hold further fields). A source that an older version
+//!   reads differently has an unclosed replacement field there, which is a syntax error on
+//!   that version, so only the 3.12 reading can compile. What only 3.12+ allows inside a
+//!   field (comments, backslashes, line breaks in a single-quoted f-string) counts as unsure,
+//!   as do f-strings nested more than [`MAX_NESTING`] deep. `t` prefixes (3.14) read like `f`.
+//! - Bytes the tokenizer does not follow (an unterminated string, a stray character, a NUL)
+//!   count as "unsure", as does a source that is not UTF-8 or whose first two lines name an
+//!   encoding other than UTF-8 (PEP 263).
+
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 /// Which adjacent levels are certainly identical.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -85,182 +99,488 @@ struct Found {
     non_ascii_name: bool,
 }
 
+/// How deep f-strings and replacement fields may nest before the scan gives up (3.12 allows
+/// f-strings 150 deep; real code nests two or three). Bounds the recursion on any input.
+const MAX_NESTING: u32 = 32;
+
 /// Tokenize just enough to find `assert` tokens and statement-starting strings; `None` when
 /// unsure.
 fn scan(src: &[u8]) -> Option<Found> {
     let src = src.strip_prefix(b"\xef\xbb\xbf").unwrap_or(src);
-    // A non-UTF-8 source (or one with a coding cookie) is decoded by CPython in ways this scan
-    // does not follow; leave such files alone.
-    std::str::from_utf8(src).ok()?;
-    if has_coding_cookie(src) {
+    // CPython refuses a NUL anywhere in the source (even in a comment).
+    if memchr::memchr(0, src).is_some() {
         return None;
     }
-    let mut found = Found {
-        assert_or_debug: contains(src, b"__debug__"),
-        ..Found::default()
+    // A non-UTF-8 source (or one declaring another encoding) is decoded by CPython in ways this
+    // scan does not follow; leave such files alone.
+    std::str::from_utf8(src).ok()?;
+    if !encoding_is_utf8(src) {
+        return None;
+    }
+    let mut scanner = Scanner {
+        src,
+        i: 0,
+        nesting: 0,
+        found: Found {
+            assert_or_debug: contains(src, b"__debug__") || has_compatibility_spelling(src),
+            ..Found::default()
+        },
     };
-    let mut depth: usize = 0;
-    // True where a string literal would start a statement.
-    let mut statement_start = true;
+    scanner.module()?;
+    Some(scanner.found)
+}
+
+/// Bytes that continue a name as CPython's tokenizer reads it: ASCII letters, digits, `_`,
+/// and every non-ASCII byte (the tokenizer checks validity after the fact).
+const NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80;
+        c += 1;
+    }
+    t
+};
+
+/// Is some run of name characters, once NFKC-normalized as CPython normalizes identifiers, a
+/// spelling of `__debug__` (or of `assert`, which CPython then reads as a name, never as the
+/// keyword: counted anyway, it costs nothing)? Every run in the file counts, inside strings
+/// and comments too, so the answer does not depend on the tokenizer below.
+fn has_compatibility_spelling(src: &[u8]) -> bool {
     let mut i = 0;
-    while i < src.len() {
-        let c = src[i];
-        match c {
-            b'#' => {
-                i = memchr::memchr(b'\n', &src[i..]).map_or(src.len(), |n| i + n);
-                continue;
+    while let Some(n) = src[i..].iter().position(|&c| c >= 0x80) {
+        let at = i + n;
+        let start = src[i..at]
+            .iter()
+            .rposition(|&c| !NAME[c as usize])
+            .map_or(i, |p| i + p + 1);
+        let end = src[at..]
+            .iter()
+            .position(|&c| !NAME[c as usize])
+            .map_or(src.len(), |p| at + p);
+        // Runs start and end at ASCII bytes or the ends of valid UTF-8: valid UTF-8 too.
+        let Ok(run) = std::str::from_utf8(&src[start..end]) else {
+            return true;
+        };
+        if is_nfkc_quick(run.chars()) != IsNormalized::Yes {
+            let normal: String = run.nfkc().collect();
+            if normal.contains("__debug__") || normal == "assert" {
+                return true;
             }
-            b'\\' => {
-                // A line continuation: the logical line goes on.
-                match src.get(i + 1) {
-                    Some(b'\n') => i += 2,
-                    Some(b'\r') if src.get(i + 2) == Some(&b'\n') => i += 3,
-                    Some(b'\r') => i += 2,
-                    _ => return None,
-                }
-                continue;
-            }
-            b'\n' | b'\r' => {
-                if depth == 0 {
-                    statement_start = true;
-                }
-                i += 1;
-                continue;
-            }
-            b' ' | b'\t' | b'\x0c' => {
-                i += 1;
-                continue;
-            }
-            b'(' => {
-                // `("doc")` is still a docstring: a statement-starting paren keeps the flag.
-                depth += 1;
-                i += 1;
-                continue;
-            }
-            b'[' | b'{' => {
-                depth += 1;
-                statement_start = false;
-                i += 1;
-                continue;
-            }
-            b')' | b']' | b'}' => {
-                depth = depth.checked_sub(1)?;
-                statement_start = false;
-                i += 1;
-                continue;
-            }
-            b':' | b';' => {
-                // `def f(): "doc"` and `x = 1; "doc"`: a string can start a statement here.
-                // (`:=` and annotations make this conservative, never wrong.)
-                statement_start = depth == 0;
-                i += 1;
-                continue;
-            }
-            b'"' | b'\'' => {
-                if statement_start {
-                    found.docstring = true;
-                }
-                i = skip_string(src, i)?;
-                statement_start = false;
-                continue;
-            }
-            _ => {}
         }
-        if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
-            let start = i;
-            while i < src.len()
-                && (src[i].is_ascii_alphanumeric() || src[i] == b'_' || src[i] >= 0x80)
-            {
-                i += 1;
-            }
-            let word = &src[start..i];
-            if !word.is_ascii() {
-                found.non_ascii_name = true;
-            }
-            // A string prefix (r, b, f, u, rb, br, fr, rf... any case) right before a quote.
-            if matches!(src.get(i), Some(b'"' | b'\'')) && is_string_prefix(word) {
-                if statement_start {
-                    found.docstring = true;
+        i = end;
+    }
+    false
+}
+
+/// What a token turned out to be, as far as statements care.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Token {
+    String,
+    Other,
+}
+
+/// Where a replacement field's expression stopped.
+enum FieldEnd {
+    /// At the `}` that closes the field.
+    Close,
+    /// At the `:` that starts its format spec.
+    Spec,
+}
+
+/// The delimiter of a string literal.
+#[derive(Clone, Copy)]
+struct Quote {
+    char: u8,
+    triple: bool,
+}
+
+struct Scanner<'a> {
+    src: &'a [u8],
+    i: usize,
+    /// F-strings and replacement fields open around `i`.
+    nesting: u32,
+    found: Found,
+}
+
+impl Scanner<'_> {
+    fn at(&self, k: usize) -> Option<u8> {
+        self.src.get(self.i + k).copied()
+    }
+
+    /// The statements of the module, to the end of the source.
+    fn module(&mut self) -> Option<()> {
+        let mut depth: usize = 0;
+        // True where a string literal would start a statement.
+        let mut statement_start = true;
+        while let Some(c) = self.at(0) {
+            match c {
+                b' ' | b'\t' | b'\x0c' => self.i += 1,
+                b'\n' | b'\r' => {
+                    if depth == 0 {
+                        statement_start = true;
+                    }
+                    self.i += 1;
                 }
-                i = skip_string(src, i)?;
-                statement_start = false;
-                continue;
+                b'#' => self.comment(),
+                b'\\' => self.continuation()?,
+                b'(' => {
+                    // `("doc")` is still a docstring: a statement-starting paren keeps the flag.
+                    depth += 1;
+                    self.i += 1;
+                }
+                b'[' | b'{' => {
+                    depth += 1;
+                    statement_start = false;
+                    self.i += 1;
+                }
+                b')' | b']' | b'}' => {
+                    depth = depth.checked_sub(1)?;
+                    statement_start = false;
+                    self.i += 1;
+                }
+                b':' | b';' => {
+                    // `def f(): "doc"` and `x = 1; "doc"`: a string can start a statement here.
+                    // (`:=`, lambdas and annotations make this conservative, never wrong.)
+                    statement_start = depth == 0;
+                    self.i += 1;
+                }
+                _ => {
+                    if self.token()? == Token::String && statement_start {
+                        self.found.docstring = true;
+                    }
+                    statement_start = false;
+                }
+            }
+        }
+        (depth == 0).then_some(())
+    }
+
+    /// A comment, up to the line end (any of CPython's three).
+    fn comment(&mut self) {
+        self.i = memchr::memchr2(b'\n', b'\r', &self.src[self.i..])
+            .map_or(self.src.len(), |n| self.i + n);
+    }
+
+    /// A backslash that continues the logical line onto the next one.
+    fn continuation(&mut self) -> Option<()> {
+        self.i += match (self.at(1)?, self.at(2)) {
+            (b'\r', Some(b'\n')) => 3,
+            (b'\n' | b'\r', _) => 2,
+            _ => return None,
+        };
+        Some(())
+    }
+
+    /// One token that is neither whitespace nor a bracket: a string, name, number or operator.
+    fn token(&mut self) -> Option<Token> {
+        let c = self.at(0)?;
+        if c == b'"' || c == b'\'' {
+            self.string(false, false)?;
+            return Some(Token::String);
+        }
+        if c.is_ascii_digit() || c == b'.' && self.at(1).is_some_and(|d| d.is_ascii_digit()) {
+            self.number();
+            return Some(Token::Other);
+        }
+        if NAME[c as usize] {
+            let start = self.i;
+            let len = self.src[start..]
+                .iter()
+                .position(|&c| !NAME[c as usize])
+                .unwrap_or(self.src.len() - start);
+            self.i += len;
+            let word = &self.src[start..self.i];
+            if matches!(self.at(0), Some(b'"' | b'\'')) {
+                if let Some((formatted, raw)) = string_prefix(word) {
+                    self.string(formatted, raw)?;
+                    return Some(Token::String);
+                }
+            }
+            if !word.is_ascii() {
+                self.found.non_ascii_name = true;
             }
             if word == b"assert" {
-                found.assert_or_debug = true;
+                self.found.assert_or_debug = true;
             }
-            statement_start = false;
-            continue;
+            return Some(Token::Other);
         }
-        if c.is_ascii_digit() || c == b'.' {
-            // Numbers and dots: consume the run (1.5e-3, 0x1f, 1_000, ..., obj.attr's dot).
-            i += 1;
-            while i < src.len()
-                && (src[i].is_ascii_alphanumeric() || src[i] == b'_' || src[i] == b'.')
-            {
-                i += 1;
-            }
-            statement_start = false;
-            continue;
-        }
-        if b"+-*/%@&|^~<>=!,".contains(&c) {
-            statement_start = false;
-            i += 1;
-            continue;
+        if b"+-*/%@&|^~<>=!,.:".contains(&c) {
+            self.i += 1;
+            return Some(Token::Other);
         }
         // Anything else ($, ?, backtick, control characters): not something to vouch for.
-        return None;
+        None
     }
-    (depth == 0).then_some(found)
-}
 
-fn is_string_prefix(word: &[u8]) -> bool {
-    word.len() <= 2
-        && word
-            .iter()
-            .all(|c| matches!(c.to_ascii_lowercase(), b'r' | b'b' | b'f' | b'u'))
-}
-
-/// Skip the string literal whose opening quote is at `start`; returns the index after it.
-/// Escapes are skipped in every kind of string (a raw string's `\"` does not end it either).
-/// F-string replacement fields may hold further strings (3.12 even the same quote): they are
-/// skipped as part of the literal, which is safe since only `assert`/docstrings matter and
-/// neither can appear inside an expression.
-fn skip_string(src: &[u8], start: usize) -> Option<usize> {
-    let q = src[start];
-    let triple = src.get(start + 1) == Some(&q) && src.get(start + 2) == Some(&q);
-    let mut i = start + if triple { 3 } else { 1 };
-    while i < src.len() {
-        // Jump to the next byte that can matter.
-        let next = if triple {
-            memchr::memchr2(b'\\', q, &src[i..])
-        } else {
-            memchr::memchr3(b'\\', q, b'\n', &src[i..])
+    /// A number as CPython's tokenizer ends it, so that a name glued to it (`1if x else 2`)
+    /// is read as the name it is.
+    fn number(&mut self) {
+        let src = self.src;
+        let digits = |i: &mut usize, hex: bool| {
+            let digit = |c: u8| c.is_ascii_digit() || hex && c.is_ascii_hexdigit();
+            while *i < src.len() {
+                if digit(src[*i]) {
+                    *i += 1;
+                } else if src[*i] == b'_' && src.get(*i + 1).is_some_and(|&c| digit(c)) {
+                    *i += 2;
+                } else {
+                    break;
+                }
+            }
         };
-        i += next?;
-        match src[i] {
-            b'\\' => i += 2,
-            c if c == q => {
-                if !triple {
-                    return Some(i + 1);
-                }
-                if src.get(i + 1) == Some(&q) && src.get(i + 2) == Some(&q) {
-                    return Some(i + 3);
-                }
+        let mut i = self.i;
+        if src[i] == b'0'
+            && matches!(
+                src.get(i + 1),
+                Some(b'x' | b'X' | b'o' | b'O' | b'b' | b'B')
+            )
+        {
+            let hex = matches!(src[i + 1], b'x' | b'X');
+            i += 2;
+            if src.get(i) == Some(&b'_') {
                 i += 1;
             }
-            b'\n' if !triple => return None,
-            _ => i += 1,
+            digits(&mut i, hex);
+        } else {
+            digits(&mut i, false);
+            if src.get(i) == Some(&b'.') {
+                i += 1;
+                digits(&mut i, false);
+            }
+            if matches!(src.get(i), Some(b'e' | b'E')) {
+                let sign = usize::from(matches!(src.get(i + 1), Some(b'+' | b'-')));
+                if src.get(i + 1 + sign).is_some_and(u8::is_ascii_digit) {
+                    i += 1 + sign;
+                    digits(&mut i, false);
+                }
+            }
+            if matches!(src.get(i), Some(b'j' | b'J')) {
+                i += 1;
+            }
+        }
+        self.i = i;
+    }
+
+    /// The string literal whose opening quote is at `i`. Escapes are skipped in every kind of
+    /// string (a raw string's `\"` does not end it either).
+    fn string(&mut self, formatted: bool, raw: bool) -> Option<()> {
+        let char = self.src[self.i];
+        let triple = self.at(1) == Some(char) && self.at(2) == Some(char);
+        let quote = Quote { char, triple };
+        self.i += if triple { 3 } else { 1 };
+        if formatted {
+            self.nest()?;
+            self.fstring_text(quote, raw, false)?;
+            self.nesting -= 1;
+            return Some(());
+        }
+        let src = self.src;
+        loop {
+            // Jump to the next byte that can matter.
+            let n = if triple {
+                memchr::memchr2(b'\\', char, &src[self.i..])?
+            } else {
+                let n = memchr::memchr3(b'\\', char, b'\n', &src[self.i..])?;
+                // A lone `\r` is a line end too: the string is unterminated.
+                if memchr::memchr(b'\r', &src[self.i..self.i + n]).is_some() {
+                    return None;
+                }
+                n
+            };
+            self.i += n;
+            match src[self.i] {
+                b'\\' => self.escape()?,
+                b'\n' => return None,
+                _ if !triple || self.at(1) == Some(char) && self.at(2) == Some(char) => {
+                    self.i += if triple { 3 } else { 1 };
+                    return Some(());
+                }
+                _ => self.i += 1,
+            }
         }
     }
-    None
+
+    /// A backslash and the character it escapes (a `\r\n` line end as one).
+    fn escape(&mut self) -> Option<()> {
+        self.i += match (self.at(1)?, self.at(2)) {
+            (b'\r', Some(b'\n')) => 3,
+            _ => 2,
+        };
+        Some(())
+    }
+
+    fn nest(&mut self) -> Option<()> {
+        self.nesting += 1;
+        (self.nesting <= MAX_NESTING).then_some(())
+    }
+
+    /// The literal text of an f-string after its opening quote, with its replacement fields,
+    /// through its closing quote; or, `in_spec`, the text of a format spec up to the `}` that
+    /// closes its field (not consumed).
+    fn fstring_text(&mut self, quote: Quote, raw: bool, in_spec: bool) -> Option<()> {
+        loop {
+            let c = self.at(0)?;
+            match c {
+                b'\\' => match self.at(1)? {
+                    // 3.12 reads the brace on its own, as a field or `{{`; so did 3.6-3.11.
+                    b'{' | b'}' => self.i += 1,
+                    b'N' if !raw && self.at(2) == Some(b'{') => {
+                        // `\N{NAME}`: the braces belong to the escape.
+                        self.i += 3;
+                        let n = self.src[self.i..].iter().position(|&c| {
+                            !(c.is_ascii_alphanumeric() || c == b' ' || c == b'-')
+                        })?;
+                        if self.src[self.i + n] != b'}' {
+                            return None;
+                        }
+                        self.i += n + 1;
+                    }
+                    _ => self.escape()?,
+                },
+                b'\n' | b'\r' => {
+                    if !quote.triple {
+                        // The end of the line ends a single-quoted string (3.12 allows one
+                        // in a format spec; not followed).
+                        return None;
+                    }
+                    self.i += 1;
+                }
+                b'{' => {
+                    if !in_spec && self.at(1) == Some(b'{') {
+                        self.i += 2;
+                    } else {
+                        self.i += 1;
+                        self.replacement_field(quote, raw)?;
+                    }
+                }
+                b'}' => {
+                    if in_spec {
+                        return Some(());
+                    }
+                    if self.at(1) != Some(b'}') {
+                        return None;
+                    }
+                    self.i += 2;
+                }
+                _ if c == quote.char => {
+                    if quote.triple && (self.at(1) != Some(c) || self.at(2) != Some(c)) {
+                        self.i += 1;
+                        continue;
+                    }
+                    if in_spec {
+                        // The string ends inside a replacement field: a syntax error.
+                        return None;
+                    }
+                    self.i += if quote.triple { 3 } else { 1 };
+                    return Some(());
+                }
+                _ => self.i += 1,
+            }
+        }
+    }
+
+    /// A replacement field after its `{`, through its `}`.
+    fn replacement_field(&mut self, quote: Quote, raw: bool) -> Option<()> {
+        self.nest()?;
+        if let FieldEnd::Spec = self.field_expression(quote)? {
+            self.i += 1;
+            self.fstring_text(quote, raw, true)?;
+        }
+        // At the closing `}`.
+        self.i += 1;
+        self.nesting -= 1;
+        Some(())
+    }
+
+    /// The expression of a replacement field (conversion and `=` included), up to the `:` of
+    /// its format spec or its closing `}`. Only a docstring or `assert` matters, and neither
+    /// can be in an expression, so this only has to find where the field ends.
+    fn field_expression(&mut self, quote: Quote) -> Option<FieldEnd> {
+        let mut depth: usize = 0;
+        loop {
+            let c = self.at(0)?;
+            match c {
+                b' ' | b'\t' | b'\x0c' => self.i += 1,
+                b'\n' | b'\r' if quote.triple => self.i += 1,
+                // Only 3.12+ allows these in a field (and only 3.12+ reads a single-quoted
+                // f-string past a line end): not followed.
+                b'\n' | b'\r' | b'#' | b'\\' => return None,
+                b'(' | b'[' | b'{' => {
+                    depth += 1;
+                    self.i += 1;
+                }
+                b')' | b']' => {
+                    depth = depth.checked_sub(1)?;
+                    self.i += 1;
+                }
+                b'}' if depth == 0 => return Some(FieldEnd::Close),
+                b'}' => {
+                    depth -= 1;
+                    self.i += 1;
+                }
+                b':' if depth == 0 => return Some(FieldEnd::Spec),
+                _ => {
+                    self.token()?;
+                }
+            }
+        }
+    }
 }
 
-/// PEP 263: `coding[:=]` in a comment on one of the first two lines.
-fn has_coding_cookie(src: &[u8]) -> bool {
-    src.split(|&c| c == b'\n').take(2).any(|line| {
-        line.trim_ascii_start().starts_with(b"#")
-            && (contains(line, b"coding:") || contains(line, b"coding="))
+/// A string prefix (`r`, `b`, `f`, `u`, `t` and pairs of them, any case) as (formatted, raw).
+/// Combinations CPython rejects (`ub`, `ff`...) are a syntax error whichever way they are read.
+fn string_prefix(word: &[u8]) -> Option<(bool, bool)> {
+    if word.len() > 2 {
+        return None;
+    }
+    let (mut formatted, mut raw) = (false, false);
+    for c in word {
+        match c.to_ascii_lowercase() {
+            b'f' | b't' => formatted = true,
+            b'r' => raw = true,
+            b'b' | b'u' => {}
+            _ => return None,
+        }
+    }
+    Some((formatted, raw))
+}
+
+/// PEP 263: CPython decodes the source with the encoding named by `coding[:=]NAME` in a comment
+/// on one of its first two lines. Only UTF-8 leaves the bytes as this scan reads them. Lines are
+/// taken generously (to the second `\n`, though CPython also ends them at `\r`), comment or
+/// not: any other encoding named there makes the scan unsure.
+fn encoding_is_utf8(src: &[u8]) -> bool {
+    let head = match memchr::memchr(b'\n', src) {
+        Some(first) => {
+            memchr::memchr(b'\n', &src[first + 1..]).map_or(src.len(), |n| first + 1 + n)
+        }
+        None => src.len(),
+    };
+    let head = &src[..head];
+    memchr::memmem::find_iter(head, b"coding").all(|at| {
+        let rest = &head[at + 6..];
+        let Some((b':' | b'=', rest)) = rest.split_first() else {
+            return true;
+        };
+        let rest = &rest[rest
+            .iter()
+            .take_while(|&&c| c == b' ' || c == b'\t')
+            .count()..];
+        let name: Vec<u8> = rest
+            .iter()
+            .take_while(|&&c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+            .map(|c| {
+                if *c == b'_' {
+                    b'-'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect();
+        // CPython's own spellings of UTF-8 (get_normal_name), and the codec alias `utf8`.
+        name.is_empty() || name == b"utf-8" || name.starts_with(b"utf-8-") || name == b"utf8"
     })
 }
 
