@@ -670,4 +670,193 @@ mod tests {
         assert_eq!(p("x = f\"{d['k']}\"\n"), (true, true));
         assert_eq!(p("x = 1 + \\\n  2\n'late doc?'\n"), (true, false));
     }
+
+    fn unsure(src: &[u8]) -> bool {
+        predict(src).same == Same::nothing()
+    }
+
+    /// Issue 12: CPython NFKC-normalizes identifiers, so these are all `__debug__`.
+    #[test]
+    fn compatibility_spellings_of_debug() {
+        for src in [
+            "DEBUG = __\u{ff44}ebug__\n",          // fullwidth d
+            "DEBUG = _\u{ff3f}debug__\n",          // fullwidth low line (not first: not XID_Start)
+            "DEBUG = __debug_\u{fe4d}\n",          // dashed low line
+            "DEBUG = __\u{1d41d}ebug__\n",         // mathematical bold d
+            "DEBUG = __\u{1d5bd}\u{1d5be}bug__\n", // mathematical sans-serif d, e
+            "DEBUG = __\u{1d48}ebug__\n",          // modifier letter small d
+            "x = f'{__\u{ff44}ebug__}'\n",         // in a replacement field
+            "x = f'{1:{__\u{ff44}ebug__}}'\n",     // in a format spec's field
+            "x = f\"{f'{__\u{ff44}ebug__!r}'}\"\n",
+            "f = lambda: __\u{ff44}ebug__\n",
+            "y = [__\u{ff44}ebug__ for _ in ()]\n",
+            "match x:\n    case 1 if __\u{ff44}ebug__:\n        pass\n",
+            "x = y.__\u{ff44}ebug__\n", // an attribute is not folded: counted anyway
+            "x = '__\u{ff44}ebug__'\n", // in a string: counted anyway
+        ] {
+            assert!(!p(src).0, "{src:?}");
+        }
+        // `ａssert` is a name to CPython, never the keyword; counted anyway.
+        assert!(!p("\u{ff41}ssert = 1\n").0);
+        // Not a spelling of `__debug__`: still identical.
+        assert_eq!(p("__\u{ff44}ebug = 1\n\u{e4}ebug__ = 2\n"), (true, true));
+        assert_eq!(p("DEBUG = __DEBUG__\n"), (true, true));
+        assert_eq!(
+            p("x = '\u{ff44}\u{ff45}\u{ff42}\u{ff55}\u{ff47}'\n"),
+            (true, true)
+        );
+    }
+
+    /// CPython translates `\r\n` and a lone `\r` to `\n` before it tokenizes.
+    #[test]
+    fn every_line_end() {
+        // A comment ends at a lone `\r`: the assert is code.
+        assert!(!p("x = 1  # c\rassert x\n").0);
+        assert!(!p("x = 1  # c\r\nassert x\r\n").0);
+        assert_eq!(p("def f():\r    'doc'\r"), (true, false));
+        assert_eq!(p("def f():\r\n    'doc'\r\n"), (true, false));
+        assert_eq!(p("x = 1 + \\\r  2\r'doc?'\r"), (true, false));
+        assert_eq!(p("x = 1 + \\\r\n  2\r\n"), (true, true));
+        // A single-quoted string cannot span a lone `\r`; an escaped line end continues it.
+        assert!(unsure(b"x = 'a\rb'\n"));
+        assert_eq!(p("x = 'a\\\rb'\nassert y\n"), (false, true));
+        assert_eq!(p("x = 'a\\\r\nb'\r\n"), (true, true));
+        assert_eq!(p("x = '''a\rassert b'''\r"), (true, true));
+    }
+
+    /// PEP 701 (3.12+): a replacement field may hold any string, even in the same quotes.
+    /// Read as one string per quote pair, the rest of the source is misread.
+    #[test]
+    fn pep701_fstrings() {
+        assert!(!p("x = f\"{\"'''\"}\"\nassert x\n# '''\n").0);
+        assert!(!p("x = f\"{\"'''\"}\"\ndef f():\n    \"doc\"\n# '''\n").1);
+        assert_eq!(p("x = f\"{d[\"k\"]}\"\n"), (true, true));
+        assert_eq!(p("x = f\"{f\"{f\"{1}\"}\"}\"\n"), (true, true));
+        assert_eq!(p("x = f'''{\n  y\n}'''\nassert z\n"), (false, true));
+        // A backslash in a string in a field (3.12+) belongs to the nested string.
+        assert_eq!(p("x = f'{\"\\n\".join(y)}'\n"), (true, true));
+        // Only 3.12+ allows these inside a field: unsure.
+        assert!(unsure(b"x = f'''{1 + \\\n 2}'''\n"));
+        assert!(unsure(b"x = f'''{y # it's\n}'''\n"));
+        assert!(unsure(b"x = f'{1 +\n 2}'\n"));
+        assert!(unsure(b"x = f'{1:\n}'\n"));
+    }
+
+    #[test]
+    fn fstring_fields_and_specs() {
+        assert_eq!(p("x = f'{{assert}} {y}'\n"), (true, true));
+        assert_eq!(
+            p("x = f'{y!r:>{w}.{p}}' f\"{y=}\" F'{y:#x}'\n"),
+            (true, true)
+        );
+        assert_eq!(p("x = f\"{y:'^10}\"\nassert z\n"), (false, true));
+        assert_eq!(
+            p("x = f'{(lambda: 1)()}' f'{a!=b}' f'{ {1: 2}[1] }'\n"),
+            (true, true)
+        );
+        assert_eq!(p("x = f'{y:{{}}}'\n"), (true, true));
+        assert_eq!(p("x = f'\\N{BULLET} {y}' rf'\\N{y}'\n"), (true, true));
+        assert_eq!(p("x = f'\\{6}' f'\\''\nassert y\n"), (false, true));
+        assert_eq!(p("x = t'{y}'\n"), (true, true));
+        assert!(unsure(b"x = f'{y'\n"));
+        assert!(unsure(b"x = f'}'\n"));
+        assert!(unsure(b"x = f'{y:'\n"));
+        assert!(unsure(b"x = f'\\N{BULLET'\n"));
+        // A field's `:` starts the spec; a deeper one does not.
+        assert_eq!(p("x = f'{d[1:2]}'\n'doc?'\n"), (true, false));
+    }
+
+    #[test]
+    fn fstrings_nested_too_deep_are_unsure() {
+        let deep = |n: usize| format!("x = {}1{}\n", "f'{".repeat(n), "}'".repeat(n));
+        assert_eq!(p(&deep(3)), (true, true));
+        assert!(unsure(deep(100).as_bytes()));
+        let specs = |n: usize| format!("x = f'{}{}'\n", "{1:".repeat(n), "}".repeat(n));
+        assert_eq!(p(&specs(3)), (true, true));
+        assert!(unsure(specs(100).as_bytes()));
+    }
+
+    #[test]
+    fn string_prefixes_in_every_case() {
+        for prefix in [
+            "", "r", "u", "R", "U", "f", "F", "b", "B", "br", "Br", "bR", "BR", "rb", "rB", "Rb",
+            "RB", "fr", "Fr", "fR", "FR", "rf", "rF", "Rf", "RF", "t", "T", "tr", "Rt",
+        ] {
+            for q in ["'", "\"", "'''", "\"\"\""] {
+                let doc = format!("def f():\n    {prefix}{q}doc \\{q} # {q}\n");
+                assert_eq!(p(&doc), (true, false), "{doc}");
+                let hidden = format!("x = {prefix}{q}\\{q}assert x{q}\n");
+                assert_eq!(p(&hidden), (true, true), "{hidden}");
+            }
+        }
+        // Not a prefix: a name, then a string.
+        assert_eq!(p("x = xr'a'\n"), (true, true));
+    }
+
+    #[test]
+    fn statements_in_every_shape() {
+        assert_eq!(p("class A: 'doc'\n"), (true, false));
+        assert_eq!(p("def f(): 'doc'; return 1\n"), (true, false));
+        assert_eq!(p("@dec\ndef f():\n\t'doc'\n"), (true, false));
+        assert_eq!(p("@dec(':')\nclass A:\n  x = 1\n"), (true, true));
+        assert_eq!(
+            p("def f():\n    ((\n      'a'\n      'b'))\n"),
+            (true, false)
+        );
+        assert_eq!(p("'a' \\\n  'b'\n"), (true, false));
+        assert_eq!(p("\x0cdef f():\n\x0c    'doc'\n"), (true, false));
+        assert_eq!(p("def f(): ...\nx = ...\n"), (true, true));
+        assert_eq!(
+            p("f = lambda: 'x'\n"),
+            (true, false),
+            "conservative after ':'"
+        );
+        assert_eq!(p("match x:\n    case 1 if y: assert y\n"), (false, true));
+        assert_eq!(p("if x: pass\nelse: assert y\n"), (false, true));
+        assert_eq!(p("x = 1;assert y\n"), (false, true));
+    }
+
+    #[test]
+    fn numbers_glued_to_names() {
+        assert_eq!(p("x = 1if y else 2\n"), (true, true));
+        assert_eq!(p("x = [0x1for y in z]\n"), (true, true));
+        assert_eq!(
+            p("x = 1.e5 + .5j + 1_000 + 0b1_0 + 0o7 + 1E-3\n"),
+            (true, true)
+        );
+        assert_eq!(p("x = 1 .real\n"), (true, true));
+        // `1.` ends a float: what follows is a name (a syntax error, but read as one).
+        assert!(!p("x = 1.assert\n").0);
+        assert!(!p("x = 0x1;assert y\n").0);
+    }
+
+    #[test]
+    fn encodings() {
+        for cookie in ["utf-8", "UTF-8", "utf_8", "utf8", "utf-8-sig"] {
+            let src = format!("# -*- coding: {cookie} -*-\nx = '\u{e4}'\n");
+            assert_eq!(p(&src), (true, true), "{src}");
+        }
+        for src in [
+            &b"# -*- coding: latin-1 -*-\nx = 1\n"[..],
+            b"#!/usr/bin/python\n# vim: set fileencoding=cp1252 :\nx = 1\n",
+            b"\x0c# coding: utf-7\nx = 1\n",
+            b"x = 1\r# coding: utf-7\ry = +AF8AXw-debug+AF8AXw-\r",
+            b"\xef\xbb\xbf# coding: koi8-r\nx = 1\n",
+            b"x = '\x00'\n",
+            b"x = 1  # \x00\n",
+        ] {
+            assert!(unsure(src), "{}", String::from_utf8_lossy(src));
+        }
+        assert_eq!(p("\u{feff}'''doc'''\n"), (true, false));
+        assert_eq!(p("\u{feff}x = 1\n"), (true, true));
+        // A third line names no encoding.
+        assert_eq!(p("\n\n# coding: latin-1\nx = 1\n"), (true, true));
+    }
+
+    #[test]
+    fn non_ascii_names_in_fields_are_flagged() {
+        assert!(predict("x = f'{\u{e4}}'\n".as_bytes()).non_ascii_names);
+        assert!(predict("x = f'{y:{\u{e4}}}'\n".as_bytes()).non_ascii_names);
+        assert!(!predict("x = f'\u{e4}{y}'\n".as_bytes()).non_ascii_names);
+    }
 }
