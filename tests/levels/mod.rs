@@ -14,13 +14,9 @@ use std::time::{Duration, Instant};
 
 use crate::common::{find_python, host_python3_version};
 
-/// Compiles each program at levels 0, 1 and 2 and answers, one line per program, whether
-/// adjacent levels are deeply equal as code objects. Every attribute is compared, constants
-/// recursively and type-exactly (`code.__eq__` ignores some attributes, and `1 == True`).
-/// Valid Python 3.6.
-pub const DRIVER: &str = r#"
-import sys, warnings
-warnings.simplefilter('ignore')
+/// Deep equality of code objects, in Python (3.6+): every attribute, constants recursively and
+/// type-exactly (`code.__eq__` ignores some attributes, and `1 == True`).
+pub const SAME: &str = r#"
 ATTRS = ('co_code', 'co_names', 'co_varnames', 'co_freevars', 'co_cellvars', 'co_flags',
          'co_argcount', 'co_posonlyargcount', 'co_kwonlyargcount', 'co_nlocals',
          'co_stacksize', 'co_firstlineno', 'co_name', 'co_qualname', 'co_filename',
@@ -50,6 +46,14 @@ def same(a, b):
     if type(a) in (float, complex):
         return repr(a) == repr(b)
     return a == b
+"#;
+
+/// Compiles each program of a batch file (u32 length + bytes each) from a start index at
+/// levels 0, 1 and 2, and answers one line per program: whether adjacent levels are deeply
+/// equal ([`SAME`]), or why level 0 does not compile.
+const CHECK: &str = r#"
+import sys, warnings
+warnings.simplefilter('ignore')
 
 def check(src, dfile):
     codes = []
@@ -138,7 +142,7 @@ pub fn check_levels(python: &Path, programs: &[Vec<u8>], workdir: &Path) -> Vec<
     let mut start = 0;
     while start < programs.len() {
         let mut child = Command::new(python)
-            .args(["-I", "-c", DRIVER])
+            .args(["-I", "-c", &format!("{SAME}{CHECK}")])
             .arg(&batch)
             .arg(start.to_string())
             .stdin(Stdio::null())
