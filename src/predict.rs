@@ -119,7 +119,6 @@ fn scan(src: &[u8]) -> Option<Found> {
     }
     let mut scanner = Scanner {
         src,
-        i: 0,
         nesting: 0,
         found: Found {
             assert_or_debug: contains(src, b"__debug__") || has_compatibility_spelling(src),
@@ -148,6 +147,9 @@ const NAME: [bool; 256] = {
 /// keyword: counted anyway, it costs nothing)? Every run in the file counts, inside strings
 /// and comments too, so the answer does not depend on the tokenizer below.
 fn has_compatibility_spelling(src: &[u8]) -> bool {
+    if src.is_ascii() {
+        return false;
+    }
     let mut i = 0;
     while let Some(n) = src[i..].iter().position(|&c| c >= 0x80) {
         let at = i + n;
@@ -196,219 +198,160 @@ struct Quote {
     triple: bool,
 }
 
+/// Single-byte operators (and `.` and `:`, which are handled apart where they matter).
+const OPERATOR: [bool; 256] = {
+    let mut t = [false; 256];
+    let ops = b"+-*/%@&|^~<>=!,.:";
+    let mut k = 0;
+    while k < ops.len() {
+        t[ops[k] as usize] = true;
+        k += 1;
+    }
+    t
+};
+
+/// The scan's state; positions are passed around and returned (`None`: unsure).
 struct Scanner<'a> {
     src: &'a [u8],
-    i: usize,
-    /// F-strings and replacement fields open around `i`.
+    /// F-strings and replacement fields open around the current position.
     nesting: u32,
     found: Found,
 }
 
 impl Scanner<'_> {
-    fn at(&self, k: usize) -> Option<u8> {
-        self.src.get(self.i + k).copied()
-    }
-
     /// The statements of the module, to the end of the source.
     fn module(&mut self) -> Option<()> {
+        let src = self.src;
+        let mut i = 0;
         let mut depth: usize = 0;
         // True where a string literal would start a statement.
         let mut statement_start = true;
-        while let Some(c) = self.at(0) {
-            match c {
-                b' ' | b'\t' | b'\x0c' => self.i += 1,
+        while i < src.len() {
+            match src[i] {
+                b' ' | b'\t' | b'\x0c' => {
+                    i += 1;
+                    // Indentation comes in runs.
+                    while i < src.len() && src[i] == b' ' {
+                        i += 1;
+                    }
+                }
                 b'\n' | b'\r' => {
                     if depth == 0 {
                         statement_start = true;
                     }
-                    self.i += 1;
+                    i += 1;
                 }
-                b'#' => self.comment(),
-                b'\\' => self.continuation()?,
+                b'#' => i = comment_end(src, i),
+                b'\\' => i = continuation_end(src, i)?,
                 b'(' => {
                     // `("doc")` is still a docstring: a statement-starting paren keeps the flag.
                     depth += 1;
-                    self.i += 1;
+                    i += 1;
                 }
                 b'[' | b'{' => {
                     depth += 1;
                     statement_start = false;
-                    self.i += 1;
+                    i += 1;
                 }
                 b')' | b']' | b'}' => {
                     depth = depth.checked_sub(1)?;
                     statement_start = false;
-                    self.i += 1;
+                    i += 1;
                 }
                 b':' | b';' => {
                     // `def f(): "doc"` and `x = 1; "doc"`: a string can start a statement here.
                     // (`:=`, lambdas and annotations make this conservative, never wrong.)
                     statement_start = depth == 0;
-                    self.i += 1;
+                    i += 1;
                 }
                 _ => {
-                    if self.token()? == Token::String && statement_start {
+                    let (end, token) = self.token(i)?;
+                    if token == Token::String && statement_start {
                         self.found.docstring = true;
                     }
                     statement_start = false;
+                    i = end;
                 }
             }
         }
         (depth == 0).then_some(())
     }
 
-    /// A comment, up to the line end (any of CPython's three).
-    fn comment(&mut self) {
-        self.i = memchr::memchr2(b'\n', b'\r', &self.src[self.i..])
-            .map_or(self.src.len(), |n| self.i + n);
-    }
-
-    /// A backslash that continues the logical line onto the next one.
-    fn continuation(&mut self) -> Option<()> {
-        self.i += match (self.at(1)?, self.at(2)) {
-            (b'\r', Some(b'\n')) => 3,
-            (b'\n' | b'\r', _) => 2,
-            _ => return None,
-        };
-        Some(())
-    }
-
-    /// One token that is neither whitespace nor a bracket: a string, name, number or operator.
-    fn token(&mut self) -> Option<Token> {
-        let c = self.at(0)?;
-        if c == b'"' || c == b'\'' {
-            self.string(false, false)?;
-            return Some(Token::String);
-        }
-        if c.is_ascii_digit() || c == b'.' && self.at(1).is_some_and(|d| d.is_ascii_digit()) {
-            self.number();
-            return Some(Token::Other);
-        }
-        if NAME[c as usize] {
-            let start = self.i;
-            let len = self.src[start..]
-                .iter()
-                .position(|&c| !NAME[c as usize])
-                .unwrap_or(self.src.len() - start);
-            self.i += len;
-            let word = &self.src[start..self.i];
-            if matches!(self.at(0), Some(b'"' | b'\'')) {
+    /// One token at `i` that is neither whitespace nor a bracket: a name, string, number or
+    /// operator. Returns where it ends.
+    #[inline(always)]
+    fn token(&mut self, i: usize) -> Option<(usize, Token)> {
+        let src = self.src;
+        let c = src[i];
+        if NAME[c as usize] && !c.is_ascii_digit() {
+            let (mut end, mut high) = (i + 1, c);
+            while end < src.len() && NAME[src[end] as usize] {
+                high |= src[end];
+                end += 1;
+            }
+            let word = &src[i..end];
+            if matches!(src.get(end), Some(b'"' | b'\'')) {
                 if let Some((formatted, raw)) = string_prefix(word) {
-                    self.string(formatted, raw)?;
-                    return Some(Token::String);
+                    return Some((self.string(end, formatted, raw)?, Token::String));
                 }
             }
-            if !word.is_ascii() {
+            if high >= 0x80 {
                 self.found.non_ascii_name = true;
             }
             if word == b"assert" {
                 self.found.assert_or_debug = true;
             }
-            return Some(Token::Other);
+            return Some((end, Token::Other));
         }
-        if b"+-*/%@&|^~<>=!,.:".contains(&c) {
-            self.i += 1;
-            return Some(Token::Other);
+        if c == b'"' || c == b'\'' {
+            return Some((self.string(i, false, false)?, Token::String));
+        }
+        if c.is_ascii_digit() || c == b'.' && src.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            return Some((number_end(src, i), Token::Other));
+        }
+        if OPERATOR[c as usize] {
+            return Some((i + 1, Token::Other));
         }
         // Anything else ($, ?, backtick, control characters): not something to vouch for.
         None
     }
 
-    /// A number as CPython's tokenizer ends it, so that a name glued to it (`1if x else 2`)
-    /// is read as the name it is.
-    fn number(&mut self) {
+    /// The string literal whose opening quote is at `i`; returns where it ends. Escapes are
+    /// skipped in every kind of string (a raw string's `\"` does not end it either).
+    fn string(&mut self, i: usize, formatted: bool, raw: bool) -> Option<usize> {
         let src = self.src;
-        let digits = |i: &mut usize, hex: bool| {
-            let digit = |c: u8| c.is_ascii_digit() || hex && c.is_ascii_hexdigit();
-            while *i < src.len() {
-                if digit(src[*i]) {
-                    *i += 1;
-                } else if src[*i] == b'_' && src.get(*i + 1).is_some_and(|&c| digit(c)) {
-                    *i += 2;
-                } else {
-                    break;
-                }
-            }
-        };
-        let mut i = self.i;
-        if src[i] == b'0'
-            && matches!(
-                src.get(i + 1),
-                Some(b'x' | b'X' | b'o' | b'O' | b'b' | b'B')
-            )
-        {
-            let hex = matches!(src[i + 1], b'x' | b'X');
-            i += 2;
-            if src.get(i) == Some(&b'_') {
-                i += 1;
-            }
-            digits(&mut i, hex);
-        } else {
-            digits(&mut i, false);
-            if src.get(i) == Some(&b'.') {
-                i += 1;
-                digits(&mut i, false);
-            }
-            if matches!(src.get(i), Some(b'e' | b'E')) {
-                let sign = usize::from(matches!(src.get(i + 1), Some(b'+' | b'-')));
-                if src.get(i + 1 + sign).is_some_and(u8::is_ascii_digit) {
-                    i += 1 + sign;
-                    digits(&mut i, false);
-                }
-            }
-            if matches!(src.get(i), Some(b'j' | b'J')) {
-                i += 1;
-            }
-        }
-        self.i = i;
-    }
-
-    /// The string literal whose opening quote is at `i`. Escapes are skipped in every kind of
-    /// string (a raw string's `\"` does not end it either).
-    fn string(&mut self, formatted: bool, raw: bool) -> Option<()> {
-        let char = self.src[self.i];
-        let triple = self.at(1) == Some(char) && self.at(2) == Some(char);
-        let quote = Quote { char, triple };
-        self.i += if triple { 3 } else { 1 };
+        let char = src[i];
+        let triple = src.get(i + 1) == Some(&char) && src.get(i + 2) == Some(&char);
+        let mut i = i + if triple { 3 } else { 1 };
         if formatted {
             self.nest()?;
-            self.fstring_text(quote, raw, false)?;
+            let end = self.fstring_text(i, Quote { char, triple }, raw, false)?;
             self.nesting -= 1;
-            return Some(());
+            return Some(end);
         }
-        let src = self.src;
         loop {
             // Jump to the next byte that can matter.
             let n = if triple {
-                memchr::memchr2(b'\\', char, &src[self.i..])?
+                memchr::memchr2(b'\\', char, &src[i..])?
             } else {
-                let n = memchr::memchr3(b'\\', char, b'\n', &src[self.i..])?;
+                let n = memchr::memchr3(b'\\', char, b'\n', &src[i..])?;
                 // A lone `\r` is a line end too: the string is unterminated.
-                if memchr::memchr(b'\r', &src[self.i..self.i + n]).is_some() {
+                if memchr::memchr(b'\r', &src[i..i + n]).is_some() {
                     return None;
                 }
                 n
             };
-            self.i += n;
-            match src[self.i] {
-                b'\\' => self.escape()?,
+            i += n;
+            match src[i] {
+                b'\\' => i = escape_end(src, i)?,
                 b'\n' => return None,
-                _ if !triple || self.at(1) == Some(char) && self.at(2) == Some(char) => {
-                    self.i += if triple { 3 } else { 1 };
-                    return Some(());
+                _ if !triple => return Some(i + 1),
+                _ if src.get(i + 1) == Some(&char) && src.get(i + 2) == Some(&char) => {
+                    return Some(i + 3)
                 }
-                _ => self.i += 1,
+                _ => i += 1,
             }
         }
-    }
-
-    /// A backslash and the character it escapes (a `\r\n` line end as one).
-    fn escape(&mut self) -> Option<()> {
-        self.i += match (self.at(1)?, self.at(2)) {
-            (b'\r', Some(b'\n')) => 3,
-            _ => 2,
-        };
-        Some(())
     }
 
     fn nest(&mut self) -> Option<()> {
@@ -416,28 +359,35 @@ impl Scanner<'_> {
         (self.nesting <= MAX_NESTING).then_some(())
     }
 
-    /// The literal text of an f-string after its opening quote, with its replacement fields,
-    /// through its closing quote; or, `in_spec`, the text of a format spec up to the `}` that
-    /// closes its field (not consumed).
-    fn fstring_text(&mut self, quote: Quote, raw: bool, in_spec: bool) -> Option<()> {
+    /// The literal text of an f-string from `i` (after its opening quote), with its replacement
+    /// fields, through its closing quote; or, `in_spec`, the text of a format spec up to the
+    /// `}` that closes its field. Returns the position after the quote, or of the `}`.
+    fn fstring_text(
+        &mut self,
+        mut i: usize,
+        quote: Quote,
+        raw: bool,
+        in_spec: bool,
+    ) -> Option<usize> {
+        let src = self.src;
         loop {
-            let c = self.at(0)?;
+            let c = *src.get(i)?;
             match c {
-                b'\\' => match self.at(1)? {
+                b'\\' => match *src.get(i + 1)? {
                     // 3.12 reads the brace on its own, as a field or `{{`; so did 3.6-3.11.
-                    b'{' | b'}' => self.i += 1,
-                    b'N' if !raw && self.at(2) == Some(b'{') => {
+                    b'{' | b'}' => i += 1,
+                    b'N' if !raw && src.get(i + 2) == Some(&b'{') => {
                         // `\N{NAME}`: the braces belong to the escape.
-                        self.i += 3;
-                        let n = self.src[self.i..].iter().position(|&c| {
+                        i += 3;
+                        let n = src[i..].iter().position(|&c| {
                             !(c.is_ascii_alphanumeric() || c == b' ' || c == b'-')
                         })?;
-                        if self.src[self.i + n] != b'}' {
+                        if src[i + n] != b'}' {
                             return None;
                         }
-                        self.i += n + 1;
+                        i += n + 1;
                     }
-                    _ => self.escape()?,
+                    _ => i = escape_end(src, i)?,
                 },
                 b'\n' | b'\r' => {
                     if !quote.triple {
@@ -445,88 +395,153 @@ impl Scanner<'_> {
                         // in a format spec; not followed).
                         return None;
                     }
-                    self.i += 1;
+                    i += 1;
                 }
                 b'{' => {
-                    if !in_spec && self.at(1) == Some(b'{') {
-                        self.i += 2;
+                    if !in_spec && src.get(i + 1) == Some(&b'{') {
+                        i += 2;
                     } else {
-                        self.i += 1;
-                        self.replacement_field(quote, raw)?;
+                        i = self.replacement_field(i + 1, quote, raw)?;
                     }
                 }
                 b'}' => {
                     if in_spec {
-                        return Some(());
+                        return Some(i);
                     }
-                    if self.at(1) != Some(b'}') {
+                    if src.get(i + 1) != Some(&b'}') {
                         return None;
                     }
-                    self.i += 2;
+                    i += 2;
                 }
                 _ if c == quote.char => {
-                    if quote.triple && (self.at(1) != Some(c) || self.at(2) != Some(c)) {
-                        self.i += 1;
+                    if quote.triple && (src.get(i + 1) != Some(&c) || src.get(i + 2) != Some(&c)) {
+                        i += 1;
                         continue;
                     }
                     if in_spec {
                         // The string ends inside a replacement field: a syntax error.
                         return None;
                     }
-                    self.i += if quote.triple { 3 } else { 1 };
-                    return Some(());
+                    return Some(i + if quote.triple { 3 } else { 1 });
                 }
-                _ => self.i += 1,
+                _ => i += 1,
             }
         }
     }
 
-    /// A replacement field after its `{`, through its `}`.
-    fn replacement_field(&mut self, quote: Quote, raw: bool) -> Option<()> {
+    /// A replacement field from `i` (after its `{`); returns the position after its `}`.
+    fn replacement_field(&mut self, i: usize, quote: Quote, raw: bool) -> Option<usize> {
         self.nest()?;
-        if let FieldEnd::Spec = self.field_expression(quote)? {
-            self.i += 1;
-            self.fstring_text(quote, raw, true)?;
-        }
+        let mut i = match self.field_expression(i, quote)? {
+            (i, FieldEnd::Spec) => self.fstring_text(i + 1, quote, raw, true)?,
+            (i, FieldEnd::Close) => i,
+        };
         // At the closing `}`.
-        self.i += 1;
+        i += 1;
         self.nesting -= 1;
-        Some(())
+        Some(i)
     }
 
     /// The expression of a replacement field (conversion and `=` included), up to the `:` of
     /// its format spec or its closing `}`. Only a docstring or `assert` matters, and neither
     /// can be in an expression, so this only has to find where the field ends.
-    fn field_expression(&mut self, quote: Quote) -> Option<FieldEnd> {
+    fn field_expression(&mut self, mut i: usize, quote: Quote) -> Option<(usize, FieldEnd)> {
+        let src = self.src;
         let mut depth: usize = 0;
         loop {
-            let c = self.at(0)?;
-            match c {
-                b' ' | b'\t' | b'\x0c' => self.i += 1,
-                b'\n' | b'\r' if quote.triple => self.i += 1,
+            match *src.get(i)? {
+                b' ' | b'\t' | b'\x0c' => i += 1,
+                b'\n' | b'\r' if quote.triple => i += 1,
                 // Only 3.12+ allows these in a field (and only 3.12+ reads a single-quoted
                 // f-string past a line end): not followed.
                 b'\n' | b'\r' | b'#' | b'\\' => return None,
                 b'(' | b'[' | b'{' => {
                     depth += 1;
-                    self.i += 1;
+                    i += 1;
                 }
                 b')' | b']' => {
                     depth = depth.checked_sub(1)?;
-                    self.i += 1;
+                    i += 1;
                 }
-                b'}' if depth == 0 => return Some(FieldEnd::Close),
+                b'}' if depth == 0 => return Some((i, FieldEnd::Close)),
                 b'}' => {
                     depth -= 1;
-                    self.i += 1;
+                    i += 1;
                 }
-                b':' if depth == 0 => return Some(FieldEnd::Spec),
-                _ => {
-                    self.token()?;
-                }
+                b':' if depth == 0 => return Some((i, FieldEnd::Spec)),
+                _ => i = self.token(i)?.0,
             }
         }
     }
+}
+
+/// The end of the comment at `i`: the next line end (any of CPython's three).
+fn comment_end(src: &[u8], i: usize) -> usize {
+    memchr::memchr2(b'\n', b'\r', &src[i..]).map_or(src.len(), |n| i + n)
+}
+
+/// After the backslash at `i` that continues the logical line onto the next one.
+fn continuation_end(src: &[u8], i: usize) -> Option<usize> {
+    match (*src.get(i + 1)?, src.get(i + 2)) {
+        (b'\r', Some(b'\n')) => Some(i + 3),
+        (b'\n' | b'\r', _) => Some(i + 2),
+        _ => None,
+    }
+}
+
+/// After the backslash at `i` and the character it escapes (a `\r\n` line end as one).
+fn escape_end(src: &[u8], i: usize) -> Option<usize> {
+    match (*src.get(i + 1)?, src.get(i + 2)) {
+        (b'\r', Some(b'\n')) => Some(i + 3),
+        _ => Some(i + 2),
+    }
+}
+
+/// The end of the number at `i`, as CPython's tokenizer ends it, so that a name glued to it
+/// (`1if x else 2`) is read as the name it is.
+fn number_end(src: &[u8], mut i: usize) -> usize {
+    let digits = |i: &mut usize, hex: bool| {
+        let digit = |c: u8| c.is_ascii_digit() || hex && c.is_ascii_hexdigit();
+        while *i < src.len() {
+            if digit(src[*i]) {
+                *i += 1;
+            } else if src[*i] == b'_' && src.get(*i + 1).is_some_and(|&c| digit(c)) {
+                *i += 2;
+            } else {
+                break;
+            }
+        }
+    };
+    if src[i] == b'0'
+        && matches!(
+            src.get(i + 1),
+            Some(b'x' | b'X' | b'o' | b'O' | b'b' | b'B')
+        )
+    {
+        let hex = matches!(src[i + 1], b'x' | b'X');
+        i += 2;
+        if src.get(i) == Some(&b'_') {
+            i += 1;
+        }
+        digits(&mut i, hex);
+        return i;
+    }
+    digits(&mut i, false);
+    if src.get(i) == Some(&b'.') {
+        i += 1;
+        digits(&mut i, false);
+    }
+    if matches!(src.get(i), Some(b'e' | b'E')) {
+        let sign = usize::from(matches!(src.get(i + 1), Some(b'+' | b'-')));
+        if src.get(i + 1 + sign).is_some_and(u8::is_ascii_digit) {
+            i += 1 + sign;
+            digits(&mut i, false);
+        }
+    }
+    if matches!(src.get(i), Some(b'j' | b'J')) {
+        i += 1;
+    }
+    i
 }
 
 /// A string prefix (`r`, `b`, `f`, `u`, `t` and pairs of them, any case) as (formatted, raw).

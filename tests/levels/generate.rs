@@ -1057,7 +1057,7 @@ impl Gen {
                 0..=69 => b"\n",
                 70..=81 => b"\r\n",
                 82..=91 => b"\r",
-                _ => *self.pick(&[&b"\n"[..], b"\r\n", b"\r"]),
+                _ => [&b"\n"[..], b"\r\n", b"\r"][self.rng.below(3)],
             };
             bytes.extend_from_slice(end);
         }
