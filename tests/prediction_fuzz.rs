@@ -1,6 +1,7 @@
 //! Differential fuzzing of level prediction against every installed CPython: random programs
-//! (tests/levels/generate.rs) are compiled at levels 0, 1 and 2 by each interpreter, and no
-//! pair of levels that `pyclink::predict` calls identical may differ in code.
+//! (tests/levels/generate.rs; one in four an edited source of the host's stdlib) are compiled
+//! at levels 0, 1 and 2 by each interpreter, and no pair of levels that `pyclink::predict`
+//! calls identical may differ in code.
 //!
 //! The bounded run in the normal suite takes about a minute. Longer runs:
 //!
@@ -27,6 +28,29 @@ fn env_u64(name: &str) -> Option<u64> {
         v.parse()
             .unwrap_or_else(|_| panic!("{name}={v}: not a number")),
     )
+}
+
+/// The host python3's stdlib sources of up to 12 KB (cheap to compile at three levels).
+fn small_stdlib_sources() -> Vec<Vec<u8>> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('stdlib'))",
+        ])
+        .output()
+        .expect("python3 runs");
+    let stdlib = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let corpus: Vec<Vec<u8>> = walkdir::WalkDir::new(stdlib)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.file_name() != "site-packages")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && e.path().extension() == Some("py".as_ref()))
+        .filter(|e| e.metadata().is_ok_and(|m| m.len() <= 12_000))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .collect();
+    assert!(!corpus.is_empty(), "no stdlib sources found");
+    corpus
 }
 
 #[derive(Default)]
@@ -66,6 +90,7 @@ fn prediction_agrees_with_cpython_on_random_programs() {
     println!("fuzz: seed {base_seed} (PYCLINK_FUZZ_SEED={base_seed} replays this run)");
 
     let pythons = interpreters("prediction_fuzz");
+    let corpus = small_stdlib_sources();
     let work = tempfile::tempdir().unwrap();
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
     let mut wrong: Vec<Disagreement> = Vec::new();
@@ -76,7 +101,14 @@ fn prediction_agrees_with_cpython_on_random_programs() {
         let seeds: Vec<u64> = (0..n)
             .map(|i| base_seed.wrapping_add((generated + i) as u64))
             .collect();
-        let programs: Vec<Vec<u8>> = seeds.iter().map(|&s| generate::program(s)).collect();
+        // One in four is a real stdlib source, edited.
+        let programs: Vec<Vec<u8>> = seeds
+            .iter()
+            .map(|&s| match s % 4 {
+                0 => generate::mutated(s, &corpus),
+                _ => generate::program(s),
+            })
+            .collect();
         if let Some(dir) = &dump {
             std::fs::create_dir_all(dir).unwrap();
             for (s, p) in seeds.iter().zip(&programs) {

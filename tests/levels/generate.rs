@@ -1064,3 +1064,95 @@ impl Gen {
         bytes
     }
 }
+
+/// A real source from `corpus` drawn by `seed`, edited in ways that mostly keep it valid:
+/// every line end turned into `\r\n` or `\r`, an `assert` or a compatibility spelling of
+/// `__debug__` inserted at the start of a line, a name respelled with compatibility
+/// characters everywhere, a docstring added under a `def` or `class` line. Real code has the
+/// shapes a generator does not think of; the edits add what makes levels differ.
+pub fn mutated(seed: u64, corpus: &[Vec<u8>]) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    let Ok(text) = std::str::from_utf8(&corpus[rng.below(corpus.len())]) else {
+        return corpus[0].clone();
+    };
+    let mut lines: Vec<String> = text.split('\n').map(String::from).collect();
+    let indent_of = |l: &str| l[..l.len() - l.trim_start().len()].to_string();
+    for _ in 0..1 + rng.below(3) {
+        let at = rng.below(lines.len());
+        match rng.below(5) {
+            0 => {
+                let pad = indent_of(&lines[at]);
+                lines.insert(at, format!("{pad}assert x"));
+            }
+            1 => {
+                let mut g = Gen::new(rng.next());
+                let spelling = g.debug_spelling();
+                let pad = indent_of(&lines[at]);
+                lines.insert(at, format!("{pad}DEBUG = {spelling}"));
+            }
+            2 => {
+                // Respell one name everywhere (in strings and comments too, which is harmless).
+                let words: Vec<&str> = lines[at]
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| {
+                        w.len() >= 3
+                            && w.as_bytes()[0].is_ascii_lowercase()
+                            && !KEYWORDS.contains(w)
+                    })
+                    .collect();
+                if let Some(&word) = words.get(rng.below(words.len().max(1))) {
+                    let first = word.chars().next().unwrap();
+                    let fullwidth = char::from_u32(0xff41 + (first as u32 - 'a' as u32)).unwrap();
+                    let respelled = format!("{fullwidth}{}", &word[1..]);
+                    let word = word.to_string();
+                    for l in &mut lines {
+                        *l = replace_word(l, &word, &respelled);
+                    }
+                }
+            }
+            3 => {
+                if let Some(def) = (at..lines.len()).find(|&k| {
+                    let t = lines[k].trim_start();
+                    (t.starts_with("def ") || t.starts_with("class ")) && t.ends_with(':')
+                }) {
+                    let pad = lines[def + 1..]
+                        .iter()
+                        .find(|l| !l.trim().is_empty())
+                        .map_or("    ".to_string(), |l| indent_of(l));
+                    lines.insert(def + 1, format!("{pad}'''inserted doc'''"));
+                }
+            }
+            _ => {}
+        }
+    }
+    let end = *rng.pick(&["\n", "\n", "\r\n", "\r"]);
+    lines.join(end).into_bytes()
+}
+
+/// Keywords are matched before NFKC: respelled, they are names (and a syntax error).
+const KEYWORDS: &[&str] = &[
+    "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del", "elif",
+    "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda",
+    "nonlocal", "not", "or", "pass", "raise", "return", "try", "while", "with", "yield", "match",
+    "case", "type",
+];
+
+/// `line` with every whole-word `word` replaced.
+fn replace_word(line: &str, word: &str, with: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    let is_name = |c: char| c.is_alphanumeric() || c == '_';
+    while let Some(k) = rest.find(word) {
+        let before = rest[..k].chars().next_back().or(out.chars().next_back());
+        let after = rest[k + word.len()..].chars().next();
+        out.push_str(&rest[..k]);
+        if before.is_some_and(is_name) || after.is_some_and(is_name) {
+            out.push_str(word);
+        } else {
+            out.push_str(with);
+        }
+        rest = &rest[k + word.len()..];
+    }
+    out.push_str(rest);
+    out
+}

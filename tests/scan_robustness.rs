@@ -1,0 +1,260 @@
+//! Level prediction runs on every source of a build root, whatever its bytes: it must never
+//! panic, never recurse without bound, and take time linear in the size of its input. This is
+//! the stable-Rust counterpart of the `cargo fuzz` target in fuzz/ (see README): random bytes
+//! biased towards what the scan cares about, and random mutations of real stdlib sources and
+//! of generated programs, for a few seconds (`PYCLINK_SCAN_FUZZ_SECONDS`, default 4).
+//!
+//! A panic fails the test with the input's seed in the message (`PYCLINK_SCAN_FUZZ_SEED`
+//! replays a run).
+
+mod common;
+mod levels;
+
+use levels::generate::{self, Rng};
+use pyclink::predict::predict;
+use std::time::{Duration, Instant};
+
+/// Bytes the scanner treats specially, more often than chance would pick them.
+const INTERESTING: &[&[u8]] = &[
+    b"'",
+    b"\"",
+    b"'''",
+    b"\"\"\"",
+    b"f'",
+    b"rf\"",
+    b"t'",
+    b"b'",
+    b"{",
+    b"}",
+    b"{{",
+    b"}}",
+    b":",
+    b"!r",
+    b"=",
+    b"\\",
+    b"\\\n",
+    b"\\\r\n",
+    b"\\N{",
+    b"#",
+    b"\n",
+    b"\r",
+    b"\r\n",
+    b"\x0c",
+    b"\t",
+    b" ",
+    b"(",
+    b")",
+    b"[",
+    b"]",
+    b";",
+    b"assert",
+    b"__debug__",
+    "__\u{ff44}ebug__".as_bytes(),
+    "\u{ff3f}".as_bytes(),
+    b"1if",
+    b"0x",
+    b"1e",
+    b".5",
+    b"...",
+    b"\xef\xbb\xbf",
+    b"# coding: latin-1\n",
+    b"\x00",
+    b"\xff",
+    "\u{e4}".as_bytes(),
+    b"def f():\n    ",
+    b"class A: ",
+    b"lambda: ",
+    b"match x:\n case 1 if ",
+];
+
+fn random_input(rng: &mut Rng, max_len: usize) -> Vec<u8> {
+    let len = rng.below(max_len + 1);
+    let mut v = Vec::with_capacity(len + 16);
+    while v.len() < len {
+        if rng.chance(60) {
+            let piece = INTERESTING[rng.below(INTERESTING.len())];
+            v.extend_from_slice(piece);
+        } else {
+            v.push(rng.next() as u8);
+        }
+    }
+    v
+}
+
+fn mutate(rng: &mut Rng, src: &mut Vec<u8>, donor: &[u8]) {
+    for _ in 0..1 + rng.below(4) {
+        let at = if src.is_empty() {
+            0
+        } else {
+            rng.below(src.len())
+        };
+        match rng.below(6) {
+            0 => {
+                let end = (at + rng.below(64)).min(src.len());
+                src.drain(at..end);
+            }
+            1 => {
+                let piece = INTERESTING[rng.below(INTERESTING.len())];
+                src.splice(at..at, piece.iter().copied());
+            }
+            2 if !src.is_empty() => src[at] = rng.next() as u8,
+            3 if !donor.is_empty() => {
+                let from = rng.below(donor.len());
+                let end = (from + rng.below(256)).min(donor.len());
+                src.splice(at..at, donor[from..end].iter().copied());
+            }
+            4 => {
+                let end = (at + rng.below(256)).min(src.len());
+                let copy = src[at..end].to_vec();
+                src.splice(at..at, copy);
+            }
+            _ => src.truncate(at),
+        }
+    }
+}
+
+fn stdlib_sources() -> Vec<Vec<u8>> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('stdlib'))",
+        ])
+        .output()
+        .expect("python3 runs");
+    let stdlib = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    walkdir::WalkDir::new(stdlib)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != "site-packages")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && e.path().extension() == Some("py".as_ref()))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .collect()
+}
+
+/// Runs `predict` on `input`, naming the seed if it panics.
+fn scan(input: &[u8], what: &str, seed: u64) {
+    let result = std::panic::catch_unwind(|| predict(input));
+    if result.is_err() {
+        panic!(
+            "predict panicked on {what} from seed {seed} (PYCLINK_SCAN_FUZZ_SEED={seed}):\n{}",
+            levels::rust_literal(input)
+        );
+    }
+}
+
+#[test]
+fn random_and_mutated_inputs_never_panic() {
+    let seconds = std::env::var("PYCLINK_SCAN_FUZZ_SECONDS")
+        .map(|s| s.parse().expect("PYCLINK_SCAN_FUZZ_SECONDS: a number"))
+        .unwrap_or(4);
+    let base = std::env::var("PYCLINK_SCAN_FUZZ_SEED")
+        .map(|s| s.parse().expect("PYCLINK_SCAN_FUZZ_SEED: a number"))
+        .unwrap_or_else(|_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("scan fuzz: seed {base}");
+    let corpus = stdlib_sources();
+    assert!(!corpus.is_empty(), "no stdlib sources found");
+    let budget = Duration::from_secs(seconds) / 3;
+    let mut counts = [0usize; 3];
+    let mut bytes = 0usize;
+    let mut seed = base;
+    for (kind, count) in counts.iter_mut().enumerate() {
+        let started = Instant::now();
+        while started.elapsed() < budget {
+            seed = seed.wrapping_add(1);
+            let mut rng = Rng::new(seed);
+            let (input, what) = match kind {
+                0 => (random_input(&mut rng, 4096), "random bytes"),
+                1 => {
+                    let mut src = corpus[rng.below(corpus.len())].clone();
+                    let donor = &corpus[rng.below(corpus.len())];
+                    mutate(&mut rng, &mut src, donor);
+                    (src, "a mutated stdlib source")
+                }
+                _ => {
+                    let mut src = generate::program(rng.next());
+                    let donor = generate::program(rng.next());
+                    mutate(&mut rng, &mut src, &donor);
+                    (src, "a mutated generated program")
+                }
+            };
+            scan(&input, what, seed);
+            bytes += input.len();
+            *count += 1;
+        }
+    }
+    println!(
+        "scan fuzz: {} random inputs, {} mutated stdlib sources, {} mutated generated programs \
+         ({:.1} MB) without a panic",
+        counts[0],
+        counts[1],
+        counts[2],
+        bytes as f64 / 1e6
+    );
+    assert!(counts.iter().all(|&c| c > 0));
+}
+
+/// The fastest of a few runs: what the scan costs, without the machine's other work.
+fn fastest(input: &[u8]) -> Duration {
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(predict(std::hint::black_box(input)));
+            t.elapsed()
+        })
+        .min()
+        .unwrap()
+}
+
+/// Inputs made of one piece repeated, each of which could send a careless scanner back over
+/// what it has read (or deep into recursion): eight times the input must cost about eight
+/// times the time, never 64 (quadratic).
+#[test]
+fn scan_time_is_linear_in_the_input() {
+    let stdlib = stdlib_sources();
+    let biggest = stdlib.iter().max_by_key(|s| s.len()).unwrap().clone();
+    let pieces: Vec<(&str, Vec<u8>)> = vec![
+        ("a stdlib source", biggest),
+        ("names", b"abc ".to_vec()),
+        ("non-ASCII names", "\u{ff44}\u{e4}x ".as_bytes().to_vec()),
+        ("one long non-ASCII name", "\u{ff44}".as_bytes().to_vec()),
+        ("open f-string fields", b"f'{".to_vec()),
+        ("nested format specs", b"f'{x:{".to_vec()),
+        ("f-string text", b"f'''a{x}b{{".to_vec()),
+        ("open parentheses", b"(".to_vec()),
+        ("closing parentheses", b")".to_vec()),
+        ("quotes", b"'''\"".to_vec()),
+        ("quote pairs", b"''".to_vec()),
+        ("escapes in a string", b"'\\\\\\".to_vec()),
+        ("continuations", b"\\\n".to_vec()),
+        ("comments ended by \\r", b"#'\r".to_vec()),
+        ("coding words", b"# coding=coding:".to_vec()),
+        ("numbers", b"0x1_2e5j1if".to_vec()),
+        ("dots", b".".to_vec()),
+        ("named escapes", b"f'\\N{A".to_vec()),
+    ];
+    let mut report = Vec::new();
+    for (what, piece) in pieces {
+        let small: Vec<u8> = piece.iter().copied().cycle().take(256 * 1024).collect();
+        let large: Vec<u8> = piece.iter().copied().cycle().take(8 * 256 * 1024).collect();
+        let (t1, t8) = (fastest(&small), fastest(&large));
+        let ratio = t8.as_secs_f64() / t1.as_secs_f64().max(1e-4);
+        report.push(format!(
+            "{what}: {:.2} ms for 256 KiB, {:.2} ms for 2 MiB (x{ratio:.1})",
+            t1.as_secs_f64() * 1e3,
+            t8.as_secs_f64() * 1e3
+        ));
+        // Below a few milliseconds the ratio is noise; a quadratic scan of 2 MiB takes far
+        // longer than that.
+        assert!(
+            (ratio < 24.0 || t8 < Duration::from_millis(5)) && t8 < Duration::from_secs(2),
+            "scanning {what} is not linear:\n{}",
+            report.join("\n")
+        );
+    }
+    println!("{}", report.join("\n"));
+}
