@@ -6,9 +6,11 @@
 //! The bounded run in the normal suite takes about a minute. Longer runs:
 //!
 //! ```sh
-//! PYCLINK_FUZZ_SECONDS=1800 nice cargo nextest run --release --test prediction_fuzz --no-capture
-//! PYCLINK_FUZZ_PROGRAMS=20000 PYCLINK_FUZZ_SEED=1234 cargo nextest run --release --test prediction_fuzz
+//! PYCLINK_FUZZ_SECONDS=1800 nice cargo test --release --test prediction_fuzz -- --nocapture
+//! PYCLINK_FUZZ_PROGRAMS=20000 PYCLINK_FUZZ_SEED=1234 cargo test --release --test prediction_fuzz
 //! ```
+//!
+//! (`cargo test`, not nextest, whose slow-test timeout ends a run after 16 minutes.)
 //!
 //! `PYCLINK_FUZZ_SEED` replays a run (the seed is printed); `PYCLINK_FUZZ_DUMP=DIR` writes every
 //! program to DIR. A disagreement prints the program, its seed and a Rust literal for a unit test.
