@@ -875,7 +875,8 @@ impl Gen {
         };
         let prefixes: &[&str] = if bytes_ok {
             &[
-                "", "", "", "r", "u", "R", "U", "b", "B", "rb", "Rb", "bR", "BR", "br",
+                "", "", "", "", "", "r", "u", "R", "U", "b", "B", "rb", "rB", "Rb", "RB", "br",
+                "bR", "Br", "BR",
             ]
         } else {
             &["", "", "", "", "r", "u", "R", "U"]
@@ -940,7 +941,9 @@ impl Gen {
         if self.fields.len() >= 3 {
             return self.name();
         }
-        let prefix = *self.pick(&["f", "f", "f", "F", "rf", "fr", "Rf", "fR", "FR"]);
+        let prefix = *self.pick(&[
+            "f", "f", "f", "f", "F", "F", "rf", "rF", "Rf", "RF", "fr", "fR", "Fr", "FR",
+        ]);
         let raw = prefix.contains(['r', 'R']);
         let mut s = format!("{prefix}{}", q.text());
         for _ in 0..1 + self.rng.below(4) {
