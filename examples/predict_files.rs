@@ -9,7 +9,7 @@ fn main() {
         {
             if e.file_type().is_file() && e.path().extension() == Some("py".as_ref()) {
                 let src = std::fs::read(e.path()).unwrap_or_default();
-                let p = pyclink::predict::predict(&src);
+                let p = pyclink::python::predict::predict(&src);
                 println!(
                     "{}\t{}\t{}",
                     e.path().display(),

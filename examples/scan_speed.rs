@@ -35,7 +35,7 @@ fn main() {
     let bytes: usize = sources.iter().map(Vec::len).sum();
     let (mut l1, mut l2, mut non_ascii) = (0usize, 0usize, 0usize);
     for s in &sources {
-        let p = pyclink::predict::predict(s);
+        let p = pyclink::python::predict::predict(s);
         l1 += usize::from(p.same.level1_is_level0());
         l2 += usize::from(p.same.level2_is_level1());
         non_ascii += usize::from(p.non_ascii_names);
@@ -44,7 +44,7 @@ fn main() {
     for _ in 0..7 {
         let started = Instant::now();
         for s in &sources {
-            std::hint::black_box(pyclink::predict::predict(std::hint::black_box(s)));
+            std::hint::black_box(pyclink::python::predict::predict(std::hint::black_box(s)));
         }
         best = best.min(started.elapsed());
     }

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -87,7 +88,10 @@ pub fn install_signal_handler() -> std::io::Result<()> {
                     }
                 }
                 let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
-                eprintln!("pyclink: interrupted by {name}; removed {removed} temporary file(s)");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "pyclink: interrupted by {name}; removed {removed} temporary file(s)"
+                );
                 std::process::exit(128 + sig);
             }
         })?;

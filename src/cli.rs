@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::config::ConfigFile;
-use crate::fsroot::root_relative;
-use crate::settings::{ErrorPolicy, InvalidationMode, Levels, Settings};
-use crate::version::PyVersion;
+use crate::compile::cache::parse_size;
+use crate::config::{ConfigError, ConfigFile};
+use crate::fsroot::{root_relative, PathError};
+use crate::python::PyVersion;
+use crate::python::{InvalidationMode, Levels};
+use crate::settings::{ErrorPolicy, Settings};
 
 const ABOUT: &str =
     "Byte-compile the Python trees of a build root at optimization levels 0, 1 and 2 with \
@@ -93,7 +95,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Compile a build root (the default command: `pyclink compile ...` = `pyclink ...`).
-    #[command(long_about = LONG_ABOUT, after_long_help = EXAMPLES)]
+    #[command(long_about = LONG_ABOUT, after_long_help = EXAMPLES, version)]
     Compile(CompileArgs),
 }
 
@@ -198,8 +200,67 @@ pub struct Invocation {
     pub verbose: u8,
 }
 
+/// A command line or config file that cannot be used; the message names the flag (or the
+/// config file and key) the value came from.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error("{origin}: {message}")]
+    Value { origin: String, message: String },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("no build root: give --buildroot DIR or set RPM_BUILD_ROOT")]
+    NoBuildRoot,
+    #[error("the build root {} does not exist", .0.display())]
+    NoSuchBuildRoot(PathBuf),
+    #[error("the build root {} is not a directory", .0.display())]
+    BuildRootNotADirectory(PathBuf),
+    #[error(
+        "the build root {} is the running system's /; pyclink compiles package build roots \
+         (RPM_BUILD_ROOT, debian/PKG), never the live system",
+        .0.display()
+    )]
+    LiveSystem(PathBuf),
+    #[error("{0}")]
+    Path(#[from] PathError),
+}
+
+/// Where a value came from: a flag, or a key of the config file.
+enum Origin<'a> {
+    Flag(&'static str),
+    Config(&'a Path, &'static str),
+}
+
+impl Origin<'_> {
+    fn error(&self, value: impl std::fmt::Display, message: impl Into<String>) -> UsageError {
+        let origin = match self {
+            Origin::Flag(flag) => format!("{flag} {value}"),
+            Origin::Config(file, key) => {
+                format!("config file {}: {key} = {value}", file.display())
+            }
+        };
+        UsageError::Value {
+            origin,
+            message: message.into(),
+        }
+    }
+}
+
+/// The value from the command line if given, else from the config file, with its origin.
+fn pick<'a, T>(
+    flag: Option<T>,
+    config: Option<T>,
+    name: &'static str,
+    cfg_path: Option<&'a Path>,
+) -> Option<(T, Origin<'a>)> {
+    match (flag, config, cfg_path) {
+        (Some(v), _, _) => Some((v, Origin::Flag(name))),
+        (None, Some(v), Some(path)) => Some((v, Origin::Config(path, &name[2..]))),
+        _ => None,
+    }
+}
+
 impl Cli {
-    pub fn into_invocation(self) -> Result<Invocation, String> {
+    pub fn into_invocation(self) -> Result<Invocation, UsageError> {
         let args = match self.command {
             Some(Command::Compile(a)) => a,
             None => self.compile,
@@ -209,33 +270,29 @@ impl Cli {
 }
 
 impl CompileArgs {
-    fn into_invocation(self) -> Result<Invocation, String> {
+    fn into_invocation(self) -> Result<Invocation, UsageError> {
         let cfg = match &self.config {
             Some(p) => ConfigFile::load(p)?,
             None => ConfigFile::default(),
         };
+        let cfg_path = self.config.as_deref();
         let buildroot = self
             .buildroot
-            .or(cfg.buildroot)
+            .or(cfg.buildroot.clone())
             .or_else(|| {
                 std::env::var_os("RPM_BUILD_ROOT")
                     .filter(|v| !v.is_empty())
                     .map(PathBuf::from)
             })
-            .ok_or("no build root: give --buildroot DIR or set RPM_BUILD_ROOT")?;
-        if !buildroot.is_dir() {
-            return Err(format!(
-                "the build root {} is not a directory",
-                buildroot.display()
-            ));
+            .ok_or(UsageError::NoBuildRoot)?;
+        match std::fs::metadata(&buildroot) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(UsageError::BuildRootNotADirectory(buildroot)),
+            Err(_) => return Err(UsageError::NoSuchBuildRoot(buildroot)),
         }
         // pyclink writes into the root: the running system is never one.
         if buildroot.canonicalize().is_ok_and(|p| p == Path::new("/")) {
-            return Err(format!(
-                "the build root {} is the running system's /; pyclink compiles package build roots \
-                 (RPM_BUILD_ROOT, debian/PKG), never the live system",
-                buildroot.display()
-            ));
+            return Err(UsageError::LiveSystem(buildroot));
         }
         let paths = self
             .paths
@@ -243,28 +300,28 @@ impl CompileArgs {
             .map(|p| root_relative(&buildroot, p))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let levels = if !self.optimize.is_empty() {
-            Levels::from_list(&self.optimize)?
-        } else if let Some(l) = &cfg.optimize {
-            Levels::from_list(l).map_err(|e| format!("config: {e}"))?
-        } else {
-            Levels::ALL
+        let flag_levels = (!self.optimize.is_empty()).then_some(self.optimize);
+        let levels = match pick(flag_levels, cfg.optimize.clone(), "--optimize", cfg_path) {
+            Some((list, origin)) => Levels::from_list(&list).map_err(|e| {
+                let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
+                origin.error(shown.join(","), e)
+            })?,
+            None => Levels::ALL,
         };
 
         let mut interpreters = BTreeMap::new();
-        for (k, v) in cfg.interpreters.unwrap_or_default() {
-            interpreters.insert(
-                k.parse::<PyVersion>()
-                    .map_err(|e| format!("config [interpreters]: {e}"))?,
-                v,
-            );
+        for (k, v) in cfg.interpreters.clone().unwrap_or_default() {
+            let origin = Origin::Config(cfg_path.unwrap_or(Path::new("")), "interpreters");
+            let version = supported_version(&k).map_err(|e| origin.error(&k, e))?;
+            interpreters.insert(version, v);
         }
         let mut unversioned_interpreters = Vec::new();
         for spec in &self.interpreters {
             match spec.split_once('=') {
                 Some((k, v)) => {
-                    let version = k.parse::<PyVersion>().map_err(|e| {
-                        format!("--interpreter '{spec}': {e} (expected X.Y=PATH or PATH)")
+                    let version = supported_version(k).map_err(|e| {
+                        Origin::Flag("--interpreter")
+                            .error(spec, format!("{e} (expected X.Y=PATH or PATH)"))
                     })?;
                     interpreters.insert(version, PathBuf::from(v));
                 }
@@ -272,32 +329,43 @@ impl CompileArgs {
             }
         }
 
-        let version_list = if self.python_versions.is_empty() {
-            cfg.python_versions.unwrap_or_default()
-        } else {
-            self.python_versions
+        let flag_versions = (!self.python_versions.is_empty()).then_some(self.python_versions);
+        let python_versions = match pick(
+            flag_versions,
+            cfg.python_version.clone(),
+            "--python-version",
+            cfg_path,
+        ) {
+            Some((list, origin)) => list
+                .iter()
+                .map(|s| supported_version(s).map_err(|e| origin.error(s, e)))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
         };
-        let python_versions = version_list
-            .iter()
-            .map(|s| {
-                s.parse::<PyVersion>()
-                    .map_err(|e| format!("--python-version: {e}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
 
-        let mut excludes = cfg.exclude.unwrap_or_default();
+        let mut excludes = cfg.exclude.clone().unwrap_or_default();
         excludes.extend(self.exclude);
 
         let jobs = match self.jobs.or(cfg.jobs) {
             None | Some(0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
             Some(n) => n,
         };
-        let timeout = self.timeout.or(cfg.timeout).unwrap_or(300.0);
-        if !(timeout.is_finite() && timeout > 0.0) {
-            return Err(format!(
-                "--timeout {timeout}: must be a positive number of seconds"
-            ));
-        }
+        let timeout = match pick(self.timeout, cfg.timeout, "--timeout", cfg_path) {
+            Some((t, origin)) if !(t.is_finite() && t > 0.0) => {
+                return Err(origin.error(t, "must be a positive number of seconds"))
+            }
+            Some((t, _)) => t,
+            None => 300.0,
+        };
+        let cache_max_size = match pick(
+            self.cache_max_size,
+            cfg.cache_max_size.clone(),
+            "--cache-max-size",
+            cfg_path,
+        ) {
+            Some((size, origin)) => parse_size(&size).map_err(|e| origin.error(&size, e))?,
+            None => 1 << 30,
+        };
 
         let settings = Settings {
             buildroot,
@@ -309,26 +377,30 @@ impl CompileArgs {
             python_versions,
             invalidation_mode: self.invalidation_mode.or(cfg.invalidation_mode),
             force: self.force || cfg.force.unwrap_or(false),
-            predict: !self.compile_every_level && cfg.predict.unwrap_or(true),
+            predict: !(self.compile_every_level || cfg.every_level().unwrap_or(false)),
             excludes,
             errors: self.errors.or(cfg.errors).unwrap_or(ErrorPolicy::Fail),
-            link: !self.no_link && cfg.link.unwrap_or(true),
-            summary_json: self.summary_json.or(cfg.summary_json),
-            cache: self.cache.or(cfg.cache),
-            cache_max_size: crate::cache::parse_size(
-                self.cache_max_size
-                    .as_deref()
-                    .or(cfg.cache_max_size.as_deref())
-                    .unwrap_or("1G"),
-            )
-            .map_err(|e| format!("--cache-max-size {e}"))?,
+            link: !(self.no_link || cfg.no_link().unwrap_or(false)),
+            summary_json: self.summary_json.or(cfg.summary_json.clone()),
+            cache: self.cache.or(cfg.cache.clone()),
+            cache_max_size,
             timeout: Duration::from_secs_f64(timeout),
             quiet: self.quiet || cfg.quiet.unwrap_or(false),
         };
         Ok(Invocation {
             settings,
-            verbose: self.verbose,
+            verbose: self.verbose.max(cfg.verbose.unwrap_or(0)),
         })
+    }
+}
+
+/// A version pyclink can compile for, from `X.Y`, `pythonX.Y` or `pypyX.Y`.
+fn supported_version(s: &str) -> Result<PyVersion, String> {
+    let v = s.parse::<PyVersion>()?;
+    if v.is_supported() {
+        Ok(v)
+    } else {
+        Err(v.unsupported_reason())
     }
 }
 
@@ -339,7 +411,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Invocation, String> {
         let cli = Cli::try_parse_from(std::iter::once("pyclink").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        cli.into_invocation()
+        cli.into_invocation().map_err(|e| e.to_string())
     }
 
     #[test]
@@ -408,7 +480,13 @@ mod tests {
         assert!(parse(&["--buildroot", "/nonexistent/root"])
             .err()
             .unwrap()
-            .contains("not a directory"));
+            .contains("the build root /nonexistent/root does not exist"));
+        let file = t.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(parse(&["--buildroot", file.to_str().unwrap()])
+            .err()
+            .unwrap()
+            .contains("is not a directory"));
         assert!(parse(&["--buildroot", root, "--timeout", "0"])
             .err()
             .unwrap()
@@ -445,5 +523,44 @@ mod tests {
         .settings;
         assert_eq!(s.levels.iter().collect::<Vec<_>>(), vec![2]);
         assert_eq!(s.errors, ErrorPolicy::Fail);
+    }
+
+    #[test]
+    fn config_values_are_reported_as_config_values() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_str().unwrap();
+        let cfg = t.path().join("c.toml");
+        let cfg_s = cfg.to_str().unwrap();
+        for (text, expect) in [
+            ("timeout = 0\n", "c.toml: timeout = 0: must be a positive"),
+            (
+                "cache-max-size = \"3 parsecs\"\n",
+                "c.toml: cache-max-size = 3 parsecs: ",
+            ),
+            (
+                "optimize = [3]\n",
+                "c.toml: optimize = 3: invalid optimization level 3",
+            ),
+            (
+                "python-version = [\"2.7\"]\n",
+                "c.toml: python-version = 2.7: python2.7 is not supported",
+            ),
+            (
+                "[interpreters]\n\"three\" = \"/x\"\n",
+                "c.toml: interpreters = three: ",
+            ),
+        ] {
+            std::fs::write(&cfg, text).unwrap();
+            let e = parse(&["--buildroot", root, "--config", cfg_s])
+                .err()
+                .unwrap();
+            assert!(e.contains(expect), "{text}: {e}");
+            assert!(!e.contains("--"), "not a flag: {e}");
+        }
+        // The same value on the command line names the flag.
+        let e = parse(&["--buildroot", root, "--timeout", "0"])
+            .err()
+            .unwrap();
+        assert!(e.starts_with("--timeout 0: must be a positive"), "{e}");
     }
 }

@@ -1,19 +1,21 @@
-//! `--config FILE`: the same settings as the command line, in TOML. The command line wins;
-//! list settings (`exclude`, `interpreters`) are merged.
+//! `--config FILE`: the same settings as the command line, in TOML, under the flags' own names.
+//! The command line wins; list settings (`exclude`, `interpreters`) are merged.
 //!
 //! ```toml
 //! optimize = [0, 1]
-//! jobs = 4
+//! jobs = 4                      # 0: one per CPU
 //! invalidation-mode = "checked-hash"
 //! exclude = ["*/tests/*", "/usr/lib/python3.12/test"]
 //! errors = "warn"
-//! link = true
+//! no-link = false
+//! compile-every-level = false
 //! timeout = 300
-//! python-versions = ["3.12"]
+//! python-version = ["3.12"]
 //! summary-json = "/tmp/pyclink.json"
 //! cache = "/var/cache/pyclink"
 //! cache-max-size = "2G"
-//! predict = true          # false: compile every level (--compile-every-level)
+//! quiet = false
+//! verbose = 1
 //!
 //! [interpreters]
 //! "3.12" = "/usr/bin/python3.12"
@@ -22,41 +24,114 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use crate::settings::{ErrorPolicy, InvalidationMode};
+use crate::python::InvalidationMode;
+use crate::settings::ErrorPolicy;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ConfigFile {
     pub buildroot: Option<PathBuf>,
     pub optimize: Option<Vec<i64>>,
+    #[serde(default, deserialize_with = "jobs")]
     pub jobs: Option<usize>,
     pub interpreters: Option<BTreeMap<String, PathBuf>>,
-    pub python_versions: Option<Vec<String>>,
+    #[serde(alias = "python-versions")]
+    pub python_version: Option<Vec<String>>,
     pub invalidation_mode: Option<InvalidationMode>,
     pub force: Option<bool>,
-    /// `false`: compile every level (`--compile-every-level`).
+    pub compile_every_level: Option<bool>,
+    /// The older spelling of `compile-every-level = false`.
     pub predict: Option<bool>,
     pub exclude: Option<Vec<String>>,
     pub errors: Option<ErrorPolicy>,
+    pub no_link: Option<bool>,
+    /// The older spelling of `no-link = false`.
     pub link: Option<bool>,
     pub summary_json: Option<PathBuf>,
     pub cache: Option<PathBuf>,
     /// Bytes, or with K/M/G/T: "2G".
     pub cache_max_size: Option<String>,
     /// Seconds.
+    #[serde(default, deserialize_with = "seconds")]
     pub timeout: Option<f64>,
     pub quiet: Option<bool>,
+    #[serde(default, deserialize_with = "verbosity")]
+    pub verbose: Option<u8>,
+}
+
+/// A config file that cannot be used: unreadable, not TOML, or a key with a wrong value (the
+/// message names the line and quotes it).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
 }
 
 impl ConfigFile {
-    pub fn load(path: &Path) -> Result<ConfigFile, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-        // toml's message names the line and column and quotes the offending line.
-        toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
     }
+
+    /// `compile-every-level`, or its older spelling `predict` (inverted).
+    pub fn every_level(&self) -> Option<bool> {
+        self.compile_every_level.or(self.predict.map(|p| !p))
+    }
+
+    /// `no-link`, or its older spelling `link` (inverted).
+    pub fn no_link(&self) -> Option<bool> {
+        self.no_link.or(self.link.map(|l| !l))
+    }
+}
+
+/// The wording of serde's "expected usize" is for programmers; these say what the key means.
+fn jobs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a number of workers (0: one per CPU)")]
+    enum Jobs {
+        N(usize),
+    }
+    Ok(Option::<Jobs>::deserialize(d)?.map(|Jobs::N(n)| n))
+}
+
+fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a number of seconds, such as 300 or 2.5")]
+    enum Seconds {
+        Float(f64),
+        Int(u32),
+    }
+    Ok(Option::<Seconds>::deserialize(d)?.map(|s| match s {
+        Seconds::Float(f) => f,
+        Seconds::Int(i) => f64::from(i),
+    }))
+}
+
+fn verbosity<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "0, 1 (like -v) or 2 (like -vv)")]
+    enum Verbose {
+        N(u8),
+    }
+    Ok(Option::<Verbose>::deserialize(d)?.map(|Verbose::N(n)| n))
 }
 
 #[cfg(test)]
@@ -66,15 +141,50 @@ mod tests {
     #[test]
     fn parses_and_rejects_unknown_keys() {
         let c: ConfigFile = toml::from_str(
-            "optimize = [0, 1]\ninvalidation-mode = \"checked-hash\"\nerrors = \"warn\"\n[interpreters]\n\"3.12\" = \"/x\"\n",
+            "optimize = [0, 1]\ninvalidation-mode = \"checked-hash\"\nerrors = \"warn\"\njobs = 3\ntimeout = 2\nverbose = 1\n[interpreters]\n\"3.12\" = \"/x\"\n",
         )
         .unwrap();
         assert_eq!(c.optimize, Some(vec![0, 1]));
         assert_eq!(c.invalidation_mode, Some(InvalidationMode::CheckedHash));
         assert_eq!(c.errors, Some(ErrorPolicy::Warn));
+        assert_eq!(
+            (c.jobs, c.timeout, c.verbose),
+            (Some(3), Some(2.0), Some(1))
+        );
         let err = toml::from_str::<ConfigFile>("optimise = [1]\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("optimise") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn keys_are_the_flags_names_and_the_old_ones_still_work() {
+        let c: ConfigFile = toml::from_str(
+            "python-version = [\"3.12\"]\nno-link = true\ncompile-every-level = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.python_version, Some(vec!["3.12".to_string()]));
+        assert_eq!((c.no_link(), c.every_level()), (Some(true), Some(true)));
+        let old: ConfigFile =
+            toml::from_str("python-versions = [\"3.12\"]\nlink = false\npredict = false\n")
+                .unwrap();
+        assert_eq!(old.python_version, Some(vec!["3.12".to_string()]));
+        assert_eq!((old.no_link(), old.every_level()), (Some(true), Some(true)));
+    }
+
+    #[test]
+    fn wrong_values_say_what_is_expected() {
+        let err = toml::from_str::<ConfigFile>("jobs = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a number of workers (0: one per CPU)"),
+            "{err}"
+        );
+        assert!(!err.contains("usize"), "{err}");
+        let err = toml::from_str::<ConfigFile>("timeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a number of seconds"), "{err}");
     }
 }

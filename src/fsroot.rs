@@ -120,12 +120,30 @@ fn plain_components(rel: &Path) -> io::Result<Vec<&OsStr>> {
         .collect()
 }
 
+/// A PATH that does not name something inside the build root.
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    #[error(
+        "'{}' is outside the build root {}; give paths relative to the root (e.g. '{}') or \
+         starting with it (e.g. '{}')",
+        given.display(), root.display(), relative.display(), absolute.display()
+    )]
+    Outside {
+        given: PathBuf,
+        root: PathBuf,
+        relative: PathBuf,
+        absolute: PathBuf,
+    },
+    #[error("'{}' contains '..'; give paths inside the build root", .0.display())]
+    DotDot(PathBuf),
+}
+
 /// Turn a user-given PATH into a root-relative path. Relative paths are taken inside the root,
 /// except one that starts with a relative root as given and does not exist inside the root
 /// (`--buildroot debian/pkg debian/pkg/opt/app`, the way a shell completes it); absolute ones
 /// must start with the root (`%{buildroot}/usr/share/foo`). `..` is refused everywhere: it is
 /// the one way a plain path can leave the root.
-pub fn root_relative(root: &Path, given: &Path) -> Result<PathBuf, String> {
+pub fn root_relative(root: &Path, given: &Path) -> Result<PathBuf, PathError> {
     let rel = if given.is_absolute() {
         let abs_root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
         let canon_root = root.canonicalize().unwrap_or_else(|_| abs_root.clone());
@@ -136,14 +154,12 @@ pub fn root_relative(root: &Path, given: &Path) -> Result<PathBuf, String> {
             Ok(r) => r,
             Err(_) => {
                 let inside = given.strip_prefix("/").unwrap_or(given);
-                return Err(format!(
-                    "'{}' is outside the build root {}; give paths relative to the root \
-                     (e.g. '{}') or starting with it (e.g. '{}')",
-                    given.display(),
-                    root.display(),
-                    inside.display(),
-                    canon_root.join(inside).display()
-                ));
+                return Err(PathError::Outside {
+                    given: given.to_path_buf(),
+                    root: root.to_path_buf(),
+                    relative: inside.to_path_buf(),
+                    absolute: canon_root.join(inside),
+                });
             }
         }
     } else {
@@ -153,10 +169,7 @@ pub fn root_relative(root: &Path, given: &Path) -> Result<PathBuf, String> {
         }
     };
     if rel.components().any(|c| c == Component::ParentDir) {
-        return Err(format!(
-            "'{}' contains '..'; give paths inside the build root",
-            given.display()
-        ));
+        return Err(PathError::DotDot(given.to_path_buf()));
     }
     Ok(rel
         .components()
@@ -199,9 +212,11 @@ mod tests {
         );
         assert!(root_relative(root, Path::new("/usr/lib"))
             .unwrap_err()
+            .to_string()
             .contains("outside the build root"));
         assert!(root_relative(root, Path::new("usr/../../etc"))
             .unwrap_err()
+            .to_string()
             .contains(".."));
         assert!(root_relative(root, Path::new("/tmp/br/../etc")).is_err());
     }
@@ -209,12 +224,24 @@ mod tests {
     #[test]
     fn relative_root_prefix_is_stripped_only_when_meant() {
         let t = tempfile::tempdir().unwrap();
-        let root = t.path().join("debian/pkg");
-        std::fs::create_dir_all(root.join("opt/app")).unwrap();
-        std::fs::create_dir_all(root.join("debian/pkg/also")).unwrap();
-        // The relative root as given by a shell, e.g. `--buildroot debian/pkg`.
         let cwd = std::env::current_dir().unwrap();
-        let rel_root = pathdiff(&root, &cwd);
+        // The relative root as given by a shell, e.g. `--buildroot debian/pkg`, here relative
+        // to wherever the test runs. The case needs `rel_root/opt/app` not to exist inside the
+        // root as written, but `R/R` can walk up and back down to `R` itself: when the root is
+        // as deep below the common ancestor of root and cwd as the cwd, or less deep and that
+        // ancestor is `/` (where `..` stops). A root nested deeper than the cwd avoids both,
+        // wherever the checkout and the temp dir are.
+        let (root, rel_root) = (0..=cwd.components().count() + 1)
+            .map(|depth| {
+                let root = t.path().join("nest/".repeat(depth)).join("debian/pkg");
+                std::fs::create_dir_all(root.join("opt/app")).unwrap();
+                let rel_root = pathdiff(&root, &cwd);
+                (root, rel_root)
+            })
+            .find(|(root, rel_root)| !root.join(rel_root).join("opt/app").exists())
+            .expect("a root deeper than the cwd");
+        std::fs::create_dir_all(root.join("debian/pkg/also")).unwrap();
+        assert!(rel_root.is_relative());
         assert_eq!(
             root_relative(&rel_root, &rel_root.join("opt/app")).unwrap(),
             PathBuf::from("opt/app")
@@ -223,7 +250,9 @@ mod tests {
         let inside = Path::new("debian/pkg/also");
         assert_eq!(root_relative(&root, inside).unwrap(), inside);
         // An absolute path outside the root is refused with hints that work.
-        let err = root_relative(&rel_root, Path::new("/usr/lib/python3")).unwrap_err();
+        let err = root_relative(&rel_root, Path::new("/usr/lib/python3"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("e.g. 'usr/lib/python3'"), "{err}");
         let abs = root.canonicalize().unwrap().join("usr/lib/python3");
         assert!(err.contains(&format!("'{}'", abs.display())), "{err}");

@@ -1,13 +1,65 @@
+//! The `pyclink` binary: parse the command line, set up logging, run, print the summary lines
+//! and the JSON, and exit with the run's status. Everything else is in the library.
+
+use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
 
+use pyclink::report::RunReport;
+
 fn main() -> ExitCode {
-    let invocation = match pyclink::cli::Cli::parse().into_invocation() {
-        Ok(i) => i,
-        Err(e) => return fatal(&e),
+    let cli = match pyclink::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print and exit 0; a bad command line gets pyclink's prefix.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let _ = write!(std::io::stderr(), "pyclink: {}", e.render());
+            return ExitCode::from(2);
+        }
     };
-    let level = match (invocation.settings.quiet, invocation.verbose) {
+    let invocation = match cli.into_invocation() {
+        Ok(i) => i,
+        Err(e) => return fatal(&e.to_string(), None),
+    };
+    init_logging(invocation.settings.quiet, invocation.verbose);
+    if let Err(e) = pyclink::cleanup::install_signal_handler() {
+        log::warn!("cannot catch SIGINT/SIGTERM ({e}); an interrupt may leave temp files for the next run to remove");
+    }
+
+    let settings = &invocation.settings;
+    let json = settings.summary_json.as_deref();
+    // Find out now, not after every pyc is written, that the JSON cannot be written.
+    if let Some(path) = json.filter(|p| *p != Path::new("-")) {
+        if let Err(e) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+        {
+            return fatal(&format!("cannot write {}: {e}", path.display()), None);
+        }
+    }
+    let report = match pyclink::run(settings) {
+        Ok(r) => r,
+        Err(e) => return fatal(&e.to_string(), json),
+    };
+    if !settings.quiet {
+        let lines: String = report.versions.iter().map(|v| v.line() + "\n").collect();
+        if let Err(e) = print(&lines) {
+            return fatal(&format!("cannot write the summary to stdout: {e}"), json);
+        }
+    }
+    if let Some(path) = json {
+        if let Err(e) = write_json(path, &report) {
+            return fatal(&format!("cannot write {}: {e}", path.display()), None);
+        }
+    }
+    ExitCode::from(report.exit_code as u8)
+}
+
+fn init_logging(quiet: bool, verbose: u8) {
+    let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
         (false, 1) => "info",
@@ -15,7 +67,6 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format(|buf, record| {
-            use std::io::Write;
             let word = match record.level() {
                 log::Level::Error => "error",
                 log::Level::Warn => "warning",
@@ -25,32 +76,38 @@ fn main() -> ExitCode {
             writeln!(buf, "pyclink: {word}: {}", record.args())
         })
         .init();
-    if let Err(e) = pyclink::cleanup::install_signal_handler() {
-        log::warn!("cannot catch SIGINT/SIGTERM ({e}); an interrupt may leave temp files for the next run to remove");
-    }
-
-    let settings = &invocation.settings;
-    let report = match pyclink::run(settings) {
-        Ok(r) => r,
-        Err(e) => return fatal(&format!("{e:#}")),
-    };
-    if !settings.quiet {
-        for v in &report.versions {
-            println!("{}", v.line());
-        }
-    }
-    if let Some(path) = &settings.summary_json {
-        let json = serde_json::to_string_pretty(&report).expect("report serializes");
-        if let Err(e) = std::fs::write(path, json + "\n") {
-            return fatal(&format!("cannot write {}: {e}", path.display()));
-        }
-    }
-    ExitCode::from(report.exit_code as u8)
 }
 
-fn fatal(msg: &str) -> ExitCode {
+/// Write to stdout. A reader that stopped early (`| head -1`) is not our failure: the pycs are
+/// written and the exit status still says how the run went.
+fn print(text: &str) -> std::io::Result<()> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// `--summary-json FILE`, or `-` for stdout.
+fn write_json(path: &Path, report: &RunReport) -> std::io::Result<()> {
+    let json = serde_json::to_string_pretty(report).expect("a report serializes") + "\n";
+    if path == Path::new("-") {
+        print(&json)
+    } else {
+        std::fs::write(path, json)
+    }
+}
+
+/// The run could not proceed: say why (never panicking on a closed stderr), record it in the
+/// JSON if one was asked for, and exit 2.
+fn fatal(msg: &str, json: Option<&Path>) -> ExitCode {
+    let mut err = std::io::stderr().lock();
     for line in msg.lines() {
-        eprintln!("pyclink: error: {line}");
+        let _ = writeln!(err, "pyclink: error: {line}");
+    }
+    if let Some(path) = json {
+        if let Err(e) = write_json(path, &RunReport::failed(msg)) {
+            let _ = writeln!(err, "pyclink: error: cannot write {}: {e}", path.display());
+        }
     }
     ExitCode::from(2)
 }

@@ -1,22 +1,22 @@
 //! Step 2: walk each tree (never following directory symlinks) and list the sources to compile,
-//! one version after another, each largest first so no core idles at the end. Temp files a killed run left in `__pycache__`
-//! directories are removed on the way.
+//! one version after another, each largest first so no core idles at the end. Planning changes
+//! nothing on disk; it notes the `__pycache__` directories, where a killed run may have left temp
+//! files for `write` to remove.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::discover::Tree;
 use crate::fsroot::{display_in_root, Root};
-use crate::report::FileError;
-use crate::write::{is_temp_name, remove_stale_temp};
+use crate::python::PyVersion;
+use crate::report::{FileError, Problem};
 
 /// One source to compile for one version.
 #[derive(Clone, Debug)]
 pub struct Job {
-    /// Index into the run's version list.
-    pub version: usize,
+    pub version: PyVersion,
     /// Root-relative path of the `.py` file.
     pub rel: PathBuf,
     pub size: u64,
@@ -28,10 +28,31 @@ pub struct Job {
 pub struct Plan {
     pub jobs: Vec<Job>,
     /// Per-version problems found while walking (unreadable directories...).
-    pub errors: Vec<(usize, FileError)>,
+    pub errors: Vec<(PyVersion, FileError)>,
     /// `x.py` entries that are not files (FIFO, socket, device, directory): left alone.
     pub skipped: Vec<String>,
-    pub stale_temps_removed: usize,
+    /// Every `__pycache__` directory met (root-relative).
+    pub pycache_dirs: Vec<PathBuf>,
+}
+
+impl Plan {
+    /// The versions that have sources, with how many.
+    pub fn sources_per_version(&self) -> BTreeMap<PyVersion, u64> {
+        let mut n = BTreeMap::new();
+        for job in &self.jobs {
+            *n.entry(job.version).or_insert(0) += 1;
+        }
+        n
+    }
+}
+
+/// An `--exclude` pattern that is not a glob.
+#[derive(Debug, thiserror::Error)]
+#[error("bad --exclude pattern '{pattern}': {source}")]
+pub struct BadExclude {
+    pub pattern: String,
+    #[source]
+    pub source: globset::Error,
 }
 
 /// `--exclude` patterns. A pattern with a `/` is matched against the whole path as seen inside
@@ -44,7 +65,7 @@ pub struct Excludes {
 }
 
 impl Excludes {
-    pub fn new(patterns: &[String]) -> Result<Excludes, String> {
+    pub fn new(patterns: &[String]) -> Result<Excludes, BadExclude> {
         let mut paths = GlobSetBuilder::new();
         let mut names = GlobSetBuilder::new();
         for p in patterns {
@@ -52,15 +73,22 @@ impl Excludes {
                 .literal_separator(false)
                 .backslash_escape(true)
                 .build()
-                .map_err(|e| format!("bad --exclude pattern '{p}': {e}"))?;
+                .map_err(|source| BadExclude {
+                    pattern: p.clone(),
+                    source,
+                })?;
             if p.contains('/') {
                 paths.add(glob);
             } else {
                 names.add(glob);
             }
         }
-        let build =
-            |b: GlobSetBuilder| b.build().map_err(|e| format!("bad --exclude pattern: {e}"));
+        let build = |b: GlobSetBuilder| {
+            b.build().map_err(|source| BadExclude {
+                pattern: patterns.join(" "),
+                source,
+            })
+        };
         Ok(Excludes {
             paths: build(paths)?,
             names: build(names)?,
@@ -73,12 +101,12 @@ impl Excludes {
     }
 }
 
-/// List the jobs of `trees` (each tree's version is an index into `versions`).
-pub fn plan(root: &Root, trees: &[(usize, &Tree)], excludes: &Excludes) -> Plan {
+/// List the jobs of `trees`.
+pub fn plan(root: &Root, trees: &[Tree], excludes: &Excludes) -> Plan {
     let mut plan = Plan::default();
-    let mut seen: HashSet<(usize, PathBuf)> = HashSet::new();
-    for &(version, tree) in trees {
-        walk_tree(root, version, tree, excludes, &mut seen, &mut plan);
+    let mut seen: HashSet<(PyVersion, PathBuf)> = HashSet::new();
+    for tree in trees {
+        walk_tree(root, tree, excludes, &mut seen, &mut plan);
     }
     // Version by version, so only one version's workers are alive at a time (the pool retires a
     // version's workers once its sources are handed out); within a version largest first, so
@@ -95,12 +123,12 @@ pub fn plan(root: &Root, trees: &[(usize, &Tree)], excludes: &Excludes) -> Plan 
 
 fn walk_tree(
     root: &Root,
-    version: usize,
     tree: &Tree,
     excludes: &Excludes,
-    seen: &mut HashSet<(usize, PathBuf)>,
+    seen: &mut HashSet<(PyVersion, PathBuf)>,
     plan: &mut Plan,
 ) {
+    let version = tree.version;
     let host_root = root.path();
     let top = tree.dir.as_path();
     let mut it = walkdir::WalkDir::new(root.host_path(top))
@@ -116,12 +144,20 @@ fn walk_tree(
                     .path()
                     .and_then(|p| p.strip_prefix(host_root).ok())
                     .unwrap_or(top);
-                let why = e
-                    .io_error()
-                    .map_or_else(|| e.to_string(), ToString::to_string);
+                let path = path.to_path_buf();
+                let source = e.into_io_error().unwrap_or_else(|| {
+                    std::io::Error::other("a directory loop (symlinks are not followed)")
+                });
                 plan.errors.push((
                     version,
-                    FileError::new(path, None, format!("cannot read: {why}")),
+                    FileError::new(
+                        &path,
+                        None,
+                        Problem::Io {
+                            what: "cannot read",
+                            source,
+                        },
+                    ),
                 ));
                 continue;
             }
@@ -143,7 +179,7 @@ fn walk_tree(
                 continue;
             }
             if entry.file_name() == "__pycache__" {
-                plan.stale_temps_removed += clean_cache_dir(root, &rel);
+                plan.pycache_dirs.push(rel.clone());
                 it.skip_current_dir();
             }
             if has_py_suffix(&rel) {
@@ -184,40 +220,10 @@ fn has_py_suffix(rel: &Path) -> bool {
     })
 }
 
-/// Remove temp files a killed run left in this `__pycache__`; returns how many.
-fn clean_cache_dir(root: &Root, rel: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(root.host_path(rel)) else {
-        return 0;
-    };
-    let temps: Vec<_> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name())
-        .filter(|n| is_temp_name(n))
-        .collect();
-    if temps.is_empty() {
-        return 0;
-    }
-    let Ok(dir) = root.open_dir(rel) else {
-        return 0;
-    };
-    let mut removed = 0;
-    for name in temps {
-        match remove_stale_temp(&dir, &name) {
-            Ok(true) => removed += 1,
-            Ok(false) => {}
-            Err(e) => log::warn!(
-                "{}: cannot remove stale temp file: {e}",
-                display_in_root(&rel.join(&name))
-            ),
-        }
-    }
-    removed
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::version::PyVersion;
+    use crate::python::PyVersion;
 
     #[test]
     fn excludes_by_path_and_name() {
@@ -233,7 +239,8 @@ mod tests {
         assert!(!ex.matches(Path::new("usr/lib/python3.12/json/decoder.py")));
         assert!(Excludes::new(&["[".into()])
             .unwrap_err()
-            .contains("bad --exclude"));
+            .to_string()
+            .contains("bad --exclude pattern '['"));
     }
 
     #[test]
@@ -263,7 +270,7 @@ mod tests {
         let tree = Tree::new(PyVersion::cpython(3, 12), "usr/lib/python3.12".into());
         let p = plan(
             &root,
-            &[(0, &tree)],
+            std::slice::from_ref(&tree),
             &Excludes::new(&["skipme".into()]).unwrap(),
         );
         let rels: Vec<_> = p
@@ -280,8 +287,14 @@ mod tests {
                 ("usr/lib/python3.12/small.py".to_string(), false),
             ]
         );
-        assert_eq!(p.stale_temps_removed, 1);
+        assert_eq!(
+            p.pycache_dirs,
+            vec![PathBuf::from("usr/lib/python3.12/pkg/__pycache__")]
+        );
         assert!(p.skipped.iter().any(|s| s.contains("fifo.py")));
-        assert!(!lib.join("pkg/__pycache__/.pyclink-1-1.tmp").exists());
+        assert!(
+            lib.join("pkg/__pycache__/.pyclink-1-1.tmp").exists(),
+            "planning changes nothing"
+        );
     }
 }

@@ -1,29 +1,93 @@
 //! Step 5: what the build log keeps. One line per version, every error as `path:line: message`,
-//! and the same figures as JSON for build systems.
+//! and the same figures as JSON for build systems. [`Tally`] collects the outcomes of a run as
+//! they come.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
+use crate::compile::cache::CacheStats;
+use crate::compile::pool::Timing;
+use crate::compile::source::Outcome;
 use crate::fsroot::display_in_root;
+use crate::plan::{Job, Plan};
+use crate::python::PyVersion;
+use crate::settings::{ErrorPolicy, Settings};
+use crate::worker::Failure;
 use crate::write::WriteStats;
 
-/// A source that could not be compiled or written.
-#[derive(Clone, Debug, Serialize)]
+/// Why a source got no pycs.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// The interpreter refused it: SyntaxError, ValueError for NUL bytes, RecursionError...
+    #[error("{exception}: {message}")]
+    DoesNotCompile { exception: String, message: String },
+    /// A compiler warning (the pycs were written).
+    #[error("{category}: {message}")]
+    Warning { category: String, message: String },
+    /// Reading the source or writing its pycs failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A FIFO, socket, device or directory named like a source.
+    #[error("not a regular file; skipped")]
+    NotRegular,
+    /// The worker died, hung or broke the protocol, and so did a fresh one on the retry.
+    #[error("{first}{}", .retry.as_ref().map_or(String::new(), |r| format!(" ({r})")))]
+    Worker {
+        first: Failure,
+        /// What happened on the retry with a new worker (none if it could not even start).
+        retry: Option<Retry>,
+    },
+    /// No worker could be started for it.
+    #[error("cannot start a {program} worker: {failure}")]
+    NoWorker { program: String, failure: Failure },
+}
+
+/// How the retry of a source whose worker failed went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Retry {
+    #[error("{0} (also on the retry with a new worker)")]
+    AlsoFailed(Failure),
+    #[error("and cannot start a {program} worker for the retry: {failure}")]
+    CannotStart { program: String, failure: Failure },
+}
+
+impl Problem {
+    /// A short machine-readable name, for the JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Problem::DoesNotCompile { .. } => "does-not-compile",
+            Problem::Warning { .. } => "warning",
+            Problem::Io { .. } => "io",
+            Problem::NotRegular => "not-regular",
+            Problem::Worker { .. } | Problem::NoWorker { .. } => "worker",
+        }
+    }
+}
+
+/// A source that could not be compiled or written, or a compiler warning about it.
+#[derive(Debug)]
 pub struct FileError {
     /// The path as seen inside the root (`/usr/lib/...`).
     pub path: String,
     pub line: Option<u32>,
-    pub message: String,
+    pub problem: Problem,
 }
 
 impl FileError {
-    pub fn new(rel: &Path, line: Option<u32>, message: String) -> FileError {
+    pub fn new(rel: &Path, line: Option<u32>, problem: Problem) -> FileError {
         FileError {
             path: display_in_root(rel),
-            line,
-            message,
+            // CPython says line 0 where it has none.
+            line: line.filter(|&l| l > 0),
+            problem,
         }
     }
 }
@@ -31,9 +95,21 @@ impl FileError {
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.path, line, self.message),
-            None => write!(f, "{}: {}", self.path, self.message),
+            Some(line) => write!(f, "{}:{}: {}", self.path, line, self.problem),
+            None => write!(f, "{}: {}", self.path, self.problem),
         }
+    }
+}
+
+impl Serialize for FileError {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("FileError", 4)?;
+        st.serialize_field("path", &self.path)?;
+        st.serialize_field("line", &self.line)?;
+        st.serialize_field("kind", self.problem.kind())?;
+        st.serialize_field("message", &self.problem.to_string())?;
+        st.end()
     }
 }
 
@@ -84,19 +160,31 @@ impl VersionReport {
             String::new()
         };
         format!(
-            "pyclink: {}: {} sources, {} pyc ({} written, {} hardlinked, {} copied{}), {} error{}, {} -> {}",
+            "pyclink: {}: {}, {} ({} written, {} hardlinked, {} copied{}), {}, {} -> {}",
             self.version,
-            self.sources,
-            self.pyc,
+            plural(self.sources, "source"),
+            self.pyc_count(),
             self.written,
             self.hardlinked,
             self.copied,
             up_to_date,
-            self.errors,
-            if self.errors == 1 { "" } else { "s" },
+            plural(self.errors, "error"),
             mib(self.bytes_apparent),
             mib(self.bytes_stored)
         )
+    }
+
+    fn pyc_count(&self) -> String {
+        format!("{} pyc", self.pyc)
+    }
+}
+
+/// "1 source", "2 sources".
+pub fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
     }
 }
 
@@ -104,19 +192,243 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-/// The whole run, as written by `--summary-json`.
-#[derive(Debug, Default, Serialize)]
+/// The name and version of the JSON's layout. The version goes up when a field changes meaning
+/// or goes away; new fields may appear within a version.
+pub const SCHEMA: &str = "pyclink-summary";
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The whole run, as written by `--summary-json` (README describes every field).
+#[derive(Debug, Serialize)]
 pub struct RunReport {
+    pub schema: &'static str,
+    pub schema_version: u32,
+    /// Why the run could not proceed (then `exit_code` is 2 and there are no figures).
+    pub fatal_error: Option<String>,
     pub buildroot: String,
     pub levels: Vec<u8>,
     pub versions: Vec<VersionReport>,
     /// Every error as `path:line: message`.
     pub errors: Vec<String>,
     pub error_details: Vec<FileError>,
+    /// Every compiler warning as `path:line: Category: message`.
+    pub warnings: Vec<String>,
     pub skipped: Vec<String>,
     pub stale_temps_removed: usize,
-    pub cache: Option<crate::cache::CacheStats>,
+    pub cache: Option<CacheStats>,
     pub exit_code: i32,
+}
+
+impl Default for RunReport {
+    fn default() -> Self {
+        RunReport {
+            schema: SCHEMA,
+            schema_version: SCHEMA_VERSION,
+            fatal_error: None,
+            buildroot: String::new(),
+            levels: Vec::new(),
+            versions: Vec::new(),
+            errors: Vec::new(),
+            error_details: Vec::new(),
+            warnings: Vec::new(),
+            skipped: Vec::new(),
+            stale_temps_removed: 0,
+            cache: None,
+            exit_code: 0,
+        }
+    }
+}
+
+impl RunReport {
+    /// The report of a run that could not proceed.
+    pub fn failed(why: &str) -> RunReport {
+        RunReport {
+            fatal_error: Some(why.to_string()),
+            exit_code: 2,
+            ..RunReport::default()
+        }
+    }
+}
+
+/// What a version's line says about its interpreter.
+pub struct VersionInfo {
+    pub interpreter: String,
+    pub cache_tag: String,
+    pub invalidation_mode: &'static str,
+}
+
+/// The outcomes of a run, collected as they come (in completion order).
+pub struct Tally {
+    run: RunReport,
+    versions: BTreeMap<PyVersion, VersionReport>,
+    policy: ErrorPolicy,
+}
+
+impl Tally {
+    /// A tally of `plan`'s jobs, starting with what the walk found (its errors and skipped
+    /// entries are taken from the plan).
+    pub fn new(
+        settings: &Settings,
+        plan: &mut Plan,
+        stale_temps_removed: usize,
+        info: impl Fn(PyVersion) -> Option<VersionInfo>,
+    ) -> Tally {
+        let mut versions: BTreeMap<PyVersion, VersionReport> = BTreeMap::new();
+        for (version, sources) in plan.sources_per_version() {
+            let mut r = VersionReport {
+                version: version.to_string(),
+                sources,
+                ..Default::default()
+            };
+            if let Some(i) = info(version) {
+                r.interpreter = i.interpreter;
+                r.cache_tag = i.cache_tag;
+                r.invalidation_mode = i.invalidation_mode.into();
+            }
+            versions.insert(version, r);
+        }
+        let mut tally = Tally {
+            run: RunReport {
+                buildroot: settings.buildroot.display().to_string(),
+                levels: settings.levels.iter().collect(),
+                stale_temps_removed,
+                skipped: std::mem::take(&mut plan.skipped),
+                ..Default::default()
+            },
+            versions,
+            policy: settings.errors,
+        };
+        for (version, e) in std::mem::take(&mut plan.errors) {
+            tally.error(version, e);
+        }
+        tally
+    }
+
+    /// One source's outcome.
+    pub fn record(&mut self, job: &Job, outcome: Outcome) {
+        let r = self
+            .versions
+            .entry(job.version)
+            .or_insert_with(|| VersionReport {
+                version: job.version.to_string(),
+                ..Default::default()
+            });
+        match outcome {
+            Outcome::UpToDate { pycs } => {
+                r.up_to_date += pycs;
+                r.up_to_date_sources += 1;
+                r.pyc += pycs;
+            }
+            Outcome::Written {
+                stats,
+                compiled,
+                warnings,
+            } => {
+                r.add_written(stats);
+                r.levels_compiled += compiled;
+                r.warnings += warnings.len() as u64;
+                // As compileall shows them: the source has something the next Python may
+                // reject (an invalid escape sequence...).
+                for w in warnings {
+                    log::warn!("{w}");
+                    self.run.warnings.push(w.to_string());
+                }
+            }
+            Outcome::Skipped(why) => {
+                log::warn!("{why}");
+                r.skipped += 1;
+                self.run.skipped.push(why);
+            }
+            Outcome::Failed(e) => self.error(job.version, e),
+        }
+    }
+
+    /// Errors appear in the log as they happen, as warnings under `--errors warn`.
+    fn error(&mut self, version: PyVersion, e: FileError) {
+        if self.policy == ErrorPolicy::Fail {
+            log::error!("{e}");
+        } else {
+            log::warn!("{e}");
+        }
+        self.versions
+            .entry(version)
+            .or_insert_with(|| VersionReport {
+                version: version.to_string(),
+                ..Default::default()
+            })
+            .errors += 1;
+        self.run.errors.push(e.to_string());
+        self.run.error_details.push(e);
+    }
+
+    /// The report, with the exit status the error policy gives.
+    pub fn finish(
+        mut self,
+        wall: Duration,
+        timing: Timing,
+        cache: Option<CacheStats>,
+    ) -> RunReport {
+        log_timing(wall, timing);
+        if let Some(s) = &cache {
+            log::info!(
+                "cache {}: {} hits, {} misses, {} stored, {} corrupt entries dropped, {} evicted, {:.1} MiB kept",
+                s.dir,
+                s.hits,
+                s.misses,
+                s.stored,
+                s.rejected,
+                s.evicted,
+                s.bytes_after as f64 / (1 << 20) as f64
+            );
+        }
+        for r in self.versions.values() {
+            let produced = r.written + r.hardlinked + r.copied;
+            if produced > 0 {
+                log::info!(
+                    "{}: compiled {} of {} levels ({:.1}% proved identical from the source and not compiled)",
+                    r.version,
+                    r.levels_compiled,
+                    produced,
+                    100.0 * (produced - r.levels_compiled.min(produced)) as f64 / produced as f64
+                );
+            }
+        }
+        self.run.cache = cache;
+        self.run.versions = self
+            .versions
+            .into_values()
+            .filter(|r| r.sources > 0 || r.errors > 0)
+            .collect();
+        let errors: u64 = self.run.versions.iter().map(|r| r.errors).sum();
+        self.run.exit_code = i32::from(errors > 0 && self.policy == ErrorPolicy::Fail);
+        self.run
+    }
+}
+
+/// `-v`: where the time went, for tuning and for bug reports.
+fn log_timing(wall: Duration, t: Timing) {
+    let secs = |d: Duration| d.as_secs_f64();
+    log::info!(
+        "time: {:.2}s wall; {} (one per worker) busy {:.2}s, of which {:.2}s \
+         waiting for a worker and {:.2}s in pyclink (reading, checking, writing)",
+        secs(wall),
+        plural(t.workers as u64, "compile thread"),
+        secs(t.busy),
+        secs(t.waiting),
+        secs(t.busy.saturating_sub(t.waiting))
+    );
+    if let Some((own, children)) = cpu_times() {
+        log::info!("cpu: pyclink {own:.2}s, its workers {children:.2}s (user+sys)");
+    }
+}
+
+/// CPU seconds (user+sys) of this process and of its waited-for children, from /proc.
+fn cpu_times() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let tick = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    // After "pid (comm) ": state=0 ... utime=11 stime=12 cutime=13 cstime=14.
+    Some(((tick(11)? + tick(12)?) / hz, (tick(13)? + tick(14)?) / hz))
 }
 
 #[cfg(test)]
@@ -144,6 +456,8 @@ mod tests {
         r.up_to_date = 3;
         r.pyc += 3;
         r.errors = 1;
+        r.sources = 1;
+        assert!(r.line().contains(": 1 source, "), "{}", r.line());
         assert!(r.line().contains("0 copied, 3 up to date), 1 error, "));
     }
 
@@ -152,17 +466,29 @@ mod tests {
         let e = FileError::new(
             Path::new("usr/lib/python3.12/bad.py"),
             Some(3),
-            "SyntaxError: invalid syntax".into(),
+            Problem::DoesNotCompile {
+                exception: "SyntaxError".into(),
+                message: "invalid syntax".into(),
+            },
         );
         assert_eq!(
             e.to_string(),
             "/usr/lib/python3.12/bad.py:3: SyntaxError: invalid syntax"
         );
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["kind"], "does-not-compile");
+        assert_eq!(json["line"], 3);
         let e = FileError::new(
             Path::new("usr/x.py"),
-            None,
-            "cannot read: Permission denied".into(),
+            Some(0),
+            Problem::Io {
+                what: "cannot read",
+                source: std::io::Error::from_raw_os_error(13),
+            },
         );
-        assert_eq!(e.to_string(), "/usr/x.py: cannot read: Permission denied");
+        assert_eq!(
+            e.to_string(),
+            "/usr/x.py: cannot read: Permission denied (os error 13)"
+        );
     }
 }

@@ -691,3 +691,94 @@ fn virtualenv_in_a_private_directory_sets_the_version() {
         .join(format!("{venv_site}/__pycache__/dep.{}.pyc", h.tag))
         .exists());
 }
+
+/// Issue 12: a private directory in a root whose Python is not the host's is compiled for the
+/// root's Python, whatever PATHs restrict the run to (the package's interpreter would never read
+/// the host version's pycs and would write its own at run time).
+#[test]
+fn private_directory_follows_the_python_of_the_root() {
+    let h = host();
+    let Some(other) = ["3.12", "3.13", "3.10", "3.9"]
+        .into_iter()
+        .find(|v| *v != h.version && find_python(v).is_some())
+    else {
+        println!(
+            "SKIP private_directory_follows_the_python_of_the_root: no Python 3.9-3.13 besides {}",
+            h.version
+        );
+        return;
+    };
+    let other_tag = cache_tag(&find_python(other).unwrap());
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    write_files(
+        &root,
+        &[
+            (
+                &format!("usr/lib/python{other}/site-packages/new.py"),
+                NEITHER,
+            ),
+            ("usr/share/myapp/helper.py", DOC),
+        ],
+    );
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("usr/share/myapp")
+        .arg("-v"));
+    assert!(out.status.success());
+    let helper = root.join("usr/share/myapp/__pycache__");
+    assert!(helper.join(format!("helper.{other_tag}.pyc")).exists());
+    assert!(
+        !helper.join(format!("helper.{}.pyc", h.tag)).exists(),
+        "not the host's python3"
+    );
+    assert!(
+        stderr(&out).contains(&format!(
+            "/usr/share/myapp compiled for python{other} (the Python 3 versions found in the build root)"
+        )),
+        "-v says which version and why: {}",
+        stderr(&out)
+    );
+    assert!(
+        !root
+            .join(format!("usr/lib/python{other}/site-packages/__pycache__"))
+            .exists(),
+        "the PATH still restricts what is compiled"
+    );
+    assert_audit_ok(&root, &[format!("{other}:usr/share/myapp")], &[]);
+    // Naming a version, or an interpreter, still wins.
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("usr/share/myapp")
+        .args(["--python-version", &h.version]));
+    assert!(out.status.success());
+    assert!(helper.join(format!("helper.{}.pyc", h.tag)).exists());
+}
+
+/// Issue 12: compiler warnings name their file on stderr and in the JSON, without -v.
+#[test]
+fn compiler_warnings_name_their_file() {
+    let h = host();
+    let (t, root, _site) = site_root(&h, &[("esc.py", "import re\nPAT = '\\d+'\n")]);
+    let json = t.path().join("s.json");
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("--summary-json")
+        .arg(&json));
+    assert!(out.status.success());
+    let shown = format!("/usr/lib/python{}/site-packages/esc.py:2: ", h.version);
+    assert!(
+        stderr(&out).contains(&shown) && stderr(&out).contains("invalid escape sequence"),
+        "{}",
+        stderr(&out)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let warnings = summary["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{summary}");
+    assert!(warnings[0].as_str().unwrap().starts_with(&shown));
+    assert_eq!(summary["versions"][0]["warnings"], 1);
+}

@@ -1,10 +1,11 @@
 //! The Debian integration, for real. pyclink's own .deb is built from `packaging/debian` with
-//! dpkg-buildpackage and installed with `dpkg -i`; then the sample source package
-//! `tests/deb/sample` (`dh $@ --with pyclink`) is built against the installed addon exactly as a
-//! packager would, and its .debs are read back with dpkg-deb, audited with pyc-audit, installed
-//! and imported. Tests that touch the dpkg database hold a machine-wide lock and purge what they
-//! installed. The tests at the end drive dh_pyclink and dh from the repository (PERL5LIB) for
-//! the option handling and the sequence order, without installing anything.
+//! dpkg-buildpackage, linted and installed with `dpkg -i`; then the sample source package
+//! `tests/deb/sample` (`dh $@ --with pyclink`, with dh_python3) is built against the installed
+//! addon exactly as a packager would, and its .debs are read back with dpkg-deb, audited with
+//! pyc-audit, linted, installed, checked with `dpkg --verify` and imported. Tests that touch the
+//! dpkg database hold a host-wide lock and purge what they installed. The tests at the end
+//! drive dh_pyclink, dh_python3 and dh from the repository (PERL5LIB) for the option handling,
+//! the invalidation mode per directory and the sequence order, without installing anything.
 
 mod common;
 use common::*;
@@ -18,9 +19,22 @@ use std::process::{Command, Stdio};
 
 const SAMPLE: &str = "pyclinksample";
 const SAMPLE_TS: &str = "pyclinksample-ts";
+const SAMPLE_SHARE: &str = "pyclinksample-share";
 /// Where the sample packages install their application (debian/*.install).
 const SAMPLE_DIR: &str = "opt/pyclinksample";
 const SAMPLE_TS_DIR: &str = "opt/pyclinksample-ts";
+/// A private directory of the kind dh_python3 has py3compile compile in the postinst.
+const SAMPLE_SHARE_DIR: &str = "usr/share/pyclinksample-share";
+
+/// The binary packages of the sample: name, application directory, and whether its pycs are
+/// timestamp pycs (`--invalidation-mode=timestamp` for -ts; dh_pyclink's choice where
+/// py3compile runs for -share) rather than checked-hash ones.
+const SAMPLES: &[(&str, &str, bool)] = &[
+    (SAMPLE, SAMPLE_DIR, false),
+    (SAMPLE_TS, SAMPLE_TS_DIR, true),
+    (SAMPLE_SHARE, SAMPLE_SHARE_DIR, true),
+];
+const SAMPLE_PACKAGES: [&str; 3] = [SAMPLE, SAMPLE_TS, SAMPLE_SHARE];
 
 /// Which levels of each module of the sample compile to the same code, by construction (the
 /// comment or docstring at the top of each file says why): the groups that must share an inode.
@@ -117,30 +131,86 @@ fn changelog_field(changelog: &Path, field: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The dpkg database: one test at a time on this machine, and everything installed is purged.
+// The dpkg database: one test at a time on this host, and everything installed is purged.
 
+/// The host-wide lock. A fixed path, not `$TMPDIR`: every checkout's test run on this host,
+/// whatever its environment, must meet on the same file.
+const DPKG_LOCK: &str = "/tmp/pyclink-deb-tests.lock";
+
+/// Left on the host while these tests have `pyclink` installed: a `pyclink` installed without
+/// it is somebody's real installation, which the tests must not replace and purge.
+const PYCLINK_MARK: &str = "/var/tmp/pyclink-deb-tests.pyclink-installed";
+
+/// The only way these tests run `dpkg -i`, `--purge` and `--verify`: holding the lock from
+/// the first install to the last purge (nextest runs the tests in parallel processes).
 struct Dpkg {
     installed: Vec<String>,
     _lock: File,
 }
 
 impl Dpkg {
-    /// Wait for the machine-wide lock, then remove sample packages a killed run may have left.
-    fn begin() -> Dpkg {
-        // Another checkout's test run would fight over the same packages: lock outside the repo.
-        let lock = File::create(std::env::temp_dir().join("pyclink-deb-tests.lock")).unwrap();
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    /// Wait for the host-wide lock, then remove sample packages a killed run may have left.
+    fn begin(test: &str) -> Dpkg {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NOFOLLOW and no truncation: the file is in a world-writable directory.
+        let mut lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(DPKG_LOCK)
+            .unwrap_or_else(|e| panic!("{DPKG_LOCK}: {e}"));
+        use rustix::fs::{flock, FlockOperation};
+        if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+            let mut holder = String::new();
+            let _ = lock.read_to_string(&mut holder);
+            let waiting = std::time::Instant::now();
+            eprintln!(
+                "{test}: waiting for {DPKG_LOCK}: another test run installs packages with dpkg (last holder: {})",
+                holder.trim()
+            );
+            flock(&lock, FlockOperation::LockExclusive).unwrap();
+            eprintln!("{test}: got {DPKG_LOCK} after {:.0?}", waiting.elapsed());
+        }
+        lock.set_len(0).unwrap();
+        lock.rewind().unwrap();
+        let _ = writeln!(
+            lock,
+            "held by pid {}, test {test} in {}",
+            std::process::id(),
+            env!("CARGO_MANIFEST_DIR")
+        );
         let d = Dpkg {
             installed: Vec::new(),
             _lock: lock,
         };
-        for p in [SAMPLE, SAMPLE_TS, "pyclink"] {
+        for p in SAMPLE_PACKAGES {
             if d.is_installed(p) {
                 println!("note: purging {p}, left installed by an earlier run");
-                run(Command::new("dpkg").args(["--purge", p]));
+                d.dpkg(&["--purge", p]);
             }
         }
+        if d.is_installed("pyclink") {
+            assert!(
+                Path::new(PYCLINK_MARK).exists(),
+                "pyclink is installed on this host, and not by these tests: they would replace and purge it. \
+                 Purge it first (dpkg --purge pyclink) or run the Debian tests on another host"
+            );
+            println!("note: purging pyclink, left installed by an earlier run");
+            d.dpkg(&["--purge", "pyclink"]);
+        }
+        let _ = std::fs::remove_file(PYCLINK_MARK);
         d
+    }
+
+    /// dpkg with the lock held (a `Dpkg` exists only then).
+    fn dpkg(&self, args: &[&str]) -> std::process::Output {
+        let mut c = Command::new("dpkg");
+        c.args(args);
+        run(clean_env(&mut c))
     }
 
     fn is_installed(&self, package: &str) -> bool {
@@ -152,9 +222,18 @@ impl Dpkg {
     }
 
     fn install(&mut self, debs: &[PathBuf]) {
-        let out = run(Command::new("dpkg").arg("-i").args(debs));
-        for deb in debs {
-            let name = deb_field(deb, "Package");
+        let names: Vec<String> = debs.iter().map(|d| deb_field(d, "Package")).collect();
+        if names.iter().any(|n| n == "pyclink") {
+            std::fs::write(
+                PYCLINK_MARK,
+                "pyclink installed by pyclink's tests/deb.rs\n",
+            )
+            .unwrap();
+        }
+        let mut args = vec!["-i"];
+        args.extend(debs.iter().map(|d| d.to_str().unwrap()));
+        let out = self.dpkg(&args);
+        for name in names {
             if !self.installed.contains(&name) {
                 self.installed.push(name);
             }
@@ -162,11 +241,17 @@ impl Dpkg {
         assert!(out.status.success(), "dpkg -i failed");
     }
 
+    /// `dpkg --verify PACKAGE`: one line per installed file that differs from the package.
+    fn verify(&self, package: &str) -> String {
+        let out = self.dpkg(&["--verify", package]);
+        stdout(&out)
+    }
+
     /// pyclink's .deb, installed, with `pyclink` and `dh_pyclink` on PATH being its files.
     fn install_pyclink(&mut self) -> PathBuf {
         let deb = pyclink_deb();
         self.install(std::slice::from_ref(&deb));
-        let listed = stdout(&run(Command::new("dpkg").args(["-L", "pyclink"])));
+        let listed = stdout(&self.dpkg(&["-L", "pyclink"]));
         for tool in ["pyclink", "dh_pyclink"] {
             let out = run(Command::new("sh").args(["-c", &format!("command -v {tool}")]));
             let found = stdout(&out).trim().to_string();
@@ -182,10 +267,12 @@ impl Dpkg {
 impl Drop for Dpkg {
     fn drop(&mut self) {
         if !self.installed.is_empty() {
-            let out = run(Command::new("dpkg")
-                .arg("--purge")
-                .args(self.installed.iter().rev()));
-            if !out.status.success() && !std::thread::panicking() {
+            let mut args = vec!["--purge"];
+            args.extend(self.installed.iter().rev().map(String::as_str));
+            let out = self.dpkg(&args);
+            if out.status.success() {
+                let _ = std::fs::remove_file(PYCLINK_MARK);
+            } else if !std::thread::panicking() {
                 panic!("dpkg --purge failed");
             }
         }
@@ -509,23 +596,51 @@ fn import_at_each_level(app: &Path, tag: &str) {
     }
 }
 
+/// lintian's report on `deb`, or None where lintian is not installed (CI installs it: there it
+/// must run).
+fn lintian(debs: &[PathBuf], options: &[&str]) -> Option<String> {
+    if !tool_exists("lintian") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "lintian is not installed (.ci/run installs it)"
+        );
+        println!("note: lintian is not installed; {debs:?} not linted");
+        return None;
+    }
+    let out = run(Command::new("lintian").args(options).args(debs));
+    // 0: nothing to report at error level, 2: something; 1 is lintian itself failing.
+    assert!(
+        matches!(out.status.code(), Some(0 | 2)),
+        "lintian failed on {debs:?}:\n{}",
+        stderr(&out)
+    );
+    Some(stdout(&out))
+}
+
+fn errors_and_warnings(report: &str) -> Vec<&str> {
+    report
+        .lines()
+        .filter(|l| l.starts_with("E: ") || l.starts_with("W: "))
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tests that install packages
 
-fn dpkg_or_skip(test: &str) -> bool {
+/// The dpkg database for `test` (waiting for the lock), or None when not root (said so).
+fn dpkg_or_skip(test: &str) -> Option<Dpkg> {
     if !is_root() {
         println!("SKIP {test}: dpkg -i needs root");
-        return false;
+        return None;
     }
-    true
+    Some(Dpkg::begin(test))
 }
 
 #[test]
 fn own_deb_holds_the_tools_the_addon_and_the_manuals() {
-    if !dpkg_or_skip("own_deb_holds_the_tools_the_addon_and_the_manuals") {
+    let Some(mut dpkg) = dpkg_or_skip("own_deb_holds_the_tools_the_addon_and_the_manuals") else {
         return;
-    }
-    let mut dpkg = Dpkg::begin();
+    };
     let deb = dpkg.install_pyclink();
     let (text, entries) = contents(&deb);
     let paths: BTreeSet<&str> = entries.iter().map(|e| e.path.as_str()).collect();
@@ -563,22 +678,17 @@ fn own_deb_holds_the_tools_the_addon_and_the_manuals() {
         assert!(man.contains(must), "{p} lacks {must:?}");
     }
 
-    if tool_exists("lintian") {
-        let out = run(Command::new("lintian").arg(&deb));
-        let report = stdout(&out);
-        let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("E:")).collect();
-        assert!(errors.is_empty(), "lintian errors: {errors:#?}");
-    } else {
-        println!("note: lintian is not installed; the .deb was not linted");
+    if let Some(report) = lintian(std::slice::from_ref(&deb), &[]) {
+        let found = errors_and_warnings(&report);
+        assert!(found.is_empty(), "lintian on pyclink's .deb: {found:#?}");
     }
 }
 
 #[test]
 fn sample_ships_linked_pycs_that_python_uses_unchanged() {
-    if !dpkg_or_skip("sample_ships_linked_pycs_that_python_uses_unchanged") {
+    let Some(mut dpkg) = dpkg_or_skip("sample_ships_linked_pycs_that_python_uses_unchanged") else {
         return;
-    }
-    let mut dpkg = Dpkg::begin();
+    };
     dpkg.install_pyclink();
     let version = host_python3_version();
     let tag = cache_tag(Path::new("python3"));
@@ -594,7 +704,8 @@ fn sample_ships_linked_pycs_that_python_uses_unchanged() {
     let epoch: i64 = changelog_field(&built.source().join("debian/changelog"), "Timestamp")
         .parse()
         .unwrap();
-    for (package, app_dir) in [(SAMPLE, SAMPLE_DIR), (SAMPLE_TS, SAMPLE_TS_DIR)] {
+    let mut shipped = BTreeMap::new();
+    for &(package, app_dir, _) in SAMPLES {
         let deb = built.deb(package);
         let (pyc, distinct) = check_listing(&deb, app_dir, &tag);
         let sources = LEVEL_GROUPS.len();
@@ -626,17 +737,38 @@ fn sample_ships_linked_pycs_that_python_uses_unchanged() {
             .arg(root.path()));
         assert!(out.status.success());
         assert_audit_ok(root.path(), &[format!("{version}:{app_dir}")], &[]);
+        shipped.insert(package, pyc_files(&root.path().join(app_dir)));
     }
     println!("build log, pyclink part:");
     for l in built.log.lines().filter(|l| l.contains("pyclink")) {
         println!("  {l}");
     }
+    // dh_python3 has the -share package's postinst run py3compile on its private directory:
+    // what would rewrite pycs at installation.
+    let postinst = stdout(&run(Command::new("dpkg-deb")
+        .arg("-I")
+        .arg(built.deb(SAMPLE_SHARE))
+        .arg("postinst")));
+    let py3compile = format!("py3compile -p {SAMPLE_SHARE} /{SAMPLE_SHARE_DIR}\n");
+    assert!(postinst.contains(&py3compile), "postinst:\n{postinst}");
+    check_sample_lintian(&built);
 
-    dpkg.install(&[built.deb(SAMPLE), built.deb(SAMPLE_TS)]);
-    let app = Path::new("/").join(SAMPLE_DIR);
-    let app_ts = Path::new("/").join(SAMPLE_TS_DIR);
-    for (dir, timestamp) in [(&app, false), (&app_ts, true)] {
-        for pyc in all_pycs(dir) {
+    let debs: Vec<PathBuf> = SAMPLE_PACKAGES.iter().map(|p| built.deb(p)).collect();
+    dpkg.install(&debs);
+    for &(package, app_dir, timestamp) in SAMPLES {
+        let dir = Path::new("/").join(app_dir);
+        // Every file as shipped (md5sums), and every pyc the very file of the package, linked
+        // as in the package: py3compile left them alone.
+        let changed = dpkg.verify(package);
+        assert!(
+            changed.is_empty(),
+            "{package}: dpkg --verify after installation:\n{changed}"
+        );
+        assert!(
+            pyc_files(&dir) == shipped[package],
+            "{package}: the installed pycs differ from the shipped ones (bytes or hardlinks)"
+        );
+        for pyc in all_pycs(&dir) {
             let name = pyc.file_name().unwrap().to_str().unwrap();
             let module = name.split('.').next().unwrap();
             let src = dir.join("pcsample").join(format!("{module}.py"));
@@ -657,25 +789,35 @@ fn sample_ships_linked_pycs_that_python_uses_unchanged() {
             }
         }
     }
+    let dirs: Vec<&str> = SAMPLES.iter().map(|s| s.1).collect();
     assert_audit_ok(
         Path::new("/"),
-        &[format!("{version}:{SAMPLE_DIR},{SAMPLE_TS_DIR}")],
+        &[format!("{version}:{}", dirs.join(","))],
         &[],
     );
 
-    let before = (snapshot(&app), snapshot(&app_ts));
-    import_at_each_level(&app, &tag);
-    import_at_each_level(&app_ts, &tag);
+    let apps: Vec<PathBuf> = dirs.iter().map(|d| Path::new("/").join(d)).collect();
+    let state = || apps.iter().map(|a| snapshot(a)).collect::<Vec<_>>();
+    let before = state();
+    for app in &apps {
+        import_at_each_level(app, &tag);
+    }
+    // What dpkg runs when it configures the package again (dpkg-reconfigure, a trigger).
+    let share = Path::new("/").join(SAMPLE_SHARE_DIR);
+    let postinst = format!("/var/lib/dpkg/info/{SAMPLE_SHARE}.postinst");
+    let mut configure = Command::new(&postinst);
+    configure.arg("configure");
+    assert!(run(clean_env(&mut configure)).status.success());
     assert_eq!(
-        (snapshot(&app), snapshot(&app_ts)),
+        state(),
         before,
-        "importing changed, added or rewrote files"
+        "importing or py3compile changed, added or rewrote files"
     );
 
-    // The check above can fail: the same interpreter, same environment, does rewrite a pyc
-    // whose source no longer matches it.
+    // The checks above can fail. The same python3 rewrites a pyc whose source no longer
+    // matches it:
     let copy = scratch("deb-stale-");
-    copy_tree(&app, &copy.path().join("app"));
+    copy_tree(&apps[0], &copy.path().join("app"));
     let stale_src = copy.path().join("app/pcsample/plain.py");
     let mut text = std::fs::read_to_string(&stale_src).unwrap();
     text.push_str("\n# changed\n");
@@ -694,14 +836,101 @@ fn sample_ships_linked_pycs_that_python_uses_unchanged() {
         ino_before,
         "python3 did not rewrite a stale pyc here"
     );
+    // and dpkg --verify reports a pyc that is not the shipped file, which the postinst's
+    // py3compile rewrites when it is a checked-hash pyc (valid, but not what it takes for
+    // fresh): what the timestamp pycs avoid there.
+    let pyc = &pycs(&share.join("pcsample"), "plain", &tag)[0];
+    let mut c = Command::new("python3");
+    c.args([
+        "-c",
+        "import py_compile, sys; py_compile.compile(sys.argv[1], sys.argv[2], sys.argv[1], True, \
+         invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)",
+    ])
+    .arg(share.join("pcsample/plain.py"))
+    .arg(pyc);
+    assert!(run(clean_env(&mut c)).status.success());
+    assert_eq!(pyc_header(pyc).0, 3);
+    let changed = dpkg.verify(SAMPLE_SHARE);
+    assert!(
+        changed.contains(&format!(" {}\n", pyc.display())),
+        "dpkg --verify did not report the changed {}:\n{changed}",
+        pyc.display()
+    );
+    let checked_hash = ino(pyc);
+    assert!(run(clean_env(&mut configure)).status.success());
+    assert!(
+        ino(pyc) != checked_hash && pyc_header(pyc).0 == 0,
+        "py3compile did not rewrite a checked-hash pyc"
+    );
+    println!(
+        "py3compile's own timestamp pyc is {} the shipped one",
+        if dpkg.verify(SAMPLE_SHARE).is_empty() {
+            "byte-identical to"
+        } else {
+            "not"
+        }
+    );
+}
+
+/// lintian on the sample's packages: nothing at error or warning level about what dh_pyclink
+/// did, because of the overrides it installs for the `__pycache__` directories it was asked
+/// to fill (and only those: each override is used).
+fn check_sample_lintian(built: &Built) {
+    let debs: Vec<PathBuf> = SAMPLE_PACKAGES.iter().map(|p| built.deb(p)).collect();
+    let Some(report) = lintian(&debs, &["--show-overrides"]) else {
+        return;
+    };
+    println!("lintian on the sample:\n{report}");
+    for &(package, app_dir, _) in SAMPLES {
+        let prefix = format!(": {package}: ");
+        let found: Vec<&str> = errors_and_warnings(&report)
+            .into_iter()
+            .filter(|l| l[1..].starts_with(&prefix))
+            // /opt is the sample's choice, not dh_pyclink's; policy reserves it.
+            .filter(|l| !(app_dir.starts_with("opt/") && l.contains(" dir-or-file-in-opt [")))
+            .collect();
+        assert!(found.is_empty(), "lintian on {package}: {found:#?}");
+        let overridden = format!(
+            "O: {package}: package-installs-python-pycache-dir [{app_dir}/pcsample/__pycache__/]"
+        );
+        assert!(
+            report.lines().any(|l| l == overridden),
+            "no `{overridden}` in lintian's report"
+        );
+    }
+}
+
+/// Every pyc below `dir`: its bytes, the first of the names hardlinked to it, and its link
+/// count, by path relative to `dir`.
+fn pyc_files(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, PathBuf, u64)> {
+    let pycs = all_pycs(dir);
+    let mut first: BTreeMap<u64, PathBuf> = BTreeMap::new();
+    for p in &pycs {
+        first
+            .entry(ino(p))
+            .or_insert_with(|| p.strip_prefix(dir).unwrap().to_path_buf());
+    }
+    pycs.iter()
+        .map(|p| {
+            let m = std::fs::metadata(p).unwrap();
+            let rel = p.strip_prefix(dir).unwrap().to_path_buf();
+            (
+                rel,
+                (
+                    std::fs::read(p).unwrap(),
+                    first[&m.ino()].clone(),
+                    m.nlink(),
+                ),
+            )
+        })
+        .collect()
 }
 
 #[test]
 fn syntax_error_fails_the_build_with_path_and_line() {
-    if !dpkg_or_skip("syntax_error_fails_the_build_with_path_and_line") {
+    let Some(mut dpkg) = dpkg_or_skip("syntax_error_fails_the_build_with_path_and_line") else {
         return;
-    }
-    let mut dpkg = Dpkg::begin();
+    };
     dpkg.install_pyclink();
     let broken = "# A deliberately broken module.\n\ndef broken(:\n    pass\n";
     let failed = build_sample("deb-broken-", |src| {
@@ -761,10 +990,9 @@ fn syntax_error_fails_the_build_with_path_and_line() {
 
 #[test]
 fn without_the_addon_the_package_is_unchanged() {
-    if !dpkg_or_skip("without_the_addon_the_package_is_unchanged") {
+    let Some(mut dpkg) = dpkg_or_skip("without_the_addon_the_package_is_unchanged") else {
         return;
-    }
-    let mut dpkg = Dpkg::begin();
+    };
     dpkg.install_pyclink();
     let with = build_sample("deb-with-", |_| {});
     assert!(with.ok, "{}", tail(&with.log, 40));
@@ -775,7 +1003,7 @@ fn without_the_addon_the_package_is_unchanged() {
     // With the addon but no debian/*.pyclink and no override, dh skips the command (its
     // PROMISE), as it does for other file-driven helpers.
     let unused = build_sample("deb-unused-", |src| {
-        for package in [SAMPLE, SAMPLE_TS] {
+        for package in SAMPLE_PACKAGES {
             std::fs::remove_file(src.join(format!("debian/{package}.pyclink"))).unwrap();
         }
         edit_file(
@@ -795,29 +1023,44 @@ fn without_the_addon_the_package_is_unchanged() {
             build.log
         );
     }
-    for package in [SAMPLE, SAMPLE_TS] {
+    for &(package, app_dir, _) in SAMPLES {
         let (text, plain) = contents(&without.deb(package));
         assert!(
             !text.contains(".pyc") && !text.contains("__pycache__"),
             "pycs without the addon:\n{text}"
         );
         let (_, compiled) = contents(&with.deb(package));
+        // Besides the pycs, the lintian override for their directories.
+        let overrides = format!("/usr/share/lintian/overrides/{package}");
+        assert!(compiled.iter().any(|e| e.path == overrides));
         let rest: Vec<&str> = compiled
             .iter()
             .map(|e| e.path.as_str())
-            .filter(|p| !p.contains("__pycache__"))
+            .filter(|p| !p.contains("__pycache__") && !p.starts_with("/usr/share/lintian/"))
             .collect();
         let plain: Vec<&str> = plain.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(plain, rest, "the addon changed more than the pycs");
+        let root = scratch("deb-ovr-");
+        let out = run(Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(with.deb(package))
+            .arg(root.path()));
+        assert!(out.status.success());
+        let text = std::fs::read_to_string(root.path().join(&overrides[1..])).unwrap();
+        assert!(
+            text.contains(&format!(
+                "{package}: package-installs-python-pycache-dir [{app_dir}/pcsample/__pycache__/]\n"
+            )),
+            "{overrides}:\n{text}"
+        );
     }
 }
 
 #[test]
 fn build_depends_dh_sequence_and_python3_addon() {
-    if !dpkg_or_skip("build_depends_dh_sequence_and_python3_addon") {
+    let Some(mut dpkg) = dpkg_or_skip("build_depends_dh_sequence_and_python3_addon") else {
         return;
-    }
-    let mut dpkg = Dpkg::begin();
+    };
     dpkg.install_pyclink();
     let tag = cache_tag(Path::new("python3"));
     // No --with pyclink: the addon comes from Build-Depends, as dh-sequence-pyclink, which only
@@ -825,8 +1068,8 @@ fn build_depends_dh_sequence_and_python3_addon() {
     let built = build_sample("deb-dhseq-", |src| {
         edit_file(
             &src.join("debian/control"),
-            "Build-Depends: debhelper-compat (= 13), pyclink,",
-            "Build-Depends: debhelper-compat (= 13), dh-sequence-pyclink, dh-sequence-python3,",
+            "Build-Depends: debhelper-compat (= 13), dh-sequence-python3, pyclink,",
+            "Build-Depends: debhelper-compat (= 13), dh-sequence-python3, dh-sequence-pyclink,",
         );
         edit_file(&src.join("debian/rules"), "dh $@ --with pyclink", "dh $@");
     });
@@ -847,8 +1090,9 @@ fn build_depends_dh_sequence_and_python3_addon() {
         py3 < ours && ours < fixperms,
         "order: dh_python3 {py3}, dh_pyclink {ours}, dh_fixperms {fixperms}"
     );
-    // dh_python3 leaves /opt alone: every pyc survives into the .debs.
-    for (package, app_dir) in [(SAMPLE, SAMPLE_DIR), (SAMPLE_TS, SAMPLE_TS_DIR)] {
+    // dh_python3 deletes the pycs in the -share package's private directory and leaves /opt
+    // alone; dh_pyclink runs after it: every pyc survives into the .debs.
+    for &(package, app_dir, _) in SAMPLES {
         check_listing(&built.deb(package), app_dir, &tag);
     }
 }
@@ -862,7 +1106,7 @@ fn installed_sample_tree() -> (tempfile::TempDir, PathBuf) {
     let dir = scratch("deb-dh-");
     let src = dir.path().join("sample");
     copy_tree(&sample_src(), &src);
-    for (package, app_dir) in [(SAMPLE, SAMPLE_DIR), (SAMPLE_TS, SAMPLE_TS_DIR)] {
+    for &(package, app_dir, _) in SAMPLES {
         let dest = src.join("debian").join(package).join(app_dir);
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         copy_tree(&src.join("app"), &dest);
@@ -1043,9 +1287,10 @@ fn dh_pyclink_rejects_what_it_cannot_do() {
 fn dh_pyclink_all_compiles_every_tree_and_skips_empty_packages() {
     let (_dir, src) = installed_sample_tree();
     // No debian/PKG.pyclink: only --all makes dh_pyclink act.
-    for package in [SAMPLE, SAMPLE_TS] {
+    for package in SAMPLE_PACKAGES {
         std::fs::remove_file(src.join(format!("debian/{package}.pyclink"))).unwrap();
     }
+    std::fs::remove_dir_all(src.join("debian").join(SAMPLE_SHARE).join("usr")).unwrap();
     let out = dh_pyclink(&src, &[], &[]);
     assert!(out.status.success());
     assert!(
@@ -1103,6 +1348,160 @@ fn dh_pyclink_all_compiles_every_tree_and_skips_empty_packages() {
         )],
         &[],
     );
+}
+
+/// Run the real dh_python3 on one package of the tree, as dh would before dh_pyclink; returns
+/// the postinst fragment it wrote.
+fn dh_python3(src: &Path, package: &str) -> String {
+    let mut c = Command::new("dh_python3");
+    clean_env(&mut c)
+        .current_dir(src)
+        .arg(format!("-p{package}"));
+    let out = run(&mut c);
+    assert!(out.status.success(), "dh_python3: {}", stderr(&out));
+    std::fs::read_to_string(src.join(format!("debian/{package}.postinst.debhelper")))
+        .unwrap_or_default()
+}
+
+#[test]
+fn dh_pyclink_writes_timestamp_pycs_where_py3compile_runs_at_install() {
+    let (_dir, src) = installed_sample_tree();
+    let pkg = src.join("debian").join(SAMPLE_SHARE);
+    // Beside the private directory: a name that extends it (py3compile selects the package's
+    // files by a plain string prefix, so it compiles these too), another private tree, and a
+    // public module.
+    let extra = format!("{SAMPLE_SHARE_DIR}-extra");
+    write_files(
+        &pkg,
+        &[
+            (&format!("{extra}/extra.py"), "E = 1\n"),
+            ("usr/share/other/other.py", "O = 1\n"),
+            ("usr/lib/python3/dist-packages/pubmod.py", "P = 1\n"),
+        ],
+    );
+    let postinst = dh_python3(&src, SAMPLE_SHARE);
+    for line in [
+        format!("py3compile -p {SAMPLE_SHARE} /{SAMPLE_SHARE_DIR}\n"),
+        format!("py3compile -p {SAMPLE_SHARE} \n"),
+    ] {
+        assert!(postinst.contains(&line), "no {line:?} in:\n{postinst}");
+    }
+    // A path holding the private directory and more, and the public modules.
+    std::fs::write(
+        src.join(format!("debian/{SAMPLE_SHARE}.pyclink")),
+        "usr/share\nusr/lib/python3/dist-packages\n",
+    )
+    .unwrap();
+    let fresh = tree_state(&pkg);
+    let epoch: i64 = 1_600_000_000;
+    let sde = [("SOURCE_DATE_EPOCH", "1600000000")];
+    let out = dh_pyclink(&src, &[&format!("-p{SAMPLE_SHARE}")], &sde);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let base = format!("\tpyclink --buildroot debian/{SAMPLE_SHARE} --jobs 1");
+    for cmd in [
+        format!("{base} --invalidation-mode checked-hash --exclude /{SAMPLE_SHARE_DIR} --exclude /{extra} -- usr/share\n"),
+        format!("{base} --invalidation-mode timestamp -- {SAMPLE_SHARE_DIR} {extra} usr/lib/python3/dist-packages\n"),
+    ] {
+        assert!(text.contains(&cmd), "expected {cmd:?} in:\n{text}");
+    }
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("dh_pyclink: warning: {SAMPLE_SHARE}: debian/{SAMPLE_SHARE}.pyclink names usr/lib/python3/dist-packages, which holds public modules")),
+        "{err}"
+    );
+
+    // Timestamp pycs of the clamped sources where py3compile runs, checked-hash ones of the
+    // untouched sources elsewhere.
+    let ts_parts = [SAMPLE_SHARE_DIR, &extra, "usr/lib/python3/dist-packages"];
+    let pycs = all_pycs(&pkg);
+    assert_eq!(pycs.len(), 3 * (LEVEL_GROUPS.len() + 3), "{pycs:#?}");
+    for pyc in &pycs {
+        let rel = pyc.strip_prefix(&pkg).unwrap().to_str().unwrap();
+        let cache = pyc.parent().unwrap();
+        let module = pyc
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .split('.')
+            .next()
+            .unwrap();
+        let src_py = cache.parent().unwrap().join(format!("{module}.py"));
+        let meta = std::fs::metadata(&src_py).unwrap();
+        let (flags, time, size) = pyc_header(pyc);
+        if ts_parts.iter().any(|p| rel.starts_with(&format!("{p}/"))) {
+            assert_eq!(
+                (flags, time as i64, size as u64),
+                (0, epoch, meta.len()),
+                "{rel}"
+            );
+            assert_eq!(meta.mtime(), epoch, "{} was not clamped", src_py.display());
+        } else {
+            assert_eq!(flags, 3, "{rel}");
+            let before = fresh.iter().find(|e| e.0 == src_py).unwrap();
+            assert_eq!(
+                mtime_ns(&src_py),
+                before.2,
+                "{} was clamped",
+                src_py.display()
+            );
+        }
+    }
+    let version = host_python3_version();
+    assert_audit_ok(
+        &pkg,
+        &[format!("{version}:usr/share,usr/lib/python3/dist-packages")],
+        &[],
+    );
+
+    // The lintian override names each private __pycache__ directory, not the public one, and
+    // a second run adds nothing.
+    let overrides = pkg.join(format!("usr/share/lintian/overrides/{SAMPLE_SHARE}"));
+    let written = std::fs::read_to_string(&overrides).unwrap();
+    let lines: Vec<&str> = written.lines().filter(|l| !l.starts_with('#')).collect();
+    let want: Vec<String> = [
+        "usr/share/other/__pycache__".to_string(),
+        format!("{extra}/__pycache__"),
+        format!("{SAMPLE_SHARE_DIR}/pcsample/__pycache__"),
+    ]
+    .iter()
+    .map(|d| format!("{SAMPLE_SHARE}: package-installs-python-pycache-dir [{d}/]"))
+    .collect();
+    assert_eq!(lines, want, "{written}");
+    assert!(dh_pyclink(&src, &[&format!("-p{SAMPLE_SHARE}")], &sde)
+        .status
+        .success());
+    assert_eq!(std::fs::read_to_string(&overrides).unwrap(), written);
+
+    // An explicit mode wins, with a warning where py3compile will rewrite the pycs.
+    let (_dir, src) = installed_sample_tree();
+    let pkg = src.join("debian").join(SAMPLE_SHARE);
+    dh_python3(&src, SAMPLE_SHARE);
+    let out = dh_pyclink(
+        &src,
+        &[
+            &format!("-p{SAMPLE_SHARE}"),
+            "--invalidation-mode=checked-hash",
+        ],
+        &sde,
+    );
+    assert!(out.status.success());
+    assert!(
+        stdout(&out).contains(&format!(
+            "{base} --invalidation-mode checked-hash -- {SAMPLE_SHARE_DIR}\n"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains(&format!("dh_pyclink: warning: {SAMPLE_SHARE}: py3compile (dh_python3's postinst) will rewrite the level-0 pycs of checked-hash mode in {SAMPLE_SHARE_DIR} at install")),
+        "{}",
+        stderr(&out)
+    );
+    let pycs = all_pycs(&pkg);
+    assert_eq!(pycs.len(), 3 * LEVEL_GROUPS.len());
+    assert!(pycs.iter().all(|p| pyc_header(p).0 == 3));
 }
 
 /// `dh binary --no-act` in `src` with the repository's addon; the commands dh would run.

@@ -85,7 +85,7 @@ fn prediction_is_never_wrong(version: &str) {
         }
         let src = std::fs::read(e.path()).unwrap();
         let started = Instant::now();
-        let p = pyclink::predict::predict(&src);
+        let p = pyclink::python::predict::predict(&src);
         scan_time += started.elapsed();
         bytes += src.len();
         files += 1;

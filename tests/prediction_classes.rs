@@ -45,7 +45,7 @@ const fn ex(name: &'static str, src: &'static [u8], since: u32, differs: Differs
 
 use Differs::*;
 
-/// The classes, each with a one-line example (see src/predict.rs for the rules).
+/// The classes, each with a one-line example (see src/python/predict.rs for the rules).
 const EXAMPLES: &[Example] = &[
     // NFKC: CPython normalizes identifiers, so these are `__debug__`.
     ex(
@@ -228,7 +228,7 @@ fn every_example_is_predicted_safely_on_every_version() {
         let outcomes = check_levels(&py.python, &sources, work.path());
         let mut checked = 0;
         for (e, outcome) in EXAMPLES.iter().zip(&outcomes) {
-            let same = pyclink::predict::predict(e.src).same;
+            let same = pyclink::python::predict::predict(e.src).same;
             let (eq01, eq12) = match outcome {
                 Outcome::Levels { eq01, eq12 } => (*eq01, *eq12),
                 other if minor(&py.version) >= e.since => {

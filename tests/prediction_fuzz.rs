@@ -120,7 +120,7 @@ fn prediction_agrees_with_cpython_on_random_programs() {
         generated += n;
         let predictions: Vec<_> = programs
             .iter()
-            .map(|p| pyclink::predict::predict(p).same)
+            .map(|p| pyclink::python::predict::predict(p).same)
             .collect();
         // Two interpreters at a time: the machine has two cores.
         let results: Vec<(Interpreter, Vec<Outcome>)> = std::thread::scope(|scope| {

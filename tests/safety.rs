@@ -446,6 +446,10 @@ fn huge_module_and_pathological_nesting() {
     let err = stderr(&out);
     assert!(err.contains("long_chain.py: the worker"), "{err}");
     assert!(
+        err.contains("killed by signal 11 (SIGSEGV)"),
+        "a compiler crash is named by its signal: {err}"
+    );
+    assert!(
         err.contains("(also on the retry with a new worker)"),
         "{err}"
     );
@@ -1207,4 +1211,107 @@ fn two_runs_at_once() {
             &[],
         );
     }
+}
+
+/// Python 2 (and anything before 3.6) is refused by name, never with a worker's traceback:
+/// as a PATH, as `--interpreter X.Y=...` and as a bare `--interpreter PATH`.
+#[test]
+fn python2_is_refused_by_name() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    write_files(
+        &root,
+        &[("usr/lib/python2.7/site-packages/old/m.py", "print 'hi'\n")],
+    );
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("usr/lib/python2.7/site-packages/old"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("/usr/lib/python2.7/site-packages/old is a python2.7 tree")
+            && err.contains("python2.7 is not supported"),
+        "{err}"
+    );
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--interpreter", "2.7=/usr/bin/python2.7"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("python2.7 is not supported"),
+        "{}",
+        stderr(&out)
+    );
+
+    let Some(py27) = python_or_skip("2.7", "python2_is_refused_by_name (bare --interpreter)")
+    else {
+        return;
+    };
+    write_files(&root, &[("usr/share/app/m.py", "x = 1\n")]);
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("--interpreter")
+        .arg(&py27)
+        .arg("usr/share/app"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("it is Python 2.7")
+            && err.contains("pyclink compiles for Python 3.6 and later"),
+        "{err}"
+    );
+    assert!(!err.contains("Traceback"), "{err}");
+    assert!(!root.join("usr/share/app/__pycache__").exists());
+}
+
+/// A reader that goes away (`| head -1`) or a full stdout never makes pyclink panic.
+#[test]
+fn closed_or_full_stdout_is_not_a_crash() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    write_files(
+        &root,
+        &[(
+            &format!("usr/lib/python{}/site-packages/m.py", h.version),
+            "x = 1\n",
+        )],
+    );
+    // A pipe whose reading end is closed before pyclink prints.
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    drop(reader);
+    let out = pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let full = std::fs::File::options().write(true).open("/dev/full");
+    let Ok(full) = full else {
+        println!("SKIP closed_or_full_stdout (full part): no /dev/full here");
+        return;
+    };
+    let out = pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("--force")
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("pyclink: error: cannot write the summary to stdout: No space left on device"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
 }

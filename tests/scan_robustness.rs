@@ -11,7 +11,7 @@ mod common;
 mod levels;
 
 use levels::generate::{self, Rng};
-use pyclink::predict::predict;
+use pyclink::python::predict::predict;
 use std::time::{Duration, Instant};
 
 /// Bytes the scanner treats specially, more often than chance would pick them.

@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let p = pyclink::predict::predict(data);
+    let p = pyclink::python::predict::predict(data);
     // `__debug__` anywhere in the bytes keeps level 1 compiled.
     if memmem(data, b"__debug__") {
         assert!(!p.same.level1_is_level0());

@@ -7,7 +7,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use siphasher::sip::{SipHasher13, SipHasher24};
 
-use crate::settings::InvalidationMode;
+use crate::python::InvalidationMode;
 
 /// What one interpreter's pycs look like.
 #[derive(Clone, Debug)]
@@ -25,8 +25,6 @@ pub enum SourceHash {
     Sip13,
     Sip24,
 }
-
-pub const HASH_PROBE_INPUT: &[u8] = b"pyclink";
 
 impl SourceHash {
     pub fn compute(self, magic: [u8; 4], data: &[u8]) -> [u8; 8] {
@@ -47,11 +45,11 @@ impl SourceHash {
         h.to_le_bytes()
     }
 
-    /// The variant that reproduces the interpreter's hash of [`HASH_PROBE_INPUT`].
-    pub fn identify(magic: [u8; 4], probe: [u8; 8]) -> Option<SourceHash> {
+    /// The variant that reproduces `hash`, the interpreter's hash of `input`.
+    pub fn identify(magic: [u8; 4], input: &[u8], hash: [u8; 8]) -> Option<SourceHash> {
         [SourceHash::Sip13, SourceHash::Sip24]
             .into_iter()
-            .find(|v| v.compute(magic, HASH_PROBE_INPUT) == probe)
+            .find(|v| v.compute(magic, input) == hash)
     }
 }
 
@@ -178,14 +176,17 @@ mod tests {
             .unwrap()
             .to_be_bytes();
         assert_eq!(
-            SourceHash::identify([0x55, 0x0d, 0x0d, 0x0a], probe38),
+            SourceHash::identify([0x55, 0x0d, 0x0d, 0x0a], b"pyclink", probe38),
             Some(SourceHash::Sip24)
         );
         assert_eq!(
-            SourceHash::identify([0xa7, 0x0d, 0x0d, 0x0a], probe311),
+            SourceHash::identify([0xa7, 0x0d, 0x0d, 0x0a], b"pyclink", probe311),
             Some(SourceHash::Sip13)
         );
-        assert_eq!(SourceHash::identify([0xa7, 0x0d, 0x0d, 0x0a], [0; 8]), None);
+        assert_eq!(
+            SourceHash::identify([0xa7, 0x0d, 0x0d, 0x0a], b"pyclink", [0; 8]),
+            None
+        );
     }
 
     #[test]

@@ -3,15 +3,17 @@
 //! built); else the host's `pythonX.Y` (PATH, then pyenv). Each candidate is proven by starting
 //! a worker and reading its hello: the version, magic number and cache tag come from there.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
+use std::fmt;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::fsroot::Root;
-use crate::version::{Implementation, PyVersion};
-use crate::worker::{Launch, Worker};
+use crate::python::{Implementation, PyVersion};
+use crate::worker::{Failure, Launch, Worker};
 
 /// A chosen interpreter, with the worker that proved it (handed to the pool).
 pub struct Interpreter {
@@ -22,62 +24,144 @@ pub struct Interpreter {
     pub first_worker: Worker,
 }
 
+/// Why a candidate interpreter was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum Unusable {
+    #[error("absent")]
+    Absent,
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a runnable ELF binary ({0})")]
+    NotElf(#[from] goblin::error::Error),
+    #[error("built for another machine (ELF machine {theirs}, this host {ours})")]
+    ForeignMachine {
+        theirs: &'static str,
+        ours: &'static str,
+    },
+    #[error("{0}")]
+    Failed(#[from] Failure),
+    #[error("it is {got}, not {wanted}")]
+    WrongVersion { got: PyVersion, wanted: PyVersion },
+}
+
+/// No interpreter for a version that has sources: everything that was tried, and why not.
+#[derive(Debug)]
+pub struct NotFound {
+    pub version: PyVersion,
+    /// The `--interpreter` given for it, if any (then nothing else was tried).
+    pub given: Option<PathBuf>,
+    pub tried: Vec<(String, Unusable)>,
+    pub sources: u64,
+}
+
+impl fmt::Display for NotFound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tried: Vec<String> = self
+            .tried
+            .iter()
+            .map(|(what, why)| format!("{what}: {why}"))
+            .collect();
+        match &self.given {
+            Some(_) => write!(f, "no usable interpreter for {}: ", self.version)?,
+            None => write!(f, "no interpreter found for {}; tried: ", self.version)?,
+        }
+        write!(
+            f,
+            "{} (needed for {} source(s))",
+            tried.join("; "),
+            self.sources
+        )
+    }
+}
+
+/// The interpreter of every version in `needed` (with its number of sources): `given` ones
+/// as named, the others found. Every version that has none is reported at once.
+pub fn select_all(
+    needed: &BTreeMap<PyVersion, u64>,
+    given: &BTreeMap<PyVersion, PathBuf>,
+    root: &Root,
+    timeout: Duration,
+) -> Result<BTreeMap<PyVersion, Interpreter>, Vec<NotFound>> {
+    let mut chosen = BTreeMap::new();
+    let mut missing = Vec::new();
+    for (&version, &sources) in needed {
+        match select(
+            version,
+            root,
+            given.get(&version).map(PathBuf::as_path),
+            timeout,
+        ) {
+            Ok(i) => {
+                chosen.insert(version, i);
+            }
+            Err(mut e) => {
+                e.sources = sources;
+                missing.push(e);
+            }
+        }
+    }
+    let unused: BTreeSet<&PyVersion> = given.keys().filter(|v| !needed.contains_key(v)).collect();
+    for v in unused {
+        log::warn!(
+            "--interpreter {v}={}: no {v} sources in this run; not used",
+            given[v].display()
+        );
+    }
+    if missing.is_empty() {
+        Ok(chosen)
+    } else {
+        Err(missing)
+    }
+}
+
 /// Find the interpreter for `version`, or say everything that was tried.
 pub fn select(
     version: PyVersion,
     root: &Root,
     given: Option<&Path>,
     timeout: Duration,
-) -> Result<Interpreter, String> {
+) -> Result<Interpreter, NotFound> {
     let mut tried = Vec::new();
     if let Some(path) = given {
         let launch = host_launch(path.to_path_buf());
         return prove(version, launch, format!("--interpreter {path:?}"), timeout).map_err(|why| {
-            format!(
-                "no usable interpreter for {version}: --interpreter {}: {why}",
-                path.display()
-            )
+            NotFound {
+                version,
+                given: Some(path.to_path_buf()),
+                tried: vec![(format!("--interpreter {}", path.display()), why)],
+                sources: 0,
+            }
         });
     }
-    tried.push("--interpreter (not given)".to_string());
 
+    let origin = format!("the build root's /usr/bin/{}", version.command());
     match root_launch(version, root) {
-        Ok(launch) => {
-            let origin = format!("the build root's /usr/bin/{}", version.command());
-            match prove(version, launch, origin.clone(), timeout) {
-                Ok(i) => return Ok(i),
-                Err(why) => tried.push(format!("{origin}: {why}")),
-            }
-        }
-        Err(why) => tried.push(format!(
-            "the build root's /usr/bin/{}: {why}",
-            version.command()
-        )),
+        Ok(launch) => match prove(version, launch, origin.clone(), timeout) {
+            Ok(i) => return Ok(i),
+            Err(why) => tried.push((origin, why)),
+        },
+        Err(why) => tried.push((origin, why)),
     }
 
     for (origin, program) in host_candidates(version, &mut tried) {
         match prove(version, host_launch(program), origin.clone(), timeout) {
             Ok(i) => return Ok(i),
-            Err(why) => tried.push(format!("{origin}: {why}")),
+            Err(why) => tried.push((origin, why)),
         }
     }
-    Err(format!(
-        "no interpreter found for {version}; tried: {}",
-        tried.join("; ")
-    ))
-}
-
-/// The version of the host's `python3` (for trees that name no version).
-pub fn host_python3(timeout: Duration) -> Result<PyVersion, String> {
-    let program = find_on_path("python3")
-        .ok_or("no python3 on PATH to choose a version for unversioned trees")?;
-    version_of(&program, timeout)
+    Err(NotFound {
+        version,
+        given: None,
+        tried,
+        sources: 0,
+    })
 }
 
 /// Ask an interpreter which version it is.
-pub fn version_of(program: &Path, timeout: Duration) -> Result<PyVersion, String> {
-    let w = Worker::start(&host_launch(program.to_path_buf()), timeout)
-        .map_err(|e| format!("{}: {e}", program.display()))?;
+pub fn version_of(program: &Path, timeout: Duration) -> Result<PyVersion, Failure> {
+    let w = Worker::start(&host_launch(program.to_path_buf()), timeout)?;
     Ok(w.hello.py_version())
 }
 
@@ -86,11 +170,14 @@ fn prove(
     launch: Launch,
     origin: String,
     timeout: Duration,
-) -> Result<Interpreter, String> {
-    let worker = Worker::start(&launch, timeout).map_err(|e| e.to_string())?;
+) -> Result<Interpreter, Unusable> {
+    let worker = Worker::start(&launch, timeout)?;
     let got = worker.hello.py_version();
     if got != version {
-        return Err(format!("it is {got}, not {version}"));
+        return Err(Unusable::WrongVersion {
+            got,
+            wanted: version,
+        });
     }
     log::info!(
         "{version}: {} ({origin}), cache tag {}",
@@ -127,20 +214,17 @@ fn host_launch(program: PathBuf) -> Launch {
 
 /// The root's own interpreter, if it is a binary for this machine. Its symlinks are resolved
 /// inside the root; it runs with the root's stdlib (PYTHONHOME) and libpython (LD_LIBRARY_PATH).
-fn root_launch(version: PyVersion, root: &Root) -> Result<Launch, String> {
+fn root_launch(version: PyVersion, root: &Root) -> Result<Launch, Unusable> {
     let rel = Path::new("usr/bin").join(version.command());
     let file = root
         .open_resolved_in_root(&rel)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc_enoent) if libc_enoent == rustix::io::Errno::NOENT.raw_os_error() => {
-                "absent".to_string()
-            }
-            _ => e.to_string(),
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Unusable::Absent,
+            _ => Unusable::Io(e),
         })?;
     // The path the kernel resolved, which lies inside the root by construction.
-    let program = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .map_err(|e| e.to_string())?;
-    let bytes = std::fs::read(&program).map_err(|e| e.to_string())?;
+    let program = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let bytes = std::fs::read(&program)?;
     let needs_libpython = check_elf(&bytes)?;
     let usr = root.path().join("usr");
     let mut env = base_env();
@@ -166,16 +250,14 @@ fn root_launch(version: PyVersion, root: &Root) -> Result<Launch, String> {
 
 /// Can this ELF run here? Returns whether it links libpython. A foreign-architecture build root
 /// (cross builds, koji noarch on another host) falls back to the host interpreter of that X.Y.
-fn check_elf(bytes: &[u8]) -> Result<bool, String> {
-    let elf =
-        goblin::elf::Elf::parse(bytes).map_err(|e| format!("not a runnable ELF binary ({e})"))?;
+fn check_elf(bytes: &[u8]) -> Result<bool, Unusable> {
+    let elf = goblin::elf::Elf::parse(bytes)?;
     let (machine, is_64, little) = host_elf();
     if elf.header.e_machine != machine || elf.is_64 != is_64 || elf.little_endian != little {
-        return Err(format!(
-            "built for another machine (ELF machine {}, this host {})",
-            goblin::elf::header::machine_to_str(elf.header.e_machine),
-            goblin::elf::header::machine_to_str(machine)
-        ));
+        return Err(Unusable::ForeignMachine {
+            theirs: goblin::elf::header::machine_to_str(elf.header.e_machine),
+            ours: goblin::elf::header::machine_to_str(machine),
+        });
     }
     Ok(elf.libraries.iter().any(|l| l.starts_with("libpython")))
 }
@@ -197,14 +279,17 @@ fn host_elf() -> (u16, bool, bool) {
 }
 
 /// Host programs to try for `version`, in order; notes what was not found in `tried`.
-fn host_candidates(version: PyVersion, tried: &mut Vec<String>) -> Vec<(String, PathBuf)> {
+fn host_candidates(
+    version: PyVersion,
+    tried: &mut Vec<(String, Unusable)>,
+) -> Vec<(String, PathBuf)> {
     let command = version.command();
     let mut out = Vec::new();
     match find_on_path(&command) {
         // A pyenv shim only runs the version pyenv currently selects; ask pyenv directly instead.
         Some(p) if p.parent().is_some_and(|d| d.ends_with("shims")) => {}
         Some(p) => out.push((format!("{command} on PATH"), p)),
-        None => tried.push(format!("{command} on PATH (not found)")),
+        None => tried.push((format!("{command} on PATH"), Unusable::NotFound)),
     }
     if version.implementation == Implementation::CPython {
         match pyenv_prefix(version) {
@@ -212,9 +297,9 @@ fn host_candidates(version: PyVersion, tried: &mut Vec<String>) -> Vec<(String, 
                 format!("pyenv {}.{}", version.major, version.minor),
                 prefix.join("bin").join(&command),
             )),
-            None => tried.push(format!(
-                "pyenv prefix {}.{} (no pyenv or not installed)",
-                version.major, version.minor
+            None => tried.push((
+                format!("pyenv prefix {}.{}", version.major, version.minor),
+                Unusable::NotFound,
             )),
         }
     } else {
@@ -268,6 +353,7 @@ mod tests {
         assert!(check_elf(&me).is_ok());
         assert!(check_elf(b"#!/bin/sh\n")
             .unwrap_err()
+            .to_string()
             .contains("not a runnable ELF"));
     }
 
@@ -282,6 +368,9 @@ mod tests {
             foreign.to_be_bytes()
         };
         me[18..20].copy_from_slice(&bytes);
-        assert!(check_elf(&me).unwrap_err().contains("another machine"));
+        assert!(check_elf(&me)
+            .unwrap_err()
+            .to_string()
+            .contains("another machine"));
     }
 }

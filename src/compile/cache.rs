@@ -11,15 +11,19 @@
 //! an entry's mtime).
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
+
+use rustix::fs::{Mode, OFlags};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::worker::{Hello, Launch, Request, SCRIPT};
+use crate::write::{is_temp_name, remove_stale_temp, TempFile};
 
 const MAGIC: &[u8; 10] = b"PYCLINKC1\n";
 const KEY_VERSION: &[u8] = b"pyclink-cache 1\0";
@@ -47,7 +51,6 @@ pub struct Cache {
     misses: AtomicU64,
     stored: AtomicU64,
     rejected: AtomicU64,
-    sequence: AtomicU64,
 }
 
 impl Cache {
@@ -60,7 +63,6 @@ impl Cache {
             misses: AtomicU64::new(0),
             stored: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
-            sequence: AtomicU64::new(0),
         })
     }
 
@@ -133,42 +135,39 @@ impl Cache {
         let path = self.path(key);
         let parent = path.parent().expect("entries live in a subdirectory");
         std::fs::create_dir_all(parent)?;
-        let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
-        let temp = parent.join(format!(".tmp-{}-{seq}", std::process::id()));
-        let result = (|| {
-            let mut f = File::create(&temp)?;
-            f.write_all(MAGIC)?;
-            f.write_all(&(payload.len() as u64).to_le_bytes())?;
-            f.write_all(payload)?;
-            f.write_all(&Sha256::digest(payload))?;
-            drop(f);
-            std::fs::rename(&temp, &path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        } else {
-            self.stored.fetch_add(1, Ordering::Relaxed);
-        }
-        result
+        let dir = Arc::new(rustix::fs::open(
+            parent,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?);
+        // A registered temp file: an interrupt removes it (see `cleanup`).
+        let temp = TempFile::create(&dir, 0o644)?;
+        temp.write_all(&[
+            MAGIC,
+            &(payload.len() as u64).to_le_bytes(),
+            payload,
+            &Sha256::digest(payload),
+        ])?;
+        temp.rename_to(path.file_name().expect("a file name").as_ref())?;
+        self.stored.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Remove least recently used entries until the cache fits its limit (to 90% of it, so the
-    /// next run does not trim again at once), and temp files a killed run left an hour ago.
+    /// next run does not trim again at once), and temp files a killed run left behind (those
+    /// of a run still writing are locked, and kept).
     pub fn trim(&self) -> CacheStats {
         let mut entries = Vec::new();
-        let hour_ago = SystemTime::now() - std::time::Duration::from_secs(3600);
         for sub in read_dir_paths(&self.dir) {
             for path in read_dir_paths(&sub) {
                 let Ok(meta) = std::fs::symlink_metadata(&path) else {
                     continue;
                 };
                 let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                let is_temp = path
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"));
-                if is_temp {
-                    if mtime < hour_ago {
-                        let _ = std::fs::remove_file(&path);
+                let name = path.file_name().unwrap_or_default();
+                if is_temp_name(name) {
+                    if let Ok(dir) = std::fs::File::open(&sub) {
+                        let _ = remove_stale_temp(&dir, name);
                     }
                 } else if meta.is_file() {
                     entries.push((mtime, meta.len(), path));
@@ -283,8 +282,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::predict::Same;
-    use crate::settings::Levels;
+    use crate::python::predict::Same;
+    use crate::python::Levels;
 
     fn request<'a>(source: &'a [u8], dfile: &'a [u8]) -> Request<'a> {
         Request {

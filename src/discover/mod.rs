@@ -1,10 +1,140 @@
-//! Step 1: which Python trees the build root holds, and for which version each is compiled.
+//! Step 1: which Python trees the build root holds, for which version each is compiled
+//! ([`discover`]), and which interpreter compiles each version ([`interpreter`]).
 
-use std::collections::BTreeSet;
+pub mod interpreter;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::fsroot::{display_in_root, Root};
-use crate::version::{Implementation, PyVersion};
+use crate::python::{Implementation, PyVersion};
+use crate::worker::Failure;
+
+/// Why the trees (or the interpreters) of a run cannot be decided.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path} does not exist in the build root {}", root.display())]
+    Missing { path: String, root: PathBuf },
+    #[error("{path} is a symlink; give the path it stands for inside the build root")]
+    Symlink { path: String },
+    #[error(
+        "{path} is under a symlink (or a file); give the path it stands for inside the build root"
+    )]
+    UnderSymlink { path: String },
+    #[error("{path}: {source}")]
+    Stat {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is a {version} tree: {}", version.unsupported_reason())]
+    Unsupported { path: String, version: PyVersion },
+    #[error("--interpreter {}: {failure}", path.display())]
+    Probe { path: PathBuf, failure: Failure },
+    #[error("two interpreters given for {version}: {} and {}", first.display(), second.display())]
+    TwoInterpreters {
+        version: PyVersion,
+        first: PathBuf,
+        second: PathBuf,
+    },
+    #[error(
+        "no python3 on PATH to choose a version for {trees}; give --python-version X.Y or --interpreter"
+    )]
+    NoHostPython3 { trees: String },
+    #[error("the host's python3 ({}), asked which version {trees} are compiled for: {failure}", path.display())]
+    HostPython3 {
+        path: PathBuf,
+        trees: String,
+        failure: Failure,
+    },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    NoInterpreter(Vec<interpreter::NotFound>),
+}
+
+/// What the command line says about versions and interpreters.
+#[derive(Clone, Copy, Debug)]
+pub struct Asked<'a> {
+    /// PATHs restricting the run (root-relative); empty: every tree.
+    pub paths: &'a [PathBuf],
+    /// `--python-version`.
+    pub python_versions: &'a [PyVersion],
+    /// `--interpreter X.Y=PATH`.
+    pub interpreters: &'a BTreeMap<PyVersion, PathBuf>,
+    /// `--interpreter PATH`, whose versions are asked of them.
+    pub unversioned_interpreters: &'a [PathBuf],
+    pub timeout: Duration,
+}
+
+/// The trees of a run, each with its version, and the interpreters the user named per version.
+#[derive(Debug)]
+pub struct Discovery {
+    pub trees: Vec<Tree>,
+    pub interpreters: BTreeMap<PyVersion, PathBuf>,
+}
+
+/// Step 1: the trees to compile and their versions. A bare `--interpreter PATH` names a version
+/// by being one (it is asked, and becomes a `--python-version`).
+pub fn discover(root: &Root, asked: Asked) -> Result<Discovery, Error> {
+    let mut interpreters = asked.interpreters.clone();
+    let mut named = asked.python_versions.to_vec();
+    for path in asked.unversioned_interpreters {
+        let version =
+            interpreter::version_of(path, asked.timeout).map_err(|failure| Error::Probe {
+                path: path.clone(),
+                failure,
+            })?;
+        if let Some(other) = interpreters.get(&version).filter(|p| *p != path) {
+            return Err(Error::TwoInterpreters {
+                version,
+                first: other.clone(),
+                second: path.clone(),
+            });
+        }
+        interpreters.insert(version, path.clone());
+        named.push(version);
+    }
+    let found = find_trees(root, asked.paths)?;
+    for s in &found.skipped {
+        log::warn!("{s}");
+    }
+    if found.versioned.is_empty() && found.unversioned.is_empty() {
+        log::warn!("no Python trees found in {}", root.path().display());
+    }
+    let targets = if found.unversioned.is_empty() {
+        Vec::new()
+    } else {
+        let shown = found
+            .unversioned
+            .iter()
+            .map(|p| display_in_root(p))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let given: Vec<PyVersion> = interpreters.keys().copied().collect();
+        let (targets, why) = unversioned_targets(&named, &given, &found.versions_in_root, || {
+            host_python3(&shown, asked.timeout)
+        })?;
+        let names: Vec<String> = targets.iter().map(ToString::to_string).collect();
+        log::info!("{shown} compiled for {} ({why})", names.join(", "));
+        targets
+    };
+    Ok(Discovery {
+        trees: expand(&found, &targets),
+        interpreters,
+    })
+}
+
+/// The version of the host's `python3`, for trees that name none.
+fn host_python3(trees: &str, timeout: Duration) -> Result<PyVersion, Error> {
+    let program = interpreter::find_on_path("python3").ok_or_else(|| Error::NoHostPython3 {
+        trees: trees.to_string(),
+    })?;
+    interpreter::version_of(&program, timeout).map_err(|failure| Error::HostPython3 {
+        path: program,
+        trees: trees.to_string(),
+        failure,
+    })
+}
 
 /// Where versioned library directories live (`PREFIX/lib*/pythonX.Y`); `app` is Flatpak's.
 const PREFIXES: &[&str] = &["usr", "usr/local", "app"];
@@ -41,12 +171,16 @@ pub struct Found {
     pub unversioned: Vec<PathBuf>,
     /// Things seen and deliberately left alone, for the log.
     pub skipped: Vec<String>,
+    /// Every supported version with a tree anywhere in the root (the standard prefixes, and any
+    /// `lib/pythonX.Y` under the PATHs), whether or not PATHs restrict the run to other trees:
+    /// the versions the package's code runs on.
+    pub versions_in_root: BTreeSet<PyVersion>,
 }
 
 /// Scan the root. With `paths`, only those paths are compiled (each must exist): a path that
 /// contains versioned trees means those trees, a path inside one is compiled for its version,
 /// any other path is unversioned.
-pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, String> {
+pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, Error> {
     let mut all = Found::default();
     for prefix in PREFIXES {
         for lib in LIBDIRS {
@@ -71,10 +205,9 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, String> {
                     all.versioned.push(Tree::new(version, rel));
                 } else {
                     all.skipped.push(format!(
-                        "{}: Python {}.{} is not supported (pyclink writes PEP 3147 __pycache__ files); not compiled",
+                        "{}: {}; not compiled",
                         display_in_root(&rel),
-                        version.major,
-                        version.minor
+                        version.unsupported_reason()
                     ));
                 }
             }
@@ -83,12 +216,14 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, String> {
     if is_real_dir(root, Path::new(DIST_PACKAGES)) {
         all.unversioned.push(PathBuf::from(DIST_PACKAGES));
     }
+    all.versions_in_root = all.versioned.iter().map(|t| t.version).collect();
     if paths.is_empty() {
         return Ok(all);
     }
 
     let mut chosen = Found {
         skipped: all.skipped,
+        versions_in_root: all.versions_in_root,
         ..Found::default()
     };
     for p in paths {
@@ -104,19 +239,21 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, String> {
             chosen.versioned.push(Tree::new(t.version, p.clone()));
         } else if let Some(version) = lib_python_version(p) {
             // Inside a virtualenv's (or another prefix's) lib/pythonX.Y.
+            refuse_unsupported(version, p)?;
+            chosen.versions_in_root.insert(version);
             chosen.versioned.push(Tree::new(version, p.clone()));
         } else {
             // A private directory: any lib/pythonX.Y below it (a bundled virtualenv) belongs
             // to that version; the rest is unversioned.
             for (version, dir) in nested_lib_pythons(root, p) {
                 if version.is_supported() {
+                    chosen.versions_in_root.insert(version);
                     chosen.versioned.push(Tree::new(version, dir));
                 } else {
                     chosen.skipped.push(format!(
-                        "{}: Python {}.{} is not supported; not compiled",
+                        "{}: {}; not compiled",
                         display_in_root(&dir),
-                        version.major,
-                        version.minor
+                        version.unsupported_reason()
                     ));
                 }
             }
@@ -124,6 +261,18 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, String> {
         }
     }
     Ok(chosen)
+}
+
+/// A PATH the user named explicitly that belongs to a Python pyclink cannot compile for is an
+/// error, not a silent skip: the user asked for it.
+fn refuse_unsupported(version: PyVersion, p: &Path) -> Result<(), Error> {
+    if version.is_supported() {
+        return Ok(());
+    }
+    Err(Error::Unsupported {
+        path: display_in_root(p),
+        version,
+    })
 }
 
 /// The version of the first `lib/pythonX.Y` (or `lib64/...`) found along `rel`.
@@ -172,27 +321,23 @@ fn nested_lib_pythons(root: &Root, top: &Path) -> Vec<(PyVersion, PathBuf)> {
 }
 
 /// A PATH must exist and be reached without symlinks: following one could leave the root.
-fn check_path(root: &Root, p: &Path) -> Result<(), String> {
-    let shown = display_in_root(p);
+fn check_path(root: &Root, p: &Path) -> Result<(), Error> {
+    let path = display_in_root(p);
     match root.lstat(p) {
         Ok(st)
             if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink =>
         {
-            Err(format!(
-                "{shown} is a symlink; give the path it stands for inside the build root"
-            ))
+            Err(Error::Symlink { path })
         }
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
-            "{shown} does not exist in the build root {}",
-            root.path().display()
-        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Missing {
+            path,
+            root: root.path().to_path_buf(),
+        }),
         Err(e) if matches!(e.raw_os_error(), Some(n) if n == rustix::io::Errno::LOOP.raw_os_error() || n == rustix::io::Errno::NOTDIR.raw_os_error()) => {
-            Err(format!(
-                "{shown} is under a symlink (or a file); give the path it stands for inside the build root"
-            ))
+            Err(Error::UnderSymlink { path })
         }
-        Err(e) => Err(format!("{shown}: {e}")),
+        Err(source) => Err(Error::Stat { path, source }),
     }
 }
 
@@ -202,38 +347,35 @@ fn is_real_dir(root: &Root, rel: &Path) -> bool {
     })
 }
 
-/// The versions unversioned trees are compiled for: those named with `--python-version`; else
-/// the CPython 3 versions given with `--interpreter`; else the CPython 3 versions found in the
-/// root; else the host's `python3` (asked through `host_python3`).
+/// The versions unversioned trees (dist-packages, private directories) are compiled for, and why:
+/// those named with `--python-version`; else the CPython 3 versions given with `--interpreter`;
+/// else every CPython 3 version found anywhere in the root (whatever PATHs restrict the run to:
+/// the package's code runs on the package's Python); else the host's `python3` (asked through
+/// `host_python3`). One rule for every entry point: the CLI, the RPM hook, `%py_byte_compile`
+/// (which passes `--interpreter`) and `dh_pyclink`.
 pub fn unversioned_targets(
     named: &[PyVersion],
     interpreters: &[PyVersion],
-    found: &[Tree],
-    host_python3: impl FnOnce() -> Result<PyVersion, String>,
-) -> Result<Vec<PyVersion>, String> {
+    in_root: &BTreeSet<PyVersion>,
+    host_python3: impl FnOnce() -> Result<PyVersion, Error>,
+) -> Result<(Vec<PyVersion>, &'static str), Error> {
     let py3 = |v: &&PyVersion| v.implementation == Implementation::CPython && v.major == 3;
     if !named.is_empty() {
-        return Ok(named
-            .iter()
-            .copied()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect());
+        let set: BTreeSet<PyVersion> = named.iter().copied().collect();
+        return Ok((set.into_iter().collect(), "named with --python-version"));
     }
     let given: BTreeSet<PyVersion> = interpreters.iter().filter(py3).copied().collect();
     if !given.is_empty() {
-        return Ok(given.into_iter().collect());
+        return Ok((given.into_iter().collect(), "given with --interpreter"));
     }
-    let in_root: BTreeSet<PyVersion> = found
-        .iter()
-        .map(|t| &t.version)
-        .filter(py3)
-        .copied()
-        .collect();
-    if !in_root.is_empty() {
-        return Ok(in_root.into_iter().collect());
+    let found: Vec<PyVersion> = in_root.iter().filter(py3).copied().collect();
+    if !found.is_empty() {
+        return Ok((found, "the Python 3 versions found in the build root"));
     }
-    Ok(vec![host_python3()?])
+    Ok((
+        vec![host_python3()?],
+        "no Python 3 tree in the build root: the host's python3",
+    ))
 }
 
 /// Every tree with its version: versioned ones as found, unversioned ones once per target.
@@ -320,13 +462,41 @@ mod tests {
             )]
         );
         assert_eq!(f.unversioned, vec![PathBuf::from("usr/share/app")]);
+        // The versions the package runs on are those of the whole root, not only of the PATHs.
+        assert_eq!(
+            f.versions_in_root,
+            BTreeSet::from([PyVersion::cpython(3, 11), PyVersion::cpython(3, 12)])
+        );
+        let f = find_trees(&root, &[PathBuf::from("usr/share/app")]).unwrap();
+        assert!(f.versioned.is_empty());
+        assert_eq!(f.versions_in_root.len(), 2);
         // A parent of trees means those trees.
         let f = find_trees(&root, &[PathBuf::from("usr")]).unwrap();
         assert_eq!(f.versioned.len(), 2);
         assert!(f.unversioned.is_empty());
         assert!(find_trees(&root, &[PathBuf::from("usr/nope")])
             .unwrap_err()
+            .to_string()
             .contains("does not exist"));
+    }
+
+    #[test]
+    fn python2_paths_are_refused_by_name() {
+        let (_t, root) = root_with(&["usr/lib/python2.7/site-packages/old", "usr/lib/python3.12"]);
+        for p in ["usr/lib/python2.7/site-packages/old", "usr/lib/python2.7"] {
+            let err = find_trees(&root, &[PathBuf::from(p)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("/{p} is a python2.7 tree"))
+                    && err.contains("python2.7 is not supported (Python 2 writes"),
+                "{err}"
+            );
+        }
+        // Found on its own (no PATH), it is reported and left alone.
+        let f = find_trees(&root, &[PathBuf::from("usr")]).unwrap();
+        assert_eq!(f.versioned.len(), 1);
+        assert!(f.skipped.iter().any(|s| s.contains("python2.7")));
     }
 
     #[test]
@@ -359,6 +529,7 @@ mod tests {
             ]
         );
         assert_eq!(f.unversioned, vec![PathBuf::from("opt/app")]);
+        assert!(f.versions_in_root.contains(&PyVersion::cpython(3, 12)));
         let trees = expand(&f, &[PyVersion::cpython(3, 11)]);
         let app = trees
             .iter()
@@ -372,23 +543,15 @@ mod tests {
     fn unversioned_target_order() {
         let v311 = PyVersion::cpython(3, 11);
         let v312 = PyVersion::cpython(3, 12);
-        let found = [Tree::new(v312, "usr/lib/python3.12".into())];
-        let never = || -> Result<PyVersion, String> { panic!("host python3 must not be asked") };
-        assert_eq!(
-            unversioned_targets(&[v311], &[v312], &found, never).unwrap(),
-            vec![v311]
-        );
-        assert_eq!(
-            unversioned_targets(&[], &[v311], &found, never).unwrap(),
-            vec![v311]
-        );
-        assert_eq!(
-            unversioned_targets(&[], &[], &found, never).unwrap(),
-            vec![v312]
-        );
-        assert_eq!(
-            unversioned_targets(&[], &[], &[], || Ok(v311)).unwrap(),
-            vec![v311]
-        );
+        let found = BTreeSet::from([v312, PyVersion::cpython(2, 7)]);
+        let never = || -> Result<PyVersion, Error> { panic!("host python3 must not be asked") };
+        let targets = |named: &[PyVersion], given: &[PyVersion], found| {
+            unversioned_targets(named, given, found, never).unwrap().0
+        };
+        assert_eq!(targets(&[v311], &[v312], &found), vec![v311]);
+        assert_eq!(targets(&[], &[v311], &found), vec![v311]);
+        assert_eq!(targets(&[], &[], &found), vec![v312]);
+        let host = unversioned_targets(&[], &[], &BTreeSet::new(), || Ok(v311)).unwrap();
+        assert_eq!(host.0, vec![v311]);
     }
 }

@@ -1,9 +1,11 @@
 //! One compile worker: a real interpreter running `worker.py`, spoken to over its stdin/stdout.
-//! The protocol is documented at the top of `worker.py`. Every exchange has a deadline, so a
-//! hung interpreter is detected; a dead one shows up as EOF and its exit status is reported.
+//! The protocol is documented at the top of `worker.py` and encoded in [`protocol`]; this module
+//! starts the process and moves frames. Every exchange has a deadline, so a hung interpreter is
+//! detected; a dead one shows up as EOF and its exit status is reported.
+
+pub mod protocol;
 
 use std::ffi::OsString;
-use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -14,10 +16,11 @@ use std::time::{Duration, Instant};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
 
-use crate::predict::Same;
-use crate::pyc::{PycFormat, SourceHash};
-use crate::settings::Levels;
-use crate::version::{Implementation, PyVersion};
+use crate::python::pyc::PycFormat;
+pub use protocol::{
+    parse_response, Code, CompileError, CompileWarning, Compiled, Hello, ProtocolError, Request,
+};
+use protocol::{MAX_FRAME, PIPE_SIZE, UNSUPPORTED_PREFIX};
 
 pub const SCRIPT: &str = include_str!("worker.py");
 
@@ -57,153 +60,20 @@ impl Launch {
     }
 }
 
-/// What an interpreter says about itself when it starts.
-#[derive(Clone, Debug)]
-pub struct Hello {
-    pub version: (u32, u32, u32),
-    pub implementation: String,
-    pub executable: String,
-    /// `sys.version`: release, build date and compiler, on one line.
-    pub build: String,
-    pub format: PycFormat,
-}
-
-impl Hello {
-    pub fn py_version(&self) -> PyVersion {
-        let implementation = match self.implementation.as_str() {
-            "pypy" => Implementation::PyPy,
-            _ => Implementation::CPython,
-        };
-        PyVersion {
-            implementation,
-            major: self.version.0,
-            minor: self.version.1,
-        }
-    }
-
-    fn parse(payload: &[u8]) -> Result<Hello, String> {
-        let text = String::from_utf8_lossy(payload);
-        let get = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-                .ok_or_else(|| format!("hello lacks '{key}'"))
-        };
-        let nums: Vec<u32> = get("version")?
-            .split('.')
-            .filter_map(|n| n.parse().ok())
-            .collect();
-        let [major, minor, micro] = nums[..] else {
-            return Err("hello has a bad version".into());
-        };
-        let magic = hex_bytes::<4>(get("magic")?).ok_or("hello has a bad magic number")?;
-        let probe = get("source_hash_probe")?;
-        let source_hash = if probe.is_empty() {
-            None
-        } else {
-            let probe = hex_bytes::<8>(probe).ok_or("hello has a bad hash probe")?;
-            Some(
-                SourceHash::identify(magic, probe)
-                    .ok_or("the interpreter's source hash is neither SipHash-1-3 nor 2-4")?,
-            )
-        };
-        Ok(Hello {
-            version: (major, minor, micro),
-            implementation: get("implementation")?.to_string(),
-            executable: get("executable")?.to_string(),
-            build: get("build")?.to_string(),
-            format: PycFormat {
-                magic,
-                cache_tag: get("cache_tag")?.to_string(),
-                source_hash,
-            },
-        })
-    }
-}
-
-fn hex_bytes<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// What to compile: one source at some levels.
-#[derive(Clone, Copy, Debug)]
-pub struct Request<'a> {
-    pub source: &'a [u8],
-    /// The path the code will report (`co_filename`): `/` + the path inside the root.
-    pub dfile: &'a [u8],
-    pub levels: Levels,
-    /// Levels certainly identical to the one below (see `predict`).
-    pub same: Same,
-    /// The source may have a non-ASCII name: compiling it may leave a latin-1 character
-    /// interned in the worker, which then compiles later sources that it could affect afresh.
-    pub non_ascii_names: bool,
-}
-
-/// The answer for one source.
-#[derive(Debug)]
-pub enum Compiled {
-    Code(Code),
-    /// The source does not compile (SyntaxError, ValueError for NUL bytes, RecursionError...).
-    Error(CompileError),
-}
-
-/// Marshalled code per requested level (ascending), kept in the response buffer it came in:
-/// a large module is held once, not copied per level.
-#[derive(Debug)]
-pub struct Code {
-    payload: Vec<u8>,
-    bodies: Vec<std::ops::Range<usize>>,
-    /// How many levels the interpreter really compiled (the others repeat a previous one).
-    pub compiled: usize,
-    pub warnings: Vec<CompileWarning>,
-}
-
-impl Code {
-    pub fn bodies(&self) -> impl Iterator<Item = &[u8]> {
-        self.bodies.iter().map(|r| &self.payload[r.clone()])
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct CompileWarning {
-    pub line: u32,
-    pub category: String,
-    pub message: String,
-}
-
-#[derive(Clone, Debug)]
-pub struct CompileError {
-    pub line: u32,
-    pub kind: String,
-    pub message: String,
-}
-
 /// Why a worker could not answer.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Failure {
+    #[error("the worker {0}")]
     Died(String),
+    #[error("the worker did not answer within {}s", .0.as_secs_f64())]
     TimedOut(Duration),
-    Protocol(String),
-    Start(io::Error),
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Died(how) => write!(f, "the worker {how}"),
-            Failure::TimedOut(t) => {
-                write!(f, "the worker did not answer within {}s", t.as_secs_f64())
-            }
-            Failure::Protocol(what) => write!(f, "the worker broke the protocol: {what}"),
-            Failure::Start(e) => write!(f, "cannot start: {e}"),
-        }
-    }
+    #[error("the worker broke the protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("cannot start: {0}")]
+    Start(#[source] io::Error),
+    /// The interpreter is older than pyclink's worker needs (Python 2, or 3 before 3.6).
+    #[error("it is Python {0}; pyclink compiles for Python 3.6 and later (CPython, PyPy)")]
+    Unsupported(String),
 }
 
 pub struct Worker {
@@ -215,18 +85,6 @@ pub struct Worker {
     /// The deadline of the request sent and not yet answered.
     in_flight: Option<Instant>,
 }
-
-/// Request hint bit: the source may have a non-ASCII name (see worker.py).
-const NON_ASCII_NAMES: u8 = 0x80;
-
-/// A level's length field meaning "the same bytes as the previous requested level".
-const SAME_AS_PREVIOUS: u32 = u32::MAX;
-
-/// The pipe buffer asked for in each direction.
-const PIPE_SIZE: usize = 1 << 20;
-
-/// Responses larger than this are a protocol error, not an allocation.
-const MAX_FRAME: usize = 1 << 32;
 
 impl Worker {
     /// Start the interpreter and read its hello (within `timeout`).
@@ -251,16 +109,20 @@ impl Worker {
         };
         let deadline = Instant::now() + timeout;
         let payload = w.read_frame(deadline, timeout)?;
-        w.hello = Hello::parse(&payload).map_err(Failure::Protocol)?;
+        if let Some(version) = payload.strip_prefix(UNSUPPORTED_PREFIX) {
+            return Err(Failure::Unsupported(
+                String::from_utf8_lossy(version).into_owned(),
+            ));
+        }
+        w.hello = Hello::parse(&payload)?;
         Ok(w)
     }
 
-    /// Compile `source` as `dfile` at `levels`.
     /// Compile one source. The levels `req.same` says are identical are compiled once (the
     /// worker may still compile them all, see worker.py).
     pub fn compile(&mut self, req: &Request, timeout: Duration) -> Result<Compiled, Failure> {
         let payload = self.exchange(req, timeout)?;
-        parse_response(payload, req.levels.len()).map_err(Failure::Protocol)
+        Ok(parse_response(payload, req.levels.len())?)
     }
 
     /// Send one request and return the raw response payload (see [`parse_response`]).
@@ -273,24 +135,10 @@ impl Worker {
     /// worker compiles and the caller is free.
     pub fn send(&mut self, req: &Request, timeout: Duration) -> Result<(), Failure> {
         if self.in_flight.is_some() {
-            return Err(Failure::Protocol("a request is already in flight".into()));
+            return Err(ProtocolError::from("a request is already in flight").into());
         }
-        let (source, dfile, levels) = (req.source, req.dfile, req.levels);
         let deadline = Instant::now() + timeout;
-        let len = 2 + 4 + dfile.len() + source.len();
-        let frame_len =
-            u32::try_from(len).map_err(|_| Failure::Protocol("source larger than 4 GiB".into()))?;
-        let mut head = Vec::with_capacity(10 + dfile.len());
-        head.extend_from_slice(&frame_len.to_le_bytes());
-        head.push(levels.bits());
-        let hint = if req.non_ascii_names {
-            NON_ASCII_NAMES
-        } else {
-            0
-        };
-        head.push(req.same.bits() | hint);
-        head.extend_from_slice(&(dfile.len() as u32).to_le_bytes());
-        head.extend_from_slice(dfile);
+        let (head, source) = protocol::encode_request(req)?;
         self.write_all(&head, source, deadline, timeout)?;
         self.in_flight = Some(deadline);
         Ok(())
@@ -302,7 +150,7 @@ impl Worker {
         let deadline = self
             .in_flight
             .take()
-            .ok_or_else(|| Failure::Protocol("no request in flight".into()))?;
+            .ok_or_else(|| ProtocolError::from("no request in flight"))?;
         self.read_frame(deadline, timeout)
     }
 
@@ -365,7 +213,10 @@ impl Worker {
         self.read_exact(&mut len, deadline, timeout)?;
         let len = u32::from_le_bytes(len) as usize;
         if len >= MAX_FRAME {
-            return Err(Failure::Protocol(format!("frame of {len} bytes")));
+            return Err(ProtocolError(format!(
+                "a frame of {len} bytes (the limit is {MAX_FRAME})"
+            ))
+            .into());
         }
         let mut payload = vec![0u8; len];
         self.read_exact(&mut payload, deadline, timeout)?;
@@ -390,7 +241,7 @@ impl Worker {
         let result = if write {
             match &self.stdin {
                 Some(stdin) => poll(&mut [PollFd::new(stdin, events)], Some(&ts)),
-                None => return Err(Failure::Protocol("stdin is closed".into())),
+                None => return Err(ProtocolError::from("stdin is closed").into()),
             }
         } else {
             poll(&mut [PollFd::new(&self.stdout, events)], Some(&ts))
@@ -399,7 +250,7 @@ impl Worker {
             Ok(0) => Err(Failure::TimedOut(timeout)),
             Ok(_) => Ok(()),
             Err(rustix::io::Errno::INTR) => Ok(()),
-            Err(e) => Err(Failure::Protocol(format!("poll: {e}"))),
+            Err(e) => Err(Failure::Died(format!("cannot be waited for (poll: {e})"))),
         }
     }
 
@@ -494,141 +345,24 @@ fn placeholder_hello() -> Hello {
     }
 }
 
+/// How a worker ended, in words. worker.py's zygote exits with 128 + N when a signal N killed
+/// its compile process (a compiler crash), so that the crash is named, not just "status 139".
 pub fn describe_exit(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
+        (Some(code), _) if code > 128 && code - 128 < 65 => format!(
+            "crashed: its compile process was killed by {} (the interpreter's compiler failed \
+             on this source)",
+            signal_words(code - 128)
+        ),
         (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(sig)) => format!("was killed by signal {sig}{}", signal_name(sig)),
+        (None, Some(sig)) => format!("was killed by {}", signal_words(sig)),
         _ => format!("ended ({status})"),
     }
 }
 
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        6 => " (SIGABRT)",
-        9 => " (SIGKILL)",
-        11 => " (SIGSEGV)",
-        15 => " (SIGTERM)",
-        _ => "",
-    }
-}
-
-/// A cursor over a response payload.
-struct Fields<'a>(&'a [u8]);
-
-impl<'a> Fields<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        if self.0.len() < n {
-            return Err("truncated response".into());
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
-    }
-    fn bytes(&mut self) -> Result<&'a [u8], String> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-    fn string(&mut self) -> Result<String, String> {
-        Ok(String::from_utf8_lossy(self.bytes()?).into_owned())
-    }
-}
-
-/// Decode a response payload (from a worker or the cache) for `nlevels` requested levels.
-pub fn parse_response(payload: Vec<u8>, nlevels: usize) -> Result<Compiled, String> {
-    let mut f = Fields(&payload);
-    match f.take(1)? {
-        b"K" => {
-            let mut bodies: Vec<std::ops::Range<usize>> = Vec::with_capacity(nlevels);
-            for _ in 0..nlevels {
-                if f.0.get(..4) == Some(&SAME_AS_PREVIOUS.to_le_bytes()) {
-                    f.take(4)?;
-                    let prev = bodies
-                        .last()
-                        .ok_or("the first level cannot repeat a previous one")?;
-                    bodies.push(prev.clone());
-                    continue;
-                }
-                let body = f.bytes()?;
-                let start = body.as_ptr() as usize - payload.as_ptr() as usize;
-                bodies.push(start..start + body.len());
-            }
-            let n = f.u32()?;
-            let mut warnings = Vec::new();
-            for _ in 0..n {
-                warnings.push(CompileWarning {
-                    line: f.u32()?,
-                    category: f.string()?,
-                    message: f.string()?,
-                });
-            }
-            let compiled = bodies
-                .iter()
-                .enumerate()
-                .filter(|(i, r)| *i == 0 || bodies[i - 1] != **r)
-                .count();
-            Ok(Compiled::Code(Code {
-                compiled,
-                payload,
-                bodies,
-                warnings,
-            }))
-        }
-        b"E" => Ok(Compiled::Error(CompileError {
-            line: f.u32()?,
-            kind: f.string()?,
-            message: f.string()?,
-        })),
-        other => Err(format!("unknown response tag {other:?}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_hello() {
-        let h = Hello::parse(
-            b"version=3.11.7\nimplementation=cpython\ncache_tag=cpython-311\nmagic=a70d0d0a\n\
-              source_hash_probe=897d4970bd8e8f62\npid=1\nexecutable=/usr/bin/python3.11\nbuild=3.11.7 (main)",
-        )
-        .unwrap();
-        assert_eq!(h.py_version(), PyVersion::cpython(3, 11));
-        assert_eq!(h.format.cache_tag, "cpython-311");
-        assert_eq!(h.format.source_hash, Some(SourceHash::Sip13));
-        let old = Hello::parse(
-            b"version=3.6.15\nimplementation=cpython\ncache_tag=cpython-36\nmagic=330d0d0a\nsource_hash_probe=\nexecutable=x\nbuild=3.6.15",
-        )
-        .unwrap();
-        assert_eq!(old.format.header_len(), 12);
-        assert!(Hello::parse(b"version=3\n").is_err());
-    }
-
-    #[test]
-    fn parses_responses() {
-        let mut ok = b"K".to_vec();
-        for body in [&b"abc"[..], b"de"] {
-            ok.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            ok.extend_from_slice(body);
-        }
-        ok.extend_from_slice(&1u32.to_le_bytes());
-        ok.extend_from_slice(&7u32.to_le_bytes());
-        for s in ["SyntaxWarning", "bad escape"] {
-            ok.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            ok.extend_from_slice(s.as_bytes());
-        }
-        match parse_response(ok.clone(), 2).unwrap() {
-            Compiled::Code(code) => {
-                assert_eq!(code.bodies().collect::<Vec<_>>(), vec![&b"abc"[..], b"de"]);
-                assert_eq!(code.warnings[0].line, 7);
-                assert_eq!(code.warnings[0].message, "bad escape");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(parse_response(ok[..5].to_vec(), 2).is_err());
-        assert!(parse_response(b"X".to_vec(), 1).is_err());
+fn signal_words(sig: i32) -> String {
+    match signal_hook::low_level::signal_name(sig) {
+        Some(name) => format!("signal {sig} ({name})"),
+        None => format!("signal {sig}"),
     }
 }

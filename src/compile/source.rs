@@ -1,5 +1,6 @@
 //! Steps 3-4 for one source: read it once, decide whether its pycs are up to date ([`prepare`]),
-//! and, once a worker has compiled the levels, put the pycs in place ([`finish`]).
+//! and, once a worker has compiled the levels, put the pycs in place ([`finish`]). The compile
+//! itself happens between the two, in a worker (see `pool`).
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -15,11 +16,12 @@ use crate::fsroot::{
     display_in_root, in_root_bytes, is_regular, open_file_nofollow, open_subdir, Root,
 };
 use crate::plan::Job;
-use crate::predict::{predict, Same};
-use crate::pyc::PycFormat;
-use crate::report::FileError;
-use crate::settings::{InvalidationMode, Levels};
+use crate::python::predict::{predict, Same};
+use crate::python::pyc::PycFormat;
+use crate::python::{InvalidationMode, Levels};
+use crate::report::{FileError, Problem};
 use crate::worker::{Compiled, Request};
+use crate::write::provenance::{self, Seal};
 use crate::write::{write_pycs, PycFile, WriteStats};
 
 const PYCACHE: &str = "__pycache__";
@@ -28,7 +30,9 @@ const PYCACHE: &str = "__pycache__";
 #[derive(Clone, Debug)]
 pub struct Target {
     pub format: PycFormat,
-    pub mode: InvalidationMode,
+    pub invalidation: InvalidationMode,
+    /// What decides the bytes besides source and path (see `provenance::Seal`).
+    pub identity: [u8; 32],
 }
 
 /// What the run asks of every source.
@@ -62,12 +66,14 @@ pub enum Outcome {
 /// A source that needs compiling: read once, checked, its pycs named, its header made.
 pub struct Prepared {
     dir: OwnedFd,
-    /// The pycs' file mode.
-    mode: u32,
+    /// The pycs' permission bits.
+    permissions: u32,
     header: Vec<u8>,
-    names: Vec<OsString>,
+    /// Each requested level with its pyc name.
+    names: Vec<(u8, OsString)>,
     source: Vec<u8>,
-    dfile: Vec<u8>,
+    /// The interpreter and `co_filename` the pycs are recorded for.
+    seal: Seal,
     same: Same,
     non_ascii_names: bool,
     levels: Levels,
@@ -78,7 +84,7 @@ impl Prepared {
     pub fn request(&self) -> Request<'_> {
         Request {
             source: &self.source,
-            dfile: &self.dfile,
+            dfile: &self.seal.dfile,
             levels: self.levels,
             same: self.same,
             non_ascii_names: self.non_ascii_names,
@@ -105,8 +111,8 @@ pub fn prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Step {
 }
 
 fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result<Step, FileError> {
-    let fail = |line: Option<u32>, msg: String| FileError::new(&job.rel, line, msg);
-    let io_fail = |what: &str, e: std::io::Error| fail(None, format!("{what}: {e}"));
+    let fail = |problem: Problem| FileError::new(&job.rel, None, problem);
+    let io_fail = |what: &'static str, source: std::io::Error| fail(Problem::Io { what, source });
     let (parent, name) = split(&job.rel);
     let dir = root
         .open_dir(parent)
@@ -135,25 +141,31 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
     };
     let st = fstat(&file).map_err(|e| io_fail("cannot stat", e.into()))?;
     if !is_regular(&st) {
-        return Err(fail(None, "not a regular file; skipped".into()));
+        return Err(fail(Problem::NotRegular));
     }
 
     // Hash-based headers need the bytes before the freshness check; timestamps do not, so an
     // up-to-date source is never read.
-    let mut source = match target.mode {
+    let mut source = match target.invalidation {
         InvalidationMode::Timestamp => None,
         _ => Some(read_all(&mut file, st.st_size as u64).map_err(|e| io_fail("cannot read", e))?),
     };
-    let header = target
-        .format
-        .header(target.format.stamp(target.mode, &st, source.as_deref()));
-    let names: Vec<OsString> = opts
+    let header = target.format.header(target.format.stamp(
+        target.invalidation,
+        &st,
+        source.as_deref(),
+    ));
+    let names: Vec<(u8, OsString)> = opts
         .levels
         .iter()
-        .map(|l| target.format.pyc_name(name, l))
+        .map(|l| (l, target.format.pyc_name(name, l)))
         .collect();
+    let seal = Seal {
+        identity: target.identity,
+        dfile: in_root_bytes(&job.rel),
+    };
 
-    if !opts.force && all_up_to_date(&dir, &names, &header) {
+    if !opts.force && all_up_to_date(&dir, &names, &header, &seal, opts.link) {
         return Ok(Step::Done(Outcome::UpToDate {
             pycs: names.len() as u64,
         }));
@@ -169,10 +181,10 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
     Ok(Step::Compile(Prepared {
         dir,
         // As py_compile: the source's mode plus owner-write, then the umask.
-        mode: (st.st_mode | 0o200) & 0o666,
+        permissions: (st.st_mode | 0o200) & 0o666,
         header,
         names,
-        dfile: in_root_bytes(&job.rel),
+        seal,
         source,
         same: if opts.predict {
             prediction.same
@@ -188,7 +200,7 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
 pub fn finish(
     job: &Job,
     prepared: Prepared,
-    compiled: Result<Compiled, String>,
+    compiled: Result<Compiled, Problem>,
     link: bool,
 ) -> Outcome {
     match try_finish(job, prepared, compiled, link) {
@@ -200,44 +212,59 @@ pub fn finish(
 fn try_finish(
     job: &Job,
     prepared: Prepared,
-    compiled: Result<Compiled, String>,
+    compiled: Result<Compiled, Problem>,
     link: bool,
 ) -> Result<Outcome, FileError> {
-    let fail = |line: Option<u32>, msg: String| FileError::new(&job.rel, line, msg);
-    let io_fail = |what: &str, e: std::io::Error| fail(None, format!("{what}: {e}"));
+    let fail = |line: u32, problem: Problem| FileError::new(&job.rel, Some(line), problem);
+    let io_fail =
+        |what: &'static str, source: std::io::Error| fail(0, Problem::Io { what, source });
     let code = match compiled {
         Ok(Compiled::Code(code)) => code,
         Ok(Compiled::Error(e)) => {
             return Err(fail(
-                (e.line > 0).then_some(e.line),
-                format!("{}: {}", e.kind, e.message),
+                e.line,
+                Problem::DoesNotCompile {
+                    exception: e.kind,
+                    message: e.message,
+                },
             ));
         }
-        Err(why) => return Err(fail(None, why)),
+        Err(problem) => return Err(fail(0, problem)),
     };
     let Prepared {
         dir,
-        mode,
+        permissions,
         header,
         names,
+        seal,
         ..
     } = prepared;
     let files: Vec<PycFile> = names
         .into_iter()
         .zip(code.bodies())
-        .map(|(name, body)| PycFile { name, body })
+        .map(|((level, name), body)| PycFile { name, level, body })
         .collect();
 
-    let cache = open_cache_dir(&dir).map_err(|e| io_fail(&format!("cannot use {PYCACHE}/"), e))?;
-    let stats = write_pycs(&Arc::new(cache), &header, &files, link, mode)
-        .map_err(|e| io_fail("cannot write pyc", e))?;
+    let cache = open_cache_dir(&dir).map_err(|e| io_fail("cannot use __pycache__/", e))?;
+    let stats = write_pycs(
+        &Arc::new(cache),
+        &header,
+        &files,
+        link,
+        permissions,
+        Some(&seal),
+    )
+    .map_err(|e| io_fail("cannot write pyc", e))?;
     let warnings = code
         .warnings
         .iter()
         .map(|w| {
             fail(
-                (w.line > 0).then_some(w.line),
-                format!("{}: {}", w.category, w.message),
+                w.line,
+                Problem::Warning {
+                    category: w.category.clone(),
+                    message: w.message.clone(),
+                },
             )
         })
         .collect();
@@ -261,18 +288,63 @@ fn read_all(file: &mut File, size_hint: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Does every name exist as a regular file whose header is exactly `header`?
-fn all_up_to_date(dir: &OwnedFd, names: &[OsString], header: &[u8]) -> bool {
+/// May the pycs `names` be kept as they are? Only if each is a regular file that starts with
+/// `header` and that pyclink wrote for exactly this level, path and interpreter (its provenance
+/// record vouches for the whole file), and the levels are linked as this run would link them:
+/// identical bytes share an inode (`link`), or no two names share one (`--no-link`). Anything
+/// else (a pyc an install step wrote with its staging path, another level's code, a copy where a
+/// link belongs) is compiled again, whatever its header says.
+fn all_up_to_date(
+    dir: &OwnedFd,
+    names: &[(u8, OsString)],
+    header: &[u8],
+    seal: &Seal,
+    link: bool,
+) -> bool {
     let Ok(cache) = open_subdir(dir, OsStr::new(PYCACHE)) else {
         return false;
     };
-    names.iter().all(|name| {
+    // Per inode seen so far: its bytes and the levels its record vouches for. A name linked to
+    // an inode already checked is not read or hashed again.
+    let mut seen: Vec<((u64, u64), Vec<u8>, u8)> = Vec::with_capacity(names.len());
+    for (level, name) in names {
         let Ok(mut f) = open_file_nofollow(&cache, name) else {
             return false;
         };
-        let mut got = vec![0u8; header.len()];
-        fstat(&f).is_ok_and(|st| is_regular(&st)) && f.read_exact(&mut got).is_ok() && got == header
-    })
+        let Ok(st) = fstat(&f) else { return false };
+        // Not u64 on every target.
+        #[allow(clippy::unnecessary_cast)]
+        let inode = (st.st_dev as u64, st.st_ino as u64);
+        if let Some((_, _, levels)) = seen.iter().find(|(i, ..)| *i == inode) {
+            if levels & (1 << level) == 0 || !link {
+                return false;
+            }
+            continue;
+        }
+        if !is_regular(&st) || st.st_size < header.len() as i64 {
+            return false;
+        }
+        let mut file = vec![0u8; header.len()];
+        if f.read_exact(&mut file).is_err() || file != header {
+            return false;
+        }
+        let Some(record) = provenance::get(&f) else {
+            return false;
+        };
+        if f.read_to_end(&mut file).is_err() {
+            return false;
+        }
+        let levels = match seal.vouched_levels(&record, &file, header.len()) {
+            Some(levels) if levels & (1 << level) != 0 => levels,
+            _ => return false,
+        };
+        // A new inode: with links, no earlier name may hold the same bytes.
+        if link && seen.iter().any(|(_, bytes, _)| *bytes == file) {
+            return false;
+        }
+        seen.push((inode, file, levels));
+    }
+    true
 }
 
 /// Create (if needed) and open `__pycache__` without following a symlink: one planted there

@@ -9,6 +9,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -18,6 +19,10 @@ use rustix::fs::{
 use rustix::io::Errno;
 
 use crate::cleanup;
+use crate::fsroot::{display_in_root, Root};
+use provenance::Seal;
+
+pub mod provenance;
 
 pub const TEMP_PREFIX: &str = ".pyclink-";
 pub const TEMP_SUFFIX: &str = ".tmp";
@@ -50,17 +55,20 @@ impl std::ops::AddAssign for WriteStats {
 /// One pyc to put in place: the source's header, then this level's marshalled code.
 pub struct PycFile<'a> {
     pub name: OsString,
+    pub level: u8,
     pub body: &'a [u8],
 }
 
 /// Write `files` (each `header` + body) into the open `__pycache__` directory `dir`. `mode` is the requested file mode
 /// (the process umask applies, as for py_compile). With `link`, identical contents share an inode.
+/// With a `seal`, each file carries pyclink's provenance record (see `provenance`).
 pub fn write_pycs(
     dir: &Arc<OwnedFd>,
     header: &[u8],
     files: &[PycFile],
     link: bool,
     mode: u32,
+    seal: Option<&Seal>,
 ) -> io::Result<WriteStats> {
     // Two runs on one root may rewrite the same source at once. Holding the directory's lock
     // while this source's names change keeps its levels consistent: one run's linked set, never
@@ -69,8 +77,14 @@ pub fn write_pycs(
     let mut stats = WriteStats::default();
     for group in identical_groups(files, link) {
         let first = &files[group[0]];
+        // The levels this content is the output of (the same for a copy, where links fail).
+        let record = seal.map(|s| {
+            let mask = group.iter().fold(0u8, |m, &i| m | 1 << files[i].level);
+            s.record(mask, header, first.body)
+        });
         let temp = TempFile::create(dir, mode)?;
-        temp.write_all(header, first.body)?;
+        temp.write_all(&[header, first.body])?;
+        temp.set_record(record.as_deref())?;
         stats.written += 1;
         stats.stored_bytes += (header.len() + first.body.len()) as u64;
         for &i in &group[1..] {
@@ -86,7 +100,8 @@ pub fn write_pycs(
                         file.name.to_string_lossy()
                     );
                     let copy = TempFile::create(dir, mode)?;
-                    copy.write_all(header, file.body)?;
+                    copy.write_all(&[header, file.body])?;
+                    copy.set_record(record.as_deref())?;
                     copy.rename_to(&file.name)?;
                     stats.copied += 1;
                     stats.stored_bytes += (header.len() + file.body.len()) as u64;
@@ -149,9 +164,10 @@ const RENAMED: u64 = u64::MAX;
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
-/// A registered, flock-ed temp file in a `__pycache__`. The lock tells a concurrent run's
-/// stale-temp cleanup that this one is alive; dropping without a rename removes the file.
-struct TempFile {
+/// A registered, flock-ed temp file (in a `__pycache__`, or the cache). The lock tells a
+/// concurrent run's stale-temp cleanup that this one is alive; dropping without a rename
+/// removes the file, and so does an interrupt (see `cleanup`).
+pub(crate) struct TempFile {
     dir: Arc<OwnedFd>,
     fd: OwnedFd,
     name: OsString,
@@ -159,7 +175,7 @@ struct TempFile {
 }
 
 impl TempFile {
-    fn create(dir: &Arc<OwnedFd>, mode: u32) -> io::Result<TempFile> {
+    pub(crate) fn create(dir: &Arc<OwnedFd>, mode: u32) -> io::Result<TempFile> {
         loop {
             let name = temp_name();
             let flags =
@@ -198,20 +214,42 @@ impl TempFile {
         )
     }
 
-    fn write_all(&self, mut header: &[u8], mut body: &[u8]) -> io::Result<()> {
-        while !header.is_empty() || !body.is_empty() {
-            match rustix::io::writev(
-                &self.fd,
-                &[io::IoSlice::new(header), io::IoSlice::new(body)],
-            ) {
+    /// Write `parts` one after the other, in as few system calls as the kernel allows.
+    pub(crate) fn write_all(&self, parts: &[&[u8]]) -> io::Result<()> {
+        let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+        let mut first = 0;
+        while first < parts.len() {
+            let slices: Vec<io::IoSlice> =
+                parts[first..].iter().map(|p| io::IoSlice::new(p)).collect();
+            match rustix::io::writev(&self.fd, &slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) if n < header.len() => header = &header[n..],
-                Ok(n) => {
-                    body = &body[n - header.len()..];
-                    header = &[];
+                Ok(mut n) => {
+                    while first < parts.len() && n >= parts[first].len() {
+                        n -= parts[first].len();
+                        first += 1;
+                    }
+                    if first < parts.len() {
+                        parts[first] = &parts[first][n..];
+                    }
                 }
                 Err(Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Attach the provenance record (before the rename, so it appears with the content).
+    fn set_record(&self, record: Option<&[u8]>) -> io::Result<()> {
+        if let Some(record) = record {
+            if !provenance::set(&self.fd, record)? {
+                static ONCE: std::sync::Once = std::sync::Once::new();
+                ONCE.call_once(|| {
+                    log::info!(
+                        "this filesystem keeps no user xattrs: a rerun cannot tell pyclink's \
+                         pycs from others and will compile everything again"
+                    )
+                });
             }
         }
         Ok(())
@@ -236,7 +274,7 @@ impl TempFile {
         })
     }
 
-    fn rename_to(mut self, target: &OsStr) -> io::Result<()> {
+    pub(crate) fn rename_to(mut self, target: &OsStr) -> io::Result<()> {
         let (dir, name) = (&self.dir, &self.name);
         cleanup::finish_registered(self.id, || {
             renameat(&**dir, name.as_os_str(), &**dir, target).map_err(|e| {
@@ -270,6 +308,42 @@ fn temp_name() -> OsString {
 pub fn is_temp_name(name: &OsStr) -> bool {
     let s = name.to_string_lossy();
     s.starts_with(TEMP_PREFIX) && s.ends_with(TEMP_SUFFIX)
+}
+
+/// Remove the temp files a killed run left in these `__pycache__` directories (root-relative);
+/// returns how many. A temp file whose writer is still alive is left alone.
+pub fn remove_stale_temps(root: &Root, pycache_dirs: &[PathBuf]) -> usize {
+    let mut removed = 0;
+    for rel in pycache_dirs {
+        let Ok(entries) = std::fs::read_dir(root.host_path(rel)) else {
+            continue;
+        };
+        let temps: Vec<OsString> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .filter(|n| is_temp_name(n))
+            .collect();
+        if temps.is_empty() {
+            continue;
+        }
+        let Ok(dir) = root.open_dir(rel) else {
+            continue;
+        };
+        for name in temps {
+            match remove_stale_temp(&dir, &name) {
+                Ok(true) => removed += 1,
+                Ok(false) => {}
+                Err(e) => log::warn!(
+                    "{}: cannot remove stale temp file: {e}",
+                    display_in_root(&rel.join(&name))
+                ),
+            }
+        }
+    }
+    if removed > 0 {
+        log::info!("removed {removed} temp file(s) left by an interrupted run");
+    }
+    removed
 }
 
 /// Remove a temp file left by an earlier run (killed before it could rename it). A temp file
@@ -328,8 +402,14 @@ mod tests {
     }
 
     fn pyc<'a>(name: &str, body: &'a [u8]) -> PycFile<'a> {
+        let level = match name {
+            n if n.contains("opt-1") => 1,
+            n if n.contains("opt-2") => 2,
+            _ => 0,
+        };
         PycFile {
             name: name.into(),
+            level,
             body,
         }
     }
@@ -355,7 +435,7 @@ mod tests {
             pyc("m.opt-1.pyc", b"BB"),
             pyc("m.opt-2.pyc", b"AAA"),
         ];
-        let s = write_pycs(&dir, b"", &files, true, 0o644).unwrap();
+        let s = write_pycs(&dir, b"", &files, true, 0o644, None).unwrap();
         assert_eq!((s.written, s.linked, s.copied), (2, 1, 0));
         assert_eq!((s.apparent_bytes, s.stored_bytes), (8, 5));
         assert_eq!(ino(&t, "m.pyc"), ino(&t, "m.opt-2.pyc"));
@@ -377,6 +457,7 @@ mod tests {
             &[pyc("m.pyc", b"new"), pyc("m.opt-1.pyc", b"new")],
             true,
             0o644,
+            None,
         )
         .unwrap();
         assert_eq!(std::fs::read(outside.path()).unwrap(), b"precious");
@@ -395,6 +476,7 @@ mod tests {
             &[pyc("a.pyc", b"X"), pyc("a.opt-1.pyc", b"X")],
             false,
             0o644,
+            None,
         )
         .unwrap();
         assert_eq!((s.written, s.linked), (2, 0));
@@ -412,7 +494,7 @@ mod tests {
             pyc("a.opt-1.pyc", b"X"),
             pyc("a.opt-2.pyc", b"X"),
         ];
-        let s = write_pycs(&dir, b"", &files, true, 0o644);
+        let s = write_pycs(&dir, b"", &files, true, 0o644, None);
         test_hooks::force_link_error(None);
         let s = s.unwrap();
         assert_eq!((s.written, s.linked, s.copied), (1, 0, 2));
@@ -432,6 +514,7 @@ mod tests {
             &[pyc("a.pyc", b"X"), pyc("a.opt-1.pyc", b"X")],
             true,
             0o644,
+            None,
         );
         test_hooks::force_link_error(None);
         assert!(r.is_err());
@@ -458,7 +541,15 @@ mod tests {
     #[test]
     fn mode_follows_request_under_umask() {
         let (t, dir) = setup();
-        write_pycs(&dir, b"", &[pyc("r.pyc", b"X")], true, 0o100755 | 0o200).unwrap();
+        write_pycs(
+            &dir,
+            b"",
+            &[pyc("r.pyc", b"X")],
+            true,
+            0o100755 | 0o200,
+            None,
+        )
+        .unwrap();
         let mode = std::fs::metadata(t.path().join("r.pyc")).unwrap().mode() & 0o777;
         // Read, not set: umask is process-wide and the tests run in parallel threads.
         let status = std::fs::read_to_string("/proc/self/status").unwrap();

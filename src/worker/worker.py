@@ -32,7 +32,9 @@
 #             b"E", u32 line, str exception type, str message: the source does not compile.
 # EOF on stdin (or an empty request frame) ends the worker: the compile child exits and the
 # zygote reaps it and exits. If the compile child dies, the zygote exits at once, so pyclink
-# sees EOF, restarts the worker and retries the file.
+# sees EOF, restarts the worker and retries the file. The zygote's exit status says how the
+# compile process ended: 128 + N if a signal N killed it (a compiler crash: SIGSEGV, SIGABRT),
+# else 3.
 #
 # Keep the imports as they are: what the process has loaded can change the bytes (see below).
 # Importing json, for one, would intern "[" and "{" and change the pycs of many modules.
@@ -40,6 +42,15 @@
 import marshal
 import os
 import sys
+
+# Before anything that needs Python 3.6: an older interpreter (Python 2.7, 3.5) says what it is in
+# one hello frame and stops, so pyclink can name it instead of showing a traceback. This block
+# must stay valid Python 2.
+if sys.version_info < (3, 6):
+    import struct
+    _old = ('unsupported=%d.%d.%d' % tuple(sys.version_info[:3])).encode('ascii')
+    os.write(1, struct.pack('<I', len(_old)) + _old)
+    os._exit(0)
 
 import warnings
 
@@ -302,7 +313,8 @@ def compile_child(zreq_w, zack_r):
 
 
 def compile_pristine(req):
-    """Compile in a fresh fork of this (never-compiling) process; it answers pyclink itself."""
+    """Compile in a fresh fork of this (never-compiling) process; it answers pyclink itself.
+    Returns its wait status."""
     pid = os.fork()
     if pid == 0:
         try:
@@ -310,7 +322,14 @@ def compile_pristine(req):
         finally:
             os._exit(0)
     _, status = os.waitpid(pid, 0)
-    return status == 0
+    return status
+
+
+def exit_like(status):
+    """End the zygote so that its exit status tells pyclink how a compile process ended."""
+    if os.WIFSIGNALED(status):
+        os._exit(128 + os.WTERMSIG(status))
+    os._exit(0 if status == 0 else 3)
 
 
 def start_compile_child():
@@ -339,14 +358,14 @@ def main():
     while True:
         req = _read_frame(zreq_r)
         if req is None:                             # the compile child is gone
-            _, status = os.waitpid(child, 0)
             # Its exit lets pyclink see EOF; a crash must not wait for the next request.
-            os._exit(0 if status == 0 else 3)
-        ok = compile_pristine(req)
-        os.write(zack_w, b'D' if ok else b'X')
-        if not ok:
+            exit_like(os.waitpid(child, 0)[1])
+        status = compile_pristine(req)
+        os.write(zack_w, b'D' if status == 0 else b'X')
+        if status != 0:
             os.kill(child, 9)
-            os._exit(3)
+            os.waitpid(child, 0)
+            exit_like(status)
 
 
 main()

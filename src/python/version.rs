@@ -49,9 +49,23 @@ impl PyVersion {
         }
     }
 
-    /// pyclink writes PEP 3147 `__pycache__` files, which exist from Python 3.2 on.
+    /// pyclink writes PEP 3147 `__pycache__` files (Python 3.2 on) and its worker needs 3.6.
     pub fn is_supported(&self) -> bool {
-        self.major >= 3
+        match self.implementation {
+            Implementation::CPython => (self.major, self.minor) >= (3, 6),
+            Implementation::PyPy => self.major >= 3,
+        }
+    }
+
+    /// Why a version is not compiled, for messages.
+    pub fn unsupported_reason(&self) -> String {
+        let why = if self.major < 3 {
+            "Python 2 writes NAME.pyc beside the source, not PEP 3147 __pycache__ files; \
+             leave it to the Python 2 tools"
+        } else {
+            "pyclink compiles for Python 3.6 and later"
+        };
+        format!("{self} is not supported ({why})")
     }
 }
 
@@ -124,6 +138,8 @@ mod tests {
             Some(PyVersion::cpython(2, 7))
         );
         assert!(!PyVersion::cpython(2, 7).is_supported());
+        assert!(!PyVersion::cpython(3, 5).is_supported());
+        assert!(PyVersion::cpython(3, 6).is_supported());
         assert_eq!(PyVersion::from_dir_name("python3"), None);
         assert_eq!(PyVersion::from_dir_name("site-packages"), None);
     }

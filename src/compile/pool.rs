@@ -5,52 +5,50 @@
 //! only then writes the answered one's pycs. The worker thus waits for nothing but a pipe
 //! write, and no thread has to wake another. Idle workers wait in a pool per version; once a
 //! version's last source is handed out, its workers end as they come back, so memory holds one
-//! version's workers at a time, not every version's. A worker that dies or hangs is killed and
-//! replaced, and the source retried once.
+//! version's workers at a time, not every version's. A worker that dies, hangs or breaks the
+//! protocol is killed and replaced, and the source retried once.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cache::{self, Cache};
-use crate::compile::{self, Options, Outcome, Prepared, Step, Target};
+use super::cache::{self, Cache};
+use super::source::{self, Options, Outcome, Prepared, Step, Target};
+use crate::discover::interpreter::Interpreter;
 use crate::fsroot::{display_in_root, Root};
 use crate::plan::Job;
-use crate::worker::{parse_response, Compiled, Launch, Worker};
+use crate::python::PyVersion;
+use crate::report::{Problem, Retry};
+use crate::worker::{parse_response, Compiled, Failure, Launch, Request, Worker};
 
-/// Per version: how to start workers, what its pycs look like, and its idle workers (the one
-/// that proved the interpreter is the first).
-pub struct Lane {
+/// One version's compiler: how to start its workers, what its pycs look like, and its idle
+/// workers (the one that proved the interpreter is the first).
+pub struct Compiler {
     pub launch: Launch,
     pub target: Target,
-    pub idle: Mutex<Vec<Worker>>,
-    /// What the cache knows this interpreter by.
-    pub identity: cache::Key,
+    idle: Mutex<Vec<Worker>>,
     /// Sources of this version not yet handed to a compile thread.
     undispatched: AtomicUsize,
 }
 
-impl Lane {
-    pub fn new(launch: Launch, target: Target, first: Worker) -> Lane {
-        let identity = cache::interpreter_identity(&first.hello, &launch);
-        Lane {
-            launch,
+impl Compiler {
+    pub fn new(interpreter: Interpreter, target: Target) -> Compiler {
+        Compiler {
+            launch: interpreter.launch,
             target,
-            idle: Mutex::new(vec![first]),
-            identity,
+            idle: Mutex::new(vec![interpreter.first_worker]),
             undispatched: AtomicUsize::new(0),
         }
     }
 
-    fn take(&self, timeout: Duration) -> Result<Worker, String> {
+    fn take(&self, timeout: Duration) -> Result<Worker, Problem> {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match idle {
             Some(w) => Ok(w),
-            None => Worker::start(&self.launch, timeout).map_err(|e| {
-                format!(
-                    "cannot start a {} worker: {e}",
-                    self.launch.program.display()
-                )
+            None => Worker::start(&self.launch, timeout).map_err(|failure| Problem::NoWorker {
+                program: self.launch.program.display().to_string(),
+                failure,
             }),
         }
     }
@@ -60,6 +58,12 @@ impl Lane {
         if self.undispatched.load(Ordering::Acquire) > 0 {
             self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(w);
         }
+    }
+
+    /// End the idle workers (gracefully: their CPU time is accounted to pyclink).
+    fn retire_idle(&self) {
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(idle);
     }
 }
 
@@ -88,12 +92,12 @@ pub struct Schedule<'a> {
     pub cache: Option<&'a Cache>,
 }
 
-/// Run every job (`lanes[v]` exists for every version `v` that has jobs) with `workers`
+/// Run every job (`compilers` has one for every version that has jobs) with `workers`
 /// compiling at once; `on_outcome` gets each result on the calling thread, in completion order.
 pub fn run(
     root: &Root,
     jobs: &[Job],
-    lanes: &[Option<Lane>],
+    compilers: &BTreeMap<PyVersion, Compiler>,
     how: Schedule,
     mut on_outcome: impl FnMut(&Job, Outcome),
 ) -> Timing {
@@ -103,21 +107,21 @@ pub fn run(
         workers,
         ..Timing::default()
     });
-    for lane in lanes.iter().flatten() {
-        lane.undispatched.store(0, Ordering::Relaxed);
+    for c in compilers.values() {
+        c.undispatched.store(0, Ordering::Relaxed);
     }
     for job in jobs {
-        if let Some(lane) = &lanes[job.version] {
-            lane.undispatched.fetch_add(1, Ordering::Relaxed);
-        }
+        compilers[&job.version]
+            .undispatched
+            .fetch_add(1, Ordering::Relaxed);
     }
     let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
     std::thread::scope(|s| {
         for t in 0..workers {
-            let mut feeder = Feeder {
+            let mut thread = CompileThread {
                 root,
                 jobs,
-                lanes,
+                compilers,
                 how,
                 next: &next,
                 tx: tx.clone(),
@@ -129,10 +133,10 @@ pub fn run(
                 .name(format!("compile-{t}"))
                 .spawn_scoped(s, move || {
                     let started = Instant::now();
-                    feeder.run();
+                    thread.run();
                     let mut t = timing.lock().unwrap_or_else(|p| p.into_inner());
                     t.busy += started.elapsed();
-                    t.waiting += feeder.waiting;
+                    t.waiting += thread.waiting;
                 })
                 .expect("spawn compile thread");
         }
@@ -150,9 +154,8 @@ pub fn run(
             }
         }
     });
-    // The idle workers end here (gracefully: their CPU time is accounted to pyclink).
-    for lane in lanes.iter().flatten() {
-        lane.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    for c in compilers.values() {
+        c.retire_idle();
     }
     timing.into_inner().unwrap_or_else(|p| p.into_inner())
 }
@@ -163,31 +166,31 @@ struct InFlight {
     prepared: Prepared,
     key: Option<cache::Key>,
     /// Why the send failed, if it did (the source is then retried like a failed compile).
-    sent: Result<(), String>,
+    send_failed: Option<Failure>,
 }
 
 /// One compile thread: takes sources from the queue and keeps its worker compiling them.
-struct Feeder<'a> {
+struct CompileThread<'a> {
     root: &'a Root,
     jobs: &'a [Job],
-    lanes: &'a [Option<Lane>],
+    compilers: &'a BTreeMap<PyVersion, Compiler>,
     how: Schedule<'a>,
     next: &'a AtomicUsize,
     tx: mpsc::Sender<(usize, Outcome)>,
     /// The worker this thread uses, and its version.
-    held: Option<(usize, Worker)>,
+    held: Option<(PyVersion, Worker)>,
     /// Time spent waiting for the worker's answers.
     waiting: Duration,
 }
 
-impl Feeder<'_> {
+impl CompileThread<'_> {
     fn run(&mut self) {
         let mut in_flight: Option<InFlight> = None;
         loop {
             // While the worker compiles, read and check the next source that needs compiling.
             let next = self.next_to_compile();
-            let answered = in_flight.take().map(|f| {
-                let answer = self.collect(&f);
+            let answered = in_flight.take().map(|mut f| {
+                let answer = self.collect(&mut f);
                 (f, answer)
             });
             // Send the next source before writing the answered one's pycs: the worker never
@@ -202,14 +205,8 @@ impl Feeder<'_> {
             }
         }
         if let Some((v, worker)) = self.held.take() {
-            self.lane(v).give_back(worker);
+            self.compilers[&v].give_back(worker);
         }
-    }
-
-    fn lane(&self, version: usize) -> &Lane {
-        self.lanes[version]
-            .as_ref()
-            .expect("a lane for every version with sources")
     }
 
     fn report(&self, i: usize, outcome: Outcome) {
@@ -222,12 +219,12 @@ impl Feeder<'_> {
         loop {
             let i = self.next.fetch_add(1, Ordering::Relaxed);
             let job = self.jobs.get(i)?;
-            let lane = self.lane(job.version);
-            lane.undispatched.fetch_sub(1, Ordering::AcqRel);
+            let compiler = &self.compilers[&job.version];
+            compiler.undispatched.fetch_sub(1, Ordering::AcqRel);
             if i > 0 && self.jobs[i - 1].version != job.version {
-                retire_finished(self.lanes, job.version);
+                retire_finished(self.compilers, job.version);
             }
-            let prepared = match compile::prepare(self.root, job, &lane.target, self.how.opts) {
+            let prepared = match source::prepare(self.root, job, &compiler.target, self.how.opts) {
                 Step::Done(outcome) => {
                     self.report(i, outcome);
                     continue;
@@ -238,7 +235,7 @@ impl Feeder<'_> {
                 return Some((i, prepared, None));
             };
             let req = prepared.request();
-            let key = Cache::key(&lane.identity, &req);
+            let key = Cache::key(&compiler.target.identity, &req);
             if let Some(payload) = cache.get(&key) {
                 match parse_response(payload, req.levels.len()) {
                     Ok(compiled) => {
@@ -258,94 +255,103 @@ impl Feeder<'_> {
         let v = self.jobs[i].version;
         if self.held.as_ref().is_some_and(|(held, _)| *held != v) {
             let (held, worker) = self.held.take().expect("just checked");
-            self.lane(held).give_back(worker);
+            self.compilers[&held].give_back(worker);
         }
         if self.held.is_none() {
-            match self.lane(v).take(self.how.timeout) {
+            match self.compilers[&v].take(self.how.timeout) {
                 Ok(worker) => self.held = Some((v, worker)),
-                Err(why) => {
-                    self.finish(i, prepared, Err(why));
+                Err(problem) => {
+                    self.finish(i, prepared, Err(problem));
                     return None;
                 }
             }
         }
         let (_, worker) = self.held.as_mut().expect("a worker was just taken");
-        let sent = worker
-            .send(&prepared.request(), self.how.timeout)
-            .map_err(|e| e.to_string());
+        let send_failed = worker.send(&prepared.request(), self.how.timeout).err();
         Some(InFlight {
             job: i,
             prepared,
             key,
-            sent,
+            send_failed,
         })
     }
 
-    /// The answer to `f`: from the worker it was sent to, or, if that worker fails, from a
-    /// fresh one (once). A failed worker is never reused.
-    fn collect(&mut self, f: &InFlight) -> Result<Compiled, String> {
+    /// The answer to `f`: from the worker it was sent to, or, if that worker fails (dies, hangs
+    /// or sends what does not decode), from a fresh one (once). A failed worker is killed, never
+    /// reused. Only a decoded answer goes into the cache.
+    fn collect(&mut self, f: &mut InFlight) -> Result<Compiled, Problem> {
         let timeout = self.how.timeout;
         let (v, mut worker) = self.held.take().expect("a request in flight has a worker");
+        let req = f.prepared.request();
         let asked = Instant::now();
-        let first = match &f.sent {
-            Ok(()) => worker.recv(timeout).map_err(|e| e.to_string()),
-            Err(e) => Err(e.clone()),
+        let first = match f.send_failed.take() {
+            None => worker.recv(timeout).and_then(|p| decode(p, &req)),
+            Some(e) => Err(e),
         };
-        let payload = match first {
-            Ok(payload) => {
+        let answer = match first {
+            Ok(compiled) => {
                 self.held = Some((v, worker));
-                Ok(payload)
+                Ok(compiled)
             }
-            Err(failure) => {
+            Err(first) => {
                 worker.kill();
-                let rel = &self.jobs[f.job].rel;
                 log::warn!(
-                    "{}: {failure}; retrying with a new worker",
-                    display_in_root(rel)
+                    "{}: {first}; retrying with a new worker",
+                    display_in_root(&self.jobs[f.job].rel)
                 );
-                let lane = self.lane(v);
-                match Worker::start(&lane.launch, timeout) {
-                    Err(e) => Err(format!(
-                        "{failure} (and cannot start a {} worker for the retry: {e})",
-                        lane.launch.program.display()
-                    )),
-                    Ok(mut fresh) => match fresh.exchange(&f.prepared.request(), timeout) {
-                        Ok(payload) => {
-                            self.held = Some((v, fresh));
-                            Ok(payload)
+                let launch = &self.compilers[&v].launch;
+                match Worker::start(launch, timeout) {
+                    Err(failure) => Err(Problem::Worker {
+                        first,
+                        retry: Some(Retry::CannotStart {
+                            program: launch.program.display().to_string(),
+                            failure,
+                        }),
+                    }),
+                    Ok(mut fresh) => {
+                        match fresh.exchange(&req, timeout).and_then(|p| decode(p, &req)) {
+                            Ok(compiled) => {
+                                self.held = Some((v, fresh));
+                                Ok(compiled)
+                            }
+                            Err(again) => {
+                                fresh.kill();
+                                Err(Problem::Worker {
+                                    first,
+                                    retry: Some(Retry::AlsoFailed(again)),
+                                })
+                            }
                         }
-                        Err(again) => {
-                            fresh.kill();
-                            Err(format!("{again} (also on the retry with a new worker)"))
-                        }
-                    },
+                    }
                 }
             }
         };
         self.waiting += asked.elapsed();
-        let payload = payload?;
-        if let (Some(cache), Some(key)) = (self.how.cache, &f.key) {
-            cache.put(key, &payload);
+        if let (Some(cache), Some(key), Ok(Compiled::Code(code))) =
+            (self.how.cache, &f.key, &answer)
+        {
+            cache.put(key, code.payload());
         }
-        parse_response(payload, f.prepared.request().levels.len())
-            .map_err(|e| format!("the worker broke the protocol: {e}"))
+        answer
     }
 
-    fn finish(&self, i: usize, prepared: Prepared, answer: Result<Compiled, String>) {
-        let outcome = compile::finish(&self.jobs[i], prepared, answer, self.how.opts.link);
+    fn finish(&self, i: usize, prepared: Prepared, answer: Result<Compiled, Problem>) {
+        let outcome = source::finish(&self.jobs[i], prepared, answer, self.how.opts.link);
         self.report(i, outcome);
     }
 }
 
+fn decode(payload: Vec<u8>, req: &Request) -> Result<Compiled, Failure> {
+    Ok(parse_response(payload, req.levels.len())?)
+}
+
 /// End the idle workers of every other version whose sources have all been handed out (their
-/// busy ones end as they come back, see `Lane::give_back`). Called where the queue moves on to
-/// another version: with the queue in version order (see `plan`), that is where one runs out.
-fn retire_finished(lanes: &[Option<Lane>], current: usize) {
-    for (v, lane) in lanes.iter().enumerate() {
-        let Some(lane) = lane else { continue };
-        if v != current && lane.undispatched.load(Ordering::Acquire) == 0 {
-            let idle = std::mem::take(&mut *lane.idle.lock().unwrap_or_else(|p| p.into_inner()));
-            drop(idle);
+/// busy ones end as they come back, see `Compiler::give_back`). Called where the queue moves on
+/// to another version: with the queue in version order (see `plan`), that is where one runs out.
+fn retire_finished(compilers: &BTreeMap<PyVersion, Compiler>, current: PyVersion) {
+    for (v, c) in compilers {
+        if *v != current && c.undispatched.load(Ordering::Acquire) == 0 {
+            c.retire_idle();
         }
     }
 }

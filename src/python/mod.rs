@@ -1,0 +1,11 @@
+//! The Python side of the vocabulary: versions, optimization levels and invalidation modes, the
+//! pyc file format, and what a source's text proves about its levels.
+
+pub mod levels;
+pub mod marshal;
+pub mod predict;
+pub mod pyc;
+pub mod version;
+
+pub use levels::{InvalidationMode, Levels};
+pub use version::{Implementation, PyVersion};
