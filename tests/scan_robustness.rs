@@ -200,7 +200,7 @@ fn random_and_mutated_inputs_never_panic() {
 
 /// The fastest of a few runs: what the scan costs, without the machine's other work.
 fn fastest(input: &[u8]) -> Duration {
-    (0..5)
+    (0..7)
         .map(|_| {
             let t = Instant::now();
             std::hint::black_box(predict(std::hint::black_box(input)));
@@ -241,17 +241,26 @@ fn scan_time_is_linear_in_the_input() {
     for (what, piece) in pieces {
         let small: Vec<u8> = piece.iter().copied().cycle().take(256 * 1024).collect();
         let large: Vec<u8> = piece.iter().copied().cycle().take(8 * 256 * 1024).collect();
-        let (t1, t8) = (fastest(&small), fastest(&large));
-        let ratio = t8.as_secs_f64() / t1.as_secs_f64().max(1e-4);
-        report.push(format!(
-            "{what}: {:.2} ms for 256 KiB, {:.2} ms for 2 MiB (x{ratio:.1})",
-            t1.as_secs_f64() * 1e3,
-            t8.as_secs_f64() * 1e3
-        ));
-        // Below a few milliseconds the ratio is noise; a quadratic scan of 2 MiB takes far
-        // longer than that.
+        // Other tests load the machine: a measurement that looks superlinear is taken again,
+        // and only one that stays so fails (a quadratic scan does, every time).
+        let mut linear = false;
+        for _attempt in 0..3 {
+            let (t1, t8) = (fastest(&small), fastest(&large));
+            let ratio = t8.as_secs_f64() / t1.as_secs_f64().max(1e-4);
+            report.push(format!(
+                "{what}: {:.2} ms for 256 KiB, {:.2} ms for 2 MiB (x{ratio:.1})",
+                t1.as_secs_f64() * 1e3,
+                t8.as_secs_f64() * 1e3
+            ));
+            // Below a few milliseconds the ratio is noise; a quadratic scan of 2 MiB takes far
+            // longer than that.
+            if (ratio < 24.0 || t8 < Duration::from_millis(5)) && t8 < Duration::from_secs(2) {
+                linear = true;
+                break;
+            }
+        }
         assert!(
-            (ratio < 24.0 || t8 < Duration::from_millis(5)) && t8 < Duration::from_secs(2),
+            linear,
             "scanning {what} is not linear:\n{}",
             report.join("\n")
         );
