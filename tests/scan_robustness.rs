@@ -198,16 +198,19 @@ fn random_and_mutated_inputs_never_panic() {
     assert!(counts.iter().all(|&c| c > 0));
 }
 
-/// The fastest of a few runs: what the scan costs, without the machine's other work.
+/// The fastest of a few runs: what the scan costs, without the machine's other work. A run
+/// over a second is answer enough.
 fn fastest(input: &[u8]) -> Duration {
-    (0..7)
-        .map(|_| {
-            let t = Instant::now();
-            std::hint::black_box(predict(std::hint::black_box(input)));
-            t.elapsed()
-        })
-        .min()
-        .unwrap()
+    let mut best = Duration::MAX;
+    for _ in 0..7 {
+        let t = Instant::now();
+        std::hint::black_box(predict(std::hint::black_box(input)));
+        best = best.min(t.elapsed());
+        if best > Duration::from_secs(1) {
+            break;
+        }
+    }
+    best
 }
 
 /// Inputs made of one piece repeated, each of which could send a careless scanner back over
@@ -256,6 +259,9 @@ fn scan_time_is_linear_in_the_input() {
             // longer than that.
             if (ratio < 24.0 || t8 < Duration::from_millis(5)) && t8 < Duration::from_secs(2) {
                 linear = true;
+                break;
+            }
+            if t8 > Duration::from_secs(1) {
                 break;
             }
         }
