@@ -97,6 +97,56 @@ enum Command {
     /// Compile a build root (the default command: `pyclink compile ...` = `pyclink ...`).
     #[command(long_about = LONG_ABOUT, after_long_help = EXAMPLES, version)]
     Compile(CompileArgs),
+    /// Bring every pyc in a build root to add-determinism's normal form and hardlink the
+    /// identical levels of each module, pycs pyclink did not write included.
+    #[command(long_about = NORMALIZE_ABOUT, version)]
+    Normalize(NormalizeArgs),
+}
+
+const NORMALIZE_ABOUT: &str = "\
+Bring every pyc under the build root (or the PATHs) to add-determinism's normal form, and
+hardlink the identical levels of each module (X.pyc, X.opt-1.pyc, X.opt-2.pyc in one directory),
+including pycs that pyclink did not write: a build system's own, outside the Python trees. This
+is what Fedora's brp-python-hardlink and add-det's pyc handler do; pyclink's RPM hook runs it
+after compiling, so that add-det can skip its pyc pass.
+
+A rewritten pyc keeps its mode, modification time and hardlinks, and appears atomically (temp
+file + rename). A pyc whose magic number names no CPython 3.6+ format (PyPy, Python 2) is left
+alone and counted. One that does not parse is an error (exit 1).
+
+Exit status: 0 success; 1 some pyc could not be read, parsed or rewritten; 2 the run could not
+proceed (bad option, no build root).";
+
+/// `pyclink normalize`.
+#[derive(Args, Debug, Default)]
+pub struct NormalizeArgs {
+    /// Restrict the run to these paths inside the build root [default: the whole root]
+    #[arg(value_name = "PATH")]
+    paths: Vec<PathBuf>,
+
+    /// The directory that stands for / [default: $RPM_BUILD_ROOT]
+    #[arg(long, value_name = "DIR")]
+    buildroot: Option<PathBuf>,
+
+    /// Work on N directories at once [default: number of CPUs; 0 means the same]
+    #[arg(short = 'j', long, value_name = "N")]
+    jobs: Option<usize>,
+
+    /// Leave identical levels as separate files
+    #[arg(long)]
+    no_link: bool,
+
+    /// Write the figures and every error as JSON to FILE (`-`: stdout)
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
+
+    /// Print only errors (no summary line)
+    #[arg(short, long)]
+    quiet: bool,
+
+    /// More detail on stderr (-v: every pyc left alone)
+    #[arg(short, long, action = ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(Args, Debug, Default)]
@@ -157,6 +207,12 @@ pub struct CompileArgs {
     #[arg(long)]
     no_link: bool,
 
+    /// Keep the interpreter's marshal bytes as they are. By default they are rewritten into
+    /// add-determinism's normal form (FLAG_REF only where an object is referenced again, equal
+    /// objects shared), which does not depend on -j, order or the worker's history
+    #[arg(long)]
+    no_normalize: bool,
+
     /// Compile every level, even where the source proves levels identical (no `assert`,
     /// `__debug__` or docstring); by default such levels are compiled once
     #[arg(long)]
@@ -194,10 +250,42 @@ pub struct CompileArgs {
     verbose: u8,
 }
 
-/// What main needs besides the settings.
-pub struct Invocation {
-    pub settings: Settings,
+/// What main is asked to do.
+pub enum Invocation {
+    Compile { settings: Settings, verbose: u8 },
+    Normalize(NormalizeInvocation),
+}
+
+/// `pyclink normalize`, resolved.
+pub struct NormalizeInvocation {
+    pub buildroot: PathBuf,
+    pub options: crate::normalize::Options,
+    pub summary_json: Option<PathBuf>,
+    pub quiet: bool,
     pub verbose: u8,
+}
+
+impl Invocation {
+    pub fn quiet(&self) -> bool {
+        match self {
+            Invocation::Compile { settings, .. } => settings.quiet,
+            Invocation::Normalize(n) => n.quiet,
+        }
+    }
+
+    pub fn verbose(&self) -> u8 {
+        match self {
+            Invocation::Compile { verbose, .. } => *verbose,
+            Invocation::Normalize(n) => n.verbose,
+        }
+    }
+
+    pub fn summary_json(&self) -> Option<&Path> {
+        match self {
+            Invocation::Compile { settings, .. } => settings.summary_json.as_deref(),
+            Invocation::Normalize(n) => n.summary_json.as_deref(),
+        }
+    }
 }
 
 /// A command line or config file that cannot be used; the message names the flag (or the
@@ -261,11 +349,62 @@ fn pick<'a, T>(
 
 impl Cli {
     pub fn into_invocation(self) -> Result<Invocation, UsageError> {
-        let args = match self.command {
-            Some(Command::Compile(a)) => a,
-            None => self.compile,
-        };
-        args.into_invocation()
+        match self.command {
+            Some(Command::Compile(a)) => a.into_invocation(),
+            Some(Command::Normalize(a)) => a.into_invocation(),
+            None => self.compile.into_invocation(),
+        }
+    }
+}
+
+/// The build root: as given, else `$RPM_BUILD_ROOT`; it must be a directory, and never the
+/// running system's `/`.
+fn resolve_buildroot(given: Option<PathBuf>) -> Result<PathBuf, UsageError> {
+    let buildroot = given
+        .or_else(|| {
+            std::env::var_os("RPM_BUILD_ROOT")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .ok_or(UsageError::NoBuildRoot)?;
+    match std::fs::metadata(&buildroot) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(UsageError::BuildRootNotADirectory(buildroot)),
+        Err(_) => return Err(UsageError::NoSuchBuildRoot(buildroot)),
+    }
+    // pyclink writes into the root: the running system is never one.
+    if buildroot.canonicalize().is_ok_and(|p| p == Path::new("/")) {
+        return Err(UsageError::LiveSystem(buildroot));
+    }
+    Ok(buildroot)
+}
+
+fn jobs_or_cpus(jobs: Option<usize>) -> usize {
+    match jobs {
+        None | Some(0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(n) => n,
+    }
+}
+
+impl NormalizeArgs {
+    fn into_invocation(self) -> Result<Invocation, UsageError> {
+        let buildroot = resolve_buildroot(self.buildroot)?;
+        let paths = self
+            .paths
+            .iter()
+            .map(|p| root_relative(&buildroot, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Invocation::Normalize(NormalizeInvocation {
+            buildroot,
+            options: crate::normalize::Options {
+                paths,
+                jobs: jobs_or_cpus(self.jobs),
+                link: !self.no_link,
+            },
+            summary_json: self.summary_json,
+            quiet: self.quiet,
+            verbose: self.verbose,
+        }))
     }
 }
 
@@ -276,24 +415,7 @@ impl CompileArgs {
             None => ConfigFile::default(),
         };
         let cfg_path = self.config.as_deref();
-        let buildroot = self
-            .buildroot
-            .or(cfg.buildroot.clone())
-            .or_else(|| {
-                std::env::var_os("RPM_BUILD_ROOT")
-                    .filter(|v| !v.is_empty())
-                    .map(PathBuf::from)
-            })
-            .ok_or(UsageError::NoBuildRoot)?;
-        match std::fs::metadata(&buildroot) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(UsageError::BuildRootNotADirectory(buildroot)),
-            Err(_) => return Err(UsageError::NoSuchBuildRoot(buildroot)),
-        }
-        // pyclink writes into the root: the running system is never one.
-        if buildroot.canonicalize().is_ok_and(|p| p == Path::new("/")) {
-            return Err(UsageError::LiveSystem(buildroot));
-        }
+        let buildroot = resolve_buildroot(self.buildroot.or(cfg.buildroot.clone()))?;
         let paths = self
             .paths
             .iter()
@@ -346,10 +468,7 @@ impl CompileArgs {
         let mut excludes = cfg.exclude.clone().unwrap_or_default();
         excludes.extend(self.exclude);
 
-        let jobs = match self.jobs.or(cfg.jobs) {
-            None | Some(0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            Some(n) => n,
-        };
+        let jobs = jobs_or_cpus(self.jobs.or(cfg.jobs));
         let timeout = match pick(self.timeout, cfg.timeout, "--timeout", cfg_path) {
             Some((t, origin)) if !(t.is_finite() && t > 0.0) => {
                 return Err(origin.error(t, "must be a positive number of seconds"))
@@ -381,13 +500,14 @@ impl CompileArgs {
             excludes,
             errors: self.errors.or(cfg.errors).unwrap_or(ErrorPolicy::Fail),
             link: !(self.no_link || cfg.no_link().unwrap_or(false)),
+            normalize: !(self.no_normalize || cfg.no_normalize.unwrap_or(false)),
             summary_json: self.summary_json.or(cfg.summary_json.clone()),
             cache: self.cache.or(cfg.cache.clone()),
             cache_max_size,
             timeout: Duration::from_secs_f64(timeout),
             quiet: self.quiet || cfg.quiet.unwrap_or(false),
         };
-        Ok(Invocation {
+        Ok(Invocation::Compile {
             settings,
             verbose: self.verbose.max(cfg.verbose.unwrap_or(0)),
         })
@@ -408,22 +528,21 @@ fn supported_version(s: &str) -> Result<PyVersion, String> {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Invocation, String> {
+    fn parse(args: &[&str]) -> Result<Settings, String> {
         let cli = Cli::try_parse_from(std::iter::once("pyclink").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        cli.into_invocation().map_err(|e| e.to_string())
+        match cli.into_invocation().map_err(|e| e.to_string())? {
+            Invocation::Compile { settings, .. } => Ok(settings),
+            Invocation::Normalize(_) => Err("normalize".into()),
+        }
     }
 
     #[test]
     fn defaults_and_subcommand_are_the_same() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().to_str().unwrap();
-        let a = parse(&["--buildroot", root, "usr/share/x"])
-            .unwrap()
-            .settings;
-        let b = parse(&["compile", "--buildroot", root, "usr/share/x"])
-            .unwrap()
-            .settings;
+        let a = parse(&["--buildroot", root, "usr/share/x"]).unwrap();
+        let b = parse(&["compile", "--buildroot", root, "usr/share/x"]).unwrap();
         assert_eq!(a.paths, b.paths);
         assert_eq!(a.levels, Levels::ALL);
         assert!(a.link && !a.force);
@@ -434,11 +553,9 @@ mod tests {
     fn levels_like_compileall_without_its_bug() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().to_str().unwrap();
-        let s = parse(&["--buildroot", root, "-o1", "-o0", "-o1", "-o0"])
-            .unwrap()
-            .settings;
+        let s = parse(&["--buildroot", root, "-o1", "-o0", "-o1", "-o0"]).unwrap();
         assert_eq!(s.levels.iter().collect::<Vec<_>>(), vec![0, 1]);
-        let s = parse(&["--buildroot", root, "-o", "0,2"]).unwrap().settings;
+        let s = parse(&["--buildroot", root, "-o", "0,2"]).unwrap();
         assert_eq!(s.levels.iter().collect::<Vec<_>>(), vec![0, 2]);
         let e = parse(&["--buildroot", root, "-o", "-1", "-o", "0"])
             .err()
@@ -452,7 +569,7 @@ mod tests {
         let root = t.path().to_str().unwrap();
         let bare = parse(&["--buildroot", root, "--interpreter", "/usr/bin/python3"]).unwrap();
         assert_eq!(
-            bare.settings.unversioned_interpreters,
+            bare.unversioned_interpreters,
             vec![PathBuf::from("/usr/bin/python3")]
         );
         assert!(parse(&["--buildroot", root, "--interpreter", "three=/x"])
@@ -472,11 +589,7 @@ mod tests {
             .unwrap()
             .contains("never the live system"));
         let twice = parse(&["--buildroot", root, "--errors", "fail", "--errors", "warn"]).unwrap();
-        assert_eq!(
-            twice.settings.errors,
-            ErrorPolicy::Warn,
-            "the last value wins"
-        );
+        assert_eq!(twice.errors, ErrorPolicy::Warn, "the last value wins");
         assert!(parse(&["--buildroot", "/nonexistent/root"])
             .err()
             .unwrap()
@@ -500,9 +613,7 @@ mod tests {
         std::fs::write(&cfg, "optimize = [0, 1]\nerrors = \"warn\"\nexclude = [\"a\"]\n[interpreters]\n\"3.12\" = \"/p\"\n").unwrap();
         let root = t.path().to_str().unwrap();
         let cfg = cfg.to_str().unwrap();
-        let s = parse(&["--buildroot", root, "--config", cfg, "-x", "b"])
-            .unwrap()
-            .settings;
+        let s = parse(&["--buildroot", root, "--config", cfg, "-x", "b"]).unwrap();
         assert_eq!(s.levels.len(), 2);
         assert_eq!(s.errors, ErrorPolicy::Warn);
         assert_eq!(s.excludes, vec!["a".to_string(), "b".to_string()]);
@@ -519,8 +630,7 @@ mod tests {
             "--errors",
             "fail",
         ])
-        .unwrap()
-        .settings;
+        .unwrap();
         assert_eq!(s.levels.iter().collect::<Vec<_>>(), vec![2]);
         assert_eq!(s.errors, ErrorPolicy::Fail);
     }

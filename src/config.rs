@@ -8,6 +8,7 @@
 //! exclude = ["*/tests/*", "/usr/lib/python3.12/test"]
 //! errors = "warn"
 //! no-link = false
+//! no-normalize = false
 //! compile-every-level = false
 //! timeout = 300
 //! python-version = ["3.12"]
@@ -49,6 +50,7 @@ pub struct ConfigFile {
     pub no_link: Option<bool>,
     /// The older spelling of `no-link = false`.
     pub link: Option<bool>,
+    pub no_normalize: Option<bool>,
     pub summary_json: Option<PathBuf>,
     pub cache: Option<PathBuf>,
     /// Bytes, or with K/M/G/T: "2G".

@@ -14,6 +14,7 @@ pub mod config;
 pub mod discover;
 mod error;
 pub mod fsroot;
+pub mod normalize;
 pub mod plan;
 pub mod python;
 pub mod report;
@@ -121,11 +122,12 @@ fn compilers(
             invalidation_mode_for(settings.invalidation_mode, version, format.supports_hash())
                 .map_err(|mode| Error::NoHashBasedPycs { version, mode })?;
         let identity = compile::cache::interpreter_identity(hello, &interpreter.launch);
-        let target = Target {
-            format,
-            invalidation,
-            identity,
-        };
+        // PyPy's marshal format is its own (its magic numbers name no CPython layout).
+        let normalize = (settings.normalize
+            && hello.py_version().implementation == python::Implementation::CPython)
+            .then_some((hello.version.0, hello.version.1))
+            .filter(|v| python::marshal::SUPPORTED.contains(v));
+        let target = Target::new(format, invalidation, identity, normalize);
         compilers.insert(version, Compiler::new(interpreter, target));
     }
     Ok(compilers)

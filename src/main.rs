@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use pyclink::cli::Invocation;
 use pyclink::report::RunReport;
 
 fn main() -> ExitCode {
@@ -23,13 +24,11 @@ fn main() -> ExitCode {
         Ok(i) => i,
         Err(e) => return fatal(&e.to_string(), None),
     };
-    init_logging(invocation.settings.quiet, invocation.verbose);
+    init_logging(invocation.quiet(), invocation.verbose());
     if let Err(e) = pyclink::cleanup::install_signal_handler() {
         log::warn!("cannot catch SIGINT/SIGTERM ({e}); an interrupt may leave temp files for the next run to remove");
     }
-
-    let settings = &invocation.settings;
-    let json = settings.summary_json.as_deref();
+    let json = invocation.summary_json();
     // Find out now, not after every pyc is written, that the JSON cannot be written.
     if let Some(path) = json.filter(|p| *p != Path::new("-")) {
         if let Err(e) = std::fs::OpenOptions::new()
@@ -40,22 +39,60 @@ fn main() -> ExitCode {
             return fatal(&format!("cannot write {}: {e}", path.display()), None);
         }
     }
+    match &invocation {
+        Invocation::Compile { settings, .. } => compile(settings, json),
+        Invocation::Normalize(n) => normalize(n, json),
+    }
+}
+
+fn compile(settings: &pyclink::settings::Settings, json: Option<&Path>) -> ExitCode {
     let report = match pyclink::run(settings) {
         Ok(r) => r,
         Err(e) => return fatal(&e.to_string(), json),
     };
-    if !settings.quiet {
-        let lines: String = report.versions.iter().map(|v| v.line() + "\n").collect();
-        if let Err(e) = print(&lines) {
+    let lines: String = report.versions.iter().map(|v| v.line() + "\n").collect();
+    finish(settings.quiet, &lines, json, &report, report.exit_code)
+}
+
+fn normalize(n: &pyclink::cli::NormalizeInvocation, json: Option<&Path>) -> ExitCode {
+    let root = match pyclink::fsroot::Root::open(&n.buildroot) {
+        Ok(r) => r,
+        Err(e) => {
+            return fatal(
+                &format!("cannot open the build root {}: {e}", n.buildroot.display()),
+                json,
+            )
+        }
+    };
+    let report = pyclink::normalize::normalize(&root, &n.options);
+    finish(
+        n.quiet,
+        &(report.line() + "\n"),
+        json,
+        &report,
+        report.exit_code,
+    )
+}
+
+/// Print the summary, write the JSON, and exit with `code`.
+fn finish(
+    quiet: bool,
+    summary: &str,
+    json: Option<&Path>,
+    report: &impl serde::Serialize,
+    code: i32,
+) -> ExitCode {
+    if !quiet {
+        if let Err(e) = print(summary) {
             return fatal(&format!("cannot write the summary to stdout: {e}"), json);
         }
     }
     if let Some(path) = json {
-        if let Err(e) = write_json(path, &report) {
+        if let Err(e) = write_json(path, report) {
             return fatal(&format!("cannot write {}: {e}", path.display()), None);
         }
     }
-    ExitCode::from(report.exit_code as u8)
+    ExitCode::from(code as u8)
 }
 
 fn init_logging(quiet: bool, verbose: u8) {
@@ -88,7 +125,7 @@ fn print(text: &str) -> std::io::Result<()> {
 }
 
 /// `--summary-json FILE`, or `-` for stdout.
-fn write_json(path: &Path, report: &RunReport) -> std::io::Result<()> {
+fn write_json(path: &Path, report: &impl serde::Serialize) -> std::io::Result<()> {
     let json = serde_json::to_string_pretty(report).expect("a report serializes") + "\n";
     if path == Path::new("-") {
         print(&json)

@@ -118,6 +118,13 @@ pub fn plan(root: &Root, trees: &[Tree], excludes: &Excludes) -> Plan {
             .then(b.size.cmp(&a.size))
             .then_with(|| a.rel.cmp(&b.rel))
     });
+    // For the reproducibility tests: the same sources in the opposite order within each
+    // version, so each worker sees another history. The bytes must not change.
+    if std::env::var_os("PYCLINK_TEST_REVERSE_ORDER").is_some() {
+        for run in plan.jobs.chunk_by_mut(|a, b| a.version == b.version) {
+            run.reverse();
+        }
+    }
     plan
 }
 

@@ -45,6 +45,12 @@ pub enum Problem {
         /// What happened on the retry with a new worker (none if it could not even start).
         retry: Option<Retry>,
     },
+    /// The worker's marshalled code does not parse (so it cannot be normalized).
+    #[error("the interpreter's marshal data for level {level} does not parse: {error}")]
+    BadMarshal {
+        level: u8,
+        error: crate::python::marshal::Error,
+    },
     /// No worker could be started for it.
     #[error("cannot start a {program} worker: {failure}")]
     NoWorker { program: String, failure: Failure },
@@ -67,7 +73,9 @@ impl Problem {
             Problem::Warning { .. } => "warning",
             Problem::Io { .. } => "io",
             Problem::NotRegular => "not-regular",
-            Problem::Worker { .. } | Problem::NoWorker { .. } => "worker",
+            Problem::Worker { .. } | Problem::NoWorker { .. } | Problem::BadMarshal { .. } => {
+                "worker"
+            }
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct Settings {
     pub excludes: Vec<String>,
     pub errors: ErrorPolicy,
     pub link: bool,
+    /// Write the marshalled code in add-determinism's normal form (see `python::marshal`).
+    pub normalize: bool,
     pub summary_json: Option<PathBuf>,
     /// `--cache DIR`: reuse compiled results across runs.
     pub cache: Option<PathBuf>,

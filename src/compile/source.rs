@@ -2,6 +2,8 @@
 //! and, once a worker has compiled the levels, put the pycs in place ([`finish`]). The compile
 //! itself happens between the two, in a worker (see `pool`).
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::Read;
@@ -11,11 +13,13 @@ use std::sync::Arc;
 
 use rustix::fs::{fstat, mkdirat, Mode};
 use rustix::io::Errno;
+use sha2::{Digest, Sha256};
 
 use crate::fsroot::{
     display_in_root, in_root_bytes, is_regular, open_file_nofollow, open_subdir, Root,
 };
 use crate::plan::Job;
+use crate::python::marshal::{self, Normalizer};
 use crate::python::predict::{predict, Same};
 use crate::python::pyc::PycFormat;
 use crate::python::{InvalidationMode, Levels};
@@ -26,13 +30,46 @@ use crate::write::{write_pycs, PycFile, WriteStats};
 
 const PYCACHE: &str = "__pycache__";
 
+thread_local! {
+    /// One per compile thread: it keeps its buffers from one source to the next.
+    static NORMALIZER: RefCell<Normalizer> = RefCell::new(Normalizer::default());
+}
+
 /// How one version's pycs are made.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub format: PycFormat,
     pub invalidation: InvalidationMode,
-    /// What decides the bytes besides source and path (see `provenance::Seal`).
+    /// The interpreter's identity (see `cache::interpreter_identity`).
     pub identity: [u8; 32],
+    /// Rewrite the marshalled code into add-determinism's normal form (see `python::marshal`),
+    /// read as this version's layout; `None` keeps the interpreter's bytes.
+    pub normalize: Option<marshal::Version>,
+    /// What the pycs' provenance records name: the interpreter and how its bytes were treated.
+    seal_identity: [u8; 32],
+}
+
+impl Target {
+    pub fn new(
+        format: PycFormat,
+        invalidation: InvalidationMode,
+        identity: [u8; 32],
+        normalize: Option<marshal::Version>,
+    ) -> Target {
+        let mut h = Sha256::new();
+        h.update(identity);
+        match normalize {
+            Some((major, minor)) => h.update(format!("normalized as {major}.{minor}")),
+            None => h.update("raw"),
+        }
+        Target {
+            format,
+            invalidation,
+            identity,
+            normalize,
+            seal_identity: h.finalize().into(),
+        }
+    }
 }
 
 /// What the run asks of every source.
@@ -77,6 +114,7 @@ pub struct Prepared {
     same: Same,
     non_ascii_names: bool,
     levels: Levels,
+    normalize: Option<marshal::Version>,
 }
 
 impl Prepared {
@@ -161,7 +199,7 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
         .map(|l| (l, target.format.pyc_name(name, l)))
         .collect();
     let seal = Seal {
-        identity: target.identity,
+        identity: target.seal_identity,
         dfile: in_root_bytes(&job.rel),
     };
 
@@ -193,6 +231,7 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
         },
         non_ascii_names: prediction.non_ascii_names,
         levels: opts.levels,
+        normalize: target.normalize,
     }))
 }
 
@@ -237,11 +276,31 @@ fn try_finish(
         header,
         names,
         seal,
+        normalize,
         ..
     } = prepared;
+    let bodies: Vec<Cow<[u8]>> = match normalize {
+        None => code.bodies().map(Cow::Borrowed).collect(),
+        Some(version) => NORMALIZER.with_borrow_mut(|n| {
+            code.bodies()
+                .zip(&names)
+                .map(|(body, (level, _))| {
+                    n.normalize(body, version).map_err(|error| {
+                        fail(
+                            0,
+                            Problem::BadMarshal {
+                                level: *level,
+                                error,
+                            },
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()
+        })?,
+    };
     let files: Vec<PycFile> = names
         .into_iter()
-        .zip(code.bodies())
+        .zip(&bodies)
         .map(|((level, name), body)| PycFile { name, level, body })
         .collect();
 

@@ -7,24 +7,23 @@
 # stdin and answers on stdout. What a process compiled before can change CPython's output in
 # two ways, and both are kept out, so every pyc is what compileall writes for that file alone,
 # however pyclink spread the files over its workers:
-# - a non-ASCII name may intern a latin-1 one-character string for good (such strings are
-#   process-wide singletons), and a later source's constant with that character is then
-#   marshalled as interned: once the compile child has interned such a character, a source
-#   with that character as a constant is handed to the zygote (see _interned_latin1);
+# - one-character strings (latin-1) are process-wide singletons, and once one is interned (a
+#   non-ASCII one-letter name, `from __future__ import annotations` interning "{" and "}" in
+#   3.10...) a later source's constant with that character is marshalled as interned: once the
+#   compile child's set of interned one-character strings differs from the zygote's, it answers
+#   and retires, and the zygote forks a fresh one (see _one_char_interning);
 # - where interning is permanent (3.12), a frozenset of strings depends on which strings are
-#   interned (see _history_sensitive): the compile child hands such a source to the zygote.
-# A handed-over source is compiled in a pristine one-shot fork of the zygote, which answers
-# pyclink itself; the compile child reads no further request until that answer is out, so
-# answers stay in order.
+#   interned (see _history_sensitive): the compile child hands such a source to the zygote,
+#   which compiles it in a pristine one-shot fork that answers pyclink itself; the compile
+#   child reads no further request until that answer is out, so answers stay in order.
 #
 # Protocol. Every message is a frame: u32 little-endian payload length, then the payload.
 # Strings are u32 length + UTF-8 (backslashreplace); integers are u32 little-endian.
 #   hello     worker -> pyclink, once at start: "key=value" lines (see hello()).
 #   request   pyclink -> worker: u8 level mask (bit L = optimize level L), u8 hints (bit 0:
 #             level 1 is certainly identical to level 0, bit 1: level 2 to level 1, as pyclink
-#             proved from the source; bit 7: the source may have a non-ASCII name, see
-#             compile_child), u32 dfile length, dfile bytes (UTF-8 with surrogateescape), then
-#             the source bytes (rest of the frame).
+#             proved from the source), u32 dfile length, dfile bytes (UTF-8 with
+#             surrogateescape), then the source bytes (rest of the frame).
 #   response  worker -> pyclink, one per request:
 #             b"K", per requested level in ascending order: u32 length + marshal.dumps(code), or
 #                   u32 0xFFFFFFFF: the same bytes as the previous requested level (not compiled);
@@ -166,37 +165,23 @@ def _interning_is_permanent():
 _PERMANENT_INTERNING = _interning_is_permanent()
 
 
-def _interned_latin1():
-    """The latin-1 one-character strings interned in this process, read without interning
-    anything: marshal writes an interned string with its own type code."""
-    return frozenset(c for c in map(chr, range(128, 256)) if marshal.dumps(c)[0] & 0x7f == 0x74)
+# The one-character strings whose interning can depend on history, in two tuples: ASCII ones
+# other than name characters (the compiler interns every constant made of name characters,
+# [A-Za-z0-9_], whatever happened before), and the other latin-1 ones. Marshal writes the ASCII
+# ones in 3 bytes (type, length, character) and the others in 7 (type, u32 length, two UTF-8
+# bytes), after the 2-byte small-tuple header, and the type code says whether one is interned.
+_ASCII = tuple(c for c in map(chr, range(128)) if not (c.isalnum() or c == '_'))
+_LATIN1 = tuple(map(chr, range(128, 256)))
+_NO_REF_FLAG = bytes(b & 0x7f for b in range(256))
 
 
-_INTERNED_AT_START = _interned_latin1()
+def _one_char_interning():
+    """Which of those one-character strings are interned in this process, as bytes to compare,
+    read without interning anything."""
+    return (marshal.dumps(_ASCII)[2::3] + marshal.dumps(_LATIN1)[2::7]).translate(_NO_REF_FLAG)
 
 
-def _has_str_const(consts, chars):
-    for k in consts:
-        t = type(k)
-        if t is str:
-            if k in chars:
-                return True
-        elif t is tuple or t is frozenset:
-            if _has_str_const(k, chars):
-                return True
-        elif hasattr(k, 'co_consts') and _has_str_const(k.co_consts, chars):
-            return True
-    return False
-
-
-def _uses_interned(data, code, chars):
-    """Does the code have one of `chars` (one-character strings) as a constant? The
-    marshalled bytes hold each such string as its length and UTF-8 (after the type code), so
-    a search of the bytes rules most sources out; the constants decide the rest."""
-    for c in chars:
-        if _u32(2) + c.encode('utf-8') in data:
-            return _has_str_const(code.co_consts, chars)
-    return False
+_INTERNING_AT_START = _one_char_interning()
 
 
 def _history_sensitive(consts):
@@ -228,12 +213,12 @@ def _same_as(level, prev, same):
     return same & bits == bits
 
 
-def compile_levels(src, dfile, mask, same, pristine, interned=frozenset()):
+def compile_levels(src, dfile, mask, same, pristine):
     """The response for one request as a list of parts; None if the result may depend on this
-    process's history (`interned`: the latin-1 characters it has interned since it started);
-    the compile child then has the zygote compile it pristine. Every compiled level is
-    checked: a constant can be in one level only (`if __debug__: ... else: ...`). A pristine
-    compile does every level, as compileall would, so its bytes are compileall's."""
+    process's history (see _history_sensitive); the compile child then has the zygote compile
+    it pristine. Every compiled level is checked: a constant can be in one level only (`if
+    __debug__: ... else: ...`). A pristine compile does every level, as compileall would, so its
+    bytes are compileall's."""
     out = [b'K']
     caught = []
     prev = -1
@@ -249,11 +234,8 @@ def compile_levels(src, dfile, mask, same, pristine, interned=frozenset()):
             warnings.simplefilter('always' if prev < 0 else 'ignore')
             code = compile(src, dfile, 'exec', dont_inherit=True, optimize=level)
         data = _dump(code)
-        if not pristine:
-            if interned and _uses_interned(data, code, interned):
-                return None
-            if _PERMANENT_INTERNING and _history_sensitive(code.co_consts):
-                return None
+        if not pristine and _PERMANENT_INTERNING and _history_sensitive(code.co_consts):
+            return None
         del code
         prev = level
         caught.extend(w)
@@ -276,40 +258,36 @@ def compile_error(exc):
     return [b'E', _u32(max(0, line)), _str(type(exc).__name__), _str(msg)]
 
 
-def handle(req, pristine, interned=frozenset()):
+def handle(req, pristine):
     mask, same = req[0], req[1]
     dlen = int.from_bytes(req[2:6], 'little')
     dfile = req[6:6 + dlen].decode('utf-8', 'surrogateescape')
     src = req[6 + dlen:]
     try:
-        return compile_levels(src, dfile, mask, same, pristine, interned)
+        return compile_levels(src, dfile, mask, same, pristine)
     except (Exception, RecursionError, MemoryError) as exc:   # one bad file never ends the worker
         return compile_error(exc)
 
 
-NON_ASCII_NAMES = 0x80
-
-
 def compile_child(zreq_w, zack_r):
     """Serve pyclink: requests on stdin, answers on stdout; history-sensitive sources go to
-    the zygote (zreq_w), which acknowledges on zack_r once the pristine answer is out.
-    A source pyclink marks NON_ASCII_NAMES may intern a latin-1 one-character string, a
-    process-wide singleton that then stays interned; later sources with that character as a
-    constant are handed over."""
-    interned = frozenset()
+    the zygote (zreq_w), which acknowledges on zack_r once the pristine answer is out. Once a
+    source has interned a one-character string the zygote had not, the child tells the zygote
+    (an empty frame) and ends, and the zygote forks a fresh one for the next request."""
     while True:
         req = _read_frame(0)
         if not req:
             return
-        resp = handle(req, False, interned)
+        resp = handle(req, False)
         if resp is None:
             _write_frame(zreq_w, [req])
             if os.read(zack_r, 1) != b'D':
                 os._exit(3)
         else:
             _write_frame(_OUT_FD, resp)
-        if req[1] & NON_ASCII_NAMES:
-            interned = _interned_latin1() - _INTERNED_AT_START
+        if _one_char_interning() != _INTERNING_AT_START:
+            _write_frame(zreq_w, [])
+            return
 
 
 def compile_pristine(req):
@@ -360,6 +338,14 @@ def main():
         if req is None:                             # the compile child is gone
             # Its exit lets pyclink see EOF; a crash must not wait for the next request.
             exit_like(os.waitpid(child, 0)[1])
+        if not req:                                 # it retires: a fresh one takes over
+            status = os.waitpid(child, 0)[1]
+            if status != 0:
+                exit_like(status)
+            os.close(zreq_r)
+            os.close(zack_w)
+            child, zreq_r, zack_w = start_compile_child()
+            continue
         status = compile_pristine(req)
         os.write(zack_w, b'D' if status == 0 else b'X')
         if status != 0:

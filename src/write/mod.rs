@@ -119,10 +119,10 @@ pub fn write_pycs(
 }
 
 /// An exclusive `flock` on a directory, released on drop.
-struct DirLock<'a>(&'a OwnedFd);
+pub(crate) struct DirLock<'a>(&'a OwnedFd);
 
 impl<'a> DirLock<'a> {
-    fn take(dir: &'a OwnedFd) -> io::Result<DirLock<'a>> {
+    pub(crate) fn take(dir: &'a OwnedFd) -> io::Result<DirLock<'a>> {
         flock(dir, FlockOperation::LockExclusive)?;
         Ok(DirLock(dir))
     }
@@ -152,7 +152,7 @@ fn identical_groups(files: &[PycFile], link: bool) -> Vec<Vec<usize>> {
 }
 
 /// Errors that mean "this filesystem does not do hardlinks here", where a copy is right.
-fn refuses_links(e: &io::Error) -> bool {
+pub(crate) fn refuses_links(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error().map(Errno::from_raw_os_error),
         Some(Errno::XDEV | Errno::MLINK | Errno::PERM | Errno::NOTSUP | Errno::NOSYS)
@@ -257,21 +257,70 @@ impl TempFile {
 
     /// A second temp name for the same inode (which is still locked through `self.fd`).
     fn link_new(&self) -> io::Result<TempFile> {
+        self.link_into(&self.dir)
+    }
+
+    /// A temp name in `dir` for the same inode (still locked through `self.fd`); `dir` must be
+    /// on the same filesystem.
+    pub(crate) fn link_into(&self, dir: &Arc<OwnedFd>) -> io::Result<TempFile> {
         #[cfg(test)]
         if let Some(errno) = test_hooks::forced_link_error() {
             return Err(errno.into());
         }
         let name = temp_name();
-        let (fd, id) = cleanup::create_registered(&self.dir, || {
-            linkat(&*self.dir, &self.name, &*self.dir, &name, AtFlags::empty())?;
+        let (fd, id) = cleanup::create_registered(dir, || {
+            linkat(&*self.dir, &self.name, &**dir, &name, AtFlags::empty())?;
             Ok((self.fd.try_clone()?, name.clone()))
         })?;
         Ok(TempFile {
-            dir: self.dir.clone(),
+            dir: dir.clone(),
             fd,
             name,
             id,
         })
+    }
+
+    /// A temp name for the existing file `existing` in `dir`, locked like a new temp file: to
+    /// make another name a link to it by renaming this one over it.
+    pub(crate) fn link_existing(dir: &Arc<OwnedFd>, existing: &OsStr) -> io::Result<TempFile> {
+        let name = temp_name();
+        let (fd, id) = cleanup::create_registered(dir, || {
+            let fd = openat(
+                &**dir,
+                existing,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            linkat(&**dir, existing, &**dir, &name, AtFlags::empty())?;
+            Ok((fd, name.clone()))
+        })?;
+        let temp = TempFile {
+            dir: dir.clone(),
+            fd,
+            name,
+            id,
+        };
+        // Another run's stale-temp cleanup must see this one as alive. The inode's lock may
+        // already be held (another link of it being replaced at the same time): the name is
+        // ours all the same.
+        let _ = flock(&temp.fd, FlockOperation::NonBlockingLockExclusive);
+        Ok(temp)
+    }
+
+    /// Give the file exactly these permission bits and this modification time (a rewritten
+    /// pyc keeps its own).
+    pub(crate) fn set_mode_and_mtime(
+        &self,
+        mode: u32,
+        mtime: rustix::fs::Timespec,
+    ) -> io::Result<()> {
+        rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode & 0o7777))?;
+        let times = rustix::fs::Timestamps {
+            last_access: mtime,
+            last_modification: mtime,
+        };
+        rustix::fs::futimens(&self.fd, &times)?;
+        Ok(())
     }
 
     pub(crate) fn rename_to(mut self, target: &OsStr) -> io::Result<()> {

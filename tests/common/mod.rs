@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: real interpreters, the shared build-root maker and
-//! the independent pyc auditor. Nothing here is mocked.
+//! Helpers shared by the integration tests: real interpreters, build roots made from their
+//! stdlibs, and the pyc auditor. Nothing here is mocked.
 #![allow(dead_code)]
 
 use std::os::unix::fs::MetadataExt;
@@ -88,15 +88,113 @@ pub fn host_python3_version() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// `make-buildroot [--small] DEST VERSION...`
+/// A realistic build root made from installed interpreters: for each X.Y, its stdlib's sources
+/// as `DEST/usr/lib64/pythonX.Y` (without `__pycache__`, pycs, site-packages, lib-dynload and
+/// config-*), its site-packages as `DEST/usr/lib/pythonX.Y/site-packages`, and
+/// `DEST/usr/bin/pythonX.Y` linked to the interpreter. Modes and mtimes are kept. `small`: only
+/// the stdlib's top-level files and the json, email and asyncio packages, no site-packages.
+/// Panics if a version is not installed (callers skip first, see `python_or_skip`).
 pub fn make_buildroot(dest: &Path, versions: &[&str], small: bool) {
-    let mut c = Command::new(tools_dir().join("make-buildroot"));
-    if small {
-        c.arg("--small");
+    for v in versions {
+        let python = find_python(v).unwrap_or_else(|| panic!("Python {v} is not installed"));
+        let out = Command::new(&python)
+            .args(["-I", "-S", "-c"])
+            .arg(
+                "import os, sys, sysconfig\n\
+                 print(os.path.realpath(sys.executable))\n\
+                 print(sysconfig.get_path('stdlib'))\n\
+                 print(sysconfig.get_path('purelib'))",
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cannot ask {} for its paths",
+            python.display()
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut lines = text.lines();
+        let (exe, stdlib, purelib) = (
+            PathBuf::from(lines.next().unwrap()),
+            PathBuf::from(lines.next().unwrap()),
+            PathBuf::from(lines.next().unwrap()),
+        );
+        let lib64 = dest.join(format!("usr/lib64/python{v}"));
+        let skip = |rel: &Path| {
+            let first = rel
+                .components()
+                .next()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned());
+            let first = first.as_deref().unwrap_or("");
+            first == "site-packages" || first == "lib-dynload" || first.starts_with("config-")
+        };
+        if small {
+            copy_tree(&stdlib, &lib64, &|rel: &Path| {
+                let top = rel.components().count() == 1;
+                let pkg = ["json", "email", "asyncio"]
+                    .iter()
+                    .any(|p| rel.starts_with(p));
+                !(top || pkg) || skip(rel)
+            });
+        } else {
+            copy_tree(&stdlib, &lib64, &skip);
+            if purelib.is_dir() && std::fs::read_dir(&purelib).unwrap().next().is_some() {
+                let site = dest.join(format!("usr/lib/python{v}/site-packages"));
+                copy_tree(&purelib, &site, &|_: &Path| false);
+            }
+        }
+        let bin = dest.join("usr/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let link = bin.join(format!("python{v}"));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&exe, &link).unwrap();
     }
-    c.arg(dest).args(versions);
-    let out = run(&mut c);
-    assert!(out.status.success(), "make-buildroot failed");
+}
+
+/// Copy the regular files and symlinks under `from` to `to` (except `__pycache__` and pycs, and
+/// what `skip` says, given the path relative to `from`), keeping modes and mtimes.
+fn copy_tree(from: &Path, to: &Path, skip: &dyn Fn(&Path) -> bool) {
+    let mut it = walkdir::WalkDir::new(from).follow_links(false).into_iter();
+    while let Some(entry) = it.next() {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(from).unwrap();
+        let ft = entry.file_type();
+        if entry.depth() > 0
+            && (entry.file_name() == "__pycache__"
+                || entry.path().extension().is_some_and(|x| x == "pyc")
+                || skip(rel))
+        {
+            if ft.is_dir() {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        let dest = to.join(rel);
+        let meta = entry.metadata().unwrap();
+        if ft.is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &dest).unwrap();
+        } else if ft.is_file() {
+            std::fs::copy(entry.path(), &dest).unwrap();
+            let f = std::fs::File::options().write(true).open(&dest).unwrap();
+            f.set_modified(meta.modified().unwrap()).unwrap();
+        }
+    }
+    // Directory mtimes last: copying into a directory changes its mtime.
+    for entry in walkdir::WalkDir::new(to).contents_first(true) {
+        let entry = entry.unwrap();
+        if entry.file_type().is_dir() {
+            let rel = entry.path().strip_prefix(to).unwrap();
+            if let Ok(m) = std::fs::metadata(from.join(rel)) {
+                let _ = filetime_dir(entry.path(), m.modified().unwrap());
+            }
+        }
+    }
+}
+
+fn filetime_dir(dir: &Path, t: std::time::SystemTime) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.set_modified(t)
 }
 
 /// Run pyc-audit; returns (ok, full output).

@@ -1,0 +1,352 @@
+//! `pyclink normalize`: every pyc under the build root, including those pyclink did not write
+//! (a build system's own, outside the Python trees), brought to add-determinism's normal form
+//! (see `python::marshal`), and the identical levels of each module hardlinked, as Fedora's
+//! brp-python-hardlink links them anywhere in the root. After it, add-det's pyc handler has
+//! nothing left to do, so the RPM macros can turn it off.
+//!
+//! Two passes. First, per inode: its bytes are normalized and, if that changed them, a new
+//! file takes every name of the inode (temp file + rename, the old mode and mtime kept, links
+//! kept). Then, per module (`X.pyc`, `X.opt-1.pyc`, `X.opt-2.pyc` in one directory): levels
+//! with identical bytes become one inode (link to a temp name + rename). A pyc whose magic
+//! number names no CPython layout pyclink knows (PyPy, Python 2, a future Python) is left
+//! alone and counted; one that does not parse is an error.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::fsroot::{display_in_root, is_regular, open_file_nofollow, Root};
+use crate::python::marshal::{self, Normalizer};
+use crate::report::plural;
+use crate::write::{refuses_links, DirLock, TempFile};
+
+/// What `pyclink normalize` is asked to do.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Root-relative paths to restrict the walk to; empty: the whole root.
+    pub paths: Vec<PathBuf>,
+    pub jobs: usize,
+    /// Hardlink the identical levels of each module.
+    pub link: bool,
+}
+
+/// What a normalize run did (also its JSON).
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub schema_version: u32,
+    pub buildroot: String,
+    /// pyc names found.
+    pub pycs: u64,
+    /// Distinct files (inodes) among them.
+    pub inodes: u64,
+    /// Inodes whose bytes were rewritten into the normal form.
+    pub rewritten: u64,
+    /// Names made a hardlink to an identical level.
+    pub linked: u64,
+    /// Names left as separate files because the filesystem refuses links.
+    pub not_linked: u64,
+    /// pycs of a format pyclink does not know, left alone.
+    pub unsupported: Vec<String>,
+    /// `path: message` for every pyc that could not be read, parsed or rewritten.
+    pub errors: Vec<String>,
+    pub exit_code: i32,
+}
+
+impl Report {
+    /// The build-log line.
+    pub fn line(&self) -> String {
+        format!(
+            "pyclink normalize: {} pyc ({} files): {} rewritten, {} hardlinked, {} left alone (unknown format), {}",
+            self.pycs,
+            self.inodes,
+            self.rewritten,
+            self.linked,
+            self.unsupported.len(),
+            plural(self.errors.len() as u64, "error")
+        )
+    }
+}
+
+/// One pyc name: where it is, and which inode it is.
+struct Found {
+    rel: PathBuf,
+    inode: (u64, u64),
+}
+
+/// Normalize and link every pyc under `root` (or `opts.paths`).
+pub fn normalize(root: &Root, opts: &Options) -> Report {
+    let mut report = Report {
+        schema: "pyclink-normalize",
+        schema_version: 1,
+        buildroot: root.path().display().to_string(),
+        ..Report::default()
+    };
+    let errors = Mutex::new(Vec::new());
+    let found = walk(root, &opts.paths, &errors);
+    report.pycs = found.len() as u64;
+
+    // Pass 1, per inode.
+    let mut by_inode: BTreeMap<(u64, u64), Vec<PathBuf>> = BTreeMap::new();
+    for f in &found {
+        by_inode.entry(f.inode).or_default().push(f.rel.clone());
+    }
+    report.inodes = by_inode.len() as u64;
+    let inodes: Vec<Vec<PathBuf>> = by_inode.into_values().collect();
+    let rewritten = AtomicUsize::new(0);
+    let unsupported = Mutex::new(Vec::new());
+    parallel(&inodes, opts.jobs, |names| {
+        let mut normalizer = Normalizer::default();
+        match rewrite_inode(root, names, &mut normalizer) {
+            Ok(Rewrite::Unchanged) => {}
+            Ok(Rewrite::Rewritten) => {
+                rewritten.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Rewrite::Unsupported(why)) => unsupported
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!("{}: {why}", display_in_root(&names[0]))),
+            Err(e) => errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!("{}: {e}", display_in_root(&names[0]))),
+        }
+    });
+    report.rewritten = rewritten.into_inner() as u64;
+
+    // Pass 2, per module.
+    if opts.link {
+        let mut by_dir: BTreeMap<PathBuf, Vec<OsString>> = BTreeMap::new();
+        for f in &found {
+            let dir = f.rel.parent().unwrap_or(Path::new("")).to_path_buf();
+            by_dir
+                .entry(dir)
+                .or_default()
+                .push(f.rel.file_name().unwrap_or_default().to_os_string());
+        }
+        let dirs: Vec<(PathBuf, Vec<OsString>)> = by_dir.into_iter().collect();
+        let linked = AtomicUsize::new(0);
+        let not_linked = AtomicUsize::new(0);
+        parallel(&dirs, opts.jobs, |(dir, names)| {
+            match link_levels(root, dir, names) {
+                Ok((l, n)) => {
+                    linked.fetch_add(l, Ordering::Relaxed);
+                    not_linked.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!("{}: {e}", display_in_root(dir))),
+            }
+        });
+        report.linked = linked.into_inner() as u64;
+        report.not_linked = not_linked.into_inner() as u64;
+    }
+    report.unsupported = unsupported.into_inner().unwrap_or_else(|p| p.into_inner());
+    report.unsupported.sort();
+    report.errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    report.errors.sort();
+    for u in &report.unsupported {
+        log::info!("{u}");
+    }
+    for e in &report.errors {
+        log::error!("{e}");
+    }
+    report.exit_code = i32::from(!report.errors.is_empty());
+    report
+}
+
+/// Run `work` on every item, on up to `jobs` threads.
+fn parallel<T: Sync>(items: &[T], jobs: usize, work: impl Fn(&T) + Sync) {
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, items.len().max(1)) {
+            s.spawn(|| {
+                while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    work(item);
+                }
+            });
+        }
+    });
+}
+
+/// Every regular file named `*.pyc` under the PATHs (never following a symlink).
+fn walk(root: &Root, paths: &[PathBuf], errors: &Mutex<Vec<String>>) -> Vec<Found> {
+    let tops: Vec<PathBuf> = if paths.is_empty() {
+        vec![PathBuf::new()]
+    } else {
+        paths.to_vec()
+    };
+    let mut found = Vec::new();
+    for top in tops {
+        for entry in walkdir::WalkDir::new(root.host_path(&top))
+            .follow_links(false)
+            .follow_root_links(false)
+            .sort_by_file_name()
+        {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    let shown = e
+                        .path()
+                        .and_then(|p| p.strip_prefix(root.path()).ok())
+                        .map_or_else(|| display_in_root(&top), display_in_root);
+                    errors
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(format!("{shown}: cannot read: {e}"));
+                    continue;
+                }
+            };
+            let is_pyc = entry.file_name().as_bytes().ends_with(b".pyc");
+            if !is_pyc || !entry.file_type().is_file() {
+                continue;
+            }
+            let Ok(rel) = entry.path().strip_prefix(root.path()) else {
+                continue;
+            };
+            let Ok(meta) = entry.metadata() else { continue };
+            use std::os::unix::fs::MetadataExt;
+            found.push(Found {
+                rel: rel.to_path_buf(),
+                inode: (meta.dev(), meta.ino()),
+            });
+        }
+    }
+    found
+}
+
+enum Rewrite {
+    Unchanged,
+    Rewritten,
+    Unsupported(String),
+}
+
+/// Normalize one inode, known by all its `names` (root-relative); a new file takes them all.
+fn rewrite_inode(
+    root: &Root,
+    names: &[PathBuf],
+    normalizer: &mut Normalizer,
+) -> std::io::Result<Rewrite> {
+    let (dir, name) = split(&names[0]);
+    let dir = Arc::new(root.open_dir(dir)?);
+    let mut file = open_file_nofollow(&*dir, name)?;
+    let st = rustix::fs::fstat(&file)?;
+    if !is_regular(&st) {
+        return Ok(Rewrite::Unchanged);
+    }
+    let mut pyc = Vec::with_capacity(st.st_size as usize);
+    file.read_to_end(&mut pyc)?;
+    let unsupported = || {
+        Rewrite::Unsupported(format!(
+            "magic number {:02x?} names no CPython 3.6+ pyc format; left alone",
+            &pyc[..4.min(pyc.len())]
+        ))
+    };
+    let (version, header_len) = match marshal::pyc_layout(&pyc) {
+        Ok(layout) => layout,
+        Err(marshal::Error::UnknownMagic(_)) => return Ok(unsupported()),
+        Err(e) => return Err(std::io::Error::other(format!("not a valid pyc: {e}"))),
+    };
+    let (header, body) = pyc.split_at(header_len);
+    let normal = match normalizer.normalize(body, version) {
+        Ok(std::borrow::Cow::Borrowed(_)) => return Ok(Rewrite::Unchanged),
+        Ok(std::borrow::Cow::Owned(b)) => [header, &b[..]].concat(),
+        Err(marshal::Error::UnsupportedVersion(_)) => return Ok(unsupported()),
+        Err(e) => {
+            return Err(std::io::Error::other(format!(
+                "its marshal data does not parse: {e}"
+            )))
+        }
+    };
+    let mtime = rustix::fs::Timespec {
+        tv_sec: st.st_mtime as _,
+        tv_nsec: st.st_mtime_nsec as _,
+    };
+    let temp = TempFile::create(&dir, 0o600)?;
+    temp.write_all(&[&normal])?;
+    temp.set_mode_and_mtime(st.st_mode as u32, mtime)?;
+    for other in &names[1..] {
+        let (other_dir, other_name) = split(other);
+        let other_dir = Arc::new(root.open_dir(other_dir)?);
+        let _lock = DirLock::take(&other_dir)?;
+        temp.link_into(&other_dir)?.rename_to(other_name)?;
+    }
+    let _lock = DirLock::take(&dir)?;
+    temp.rename_to(name)?;
+    Ok(Rewrite::Rewritten)
+}
+
+/// Link the identical levels of each module among `names` (the pycs of directory `dir`).
+/// Returns the names linked, and those left separate because links are refused.
+fn link_levels(root: &Root, dir: &Path, names: &[OsString]) -> std::io::Result<(usize, usize)> {
+    let mut modules: BTreeMap<&[u8], [Option<&OsStr>; 3]> = BTreeMap::new();
+    for name in names {
+        let b = name.as_bytes();
+        let (stem, level) = if let Some(s) = b.strip_suffix(b".opt-1.pyc") {
+            (s, 1)
+        } else if let Some(s) = b.strip_suffix(b".opt-2.pyc") {
+            (s, 2)
+        } else {
+            (b.strip_suffix(b".pyc").unwrap_or(b), 0)
+        };
+        modules.entry(stem).or_default()[level] = Some(name.as_os_str());
+    }
+    let fd = Arc::new(root.open_dir(dir)?);
+    let (mut linked, mut refused) = (0, 0);
+    for levels in modules.values() {
+        let present: Vec<&OsStr> = levels.iter().flatten().copied().collect();
+        if present.len() < 2 {
+            continue;
+        }
+        let _lock = DirLock::take(&fd)?;
+        let mut files: Vec<(&OsStr, (u64, u64), Vec<u8>)> = Vec::new();
+        for name in present {
+            let mut f = open_file_nofollow(&*fd, name)?;
+            let st = rustix::fs::fstat(&f)?;
+            if !is_regular(&st) {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes)?;
+            #[allow(clippy::unnecessary_cast)]
+            files.push((name, (st.st_dev as u64, st.st_ino as u64), bytes));
+        }
+        for i in 1..files.len() {
+            let Some(j) = (0..i).find(|&j| files[j].2 == files[i].2) else {
+                continue;
+            };
+            if files[j].1 == files[i].1 {
+                continue;
+            }
+            match link_over(&fd, files[j].0, files[i].0) {
+                Ok(()) => {
+                    linked += 1;
+                    files[i].1 = files[j].1;
+                }
+                Err(e) if refuses_links(&e) => refused += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok((linked, refused))
+}
+
+/// Make `name` a hardlink to `to` (both in `dir`), atomically.
+fn link_over(dir: &Arc<OwnedFd>, to: &OsStr, name: &OsStr) -> std::io::Result<()> {
+    TempFile::link_existing(dir, to)?.rename_to(name)
+}
+
+fn split(rel: &Path) -> (&Path, &OsStr) {
+    (
+        rel.parent().unwrap_or(Path::new("")),
+        rel.file_name().unwrap_or_default(),
+    )
+}

@@ -1,0 +1,145 @@
+//! Issue 13: pyclink's bytes depend on nothing but the sources: not on -j, the order the
+//! sources are compiled in, level prediction, or what a worker compiled before. Each test
+//! compiles one version's full stdlib root (stdlib and site-packages) three times with the
+//! factors changed all at once, and compares every pyc byte for byte. The first run's pycs must
+//! also be in add-determinism's normal form (`add-det --check` changes nothing) and pass the
+//! audit.
+
+mod common;
+use common::*;
+
+use std::path::Path;
+use std::process::Command;
+
+fn compile(root: &Path, extra: &[&str], env: &[(&str, &str)]) -> String {
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(root)
+        .args(["--errors", "warn", "-q", "-v"])
+        .args(extra)
+        .envs(env.iter().copied()));
+    assert!(out.status.success());
+    stderr(&out)
+}
+
+type Pycs = std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>;
+
+/// One way of compiling the same root.
+struct Run {
+    what: &'static str,
+    args: &'static [&'static str],
+    env: &'static [(&'static str, &'static str)],
+}
+
+fn reproducible(version: &str) {
+    let test = format!("reproducible {version}");
+    if python_or_skip(version, &test).is_none() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let pristine = t.path().join("pristine");
+    make_buildroot(&pristine, &[version], false);
+    let runs = [
+        Run {
+            what: "-j2",
+            args: &["-j2"],
+            env: &[],
+        },
+        Run {
+            what: "-j1, reversed order, every level compiled",
+            args: &["-j1", "--compile-every-level"],
+            env: &[("PYCLINK_TEST_REVERSE_ORDER", "1")],
+        },
+        Run {
+            what: "-j4",
+            args: &["-j4"],
+            env: &[],
+        },
+    ];
+    let mut first: Option<(&str, Pycs)> = None;
+    for (i, Run { what, args, env }) in runs.iter().enumerate() {
+        let root = t.path().join(format!("run{i}"));
+        let out = run(Command::new("cp").arg("-a").arg(&pristine).arg(&root));
+        assert!(out.status.success());
+        compile(&root, args, env);
+        let pycs = pyc_contents(&root);
+        match &first {
+            None => {
+                assert!(pycs.len() > 1000, "{}: only {} pycs", version, pycs.len());
+                check_normal_form(&root, version);
+                first = Some((what, pycs));
+            }
+            Some((first_what, first_pycs)) => {
+                let differ: Vec<_> = first_pycs
+                    .iter()
+                    .filter(|(p, bytes)| pycs.get(*p) != Some(bytes))
+                    .map(|(p, _)| p.display().to_string())
+                    .collect();
+                assert_eq!(first_pycs.len(), pycs.len());
+                assert!(
+                    differ.is_empty(),
+                    "{version}: {} of {} pycs differ between '{first_what}' and '{what}': {:?}",
+                    differ.len(),
+                    pycs.len(),
+                    &differ[..differ.len().min(10)]
+                );
+                println!(
+                    "{version}: '{what}' wrote the same bytes as '{first_what}' ({} pycs)",
+                    pycs.len()
+                );
+            }
+        }
+    }
+}
+
+/// add-det's pyc handler finds nothing to change, and the pycs are right.
+fn check_normal_form(root: &Path, version: &str) {
+    match which("add-det") {
+        Some(add_det) => {
+            let out = run(Command::new(add_det)
+                .args(["--check", "--handler", "pyc", "-j2"])
+                .arg(root));
+            let text = stdout(&out) + &stderr(&out);
+            assert!(
+                out.status.success() && text.contains(" 0 modified"),
+                "{version}: add-det would change pyclink's pycs:\n{}",
+                text.lines().take(20).collect::<Vec<_>>().join("\n")
+            );
+            println!("{version}: add-det --check --handler pyc: nothing to change");
+        }
+        None if std::env::var_os("CI").is_some() => {
+            panic!("add-det is missing (.ci/run installs it with cargo install add-determinism)")
+        }
+        None => println!(
+            "SKIP {version} add-det check: add-det is not installed (cargo install add-determinism --locked)"
+        ),
+    }
+    assert_audit_ok(
+        root,
+        &[format!(
+            "{version}:usr/lib64/python{version},usr/lib/python{version}"
+        )],
+        &[],
+    );
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+macro_rules! versions {
+    ($($name:ident => $v:expr),* $(,)?) => {
+        $(#[test] fn $name() { reproducible($v); })*
+    };
+}
+
+versions! {
+    reproducible_38 => "3.8",
+    reproducible_310 => "3.10",
+    reproducible_311 => "3.11",
+    reproducible_312 => "3.12",
+    reproducible_313 => "3.13",
+}
