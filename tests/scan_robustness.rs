@@ -255,38 +255,44 @@ fn scan_time_is_linear_in_the_input() {
         ("dots", b".".to_vec()),
         ("named escapes", b"f'\\N{A".to_vec()),
     ];
+    // The cost of a byte in 64 KiB inputs (scanned 128 times: enough CPU time to measure),
+    // against that in ever larger inputs: a quadratic scan's grows with the size and fails
+    // at the first step past 16 times, within seconds.
     const SMALL: usize = 64 * 1024;
-    const LARGE: usize = 128 * SMALL;
+    const REPEAT: usize = 128;
     let mut report = Vec::new();
     for (what, piece) in pieces {
-        let small: Vec<u8> = piece.iter().copied().cycle().take(SMALL).collect();
-        let large: Vec<u8> = piece.iter().copied().cycle().take(LARGE).collect();
-        // A measurement that looks superlinear is taken again; only one that stays so fails
-        // (a quadratic scan does, every time).
-        let mut linear = false;
-        for _attempt in 0..3 {
-            let (many_small, one_large) = (cost(&small, LARGE / SMALL), cost(&large, 1));
-            let ratio = one_large.as_secs_f64() / many_small.as_secs_f64().max(1e-4);
-            report.push(format!(
-                "{what}: {:.1} ms for 128 x 64 KiB, {:.1} ms for 8 MiB (x{ratio:.1})",
-                many_small.as_secs_f64() * 1e3,
-                one_large.as_secs_f64() * 1e3
-            ));
-            // Below a few scheduler ticks the ratio is noise; a quadratic scan of 8 MiB takes
-            // minutes.
-            if ratio < 16.0 || one_large < Duration::from_millis(20) {
-                linear = true;
-                break;
+        let input = |size: usize| -> Vec<u8> { piece.iter().copied().cycle().take(size).collect() };
+        let per_byte = |d: Duration, bytes: usize| d.as_secs_f64() / bytes as f64;
+        let base = per_byte(cost(&input(SMALL), REPEAT), SMALL * REPEAT);
+        for size in [SMALL * 8, SMALL * 32, SMALL * 128] {
+            let large = input(size);
+            // A step that looks superlinear is measured again; only one that stays so fails.
+            let mut linear = false;
+            for _attempt in 0..3 {
+                let spent = cost(&large, 1);
+                let ratio = per_byte(spent, size) / base.max(1e-12);
+                report.push(format!(
+                    "{what}: {:.1} ns/byte in 64 KiB, {:.1} ns/byte in {} KiB (x{ratio:.1})",
+                    base * 1e9,
+                    per_byte(spent, size) * 1e9,
+                    size / 1024
+                ));
+                // Below a few scheduler ticks the ratio is noise.
+                if ratio < 16.0 || spent < Duration::from_millis(20) {
+                    linear = true;
+                    break;
+                }
+                if spent > Duration::from_secs(2) {
+                    break;
+                }
             }
-            if one_large > Duration::from_secs(1) {
-                break;
-            }
+            assert!(
+                linear,
+                "scanning {what} is not linear:\n{}",
+                report.join("\n")
+            );
         }
-        assert!(
-            linear,
-            "scanning {what} is not linear:\n{}",
-            report.join("\n")
-        );
     }
     println!("{}", report.join("\n"));
 }
