@@ -1,9 +1,11 @@
 //! Issue 13: pyclink's bytes depend on nothing but the sources: not on -j, the order the
 //! sources are compiled in, level prediction, or what a worker compiled before. Each test
 //! compiles one version's full stdlib root (stdlib and site-packages) three times with the
-//! factors changed all at once, and compares every pyc byte for byte. The first run's pycs must
-//! also be in add-determinism's normal form (`add-det --check` changes nothing) and pass the
-//! audit.
+//! factors changed, and compares every pyc byte for byte. The first run's pycs must also be in
+//! add-determinism's normal form (`add-det --check` changes nothing). That the pycs are right
+//! (code, co_filename, links) is checked on the same full roots by compileall_identity.rs (3.11)
+//! and on every version by the other suites; it is not repeated here, to keep the cost of these
+//! five full roots down.
 
 mod common;
 use common::*;
@@ -39,6 +41,9 @@ fn reproducible(version: &str) {
     let t = tempfile::tempdir().unwrap();
     let pristine = t.path().join("pristine");
     make_buildroot(&pristine, &[version], false);
+    // Every factor changes at least once against the first run: the number of workers (1, 2,
+    // 4), the order (largest first, reversed) and level prediction (on, off). Each run has its
+    // own workers, so every history differs too.
     let runs = [
         Run {
             what: "-j2",
@@ -46,13 +51,13 @@ fn reproducible(version: &str) {
             env: &[],
         },
         Run {
-            what: "-j1, reversed order, every level compiled",
-            args: &["-j1", "--compile-every-level"],
+            what: "-j1, reversed order",
+            args: &["-j1"],
             env: &[("PYCLINK_TEST_REVERSE_ORDER", "1")],
         },
         Run {
-            what: "-j4",
-            args: &["-j4"],
+            what: "-j4, every level compiled",
+            args: &["-j4", "--compile-every-level"],
             env: &[],
         },
     ];
@@ -92,7 +97,7 @@ fn reproducible(version: &str) {
     }
 }
 
-/// add-det's pyc handler finds nothing to change, and the pycs are right.
+/// add-det's pyc handler finds nothing to change.
 fn check_normal_form(root: &Path, version: &str) {
     match add_det() {
         Some(add_det) => {
@@ -114,13 +119,6 @@ fn check_normal_form(root: &Path, version: &str) {
             "SKIP {version} add-det check: add-det is not installed (cargo install add-determinism --locked)"
         ),
     }
-    assert_audit_ok(
-        root,
-        &[format!(
-            "{version}:usr/lib64/python{version},usr/lib/python{version}"
-        )],
-        &[],
-    );
 }
 
 macro_rules! versions {
