@@ -290,7 +290,8 @@ fn deb_field(deb: &Path, field: &str) -> String {
 
 /// The files of the repository that make pyclink's source package.
 fn package_inputs() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = ["Cargo.toml", "Cargo.lock", "README.md"]
+    // debian/rules runs the Makefile's targets.
+    let mut files: Vec<PathBuf> = ["Cargo.toml", "Cargo.lock", "README.md", "Makefile"]
         .iter()
         .map(PathBuf::from)
         .collect();
