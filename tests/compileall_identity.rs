@@ -1,4 +1,9 @@
-//! pyclink writes the same bytes as CPython's own compileall.
+//! pyclink writes the same bytes as CPython's own compileall, in the form Fedora ships.
+//!
+//! By default pyclink writes every pyc in add-determinism's normal form (FLAG_REF only on the
+//! objects referenced again), which is what Fedora's build root holds after compileall and
+//! add-det. So the default output is compared with compileall's followed by add-det's pyc
+//! handler; with `--no-normalize` it is compared with compileall's raw bytes.
 //!
 //! Serial `compileall` is itself history-dependent in rare cases: a latin-1 one-character string
 //! (say "ä") that an earlier file used as an identifier stays interned for the rest of the
@@ -41,7 +46,33 @@ fn source_of(pyc: &Path) -> PathBuf {
         .join(format!("{stem}.py"))
 }
 
-fn identical_to_compileall(version: &str, small: bool) {
+/// How pyclink's output is compared with compileall's.
+#[derive(Clone, Copy, PartialEq)]
+enum Form {
+    /// pyclink's default; compileall's pycs go through add-det's pyc handler.
+    Normal,
+    /// `pyclink --no-normalize`; compileall's raw bytes.
+    Raw,
+}
+
+impl Form {
+    fn pyclink_args(self) -> &'static [&'static str] {
+        match self {
+            Form::Normal => &[],
+            Form::Raw => &["--no-normalize"],
+        }
+    }
+
+    /// Bring compileall's output under `root` to this form; what did it.
+    fn apply(self, root: &Path) -> &'static str {
+        match self {
+            Form::Normal => normalize_like_fedora(root),
+            Form::Raw => "nothing (raw bytes)",
+        }
+    }
+}
+
+fn identical_to_compileall(version: &str, small: bool, form: Form) {
     let test = format!("compileall_identity_{version}");
     let Some(python) = python_or_skip(version, &test) else {
         return;
@@ -63,11 +94,13 @@ fn identical_to_compileall(version: &str, small: bool) {
         dirs.push(theirs.join(format!("usr/lib/python{version}")));
     }
     compileall(&python, &theirs, &dirs, &["-o0", "-o1", "-o2"]);
+    let normalizer = form.apply(&theirs);
 
     let out = run(pyclink()
         .arg("--buildroot")
         .arg(&ours)
-        .args(["--errors", "warn"]));
+        .args(["--errors", "warn"])
+        .args(form.pyclink_args()));
     assert!(out.status.success());
     println!("{}", stdout(&out).trim());
 
@@ -102,6 +135,7 @@ fn identical_to_compileall(version: &str, small: bool) {
             .unwrap()
             .success());
         compileall(&python, &solo, &[solo.join(&src)], &["-o0", "-o1", "-o2"]);
+        form.apply(&solo);
         let alone = std::fs::read(solo.join(pyc)).unwrap();
         assert_eq!(
             alone,
@@ -113,7 +147,8 @@ fn identical_to_compileall(version: &str, small: bool) {
         history.push(pyc.display().to_string());
     }
     println!(
-        "{} pyc compared: {} identical to serial compileall, {} identical to compileall on the file alone \
+        "{version}: compileall's pycs normalized by {normalizer}; \
+         {} pyc compared: {} identical to serial compileall, {} identical to compileall on the file alone \
          (serial compileall's own bytes depend on its history there): {history:?}",
         a.len(),
         a.len() - differing.len(),
@@ -128,13 +163,19 @@ fn identical_to_compileall(version: &str, small: bool) {
 
 /// The issue's acceptance case: a full (not --small) 3.11 root with site-packages.
 #[test]
-fn full_311_root_matches_serial_compileall() {
-    identical_to_compileall("3.11", false);
+fn full_311_root_matches_serial_compileall_and_add_det() {
+    identical_to_compileall("3.11", false, Form::Normal);
+}
+
+/// `--no-normalize`: the interpreter's own bytes, as compileall writes them.
+#[test]
+fn small_312_root_raw_matches_serial_compileall() {
+    identical_to_compileall("3.12", true, Form::Raw);
 }
 
 #[test]
-fn small_312_root_matches_serial_compileall() {
-    identical_to_compileall("3.12", true);
+fn small_313_root_matches_serial_compileall_and_add_det() {
+    identical_to_compileall("3.13", true, Form::Normal);
 }
 
 /// Compile `rel` (under `root`) at levels 0, 1 and 2 in one fresh interpreter, as compileall
@@ -170,7 +211,7 @@ fn interned_latin1_names_do_not_reach_later_sources() {
             continue;
         };
         let t = tempfile::tempdir().unwrap();
-        let (ours, theirs) = (t.path().join("ours"), t.path().join("theirs"));
+        let pristine = t.path().join("pristine");
         let site = format!("usr/lib/python{version}/site-packages");
         let pad = |n: usize| format!("# {}\n", "p".repeat(n));
         // Largest first: the names come before every constant.
@@ -187,31 +228,41 @@ fn interned_latin1_names_do_not_reach_later_sources() {
             .map(|(n, c)| (format!("{site}/{n}"), c.clone()))
             .collect();
         for (n, c) in &files {
-            write_files(&ours, &[(n, c)]);
+            write_files(&pristine, &[(n, c)]);
         }
-        assert!(Command::new("cp")
-            .arg("-a")
-            .arg(&ours)
-            .arg(&theirs)
-            .status()
-            .unwrap()
-            .success());
-        let out = run(pyclink()
-            .arg("--buildroot")
-            .arg(&ours)
-            .args(["-j", "1", "--interpreter"])
-            .arg(format!("{version}={}", python.display())));
-        assert!(out.status.success(), "{version}: {}", stderr(&out));
-        for (n, _) in &files {
-            py_compile_alone(&python, &theirs, n);
+        for form in [Form::Raw, Form::Normal] {
+            let dir = t.path().join(form.pyclink_args().join("_"));
+            let (ours, theirs) = (dir.join("ours"), dir.join("theirs"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for copy in [&ours, &theirs] {
+                assert!(Command::new("cp")
+                    .arg("-a")
+                    .arg(&pristine)
+                    .arg(copy)
+                    .status()
+                    .unwrap()
+                    .success());
+            }
+            let out = run(pyclink()
+                .arg("--buildroot")
+                .arg(&ours)
+                .args(["-j", "1", "--interpreter"])
+                .arg(format!("{version}={}", python.display()))
+                .args(form.pyclink_args()));
+            assert!(out.status.success(), "{version}: {}", stderr(&out));
+            for (n, _) in &files {
+                py_compile_alone(&python, &theirs, n);
+            }
+            form.apply(&theirs);
+            let (a, b) = (pyc_contents(&ours), pyc_contents(&theirs));
+            assert_eq!(a.len(), 18, "{version}: {:?}", a.keys());
+            let differing: Vec<_> = a.keys().filter(|k| b.get(*k) != a.get(*k)).collect();
+            assert!(
+                differing.is_empty(),
+                "{version} {:?}: these pycs differ from the file compiled alone: {differing:?}",
+                form.pyclink_args()
+            );
         }
-        let (a, b) = (pyc_contents(&ours), pyc_contents(&theirs));
-        assert_eq!(a.len(), 18, "{version}: {:?}", a.keys());
-        let differing: Vec<_> = a.keys().filter(|k| b.get(*k) != a.get(*k)).collect();
-        assert!(
-            differing.is_empty(),
-            "{version}: these pycs differ from the file compiled alone: {differing:?}"
-        );
-        println!("{version}: 18 pycs identical to each file compiled alone");
+        println!("{version}: 18 pycs identical to each file compiled alone, raw and normalized");
     }
 }

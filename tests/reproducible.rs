@@ -94,7 +94,7 @@ fn reproducible(version: &str) {
 
 /// add-det's pyc handler finds nothing to change, and the pycs are right.
 fn check_normal_form(root: &Path, version: &str) {
-    match which("add-det") {
+    match add_det() {
         Some(add_det) => {
             let out = run(Command::new(add_det)
                 .args(["--check", "--handler", "pyc", "-j2"])
@@ -121,13 +121,6 @@ fn check_normal_form(root: &Path, version: &str) {
         )],
         &[],
     );
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
 }
 
 macro_rules! versions {

@@ -450,3 +450,46 @@ pub fn installed_files(dest: &Path) -> std::collections::BTreeMap<String, Instal
     }
     files
 }
+
+/// Fedora's add-determinism (`add-det`): on PATH, or where `cargo install` puts it.
+pub fn add_det() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        dirs.push(PathBuf::from(home).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("add-det"))
+        .find(|p| p.is_file())
+}
+
+/// Rewrite every pyc under `root` in add-determinism's normal form, as Fedora's
+/// `%__os_install_post` does: with add-det itself where it is installed (an independent
+/// implementation), else with `pyclink normalize`. Returns the tool used.
+pub fn normalize_like_fedora(root: &Path) -> &'static str {
+    if let Some(add_det) = add_det() {
+        let out = run(Command::new(add_det)
+            .args(["--handler", "pyc", "-j2"])
+            .arg(root));
+        assert!(out.status.success(), "add-det failed: {}", stderr(&out));
+        "add-det"
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "add-det is missing (.ci/run installs it with cargo install add-determinism)"
+        );
+        let out = run(pyclink()
+            .args(["normalize", "--no-link", "--buildroot"])
+            .arg(root));
+        assert!(
+            out.status.success(),
+            "pyclink normalize failed: {}",
+            stderr(&out)
+        );
+        "pyclink normalize (add-det is not installed)"
+    }
+}
