@@ -294,18 +294,7 @@ pub fn prerequisites_or_skip(test: &str) -> bool {
     true
 }
 
-/// The real add-det (crate add-determinism): PATH, then $CARGO_HOME/bin.
-pub fn add_det() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let cargo_bin = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
-        .map(|d| d.join("bin"));
-    std::env::split_paths(&path)
-        .chain(cargo_bin)
-        .map(|d| d.join("add-det"))
-        .find(|p| p.is_file())
-}
+// add-det (crate add-determinism) is found by common's add_det(): PATH, then cargo's bin.
 
 /// The programs Fedora's macros run from %{_rpmconfigdir}/redhat that Debian's rpm lacks: each is
 /// a stand-in that records its call, so that a test sees whether Fedora's own hook ran.
