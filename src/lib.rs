@@ -14,6 +14,7 @@ pub mod config;
 pub mod discover;
 mod error;
 pub mod fsroot;
+pub mod generate;
 pub mod normalize;
 pub mod plan;
 pub mod python;

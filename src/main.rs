@@ -5,14 +5,15 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches;
 
 use pyclink::cli::Invocation;
 use pyclink::report::RunReport;
 
 fn main() -> ExitCode {
-    let cli = match pyclink::cli::Cli::try_parse() {
-        Ok(cli) => cli,
+    let cli = *match parse() {
+        Ok(Parsed::Run(cli)) => cli,
+        Ok(Parsed::Generate(item)) => return generate(&item),
         // --help and --version print and exit 0; a bad command line gets pyclink's prefix.
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
@@ -72,6 +73,32 @@ fn normalize(n: &pyclink::cli::NormalizeInvocation, json: Option<&Path>) -> Exit
         &report,
         report.exit_code,
     )
+}
+
+enum Parsed {
+    Run(Box<pyclink::cli::Cli>),
+    Generate(pyclink::generate::Item),
+}
+
+/// The command line, with the hidden `--generate WHAT` that `make install` runs.
+fn parse() -> Result<Parsed, clap::Error> {
+    let matches = pyclink::generate::command().try_get_matches()?;
+    match matches.get_one::<pyclink::generate::Item>("generate") {
+        Some(item) => Ok(Parsed::Generate(item.clone())),
+        None => pyclink::cli::Cli::from_arg_matches(&matches).map(|c| Parsed::Run(Box::new(c))),
+    }
+}
+
+/// `--generate WHAT`: a man page or completion script on stdout.
+fn generate(item: &pyclink::generate::Item) -> ExitCode {
+    let mut out = Vec::new();
+    if let Err(e) = pyclink::generate::write(item, &mut out) {
+        return fatal(&e, None);
+    }
+    match print(&String::from_utf8_lossy(&out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fatal(&format!("cannot write to stdout: {e}"), None),
+    }
 }
 
 /// Print the summary, write the JSON, and exit with `code`.

@@ -290,7 +290,8 @@ fn deb_field(deb: &Path, field: &str) -> String {
 
 /// The files of the repository that make pyclink's source package.
 fn package_inputs() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = ["Cargo.toml", "Cargo.lock", "README.md"]
+    // debian/rules runs the Makefile's targets.
+    let mut files: Vec<PathBuf> = ["Cargo.toml", "Cargo.lock", "README.md", "Makefile"]
         .iter()
         .map(PathBuf::from)
         .collect();
@@ -644,15 +645,34 @@ fn own_deb_holds_the_tools_the_addon_and_the_manuals() {
     let deb = dpkg.install_pyclink();
     let (text, entries) = contents(&deb);
     let paths: BTreeSet<&str> = entries.iter().map(|e| e.path.as_str()).collect();
-    for want in [
+    let mut wanted: Vec<String> = [
         "/usr/bin/pyclink",
         "/usr/bin/dh_pyclink",
         "/usr/share/perl5/Debian/Debhelper/Sequence/pyclink.pm",
         "/usr/share/man/man1/pyclink.1.gz",
         "/usr/share/man/man1/dh_pyclink.1.gz",
-    ] {
-        assert!(paths.contains(want), "{want} is not in the .deb:\n{text}");
+        "/usr/share/bash-completion/completions/pyclink",
+        "/usr/share/zsh/vendor-completions/_pyclink",
+        "/usr/share/fish/vendor_completions.d/pyclink.fish",
+    ]
+    .map(String::from)
+    .to_vec();
+    for sub in pyclink::generate::man_subcommands() {
+        wanted.push(format!("/usr/share/man/man1/pyclink-{sub}.1.gz"));
     }
+    for want in &wanted {
+        assert!(
+            paths.contains(want.as_str()),
+            "{want} is not in the .deb:\n{text}"
+        );
+    }
+    // dh_compress compresses a long README.
+    assert!(
+        ["README.md", "README.md.gz"]
+            .iter()
+            .any(|f| paths.contains(format!("/usr/share/doc/pyclink/{f}").as_str())),
+        "README.md is not in the .deb:\n{text}"
+    );
     let provides = deb_field(&deb, "Provides");
     assert!(
         provides
@@ -666,7 +686,7 @@ fn own_deb_holds_the_tools_the_addon_and_the_manuals() {
     let out = run(Command::new("pyclink").arg("--version"));
     assert_eq!(stdout(&out).trim(), format!("pyclink {version}"));
 
-    // The man pages are the real ones: dh_pyclink's from its POD, pyclink's from --help.
+    // The man pages are the real ones: dh_pyclink's from its POD, pyclink's from the CLI.
     for (page, must) in [
         ("dh_pyclink", "debian/\\fIpackage\\fR.pyclink"),
         ("pyclink", "invalidation"),

@@ -1202,7 +1202,7 @@ fn python_rpm_macros_own_test_spec_passes() {
 }
 
 /// packaging/pyclink.spec builds offline from `git archive HEAD` (committed files only), ships
-/// the binary, the macros and the hook, passes rpmlint, and its macros, where they are
+/// the binary, its man pages and completions, the macros and the hook, passes rpmlint, and its macros, where they are
 /// installed, drive a sample build.
 #[test]
 fn pyclink_spec_builds_and_its_macros_work() {
@@ -1249,10 +1249,36 @@ fn pyclink_spec_builds_and_its_macros_work() {
     if rpm_eval("%{?py_dist_name:1}").is_empty() {
         want.push("/etc/rpm/macros.pyclink".to_string());
     }
+    // The completions and README.md, as `make install` lays them out (tests/install.rs).
+    let datadir = rpm_eval("%{_datadir}");
+    want.extend([
+        format!("{datadir}/bash-completion/completions/pyclink"),
+        format!("{datadir}/zsh/site-functions/_pyclink"),
+        format!("{datadir}/fish/vendor_completions.d/pyclink.fish"),
+        format!("{}/pyclink/README.md", rpm_eval("%{_defaultdocdir}")),
+    ]);
     for f in &want {
         assert!(
             files.contains_key(&f[1..]),
             "{f} is not in {}",
+            rpm.display()
+        );
+    }
+    // A man page for pyclink and each subcommand (brp-compress may have compressed them).
+    let man1 = format!("{}/man1", rpm_eval("%{_mandir}"));
+    let mut pages = vec!["pyclink".to_string()];
+    pages.extend(
+        pyclink::generate::man_subcommands()
+            .iter()
+            .map(|s| format!("pyclink-{s}")),
+    );
+    for page in &pages {
+        let stem = format!("{}/{page}.1", &man1[1..]);
+        assert!(
+            files
+                .keys()
+                .any(|k| *k == stem || k.strip_prefix(&stem).is_some_and(|e| e.starts_with('.'))),
+            "/{stem}[.gz] is not in {}",
             rpm.display()
         );
     }

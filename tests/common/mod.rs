@@ -394,6 +394,63 @@ print(chr(10).join(bad))
         .collect()
 }
 
+/// A file that `make install` laid out: a regular file and its permission bits, or a symlink
+/// and its target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Installed {
+    File(u32),
+    Link(PathBuf),
+}
+
+/// Run the repository's `make TARGETS DESTDIR=dest VARS...` with this build's binary (no cargo
+/// run) and a private directory for the generated files, and list what it laid out under `dest`:
+/// path (absolute, as installed) to kind. Directories are not listed.
+pub fn make_install(
+    dest: &Path,
+    targets: &[&str],
+    vars: &[(&str, &str)],
+) -> std::collections::BTreeMap<String, Installed> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let gen = tempfile::tempdir().unwrap();
+    let mut c = Command::new("make");
+    c.arg("-C")
+        .arg(repo)
+        .args(targets)
+        .arg(format!("DESTDIR={}", dest.display()))
+        .arg(format!("PYCLINK_BIN={}", env!("CARGO_BIN_EXE_pyclink")))
+        .arg(format!("TARGET_DIR={}", gen.path().display()))
+        .args(vars.iter().map(|(k, v)| format!("{k}={v}")))
+        .env_remove("MAKEFLAGS")
+        .env_remove("MFLAGS");
+    let out = run(&mut c);
+    assert!(
+        out.status.success(),
+        "make {targets:?} failed:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    installed_files(dest)
+}
+
+/// Every file and symlink under `dest`, as in [`make_install`].
+pub fn installed_files(dest: &Path) -> std::collections::BTreeMap<String, Installed> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = std::collections::BTreeMap::new();
+    for e in walkdir::WalkDir::new(dest).sort_by_file_name() {
+        let e = e.unwrap();
+        let path = format!("/{}", e.path().strip_prefix(dest).unwrap().display());
+        let kind = if e.path_is_symlink() {
+            Installed::Link(std::fs::read_link(e.path()).unwrap())
+        } else if e.file_type().is_file() {
+            Installed::File(e.metadata().unwrap().permissions().mode() & 0o7777)
+        } else {
+            continue;
+        };
+        files.insert(path, kind);
+    }
+    files
+}
+
 /// Fedora's add-determinism (`add-det`): on PATH, or where `cargo install` puts it.
 pub fn add_det() -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
