@@ -191,8 +191,9 @@ impl Report {
         );
         let mut notes = Vec::new();
         if not_compiling > 0 {
+            let verb = if not_compiling == 1 { "does" } else { "do" };
             notes.push(format!(
-                "{} that do not compile",
+                "{} {verb} not compile",
                 plural(not_compiling as u64, "source")
             ));
         }
