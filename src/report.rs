@@ -38,12 +38,12 @@ pub enum Problem {
     /// A FIFO, socket, device or directory named like a source.
     #[error("not a regular file; skipped")]
     NotRegular,
-    /// The worker died, hung or broke the protocol, and so did a fresh one on the retry.
-    #[error("{first}{}", .retry.as_ref().map_or(String::new(), |r| format!(" ({r})")))]
+    /// The worker died, hung or broke the protocol, and the retry with a new worker failed.
+    #[error("{}", worker_failure(.first, .retry))]
     Worker {
         first: Failure,
-        /// What happened on the retry with a new worker (none if it could not even start).
-        retry: Option<Retry>,
+        /// What went wrong on the retry.
+        retry: Retry,
     },
     /// The worker's marshalled code does not parse (so it cannot be normalized).
     #[error("the interpreter's marshal data for level {level} does not parse: {error}")]
@@ -57,12 +57,19 @@ pub enum Problem {
 }
 
 /// How the retry of a source whose worker failed went wrong.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum Retry {
-    #[error("{0} (also on the retry with a new worker)")]
     AlsoFailed(Failure),
-    #[error("and cannot start a {program} worker for the retry: {failure}")]
     CannotStart { program: String, failure: Failure },
+}
+
+fn worker_failure(first: &Failure, retry: &Retry) -> String {
+    match retry {
+        Retry::AlsoFailed(again) => format!("{again} (also on the retry with a new worker)"),
+        Retry::CannotStart { program, failure } => {
+            format!("{first} (and cannot start a {program} worker for the retry: {failure})")
+        }
+    }
 }
 
 impl Problem {
@@ -293,6 +300,9 @@ impl Tally {
                 r.invalidation_mode = i.invalidation_mode.into();
             }
             versions.insert(version, r);
+        }
+        for why in &plan.skipped {
+            log::warn!("{why}");
         }
         let mut tally = Tally {
             run: RunReport {

@@ -1550,3 +1550,89 @@ fn sequence_runs_after_dh_python3_and_before_fixperms() {
         }
     }
 }
+
+/// Issue 12, through dh_pyclink: an upstream install step byte-compiled the package's tree in
+/// the staging directory (checked-hash headers that match, `co_filename` the staging path, no
+/// links); dh_pyclink must replace every one of those pycs, not keep them as "up to date".
+#[test]
+fn dh_pyclink_replaces_pycs_an_install_step_wrote() {
+    let (_dir, src) = installed_sample_tree();
+    let pkg = src.join("debian").join(SAMPLE);
+    let version = host_python3_version();
+    let python = find_python(&version).expect("the host's python3");
+    let sde = [("SOURCE_DATE_EPOCH", "1600000000")];
+    let staging = format!("debian/{SAMPLE}/{SAMPLE_DIR}");
+    let out = run(Command::new(&python)
+        .args(["-m", "compileall", "-q", "-o0", "-o1", "-o2", &staging])
+        .current_dir(&src)
+        .envs(sde));
+    assert!(out.status.success());
+    let planted = all_pycs(&pkg);
+    assert!(!planted.is_empty());
+    let (ok, text) = audit(&pkg, &[format!("{version}:{SAMPLE_DIR}")], &[]);
+    assert!(!ok && text.contains("code_mismatch"), "{text}");
+
+    let out = dh_pyclink(
+        &src,
+        &["-ppyclinksample", &format!("--python-version={version}")],
+        &sde,
+    );
+    assert!(out.status.success());
+    assert!(
+        !stdout(&out).contains("up to date"),
+        "no staging pyc may be kept: {}",
+        stdout(&out)
+    );
+    assert_audit_ok(&pkg, &[format!("{version}:{SAMPLE_DIR}")], &[]);
+    for pyc in all_pycs(&pkg) {
+        let bytes = std::fs::read(&pyc).unwrap();
+        assert!(
+            !contains(&bytes, staging.as_bytes()),
+            "{} still names the staging path",
+            pyc.display()
+        );
+    }
+}
+
+/// Issue 12, through dh_pyclink: a private directory of a package whose Python trees are
+/// another version than the build machine's python3 is compiled for the package's version.
+#[test]
+fn dh_pyclink_compiles_for_the_packages_python() {
+    let host = host_python3_version();
+    let Some(other) = ["3.12", "3.13", "3.10", "3.9"]
+        .into_iter()
+        .find(|v| *v != host && find_python(v).is_some())
+    else {
+        println!(
+            "SKIP dh_pyclink_compiles_for_the_packages_python: no Python 3.9-3.13 besides {host}"
+        );
+        return;
+    };
+    let other_tag = cache_tag(&find_python(other).unwrap());
+    let (_dir, src) = installed_sample_tree();
+    let pkg = src.join("debian").join(SAMPLE);
+    let lib = pkg.join(format!("usr/lib/python{other}/site-packages"));
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::write(lib.join("new.py"), "x = 1\n").unwrap();
+    let out = dh_pyclink(
+        &src,
+        &["-ppyclinksample"],
+        &[("SOURCE_DATE_EPOCH", "1600000000")],
+    );
+    assert!(out.status.success());
+    let pycs = all_pycs(&pkg.join(SAMPLE_DIR));
+    assert!(!pycs.is_empty());
+    for p in &pycs {
+        let name = p.file_name().unwrap().to_string_lossy();
+        assert!(
+            name.contains(&other_tag),
+            "{} is not for {other}",
+            p.display()
+        );
+    }
+    assert_audit_ok(&pkg, &[format!("{other}:{SAMPLE_DIR}")], &[]);
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}

@@ -1315,3 +1315,101 @@ fn closed_or_full_stdout_is_not_a_crash() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// An interpreter wrapper whose worker answers a source containing PYCLINK_TEST_BREAK with a
+/// frame pyclink cannot decode, followed by the real answer: a worker out of step with its
+/// requests. Every later answer of that worker would belong to the source before.
+fn protocol_breaking_interpreter(dir: &Path, real: &Path) -> PathBuf {
+    let prelude = dir.join("break-prelude.py");
+    std::fs::write(
+        &prelude,
+        "import sys\n\
+         script = sys.argv[1]\n\
+         line = '        resp = handle(req, False)\\n'\n\
+         assert line in script, 'worker.py changed: update the test'\n\
+         script = script.replace(line, line +\n\
+         \x20   \"        if b'PYCLINK_TEST_BREAK' in req and resp is not None:\\n\"\n\
+         \x20   \"            _write_frame(_OUT_FD, [b'Q'])\\n\", 1)\n\
+         exec(compile(script, '<pyclink-worker>', 'exec'))\n",
+    )
+    .unwrap();
+    let wrapper = dir.join("breaking-python");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec '{}' -s -S '{}' \"$4\"\n",
+            real.display(),
+            prelude.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
+/// Issue 15: a worker whose answer does not decode is killed, never given the next source (its
+/// next answer would be the broken source's code), the source is retried once with a new worker
+/// and then reported; and the undecodable answer is never cached.
+#[test]
+fn a_worker_that_breaks_the_protocol_is_not_reused_nor_cached() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let wrapper = protocol_breaking_interpreter(t.path(), &h.python);
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    // The breaking source is the largest, so it is compiled first; the others follow on the
+    // same worker (-j 1).
+    let mut files = vec![(
+        "broken.py".to_string(),
+        format!("# PYCLINK_TEST_BREAK {}\nx = 'broken'\n", "-".repeat(200)),
+    )];
+    files.extend((0..20).map(|i| (format!("m{i:02}.py"), format!("x = 'module {i}'\n"))));
+    for (n, c) in &files {
+        write_files(&site, &[(n, c)]);
+    }
+    let cache = t.path().join("cache");
+    let json = t.path().join("summary.json");
+    let compile = || {
+        run(pyclink()
+            .arg("--buildroot")
+            .arg(&root)
+            .arg("--interpreter")
+            .arg(format!("{}={}", h.version, wrapper.display()))
+            .args(["-j", "1", "--force", "--cache"])
+            .arg(&cache)
+            .arg("--summary-json")
+            .arg(&json))
+    };
+    let out = compile();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let rel = format!("/usr/lib/python{}/site-packages/broken.py", h.version);
+    assert!(
+        err.contains(&format!(
+            "pyclink: warning: {rel}: the worker broke the protocol: unknown response tag"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "pyclink: error: {rel}: the worker broke the protocol: unknown response tag"
+        )) && err.contains("(also on the retry with a new worker)"),
+        "{err}"
+    );
+    assert!(!pycs(&site, "broken", &h.tag)[0].exists());
+    // Every other module has its own code.
+    std::fs::remove_file(site.join("broken.py")).unwrap();
+    assert_audit_ok(&root, &expect_site(&h), &[]);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(summary["cache"]["stored"], 20, "{}", summary["cache"]);
+
+    // Nothing undecodable was cached: the next run finds no corrupt entry.
+    write_files(&site, &[(&files[0].0, &files[0].1)]);
+    let out = compile();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(summary["cache"]["rejected"], 0, "{}", summary["cache"]);
+    assert_eq!(summary["cache"]["hits"], 20, "{}", summary["cache"]);
+}

@@ -26,7 +26,7 @@ use crate::worker::{Hello, Launch, Request, SCRIPT};
 use crate::write::{is_temp_name, remove_stale_temp, TempFile};
 
 const MAGIC: &[u8; 10] = b"PYCLINKC1\n";
-const KEY_VERSION: &[u8] = b"pyclink-cache 1\0";
+const KEY_VERSION: &[u8] = b"pyclink-cache 2\0";
 
 pub type Key = [u8; 32];
 
@@ -71,11 +71,7 @@ impl Cache {
         let mut h = Sha256::new();
         h.update(KEY_VERSION);
         h.update(identity);
-        h.update([
-            req.levels.bits(),
-            req.same.bits(),
-            u8::from(req.non_ascii_names),
-        ]);
+        h.update([req.levels.bits(), req.same.bits()]);
         h.update((req.dfile.len() as u64).to_le_bytes());
         h.update(req.dfile);
         h.update(Sha256::digest(req.source));
@@ -291,7 +287,6 @@ mod tests {
             dfile,
             levels: Levels::ALL,
             same: Same::nothing(),
-            non_ascii_names: false,
         }
     }
 
@@ -359,6 +354,37 @@ mod tests {
         let s = small.trim();
         assert!(s.bytes_after <= 2700, "{s:?}");
         assert!(small.path(&keys[4]).exists() && !small.path(&keys[0]).exists());
+    }
+
+    #[test]
+    fn entries_are_written_through_registered_temp_files() {
+        let t = tempfile::tempdir().unwrap();
+        let cache = Cache::open(t.path(), 1 << 20).unwrap();
+        let k = Cache::key(&[3; 32], &request(b"t", b"/t.py"));
+        cache.put(&k, b"payload");
+        let dir = cache.path(&k).parent().unwrap().to_path_buf();
+        // A temp file an interrupted run left (nobody holds its lock) goes at the next trim;
+        // one a live run is writing stays.
+        std::fs::write(dir.join(".pyclink-1-1.tmp"), b"half").unwrap();
+        let dir_fd = std::sync::Arc::new(
+            rustix::fs::open(&dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap(),
+        );
+        let live = TempFile::create(&dir_fd, 0o644).unwrap();
+        cache.trim();
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n == ".pyclink-1-1.tmp"), "{names:?}");
+        assert_eq!(
+            names
+                .iter()
+                .filter(|n| is_temp_name(std::ffi::OsStr::new(n)))
+                .count(),
+            1
+        );
+        drop(live);
+        assert_eq!(cache.get(&k).unwrap(), b"payload");
     }
 
     #[test]

@@ -303,10 +303,10 @@ impl CompileThread<'_> {
                 match Worker::start(launch, timeout) {
                     Err(failure) => Err(Problem::Worker {
                         first,
-                        retry: Some(Retry::CannotStart {
+                        retry: Retry::CannotStart {
                             program: launch.program.display().to_string(),
                             failure,
-                        }),
+                        },
                     }),
                     Ok(mut fresh) => {
                         match fresh.exchange(&req, timeout).and_then(|p| decode(p, &req)) {
@@ -318,7 +318,7 @@ impl CompileThread<'_> {
                                 fresh.kill();
                                 Err(Problem::Worker {
                                     first,
-                                    retry: Some(Retry::AlsoFailed(again)),
+                                    retry: Retry::AlsoFailed(again),
                                 })
                             }
                         }

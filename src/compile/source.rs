@@ -112,7 +112,6 @@ pub struct Prepared {
     /// The interpreter and `co_filename` the pycs are recorded for.
     seal: Seal,
     same: Same,
-    non_ascii_names: bool,
     levels: Levels,
     normalize: Option<marshal::Version>,
 }
@@ -125,7 +124,6 @@ impl Prepared {
             dfile: &self.seal.dfile,
             levels: self.levels,
             same: self.same,
-            non_ascii_names: self.non_ascii_names,
         }
     }
 }
@@ -214,8 +212,11 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
     };
     drop(file);
 
-    // Always scanned: `non_ascii_names` is about correct bytes, not about speed.
-    let prediction = predict(&source);
+    let same = if opts.predict {
+        predict(&source).same
+    } else {
+        Same::nothing()
+    };
     Ok(Step::Compile(Prepared {
         dir,
         // As py_compile: the source's mode plus owner-write, then the umask.
@@ -224,12 +225,7 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
         names,
         seal,
         source,
-        same: if opts.predict {
-            prediction.same
-        } else {
-            Same::nothing()
-        },
-        non_ascii_names: prediction.non_ascii_names,
+        same,
         levels: opts.levels,
         normalize: target.normalize,
     }))

@@ -8,9 +8,6 @@ use crate::python::predict::Same;
 use crate::python::pyc::{PycFormat, SourceHash};
 use crate::python::{Implementation, Levels, PyVersion};
 
-/// Request hint bit: the source may have a non-ASCII name (see worker.py's compile_child).
-pub const NON_ASCII_NAMES: u8 = 0x80;
-
 /// A level's length field meaning "the same bytes as the previous requested level".
 pub const SAME_AS_PREVIOUS: u32 = u32::MAX;
 
@@ -122,9 +119,6 @@ pub struct Request<'a> {
     pub levels: Levels,
     /// Levels certainly identical to the one below (see `predict`).
     pub same: Same,
-    /// The source may have a non-ASCII name: compiling it may leave a latin-1 character
-    /// interned in the worker, which then compiles later sources that it could affect afresh.
-    pub non_ascii_names: bool,
 }
 
 /// The answer for one source.
@@ -183,12 +177,7 @@ pub fn encode_request<'a>(req: &Request<'a>) -> Result<(Vec<u8>, &'a [u8]), Prot
     let mut head = Vec::with_capacity(10 + dfile.len());
     head.extend_from_slice(&frame_len.to_le_bytes());
     head.push(req.levels.bits());
-    let hint = if req.non_ascii_names {
-        NON_ASCII_NAMES
-    } else {
-        0
-    };
-    head.push(req.same.bits() | hint);
+    head.push(req.same.bits());
     head.extend_from_slice(&(dfile.len() as u32).to_le_bytes());
     head.extend_from_slice(dfile);
     Ok((head, source))
@@ -312,5 +301,64 @@ mod tests {
         }
         assert!(parse_response(ok[..5].to_vec(), 2).is_err());
         assert!(parse_response(b"X".to_vec(), 1).is_err());
+    }
+
+    /// The constants worker.py and this file share, read from worker.py itself: if one side
+    /// changes, this fails until the other does.
+    #[test]
+    fn worker_py_speaks_this_protocol() {
+        let py = super::super::SCRIPT;
+        let assignment = |name: &str| {
+            py.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+                .unwrap_or_else(|| panic!("worker.py assigns no {name}"))
+                .trim()
+                .to_string()
+        };
+        let int = |text: &str| -> u64 {
+            if let Some(hex) = text.strip_prefix("0x") {
+                u64::from_str_radix(hex, 16).unwrap()
+            } else if let Some((a, b)) = text.split_once(" << ") {
+                a.parse::<u64>().unwrap() << b.parse::<u32>().unwrap()
+            } else {
+                text.parse().unwrap()
+            }
+        };
+        assert_eq!(
+            int(&assignment("SAME_AS_PREVIOUS")),
+            SAME_AS_PREVIOUS as u64
+        );
+        assert_eq!(int(&assignment("_JOIN_LIMIT")), PIPE_SIZE as u64);
+        let probe = format!(
+            "_imp.source_hash(raw_magic, b'{}')",
+            std::str::from_utf8(HASH_PROBE_INPUT).unwrap()
+        );
+        assert!(
+            py.contains(&probe),
+            "worker.py hashes another probe than {probe}"
+        );
+        let prefix = std::str::from_utf8(UNSUPPORTED_PREFIX).unwrap();
+        assert!(
+            py.contains(&format!("('{prefix}%d.%d.%d'")),
+            "worker.py's old-interpreter hello does not start with {prefix}"
+        );
+        // The response tags parse_response knows, and the hello keys Hello::parse reads.
+        for tag in ["out = [b'K']", "return [b'E',"] {
+            assert!(py.contains(tag), "worker.py lacks {tag}");
+        }
+        for key in [
+            "version",
+            "implementation",
+            "cache_tag",
+            "magic",
+            "source_hash_probe",
+            "executable",
+            "build",
+        ] {
+            assert!(
+                py.contains(&format!("'{key}=")),
+                "worker.py's hello lacks {key}"
+            );
+        }
     }
 }
