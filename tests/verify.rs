@@ -336,6 +336,61 @@ fn accepts_hash_based_unlinked_and_compileall_output() {
     }
 }
 
+/// The code is compared, not the marshal bytes: the host's stdlib compiled into
+/// add-determinism's normal form (pyclink's default) and compiled with --no-normalize (the
+/// interpreter's own bytes, every level compiled on its own) are both accepted with every level
+/// required, though their bytes differ; a normal-form pyc and a raw one of the same source mixed
+/// in one module are accepted too (equal code in different bytes is no missed link).
+#[test]
+fn accepts_normalized_and_raw_marshal_bytes() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let mut roots = Vec::new();
+    for (name, extra) in [
+        ("normal", &[][..]),
+        ("raw", &["--no-normalize", "--compile-every-level"][..]),
+    ] {
+        let root = t.path().join(name);
+        make_buildroot(&root, &[&h.version], true);
+        let out = run(pyclink()
+            .arg("--buildroot")
+            .arg(&root)
+            .args(["--errors", "warn", "-q"])
+            .args(extra));
+        assert!(out.status.success(), "pyclink {extra:?} failed");
+        let json = assert_accepted(&root, &["-o", "0,1,2"]);
+        assert!(json["pycs_checked"].as_u64().unwrap() > 100, "{json}");
+        roots.push(root);
+    }
+    let (normal, raw) = (pyc_contents(&roots[0]), pyc_contents(&roots[1]));
+    assert_eq!(
+        normal.keys().collect::<Vec<_>>(),
+        raw.keys().collect::<Vec<_>>()
+    );
+    let differ: Vec<&PathBuf> = normal
+        .iter()
+        .filter(|(p, bytes)| raw[*p] != **bytes)
+        .map(|(p, _)| p)
+        .collect();
+    assert!(
+        !differ.is_empty(),
+        "normalizing changed no pyc: the two forms were not both checked"
+    );
+    // One level raw, the others in the normal form.
+    let rel = differ[0];
+    let mixed = roots[0].join(rel);
+    std::fs::remove_file(&mixed).unwrap();
+    std::fs::write(&mixed, &raw[rel]).unwrap();
+    let (out, json) = verify(&roots[0], &["-o", "0,1,2"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{} raw among normal-form levels: {:#?}",
+        rel.display(),
+        problems(&json)
+    );
+}
+
 /// An installed prefix, verified in place with `--buildroot /`: the pycs record their real
 /// paths. (pyclink compile refuses `/`; verify only reads.)
 #[test]
