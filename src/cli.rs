@@ -101,6 +101,10 @@ enum Command {
     /// identical levels of each module, pycs pyclink did not write included.
     #[command(long_about = NORMALIZE_ABOUT, version)]
     Normalize(NormalizeArgs),
+    /// Check the pycs of a build root, a package payload or an installed prefix: headers,
+    /// freshness, code equal to a fresh compile, hardlinks, strays. Writes nothing.
+    #[command(long_about = crate::verify::args::ABOUT, after_long_help = crate::verify::args::EXAMPLES, version)]
+    Verify(crate::verify::VerifyArgs),
 }
 
 const NORMALIZE_ABOUT: &str = "\
@@ -254,6 +258,7 @@ pub struct CompileArgs {
 pub enum Invocation {
     Compile { settings: Settings, verbose: u8 },
     Normalize(NormalizeInvocation),
+    Verify(crate::verify::VerifyInvocation),
 }
 
 /// `pyclink normalize`, resolved.
@@ -270,6 +275,7 @@ impl Invocation {
         match self {
             Invocation::Compile { settings, .. } => settings.quiet,
             Invocation::Normalize(n) => n.quiet,
+            Invocation::Verify(v) => v.quiet,
         }
     }
 
@@ -277,6 +283,7 @@ impl Invocation {
         match self {
             Invocation::Compile { verbose, .. } => *verbose,
             Invocation::Normalize(n) => n.verbose,
+            Invocation::Verify(v) => v.verbose,
         }
     }
 
@@ -284,6 +291,7 @@ impl Invocation {
         match self {
             Invocation::Compile { settings, .. } => settings.summary_json.as_deref(),
             Invocation::Normalize(n) => n.summary_json.as_deref(),
+            Invocation::Verify(v) => v.summary_json.as_deref(),
         }
     }
 }
@@ -352,6 +360,7 @@ impl Cli {
         match self.command {
             Some(Command::Compile(a)) => a.into_invocation(),
             Some(Command::Normalize(a)) => a.into_invocation(),
+            Some(Command::Verify(a)) => a.into_invocation(),
             None => self.compile.into_invocation(),
         }
     }
@@ -360,6 +369,17 @@ impl Cli {
 /// The build root: as given, else `$RPM_BUILD_ROOT`; it must be a directory, and never the
 /// running system's `/`.
 fn resolve_buildroot(given: Option<PathBuf>) -> Result<PathBuf, UsageError> {
+    let buildroot = existing_buildroot(given)?;
+    // pyclink writes into the root: the running system is never one.
+    if buildroot.canonicalize().is_ok_and(|p| p == Path::new("/")) {
+        return Err(UsageError::LiveSystem(buildroot));
+    }
+    Ok(buildroot)
+}
+
+/// The root as given, else `$RPM_BUILD_ROOT`; it must be a directory (for reading only, `/`
+/// will do).
+pub(crate) fn existing_buildroot(given: Option<PathBuf>) -> Result<PathBuf, UsageError> {
     let buildroot = given
         .or_else(|| {
             std::env::var_os("RPM_BUILD_ROOT")
@@ -372,14 +392,10 @@ fn resolve_buildroot(given: Option<PathBuf>) -> Result<PathBuf, UsageError> {
         Ok(_) => return Err(UsageError::BuildRootNotADirectory(buildroot)),
         Err(_) => return Err(UsageError::NoSuchBuildRoot(buildroot)),
     }
-    // pyclink writes into the root: the running system is never one.
-    if buildroot.canonicalize().is_ok_and(|p| p == Path::new("/")) {
-        return Err(UsageError::LiveSystem(buildroot));
-    }
     Ok(buildroot)
 }
 
-fn jobs_or_cpus(jobs: Option<usize>) -> usize {
+pub(crate) fn jobs_or_cpus(jobs: Option<usize>) -> usize {
     match jobs {
         None | Some(0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
         Some(n) => n,
@@ -515,7 +531,7 @@ impl CompileArgs {
 }
 
 /// A version pyclink can compile for, from `X.Y`, `pythonX.Y` or `pypyX.Y`.
-fn supported_version(s: &str) -> Result<PyVersion, String> {
+pub(crate) fn supported_version(s: &str) -> Result<PyVersion, String> {
     let v = s.parse::<PyVersion>()?;
     if v.is_supported() {
         Ok(v)
@@ -533,7 +549,7 @@ mod tests {
             .map_err(|e| e.to_string())?;
         match cli.into_invocation().map_err(|e| e.to_string())? {
             Invocation::Compile { settings, .. } => Ok(settings),
-            Invocation::Normalize(_) => Err("normalize".into()),
+            _ => Err("not compile".into()),
         }
     }
 

@@ -5,7 +5,8 @@
 //! → [`plan`] (the sources) → [`compile`] (a pool of [`worker`]s) → [`write`] (atomic write
 //! and link) → [`report`]. [`python`] holds the vocabulary (versions, levels, the pyc format,
 //! the level scan), [`fsroot`] keeps every file access inside the build root, and [`cli`] turns
-//! the command line and config file into [`settings::Settings`].
+//! the command line and config file into [`settings::Settings`]. [`verify`] checks pycs
+//! already written (`pyclink verify`).
 
 pub mod cleanup;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod plan;
 pub mod python;
 pub mod report;
 pub mod settings;
+pub mod verify;
 pub mod worker;
 pub mod write;
 

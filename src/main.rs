@@ -43,6 +43,7 @@ fn main() -> ExitCode {
     match &invocation {
         Invocation::Compile { settings, .. } => compile(settings, json),
         Invocation::Normalize(n) => normalize(n, json),
+        Invocation::Verify(v) => verify(v, json),
     }
 }
 
@@ -99,6 +100,45 @@ fn generate(item: &pyclink::generate::Item) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fatal(&format!("cannot write to stdout: {e}"), None),
     }
+}
+
+fn verify(v: &pyclink::verify::VerifyInvocation, json: Option<&Path>) -> ExitCode {
+    use pyclink::verify::Report;
+    let shown_root = v.buildroot.display().to_string();
+    let failed = |msg: &str| {
+        // The JSON of a check that could not run is a verify report too.
+        if let Some(path) = json {
+            if let Err(e) = write_json(path, &Report::failed(shown_root.clone(), msg)) {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "pyclink: error: cannot write {}: {e}",
+                    path.display()
+                );
+            }
+        }
+        fatal(msg, None)
+    };
+    let report = match pyclink::fsroot::Root::open(&v.buildroot)
+        .map_err(|source| pyclink::verify::Error::BuildRoot {
+            path: v.buildroot.clone(),
+            source,
+        })
+        .and_then(|root| pyclink::verify::verify(&root, &v.options))
+    {
+        Ok(r) => r,
+        Err(e) => return failed(&e.to_string()),
+    };
+    let cap = (v.verbose == 0).then_some(20);
+    let mut text = report.problem_lines(cap);
+    if !v.quiet {
+        text += &(report.line() + "\n");
+    }
+    // With the JSON on stdout, the report goes to stderr so that stdout stays JSON.
+    if json == Some(Path::new("-")) {
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        text.clear();
+    }
+    finish(false, &text, json, &report, report.exit_code)
 }
 
 /// Print the summary, write the JSON, and exit with `code`.

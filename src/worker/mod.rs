@@ -32,11 +32,13 @@ pub struct Launch {
 }
 
 impl Launch {
-    fn command(&self) -> Command {
+    /// The interpreter running `script` (worker.py, or another script that speaks the same
+    /// framing and hello, such as `pyclink verify`'s checker).
+    fn command(&self, script: &str) -> Command {
         let mut cmd = Command::new(&self.program);
         // Not -I: it would ignore PYTHONHASHSEED, and frozenset constants would be written in
         // a random order. The environment is cleared instead, which -E/-I exist to approximate.
-        cmd.args(["-s", "-S", "-c", SCRIPT])
+        cmd.args(["-s", "-S", "-c", script])
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir("/")
@@ -89,7 +91,17 @@ pub struct Worker {
 impl Worker {
     /// Start the interpreter and read its hello (within `timeout`).
     pub fn start(launch: &Launch, timeout: Duration) -> Result<Worker, Failure> {
-        let mut child = spawn(launch.command()).map_err(Failure::Start)?;
+        Worker::start_script(launch, SCRIPT, timeout)
+    }
+
+    /// Start the interpreter on another script that sends the same hello and speaks the same
+    /// framing (see [`Worker::send_payload`]).
+    pub fn start_script(
+        launch: &Launch,
+        script: &str,
+        timeout: Duration,
+    ) -> Result<Worker, Failure> {
+        let mut child = spawn(launch.command(script)).map_err(Failure::Start)?;
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
         for fd in [stdin.as_fd(), stdout.as_fd()] {
@@ -140,6 +152,22 @@ impl Worker {
         let deadline = Instant::now() + timeout;
         let (head, source) = protocol::encode_request(req)?;
         self.write_all(&head, source, deadline, timeout)?;
+        self.in_flight = Some(deadline);
+        Ok(())
+    }
+
+    /// Send one frame whose payload is `payload` (another script's request); [`Worker::recv`]
+    /// returns its answer.
+    pub fn send_payload(&mut self, payload: &[u8], timeout: Duration) -> Result<(), Failure> {
+        if self.in_flight.is_some() {
+            return Err(ProtocolError::from("a request is already in flight").into());
+        }
+        let len = u32::try_from(payload.len())
+            .ok()
+            .filter(|&n| (n as usize) < MAX_FRAME)
+            .ok_or_else(|| ProtocolError::from("request larger than 1 GiB"))?;
+        let deadline = Instant::now() + timeout;
+        self.write_all(&len.to_le_bytes(), payload, deadline, timeout)?;
         self.in_flight = Some(deadline);
         Ok(())
     }

@@ -1,23 +1,21 @@
 //! Helpers shared by the integration tests: real interpreters, build roots made from their
-//! stdlibs, and the pyc auditor. Nothing here is mocked.
+//! stdlibs, and the pyc check (`pyclink verify`, with pyc-audit where it exists). Nothing here
+//! is mocked.
 #![allow(dead_code)]
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// `../shared/tools` next to the repository, or `$PYCLINK_SHARED_TOOLS`.
-pub fn tools_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("PYCLINK_SHARED_TOOLS") {
-        return PathBuf::from(d);
-    }
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools");
-    assert!(
-        d.join("pyc-audit").exists(),
-        "the shared test tools are missing: expected {} (or set PYCLINK_SHARED_TOOLS)",
-        d.display()
-    );
-    d
+/// `$PYCLINK_SHARED_TOOLS`, or `../shared/tools` next to the repository, if it holds
+/// pyc-audit: the external oracle, run in addition to `pyclink verify` where it exists. None
+/// (and the cross-check skipped) where it does not.
+pub fn shared_tools_dir() -> Option<PathBuf> {
+    let d = match std::env::var_os("PYCLINK_SHARED_TOOLS") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools"),
+    };
+    d.join("pyc-audit").is_file().then_some(d)
 }
 
 pub fn pyclink() -> Command {
@@ -197,17 +195,171 @@ fn filetime_dir(dir: &Path, t: std::time::SystemTime) -> std::io::Result<()> {
     std::fs::File::open(dir)?.set_modified(t)
 }
 
-/// Run pyc-audit; returns (ok, full output).
+/// Check the pycs of a root the way pyc-audit's command line puts it: each `X.Y:DIR[,DIR...]`
+/// of `expects` says every source pyclink compiles under those directories has a right pyc for
+/// X.Y at every level. `extra` takes pyc-audit's options: `--levels L,...` (default 0,1,2),
+/// `--no-links`, `--python X.Y=PATH`, `--jobs N`, `--json FILE` (pyc-audit's only).
+///
+/// The required check is `pyclink verify` (the binary under test), once per version:
+/// `verify --buildroot ROOT -o LEVELS --python-version X.Y [--no-link] [--interpreter X.Y=PATH]
+/// DIR...`; it must exit 0 and have compiled at least one source (pyc-audit's "no sources
+/// found"). Where pyc-audit exists (see [`shared_tools_dir`]) it runs as well and must print OK.
+/// Returns (both passed, the output of each).
 pub fn audit(root: &Path, expects: &[String], extra: &[&str]) -> (bool, String) {
+    let (ok, mut text) = verify_expects(root, expects, extra);
+    match pyc_audit(root, expects, extra) {
+        Some((audit_ok, audit_text)) => {
+            text += &format!("== pyc-audit ({})\n{audit_text}", verdict(audit_ok));
+            (ok && audit_ok, text)
+        }
+        None => {
+            text += "== pyc-audit: not found (PYCLINK_SHARED_TOOLS, ../shared/tools); skipped\n";
+            (ok, text)
+        }
+    }
+}
+
+pub fn assert_audit_ok(root: &Path, expects: &[String], extra: &[&str]) {
+    let (ok, text) = audit(root, expects, extra);
+    assert!(ok, "the pycs are not right:\n{text}");
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "OK"
+    } else {
+        "FAILED"
+    }
+}
+
+/// pyc-audit's options, for `pyclink verify`.
+#[derive(Debug)]
+struct AuditOptions {
+    levels: String,
+    links: bool,
+    interpreters: Vec<String>,
+    jobs: Option<String>,
+}
+
+fn audit_options(extra: &[&str]) -> AuditOptions {
+    let mut o = AuditOptions {
+        levels: "0,1,2".into(),
+        links: true,
+        interpreters: Vec::new(),
+        jobs: None,
+    };
+    let mut it = extra.iter();
+    while let Some(&arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg, None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().map(|v| v.to_string()))
+                .unwrap_or_else(|| panic!("pyc-audit option {flag} needs a value"))
+        };
+        match flag {
+            "--levels" => o.levels = value(),
+            "--no-links" => o.links = false,
+            "--python" => o.interpreters.push(value()),
+            "--jobs" => o.jobs = Some(value()),
+            "--json" => {
+                value();
+            }
+            _ => panic!("audit(): pyc-audit option {arg} has no pyclink verify equivalent"),
+        }
+    }
+    o
+}
+
+/// `pyclink verify` for each version of `expects` (pyc-audit's `--expect X.Y:DIR,...`).
+fn verify_expects(root: &Path, expects: &[String], extra: &[&str]) -> (bool, String) {
+    let o = audit_options(extra);
+    // X.Y -> DIRs, in order, as pyc-audit merges repeated --expect of one version.
+    let mut by_version: Vec<(String, Vec<String>)> = Vec::new();
+    for e in expects {
+        let (version, dirs) = e
+            .split_once(':')
+            .unwrap_or_else(|| panic!("bad expect {e:?} (want X.Y:DIR[,DIR...])"));
+        let at = match by_version.iter().position(|(v, _)| v == version) {
+            Some(at) => at,
+            None => {
+                by_version.push((version.to_string(), Vec::new()));
+                by_version.len() - 1
+            }
+        };
+        for d in dirs.split(',').map(|d| d.trim().trim_matches('/')) {
+            if !d.is_empty() && !by_version[at].1.iter().any(|x| x == d) {
+                by_version[at].1.push(d.to_string());
+            }
+        }
+    }
+    assert!(!by_version.is_empty(), "audit(): nothing expected");
+    let mut ok = true;
+    let mut text = String::new();
+    let t = tempfile::tempdir().unwrap();
+    for (i, (version, dirs)) in by_version.iter().enumerate() {
+        let json = t.path().join(format!("verify-{i}.json"));
+        let mut c = pyclink();
+        c.arg("verify")
+            .arg("--buildroot")
+            .arg(root)
+            .args(["-o", &o.levels, "--python-version", version])
+            .arg("--summary-json")
+            .arg(&json);
+        if !o.links {
+            c.arg("--no-link");
+        }
+        for spec in &o.interpreters {
+            c.args(["--interpreter", spec]);
+        }
+        if let Some(j) = &o.jobs {
+            c.args(["-j", j]);
+        }
+        // Relative PATHs are taken inside the root.
+        c.args(dirs);
+        let out = run(&mut c);
+        let sources: u64 = std::fs::read_to_string(&json)
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| {
+                v["versions"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v["sources"].as_u64()).sum())
+            })
+            .unwrap_or(0);
+        let mut this_ok = out.status.success();
+        let mut why = String::new();
+        if this_ok && sources == 0 {
+            this_ok = false;
+            why = format!("no sources found under {}\n", dirs.join(", "));
+        }
+        ok &= this_ok;
+        text += &format!(
+            "== pyclink verify, {version}: {} ({})\n{}{}{why}",
+            dirs.join(", "),
+            verdict(this_ok),
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    (ok, text)
+}
+
+/// pyc-audit alone, where it exists: (printed OK, its output); None where it is not found.
+pub fn pyc_audit(root: &Path, expects: &[String], extra: &[&str]) -> Option<(bool, String)> {
+    let tools = shared_tools_dir()?;
     // Run the driver with the host's interpreter directly: through the pyenv shim its
     // `#!/usr/bin/env python3` costs a bash start-up per call.
     let mut c = match find_python(&host_python3_version()) {
         Some(py) => {
             let mut c = Command::new(py);
-            c.arg(tools_dir().join("pyc-audit"));
+            c.arg(tools.join("pyc-audit"));
             c
         }
-        None => Command::new(tools_dir().join("pyc-audit")),
+        None => Command::new(tools.join("pyc-audit")),
     };
     c.arg(root);
     for e in expects {
@@ -217,12 +369,7 @@ pub fn audit(root: &Path, expects: &[String], extra: &[&str]) -> (bool, String) 
     let out = run(&mut c);
     let text = stdout(&out) + &stderr(&out);
     let last = text.lines().last().unwrap_or("").to_string();
-    (out.status.success() && last.starts_with("OK"), text)
-}
-
-pub fn assert_audit_ok(root: &Path, expects: &[String], extra: &[&str]) {
-    let (ok, text) = audit(root, expects, extra);
-    assert!(ok, "pyc-audit did not print OK:\n{text}");
+    Some((out.status.success() && last.starts_with("OK"), text))
 }
 
 /// Write `files` (path relative to `root`, content) creating directories.

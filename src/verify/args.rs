@@ -1,0 +1,208 @@
+//! `pyclink verify`'s command line (wired into `cli` as a subcommand).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args};
+
+use crate::cli::{existing_buildroot, jobs_or_cpus, supported_version, Invocation, UsageError};
+use crate::fsroot::root_relative;
+use crate::python::Levels;
+
+pub const ABOUT: &str = "\
+Check the pycs in a build root, an extracted RPM or deb payload, or an installed prefix: each
+pyc's header fits its interpreter and its source, its code is what a fresh compile gives, and
+identical levels are hardlinked. Nothing is written.
+
+For every pyc under the root (or the PATHs):
+  header     the magic number of the interpreter its cache tag names (cpython-311: the
+             interpreter pyclink compile would use for 3.11, --interpreter for another), valid
+             PEP 552 flags, and fresh: the source's mtime and size (as importlib computes them)
+             or its source hash
+  code       loaded in that interpreter, every code object's co_filename is the source's path
+             inside the root, and the code equals compile(source, path, 'exec',
+             dont_inherit=True, optimize=L) at the pyc's level L (.pyc 0, .opt-1.pyc 1,
+             .opt-2.pyc 2), field by field: bytecode, constants with exact types and float bits,
+             names, counts, flags, stack size, line and exception tables
+  links      levels of one source with identical bytes are one file (hardlinks), and levels
+             that are one file compile to the same code
+  strays     every file in __pycache__ is a pyc of a source beside it; no temp file left by an
+             interrupted write (pyclink's .pyclink-*.tmp, importlib's NAME.pyc.NNN); no pyc
+             outside __pycache__ beside its source (import never reads it), and none without a
+             source unless --allow-sourceless
+With -o LEVEL, every source pyclink compile would compile (the same trees, --python-version,
+--exclude) must also have a pyc at each LEVEL. Sources that do not compile are counted, not
+reported: they have no pyc (a pyc for one is a code-mismatch). Python 2 pycs are left alone.
+
+Problems are printed as `PATH: KIND: what is wrong`, grouped by kind, 20 per kind (-v: all),
+then one line: `pyclink verify: N pyc checked, M problems`. The kinds: missing, bad-header,
+stale, code-mismatch, wrong-filename, missed-link, wrong-link, stray, sourceless, partial,
+unknown-tag (a cache tag or magic number with no interpreter here), unreadable, check-failed
+(the interpreter crashed or hung on it twice).
+
+Exit status: 0 every pyc is right; 1 problems found; 2 the check could not run (bad option, no
+such root or PATH, no interpreter for a version -o needs).";
+
+pub const EXAMPLES: &str = "\
+Examples:
+  # In a spec's %check (the pycs the build wrote, as rpmbuild will package them):
+  pyclink verify --buildroot %{buildroot}
+
+  # CI, with every source of the Python trees required at levels 0, 1 and 2:
+  pyclink verify --buildroot /tmp/br -o 0,1,2 --summary-json verify.json
+
+  # An extracted package and an installed application:
+  rpm2cpio foo.rpm | cpio -idm -D /tmp/foo && pyclink verify --buildroot /tmp/foo
+  pyclink verify --buildroot / /opt/myapp";
+
+/// `pyclink verify`.
+#[derive(Args, Debug, Default)]
+pub struct VerifyArgs {
+    /// Check only these paths inside the root (directories or files) [default: the whole root]
+    #[arg(value_name = "PATH")]
+    paths: Vec<PathBuf>,
+
+    /// The directory that stands for / [default: $RPM_BUILD_ROOT]; may be / itself
+    #[arg(long, value_name = "DIR")]
+    buildroot: Option<PathBuf>,
+
+    /// Require a pyc at LEVEL for every source pyclink compile would compile (repeat or
+    /// comma-separate) [default: only the pycs present are checked]
+    #[arg(
+        short = 'o',
+        long = "optimize",
+        value_name = "LEVEL",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
+    optimize: Vec<i64>,
+
+    /// Skip sources and directories matching GLOB (repeatable; as for compiling)
+    #[arg(short = 'x', long = "exclude", value_name = "GLOB")]
+    exclude: Vec<String>,
+
+    /// Use PATH for version X.Y (repeatable; as for compiling)
+    #[arg(long = "interpreter", value_name = "[X.Y=]PATH")]
+    interpreters: Vec<String>,
+
+    /// With -o: the version(s) dist-packages and PATHs outside versioned trees need pycs for
+    #[arg(long = "python-version", value_name = "X.Y")]
+    python_versions: Vec<String>,
+
+    /// Accept pycs outside __pycache__ that have no source (a sourceless distribution): their
+    /// header and code file names are still checked
+    #[arg(long)]
+    allow_sourceless: bool,
+
+    /// The pycs were written with --no-link: identical levels may be separate files
+    #[arg(long)]
+    no_link: bool,
+
+    /// Check N sources at once (one interpreter each) [default: number of CPUs]
+    #[arg(short = 'j', long, value_name = "N")]
+    jobs: Option<usize>,
+
+    /// Seconds one source may take in the checker before it is restarted and the source
+    /// retried once [default: 300]
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+
+    /// Write the figures and every problem as JSON to FILE (`-`: stdout, the report then goes
+    /// to stderr)
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
+
+    /// Print only the problems (no summary line)
+    #[arg(short, long)]
+    quiet: bool,
+
+    /// Every problem (not 20 per kind), and the interpreters used
+    #[arg(short, long, action = ArgAction::Count)]
+    verbose: u8,
+}
+
+/// `pyclink verify`, resolved.
+#[derive(Debug)]
+pub struct VerifyInvocation {
+    pub buildroot: PathBuf,
+    pub options: super::Options,
+    pub summary_json: Option<PathBuf>,
+    pub quiet: bool,
+    pub verbose: u8,
+}
+
+impl VerifyArgs {
+    pub fn into_invocation(self) -> Result<Invocation, UsageError> {
+        let buildroot = existing_buildroot(self.buildroot)?;
+        let paths = self
+            .paths
+            .iter()
+            .map(|p| root_relative(&buildroot, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let value_error = |flag: &str, value: &str, message: String| UsageError::Value {
+            origin: format!("{flag} {value}"),
+            message,
+        };
+        let required = if self.optimize.is_empty() {
+            None
+        } else {
+            let shown: Vec<String> = self.optimize.iter().map(ToString::to_string).collect();
+            Some(
+                Levels::from_list(&self.optimize)
+                    .map_err(|e| value_error("--optimize", &shown.join(","), e))?,
+            )
+        };
+        let mut interpreters = BTreeMap::new();
+        let mut unversioned_interpreters = Vec::new();
+        for spec in &self.interpreters {
+            match spec.split_once('=') {
+                Some((k, v)) => {
+                    let version = supported_version(k).map_err(|e| {
+                        value_error(
+                            "--interpreter",
+                            spec,
+                            format!("{e} (expected X.Y=PATH or PATH)"),
+                        )
+                    })?;
+                    interpreters.insert(version, PathBuf::from(v));
+                }
+                None => unversioned_interpreters.push(PathBuf::from(spec)),
+            }
+        }
+        let python_versions = self
+            .python_versions
+            .iter()
+            .map(|s| supported_version(s).map_err(|e| value_error("--python-version", s, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let timeout = match self.timeout {
+            Some(t) if !(t.is_finite() && t > 0.0) => {
+                return Err(value_error(
+                    "--timeout",
+                    &t.to_string(),
+                    "must be a positive number of seconds".into(),
+                ))
+            }
+            Some(t) => t,
+            None => 300.0,
+        };
+        Ok(Invocation::Verify(VerifyInvocation {
+            buildroot,
+            options: super::Options {
+                paths,
+                required,
+                excludes: self.exclude,
+                python_versions,
+                interpreters,
+                unversioned_interpreters,
+                allow_sourceless: self.allow_sourceless,
+                link: !self.no_link,
+                jobs: jobs_or_cpus(self.jobs),
+                timeout: Duration::from_secs_f64(timeout),
+            },
+            summary_json: self.summary_json,
+            quiet: self.quiet,
+            verbose: self.verbose,
+        }))
+    }
+}

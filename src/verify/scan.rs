@@ -1,0 +1,481 @@
+//! Finding the pycs: walk the root (never following a symlink), sort every pyc into the module
+//! it belongs to (`DIR/NAME.py` with `DIR/__pycache__/NAME.TAG[.opt-L].pyc`), and report on the
+//! way what can be judged from names alone: strays, temp files, sourceless pycs.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::fsroot::{display_in_root, Root};
+use crate::plan::Excludes;
+use crate::python::{Implementation, PyVersion};
+use crate::write::is_temp_name;
+
+use super::report::{Kind, Problem};
+
+const PYCACHE: &str = "__pycache__";
+
+/// A module: a source and the pycs of one cache tag beside it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ModuleKey {
+    /// Root-relative directory of the source.
+    pub dir: PathBuf,
+    /// The source's name without `.py`.
+    pub stem: OsString,
+    pub tag: String,
+}
+
+impl ModuleKey {
+    pub fn source(&self) -> PathBuf {
+        let mut name = self.stem.clone();
+        name.push(".py");
+        self.dir.join(name)
+    }
+
+    /// The pyc name of `level`.
+    pub fn pyc_name(&self, level: u8) -> OsString {
+        let mut name = self.stem.clone();
+        name.push(".");
+        name.push(&self.tag);
+        if level > 0 {
+            name.push(format!(".opt-{level}"));
+        }
+        name.push(".pyc");
+        name
+    }
+
+    /// Root-relative path of the pyc of `level`.
+    pub fn pyc_path(&self, level: u8) -> PathBuf {
+        self.dir.join(PYCACHE).join(self.pyc_name(level))
+    }
+}
+
+/// What the walk knows of a module.
+#[derive(Clone, Debug, Default)]
+pub struct Module {
+    /// The levels that have a pyc (a regular file).
+    pub present: [bool; 3],
+    /// The source is a symlink (read through, resolved inside the root).
+    pub symlink: bool,
+    /// The source's size, for scheduling (0 for a symlink).
+    pub size: u64,
+}
+
+/// A pyc outside `__pycache__` with no source, checked as a sourceless module.
+#[derive(Clone, Debug)]
+pub struct SourcelessPyc {
+    pub rel: PathBuf,
+    pub magic: [u8; 4],
+}
+
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub modules: BTreeMap<ModuleKey, Module>,
+    pub sourceless: Vec<SourcelessPyc>,
+    pub problems: Vec<Problem>,
+    /// Files left alone, with why.
+    pub not_checked: Vec<String>,
+    /// pyc files met (Python 2 ones excepted).
+    pub pycs: u64,
+}
+
+/// How a file in `__pycache__` is named.
+#[derive(Debug, PartialEq, Eq)]
+enum CacheName<'a> {
+    Pyc {
+        stem: &'a [u8],
+        tag: &'a str,
+        level: u8,
+    },
+    /// `NAME.pyc.<digits>`: importlib's and py_compile's atomic write, interrupted.
+    ImportlibTemp,
+    /// Why it is no pyc name.
+    Other(&'static str),
+}
+
+fn parse_cache_name(name: &[u8]) -> CacheName<'_> {
+    if let Some((_, digits)) = name.rsplit_once_bytes(b".pyc.") {
+        if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
+            return CacheName::ImportlibTemp;
+        }
+    }
+    let Some(rest) = name.strip_suffix(b".pyc") else {
+        return CacheName::Other("not a pyc: only NAME.TAG.pyc and NAME.TAG.opt-N.pyc of a NAME.py beside __pycache__ belong here");
+    };
+    let (rest, level) = match rest.rsplit_once_bytes(b".opt-") {
+        Some((r, b"1")) => (r, 1),
+        Some((r, b"2")) => (r, 2),
+        Some(_) => return CacheName::Other(
+            "a pyc name with an optimization level CPython never writes (opt-1 and opt-2 exist)",
+        ),
+        None => (rest, 0),
+    };
+    match rest.rsplit_once_bytes(b".") {
+        Some((stem, tag)) if !stem.is_empty() && !tag.is_empty() => {
+            match std::str::from_utf8(tag) {
+                Ok(tag) => CacheName::Pyc { stem, tag, level },
+                Err(_) => CacheName::Other("a pyc name whose cache tag is not text"),
+            }
+        }
+        _ => {
+            CacheName::Other("a pyc name without a cache tag (NAME.TAG.pyc): import never reads it")
+        }
+    }
+}
+
+trait SplitBytes {
+    fn rsplit_once_bytes(&self, sep: &[u8]) -> Option<(&[u8], &[u8])>;
+}
+
+impl SplitBytes for [u8] {
+    fn rsplit_once_bytes(&self, sep: &[u8]) -> Option<(&[u8], &[u8])> {
+        let at = memchr::memmem::rfind(self, sep)?;
+        Some((&self[..at], &self[at + sep.len()..]))
+    }
+}
+
+/// The version a cache tag names: `cpython-311` (CPython 3.11), `pypy310` (PyPy 3.10).
+pub fn version_of_tag(tag: &str) -> Option<PyVersion> {
+    let (implementation, digits) = if let Some(d) = tag.strip_prefix("cpython-") {
+        (Implementation::CPython, d)
+    } else if let Some(d) = tag.strip_prefix("pypy") {
+        (Implementation::PyPy, d)
+    } else {
+        return None;
+    };
+    if digits.len() < 2 || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // One digit of major version: there is no Python 10 to tell apart.
+    let (major, minor) = digits.split_at(1);
+    if minor.len() > 1 && minor.starts_with('0') {
+        return None;
+    }
+    Some(PyVersion {
+        implementation,
+        major: major.parse().ok()?,
+        minor: minor.parse().ok()?,
+    })
+}
+
+/// Is this magic number Python 2's (or 1.x)? Those pycs sit beside their sources by design.
+pub fn is_python2_magic(magic: [u8; 4]) -> bool {
+    magic[2..] == *b"\r\n" && u16::from_le_bytes([magic[0], magic[1]]) >= 20000
+}
+
+/// What `NAME.py` beside a pyc is.
+enum Source {
+    None,
+    /// A `.py` that is not a file (a directory, a FIFO): no module.
+    NotAFile,
+    File(u64),
+    Symlink,
+}
+
+fn source_at(root: &Root, rel: &Path) -> Source {
+    match std::fs::symlink_metadata(root.host_path(rel)) {
+        Err(_) => Source::None,
+        Ok(m) if m.file_type().is_symlink() => Source::Symlink,
+        Ok(m) if m.is_file() => Source::File(m.len()),
+        Ok(_) => Source::NotAFile,
+    }
+}
+
+fn file_kind(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_symlink() {
+        "a symlink"
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "a device"
+    }
+}
+
+/// Walk `tops` (root-relative; the whole root when empty) and sort what is found.
+pub fn scan(root: &Root, tops: &[PathBuf], excludes: &Excludes) -> Scan {
+    let mut scan = Scan::default();
+    let whole = [PathBuf::new()];
+    let tops = if tops.is_empty() { &whole[..] } else { tops };
+    for top in tops {
+        let mut it = walkdir::WalkDir::new(root.host_path(top))
+            .follow_links(false)
+            .follow_root_links(false)
+            .sort_by_file_name()
+            .into_iter();
+        while let Some(entry) = it.next() {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    let rel = e
+                        .path()
+                        .and_then(|p| p.strip_prefix(root.path()).ok())
+                        .unwrap_or(top);
+                    scan.problems.push(Problem::new(
+                        Kind::Unreadable,
+                        display_in_root(rel),
+                        format!("cannot read: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            let Ok(rel) = entry.path().strip_prefix(root.path()) else {
+                continue;
+            };
+            let rel = rel.to_path_buf();
+            let ft = entry.file_type();
+            let in_pycache = rel
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|n| n == PYCACHE);
+            if ft.is_dir() && entry.depth() > 0 {
+                if in_pycache {
+                    scan.stray(&rel, "a directory in __pycache__".into());
+                    it.skip_current_dir();
+                } else if excludes.matches(&rel) {
+                    it.skip_current_dir();
+                }
+                continue;
+            }
+            let name = entry.file_name();
+            if is_temp_name(name) {
+                scan.problems.push(Problem::new(
+                    Kind::Partial,
+                    display_in_root(&rel),
+                    "a temp file left by an interrupted pyclink run (the next pyclink run removes it)",
+                ));
+            } else if in_pycache {
+                scan.pycache_entry(root, &rel, name, ft, excludes);
+            } else if name == PYCACHE && !ft.is_dir() {
+                scan.stray(&rel, format!("{}, not a directory", file_kind(ft)));
+            } else if name.as_bytes().ends_with(b".pyc") {
+                scan.legacy_pyc(root, &rel, ft, excludes);
+            }
+        }
+    }
+    scan
+}
+
+impl Scan {
+    fn stray(&mut self, rel: &Path, why: String) {
+        self.problems
+            .push(Problem::new(Kind::Stray, display_in_root(rel), why));
+    }
+
+    fn pycache_entry(
+        &mut self,
+        root: &Root,
+        rel: &Path,
+        name: &OsStr,
+        ft: std::fs::FileType,
+        excludes: &Excludes,
+    ) {
+        let (stem, tag, level) = match parse_cache_name(name.as_bytes()) {
+            CacheName::Pyc { stem, tag, level } => (stem, tag, level),
+            CacheName::ImportlibTemp => {
+                self.problems.push(Problem::new(
+                    Kind::Partial,
+                    display_in_root(rel),
+                    "a temp file left by an interrupted importlib or py_compile write",
+                ));
+                return;
+            }
+            CacheName::Other(why) => return self.stray(rel, why.to_string()),
+        };
+        let pycache = rel.parent().unwrap_or(Path::new(""));
+        let dir = pycache.parent().unwrap_or(Path::new("")).to_path_buf();
+        let key = ModuleKey {
+            dir,
+            stem: OsStr::from_bytes(stem).to_os_string(),
+            tag: tag.to_string(),
+        };
+        let source = key.source();
+        if excludes.matches(&source) {
+            return;
+        }
+        self.pycs += 1;
+        let shown_source = source.file_name().unwrap_or_default().to_string_lossy();
+        let (symlink, size) = match source_at(root, &source) {
+            Source::None => {
+                return self.stray(
+                    rel,
+                    format!(
+                        "no source {shown_source} beside __pycache__ (import never reads a \
+                         __pycache__ pyc without its source)"
+                    ),
+                )
+            }
+            Source::NotAFile => {
+                return self.stray(rel, format!("{shown_source} is not a file"));
+            }
+            Source::File(size) => (false, size),
+            Source::Symlink => (true, 0),
+        };
+        if !ft.is_file() {
+            return self.stray(rel, format!("{}, not a pyc file", file_kind(ft)));
+        }
+        if version_of_tag(tag).is_none() {
+            self.problems.push(Problem::new(
+                Kind::UnknownTag,
+                display_in_root(rel),
+                format!("cache tag '{tag}' names no Python version"),
+            ));
+            return;
+        }
+        let module = self.modules.entry(key).or_default();
+        module.present[level as usize] = true;
+        module.symlink = symlink;
+        module.size = size;
+    }
+
+    /// A `*.pyc` outside `__pycache__`: Python 2's place, and the sourceless module's.
+    fn legacy_pyc(&mut self, root: &Root, rel: &Path, ft: std::fs::FileType, excludes: &Excludes) {
+        let source = rel.with_extension("py");
+        if excludes.matches(&source) || excludes.matches(rel) {
+            return;
+        }
+        if !ft.is_file() {
+            self.pycs += 1;
+            return self.stray(rel, format!("{}, not a pyc file", file_kind(ft)));
+        }
+        let magic = match read_magic(&root.host_path(rel)) {
+            Ok(m) => m,
+            Err(e) => {
+                self.pycs += 1;
+                self.problems.push(Problem::new(
+                    Kind::Unreadable,
+                    display_in_root(rel),
+                    format!("cannot read: {e}"),
+                ));
+                return;
+            }
+        };
+        if magic.is_some_and(is_python2_magic) {
+            self.not_checked
+                .push(format!("{}: a Python 2 pyc", display_in_root(rel)));
+            return;
+        }
+        self.pycs += 1;
+        let Some(magic) = magic else {
+            self.problems.push(Problem::new(
+                Kind::Partial,
+                display_in_root(rel),
+                "truncated: shorter than a magic number",
+            ));
+            return;
+        };
+        match source_at(root, &source) {
+            Source::None | Source::NotAFile => self.sourceless.push(SourcelessPyc {
+                rel: rel.to_path_buf(),
+                magic,
+            }),
+            Source::File(_) | Source::Symlink => self.stray(
+                rel,
+                format!(
+                    "beside its source {}: Python 3 imports the source (and its __pycache__), \
+                     never this file",
+                    source.file_name().unwrap_or_default().to_string_lossy()
+                ),
+            ),
+        }
+    }
+}
+
+/// The first 4 bytes, or `None` if the file is shorter.
+fn read_magic(path: &Path) -> std::io::Result<Option<[u8; 4]>> {
+    let mut f = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc_flags())
+        .open(path)?;
+    let mut magic = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match f.read(&mut magic[got..])? {
+            0 => return Ok(None),
+            n => got += n,
+        }
+    }
+    Ok(Some(magic))
+}
+
+fn libc_flags() -> i32 {
+    (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_names() {
+        assert_eq!(
+            parse_cache_name(b"a.b.cpython-311.opt-2.pyc"),
+            CacheName::Pyc {
+                stem: b"a.b",
+                tag: "cpython-311",
+                level: 2
+            }
+        );
+        assert_eq!(
+            parse_cache_name(b"os.cpython-36.pyc"),
+            CacheName::Pyc {
+                stem: b"os",
+                tag: "cpython-36",
+                level: 0
+            }
+        );
+        assert_eq!(
+            parse_cache_name(b"os.cpython-311.pyc.140321"),
+            CacheName::ImportlibTemp
+        );
+        for bad in [
+            &b"os.pyc"[..],
+            b".cpython-311.pyc",
+            b"os.cpython-311.opt-3.pyc",
+            b"README",
+            b"os.cpython-311.pyc.bak",
+        ] {
+            assert!(
+                matches!(parse_cache_name(bad), CacheName::Other(_)),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn tags() {
+        assert_eq!(
+            version_of_tag("cpython-311"),
+            Some(PyVersion::cpython(3, 11))
+        );
+        assert_eq!(version_of_tag("cpython-36"), Some(PyVersion::cpython(3, 6)));
+        let pypy = version_of_tag("pypy310").unwrap();
+        assert_eq!(
+            (pypy.implementation, pypy.minor),
+            (Implementation::PyPy, 10)
+        );
+        for bad in [
+            "cpython-3",
+            "cpython-3x1",
+            "jython-27",
+            "cpython-",
+            "cpython-301",
+        ] {
+            assert_eq!(version_of_tag(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn python2_magic() {
+        assert!(is_python2_magic([0x03, 0xf3, b'\r', b'\n'])); // 2.7: 62211
+        assert!(!is_python2_magic([0xa7, 0x0d, b'\r', b'\n'])); // 3.11: 3495
+    }
+}

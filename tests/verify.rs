@@ -1,0 +1,1191 @@
+//! `pyclink verify`: it accepts what pyclink (and a correct compileall) writes, on real roots
+//! for every installed version, and for each of its checks it rejects a pyc made by really
+//! doing the wrong thing: compileall on the staging path, a level copied under another level's
+//! name, a source edited after compiling, a truncated pyc, identical levels left unlinked, a
+//! wrong hardlink, a pyc whose source is gone, an interrupted write, another interpreter's pyc.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Module docstring and a function docstring: levels 0 and 1 equal, 2 differs.
+const DOCS: &str =
+    "\"\"\"Module doc.\"\"\"\n\ndef f(x):\n    \"\"\"Function doc.\"\"\"\n    return x * 2\n";
+/// An assert: level 0 differs from 1 and 2.
+const ASSERTS: &str = "def g(x):\n    assert x > 0, 'positive'\n    return x\n";
+/// Nothing level-dependent: all three levels equal.
+const PLAIN: &str = "X = 1\nY = 'two'\nZ = (3.0, -0.0, b'4')\n";
+const SUB: &str = "class K:\n    def m(self):\n        return [i for i in range(3)]\n";
+const BAD: &str = "def broken(:\n    pass\n";
+
+const APP: &str = "opt/app";
+
+/// A private application tree at `ROOT/opt/app` with modules whose levels differ in each way.
+fn app_root(t: &Path) -> PathBuf {
+    let root = t.join("root");
+    write_files(
+        &root,
+        &[
+            ("opt/app/docs.py", DOCS),
+            ("opt/app/asserts.py", ASSERTS),
+            ("opt/app/plain.py", PLAIN),
+            ("opt/app/pkg/__init__.py", ""),
+            ("opt/app/pkg/sub.py", SUB),
+        ],
+    );
+    root
+}
+
+fn app(root: &Path) -> PathBuf {
+    root.join(APP)
+}
+
+/// `pyclink` on the app tree for the host's version.
+fn compile_app(root: &Path, h: &Host, extra: &[&str]) {
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(root)
+        .args(["--python-version", &h.version])
+        .args(extra)
+        .arg(APP));
+    assert!(out.status.success(), "pyclink failed");
+}
+
+/// `pyclink verify --buildroot ROOT ARGS...`: its output and its JSON.
+fn verify(root: &Path, args: &[&str]) -> (Output, Value) {
+    let t = tempfile::tempdir().unwrap();
+    let json = t.path().join("verify.json");
+    let out = run(pyclink()
+        .arg("verify")
+        .arg("--buildroot")
+        .arg(root)
+        .arg("--summary-json")
+        .arg(&json)
+        .args(args));
+    let text = std::fs::read_to_string(&json).expect("verify writes its JSON");
+    let value: Value = serde_json::from_str(&text).expect("the JSON parses");
+    assert_eq!(value["schema"], "pyclink-verify");
+    assert_eq!(value["schema_version"], 1);
+    assert_eq!(
+        value["exit_code"].as_i64(),
+        out.status.code().map(i64::from),
+        "the JSON's exit code is the process's"
+    );
+    (out, value)
+}
+
+/// (kind, path, message) of every problem.
+fn problems(json: &Value) -> Vec<(String, String, String)> {
+    json["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["kind"].as_str().unwrap().to_string(),
+                p["path"].as_str().unwrap().to_string(),
+                p["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Verify `root` and expect exit 0 with no problem.
+fn assert_accepted(root: &Path, args: &[&str]) -> Value {
+    let (out, json) = verify(root, args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "verify must accept this root: {:#?}",
+        problems(&json)
+    );
+    assert!(problems(&json).is_empty());
+    let line = stdout(&out);
+    assert!(
+        line.lines().last().unwrap().starts_with(&format!(
+            "pyclink verify: {} pyc checked, 0 problems",
+            json["pycs_checked"]
+        )),
+        "{line}"
+    );
+    json
+}
+
+/// Verify `root`, expect exit 1, and return the problems; each `(kind, path suffix, words)`
+/// of `wanted` must be among them.
+fn assert_rejected(
+    root: &Path,
+    args: &[&str],
+    wanted: &[(&str, &str, &str)],
+) -> Vec<(String, String, String)> {
+    let (out, json) = verify(root, args);
+    assert_eq!(out.status.code(), Some(1), "verify must reject this root");
+    let found = problems(&json);
+    let text = stdout(&out);
+    for (kind, path, words) in wanted {
+        let hit = found
+            .iter()
+            .find(|(k, p, m)| k == kind && p.ends_with(path) && m.contains(words));
+        let Some((k, p, m)) = hit else {
+            panic!("no {kind} problem for ...{path} saying '{words}' among {found:#?}");
+        };
+        // Printed as `path: kind: what is wrong`.
+        assert!(
+            text.contains(&format!("{p}: {k}: {m}")),
+            "not printed as path: kind: message:\n{text}"
+        );
+    }
+    let last = text.lines().last().unwrap_or("");
+    let plural = if found.len() == 1 { "" } else { "s" };
+    let want = format!(
+        "pyclink verify: {} pyc checked, {} problem{plural}",
+        json["pycs_checked"],
+        found.len()
+    );
+    assert!(
+        last == want || last.starts_with(&format!("{want} (")),
+        "the summary line: {last}"
+    );
+    found
+}
+
+fn kinds(found: &[(String, String, String)]) -> Vec<&str> {
+    let mut k: Vec<&str> = found.iter().map(|(k, _, _)| k.as_str()).collect();
+    k.dedup();
+    k
+}
+
+/// The three pyc paths of `dir/NAME.py`.
+fn levels(dir: &Path, name: &str, h: &Host) -> [PathBuf; 3] {
+    pycs(dir, name, &h.tag)
+}
+
+/// `python -m compileall ARGS` with the host's interpreter, which must succeed.
+fn compileall(h: &Host, args: &[&str], cwd: &Path) {
+    let out = run(Command::new(&h.python)
+        .args(["-m", "compileall", "-q"])
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("SOURCE_DATE_EPOCH"));
+    assert!(out.status.success(), "compileall failed");
+}
+
+/// compileall's `-s`, `-p`, repeated `-o` and `--hardlink-dupes` came with 3.9.
+fn modern_compileall(h: &Host, test: &str) -> bool {
+    let minor: u32 = h.version.split('.').nth(1).unwrap().parse().unwrap();
+    if minor < 9 {
+        println!(
+            "SKIP {test}: the host's Python {} has no compileall -s/-p/-o/--hardlink-dupes",
+            h.version
+        );
+    }
+    minor >= 9
+}
+
+/// pyc-audit, the independent oracle in ../shared/tools, where it exists (not required).
+fn pyc_audit_if_present(root: &Path, expect: &[String], extra: &[&str]) -> Option<(bool, String)> {
+    let found = pyc_audit(root, expect, extra);
+    if found.is_none() {
+        println!("note: pyc-audit not found; the cross-check is skipped");
+    }
+    found
+}
+
+fn set_mtime(p: &Path, like: &Path) {
+    let t = std::fs::metadata(like).unwrap().modified().unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// What it accepts.
+
+/// Every installed CPython (the host's always): a root made from each one's stdlib (the small
+/// corpus: top-level modules, json, email, asyncio), compiled by pyclink, passes with every
+/// source required at every level; pyc-audit agrees where it exists.
+#[test]
+fn accepts_pyclink_output_for_every_installed_version() {
+    let h = host();
+    let mut versions: Vec<String> = Vec::new();
+    for minor in 6..=13 {
+        let v = format!("3.{minor}");
+        if v == h.version
+            || python_or_skip(&v, "accepts_pyclink_output_for_every_installed_version").is_some()
+        {
+            versions.push(v);
+        }
+    }
+    if !versions.contains(&h.version) {
+        versions.push(h.version.clone());
+    }
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let refs: Vec<&str> = versions.iter().map(String::as_str).collect();
+    make_buildroot(&root, &refs, true);
+    let compiled_json = t.path().join("compile.json");
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--errors", "warn", "-q", "--summary-json"])
+        .arg(&compiled_json));
+    assert!(out.status.success());
+    let compiled: Value =
+        serde_json::from_str(&std::fs::read_to_string(&compiled_json).unwrap()).unwrap();
+
+    let json = assert_accepted(&root, &["-o", "0,1,2"]);
+    let total_pyc: u64 = compiled["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["pyc"].as_u64().unwrap())
+        .sum();
+    assert_eq!(json["pycs_checked"].as_u64().unwrap(), total_pyc);
+    let checked: Vec<&str> = json["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_str().unwrap())
+        .collect();
+    for v in &versions {
+        assert!(
+            checked.contains(&format!("python{v}").as_str()),
+            "{v} not checked"
+        );
+    }
+    // Sources that do not compile are counted, not reported: the same ones pyclink warned about.
+    let not_compiling: usize = json["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["do_not_compile"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(not_compiling, compiled["errors"].as_array().unwrap().len());
+
+    let expect: Vec<String> = versions
+        .iter()
+        .map(|v| format!("{v}:usr/lib64/python{v}"))
+        .collect();
+    if let Some((ok, text)) = pyc_audit_if_present(&root, &expect, &[]) {
+        assert!(ok, "pyc-audit disagrees:\n{text}");
+    }
+}
+
+/// Hash-based pycs (SOURCE_DATE_EPOCH, --invalidation-mode), pycs written with --no-link (with
+/// --no-link), compileall's own correct output, and a PATH restriction.
+#[test]
+fn accepts_hash_based_unlinked_and_compileall_output() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--python-version", &h.version, APP])
+        .env("SOURCE_DATE_EPOCH", "1700000000"));
+    assert!(out.status.success());
+    let docs = levels(&app(&root), "docs", &h);
+    assert_eq!(
+        &std::fs::read(&docs[0]).unwrap()[4..8],
+        &[3, 0, 0, 0],
+        "checked-hash"
+    );
+    assert_accepted(&root, &["-o", "0,1,2", "--python-version", &h.version, APP]);
+    assert_accepted(&root, &[APP]);
+
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    compile_app(
+        &root,
+        &h,
+        &["--invalidation-mode", "unchecked-hash", "--no-link"],
+    );
+    assert_accepted(&root, &["--no-link"]);
+
+    if modern_compileall(&h, "accepts_hash_based_unlinked_and_compileall_output") {
+        let t = tempfile::tempdir().unwrap();
+        let root = app_root(t.path());
+        compileall(
+            &h,
+            &[
+                "-s",
+                "root",
+                "-p",
+                "/",
+                "-o0",
+                "-o1",
+                "-o2",
+                "--hardlink-dupes",
+                "root/opt/app",
+            ],
+            t.path(),
+        );
+        assert_accepted(&root, &["-o", "0,1,2", "--python-version", &h.version, APP]);
+    }
+}
+
+/// The code is compared, not the marshal bytes: the host's stdlib compiled into
+/// add-determinism's normal form (pyclink's default) and compiled with --no-normalize (the
+/// interpreter's own bytes, every level compiled on its own) are both accepted with every level
+/// required, though their bytes differ; a normal-form pyc and a raw one of the same source mixed
+/// in one module are accepted too (equal code in different bytes is no missed link).
+#[test]
+fn accepts_normalized_and_raw_marshal_bytes() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let mut roots = Vec::new();
+    for (name, extra) in [
+        ("normal", &[][..]),
+        ("raw", &["--no-normalize", "--compile-every-level"][..]),
+    ] {
+        let root = t.path().join(name);
+        make_buildroot(&root, &[&h.version], true);
+        let out = run(pyclink()
+            .arg("--buildroot")
+            .arg(&root)
+            .args(["--errors", "warn", "-q"])
+            .args(extra));
+        assert!(out.status.success(), "pyclink {extra:?} failed");
+        let json = assert_accepted(&root, &["-o", "0,1,2"]);
+        assert!(json["pycs_checked"].as_u64().unwrap() > 100, "{json}");
+        roots.push(root);
+    }
+    let (normal, raw) = (pyc_contents(&roots[0]), pyc_contents(&roots[1]));
+    assert_eq!(
+        normal.keys().collect::<Vec<_>>(),
+        raw.keys().collect::<Vec<_>>()
+    );
+    let differ: Vec<&PathBuf> = normal
+        .iter()
+        .filter(|(p, bytes)| raw[*p] != **bytes)
+        .map(|(p, _)| p)
+        .collect();
+    assert!(
+        !differ.is_empty(),
+        "normalizing changed no pyc: the two forms were not both checked"
+    );
+    // One level raw, the others in the normal form.
+    let rel = differ[0];
+    let mixed = roots[0].join(rel);
+    std::fs::remove_file(&mixed).unwrap();
+    std::fs::write(&mixed, &raw[rel]).unwrap();
+    let (out, json) = verify(&roots[0], &["-o", "0,1,2"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{} raw among normal-form levels: {:#?}",
+        rel.display(),
+        problems(&json)
+    );
+}
+
+/// An installed prefix, verified in place with `--buildroot /`: the pycs record their real
+/// paths. (pyclink compile refuses `/`; verify only reads.)
+#[test]
+fn accepts_an_installed_prefix_at_the_real_root() {
+    let h = host();
+    if !modern_compileall(&h, "accepts_an_installed_prefix_at_the_real_root") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("prefix/lib/app");
+    write_files(
+        &prefix,
+        &[("docs.py", DOCS), ("plain.py", PLAIN), ("pkg/sub.py", SUB)],
+    );
+    let canon = prefix.canonicalize().unwrap();
+    compileall(
+        &h,
+        &[
+            "-o0",
+            "-o1",
+            "-o2",
+            "--hardlink-dupes",
+            canon.to_str().unwrap(),
+        ],
+        t.path(),
+    );
+    let json = assert_accepted(Path::new("/"), &[canon.to_str().unwrap()]);
+    assert_eq!(json["pycs_checked"], 9);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What it rejects, one check at a time.
+
+/// bad-header: another interpreter's pyc under this interpreter's name, and this
+/// interpreter's pyc under another one's name.
+#[test]
+fn rejects_another_interpreters_pyc() {
+    let h = host();
+    let other = (6..=13)
+        .map(|m| format!("3.{m}"))
+        .filter(|v| *v != h.version)
+        .find_map(|v| find_python(&v).map(|p| (v, p)));
+    let Some((other_version, other_python)) = other else {
+        println!("SKIP rejects_another_interpreters_pyc: no Python 3 other than the host's");
+        return;
+    };
+    let other_tag = cache_tag(&other_python);
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    compile_app(&root, &h, &[]);
+    let plain = levels(&app(&root), "plain", &h);
+    // py_compile of the other interpreter, told to write where this one's pyc is: writing to a
+    // new file breaks the hardlink to the other levels, which stay right.
+    std::fs::remove_file(&plain[0]).unwrap();
+    let out = run(Command::new(&other_python).arg("-c").arg(format!(
+        "import py_compile; py_compile.compile({:?}, cfile={:?}, dfile='/opt/app/plain.py', doraise=True)",
+        app(&root).join("plain.py").to_str().unwrap(),
+        plain[0].to_str().unwrap()
+    )));
+    assert!(out.status.success());
+    // This interpreter's pyc under the other's cache tag.
+    let cache = app(&root).join("__pycache__");
+    std::fs::copy(
+        cache.join(format!("docs.{}.pyc", h.tag)),
+        cache.join(format!("docs.{other_tag}.pyc")),
+    )
+    .unwrap();
+    let found = assert_rejected(
+        &root,
+        &[],
+        &[
+            (
+                "bad-header",
+                &format!("plain.{}.pyc", h.tag),
+                &format!("a Python {other_version} magic number"),
+            ),
+            (
+                "bad-header",
+                &format!("docs.{other_tag}.pyc"),
+                &format!("is not python{other_version}'s"),
+            ),
+        ],
+    );
+    assert_eq!(kinds(&found), vec!["bad-header"], "{found:#?}");
+}
+
+/// stale: the source changed after compiling, for each invalidation mode.
+#[test]
+fn rejects_stale_pycs() {
+    let h = host();
+    for mode in ["timestamp", "checked-hash", "unchecked-hash"] {
+        let t = tempfile::tempdir().unwrap();
+        let root = app_root(t.path());
+        compile_app(&root, &h, &["--invalidation-mode", mode]);
+        let src = app(&root).join("plain.py");
+        let before = t.path().join("before");
+        std::fs::copy(&src, &before).unwrap();
+        // Same size; for the hash modes also the same mtime, so only the hash can tell.
+        std::fs::write(&src, PLAIN.replace("X = 1", "X = 7")).unwrap();
+        if mode != "timestamp" {
+            set_mtime(&src, &before);
+        } else {
+            let t = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+            std::fs::File::options()
+                .write(true)
+                .open(&src)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+        let words = if mode == "timestamp" {
+            "the source has mtime"
+        } else {
+            "source hash"
+        };
+        let found = assert_rejected(
+            &root,
+            &[],
+            &[
+                ("stale", &format!("plain.{}.pyc", h.tag), words),
+                ("stale", &format!("plain.{}.opt-1.pyc", h.tag), words),
+                ("stale", &format!("plain.{}.opt-2.pyc", h.tag), words),
+            ],
+        );
+        assert_eq!(found.len(), 3, "{mode}: {found:#?}");
+    }
+}
+
+/// code-mismatch: a level's pyc copied under another level's name; a source edited to the same
+/// size with its mtime put back (the header still matches, the code does not); a source that no
+/// longer compiles behind a fresh-looking header.
+#[test]
+fn rejects_code_that_is_not_the_sources() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    compile_app(&root, &h, &[]);
+    let dir = app(&root);
+    let docs = levels(&dir, "docs", &h);
+    std::fs::remove_file(&docs[2]).unwrap();
+    std::fs::copy(&docs[0], &docs[2]).unwrap();
+
+    let before = t.path().join("before");
+    let sub = dir.join("pkg/sub.py");
+    std::fs::copy(&sub, &before).unwrap();
+    std::fs::write(&sub, SUB.replace("range(3)", "range(4)")).unwrap();
+    set_mtime(&sub, &before);
+
+    let asserts = dir.join("asserts.py");
+    std::fs::copy(&asserts, &before).unwrap();
+    let broken = format!("{BAD}{}", "#".repeat(ASSERTS.len() - BAD.len() - 1) + "\n");
+    assert_eq!(broken.len(), ASSERTS.len());
+    std::fs::write(&asserts, broken).unwrap();
+    set_mtime(&asserts, &before);
+
+    let found = assert_rejected(
+        &root,
+        &[],
+        &[
+            (
+                "code-mismatch",
+                &format!("docs.{}.opt-2.pyc", h.tag),
+                "differs from a fresh compile at optimize=2",
+            ),
+            (
+                "code-mismatch",
+                &format!("docs.{}.opt-2.pyc", h.tag),
+                "it is the code of optimize=0",
+            ),
+            (
+                "missed-link",
+                &format!("docs.{}.opt-2.pyc", h.tag),
+                &format!("identical to docs.{}.pyc", h.tag),
+            ),
+            ("code-mismatch", &format!("sub.{}.pyc", h.tag), "co_consts"),
+            (
+                "code-mismatch",
+                &format!("sub.{}.opt-2.pyc", h.tag),
+                "optimize=2",
+            ),
+            (
+                "code-mismatch",
+                &format!("asserts.{}.pyc", h.tag),
+                "the source does not compile (SyntaxError at line 1",
+            ),
+        ],
+    );
+    let mut k = kinds(&found);
+    k.sort();
+    k.dedup();
+    assert_eq!(k, vec!["code-mismatch", "missed-link"], "{found:#?}");
+}
+
+/// Tampered in place, the header left as it was: a constant's bytes changed inside the marshal
+/// data (same size), flags PEP 552 does not define, a body that is no code object.
+#[test]
+fn rejects_tampered_pycs_with_a_valid_looking_header() {
+    let h = host();
+    let minor: u32 = h.version.split('.').nth(1).unwrap().parse().unwrap();
+    if minor < 7 {
+        println!(
+            "SKIP rejects_tampered_pycs_with_a_valid_looking_header: no PEP 552 flags before 3.7"
+        );
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    compile_app(&root, &h, &["--no-link"]);
+    let dir = app(&root);
+    // plain.py's string constant 'two' becomes 'owt': the bytes of one constant, nothing else.
+    let plain = levels(&dir, "plain", &h);
+    let mut data = std::fs::read(&plain[0]).unwrap();
+    let at = data
+        .windows(3)
+        .position(|w| w == b"two")
+        .expect("the constant is in the pyc");
+    data[at..at + 3].copy_from_slice(b"owt");
+    std::fs::write(&plain[0], &data).unwrap();
+    // Flags 2: neither timestamp (0) nor hash (1, 3).
+    let docs = levels(&dir, "docs", &h);
+    let mut data = std::fs::read(&docs[1]).unwrap();
+    data[4] = 2;
+    std::fs::write(&docs[1], &data).unwrap();
+    // A marshalled tuple behind docs' real level-2 header.
+    let mut data = std::fs::read(&docs[2]).unwrap();
+    data.truncate(16);
+    data.extend_from_slice(b")\x02\xe9\x01\x00\x00\x00\xe9\x02\x00\x00\x00");
+    std::fs::write(&docs[2], &data).unwrap();
+    let found = assert_rejected(
+        &root,
+        &["--no-link"],
+        &[
+            (
+                "code-mismatch",
+                &format!("plain.{}.pyc", h.tag),
+                "differs from a fresh compile at optimize=0",
+            ),
+            (
+                "code-mismatch",
+                &format!("plain.{}.pyc", h.tag),
+                "'owt' != 'two'",
+            ),
+            (
+                "bad-header",
+                &format!("docs.{}.opt-1.pyc", h.tag),
+                "flags 0x2 in its header",
+            ),
+            (
+                "code-mismatch",
+                &format!("docs.{}.opt-2.pyc", h.tag),
+                "it holds a tuple, not a code object",
+            ),
+        ],
+    );
+    assert_eq!(found.len(), 3, "{found:#?}");
+}
+
+/// wrong-filename: compileall run on the staging tree, as an upstream `make install` does.
+#[test]
+fn rejects_compileall_of_the_staging_path() {
+    let h = host();
+    if !modern_compileall(&h, "rejects_compileall_of_the_staging_path") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    compileall(
+        &h,
+        &["-o0", "-o1", "-o2", "--hardlink-dupes", "root/opt/app"],
+        t.path(),
+    );
+    let found = assert_rejected(
+        &root,
+        &[],
+        &[
+            (
+                "wrong-filename",
+                &format!("docs.{}.pyc", h.tag),
+                "co_filename is 'root/opt/app/docs.py' in 2 of its 2 code objects; it must be \
+                 '/opt/app/docs.py'",
+            ),
+            (
+                "wrong-filename",
+                &format!("pkg/__pycache__/sub.{}.opt-1.pyc", h.tag),
+                "co_filename is 'root/opt/app/pkg/sub.py' in ",
+            ),
+        ],
+    );
+    // Every pyc, and nothing else: the code itself is right.
+    assert_eq!(found.len(), 15, "{found:#?}");
+    assert_eq!(kinds(&found), vec!["wrong-filename"]);
+    if let Some((ok, text)) = pyc_audit_if_present(&root, &[format!("{}:{APP}", h.version)], &[]) {
+        assert!(
+            !ok && text.contains("code_mismatch"),
+            "pyc-audit agrees:\n{text}"
+        );
+    }
+}
+
+/// missed-link: compileall without --hardlink-dupes; accepted with --no-link.
+#[test]
+fn rejects_unlinked_identical_levels() {
+    let h = host();
+    if !modern_compileall(&h, "rejects_unlinked_identical_levels") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    compileall(
+        &h,
+        &["-s", "root", "-p", "/", "-o0", "-o1", "-o2", "root/opt/app"],
+        t.path(),
+    );
+    let tag = &h.tag;
+    let found = assert_rejected(
+        &root,
+        &[],
+        &[
+            (
+                "missed-link",
+                &format!("plain.{tag}.opt-1.pyc"),
+                &format!("identical to plain.{tag}.pyc"),
+            ),
+            (
+                "missed-link",
+                &format!("plain.{tag}.opt-2.pyc"),
+                &format!("identical to plain.{tag}.pyc"),
+            ),
+            (
+                "missed-link",
+                &format!("docs.{tag}.opt-1.pyc"),
+                &format!("identical to docs.{tag}.pyc"),
+            ),
+            (
+                "missed-link",
+                &format!("asserts.{tag}.opt-2.pyc"),
+                &format!("identical to asserts.{tag}.opt-1.pyc"),
+            ),
+        ],
+    );
+    assert_eq!(kinds(&found), vec!["missed-link"]);
+    // docs' level 2 and asserts' level 0 differ from the others: no link is missing there.
+    assert!(!found
+        .iter()
+        .any(|(_, p, _)| p.ends_with(&format!("docs.{tag}.opt-2.pyc"))));
+    assert_accepted(&root, &["--no-link"]);
+}
+
+/// wrong-link: a level hardlinked to another level whose code differs (a dedupe by name).
+#[test]
+fn rejects_wrong_links() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    compile_app(&root, &h, &[]);
+    let docs = levels(&app(&root), "docs", &h);
+    std::fs::remove_file(&docs[2]).unwrap();
+    std::fs::hard_link(&docs[0], &docs[2]).unwrap();
+    let asserts = levels(&app(&root), "asserts", &h);
+    std::fs::remove_file(&asserts[0]).unwrap();
+    std::fs::hard_link(&asserts[1], &asserts[0]).unwrap();
+    let found = assert_rejected(
+        &root,
+        &[],
+        &[
+            (
+                "wrong-link",
+                &format!("docs.{}.opt-2.pyc", h.tag),
+                &format!(
+                    "a hardlink of docs.{}.pyc, but optimize=2 and optimize=0 compile differently",
+                    h.tag
+                ),
+            ),
+            (
+                "wrong-link",
+                &format!("asserts.{}.pyc", h.tag),
+                "optimize=0 and optimize=1 compile differently",
+            ),
+        ],
+    );
+    assert_eq!(
+        found.len(),
+        2,
+        "the wrong link, not also a mismatch: {found:#?}"
+    );
+    if let Some((ok, text)) = pyc_audit_if_present(&root, &[format!("{}:{APP}", h.version)], &[]) {
+        assert!(
+            !ok && text.contains("wrong_link"),
+            "pyc-audit agrees:\n{text}"
+        );
+    }
+}
+
+/// stray: a pyc whose source was deleted, files that are no pycs, a legacy pyc beside its
+/// source (compileall -b), an opt-3 name, a directory in __pycache__.
+#[test]
+fn rejects_strays() {
+    let h = host();
+    if !modern_compileall(&h, "rejects_strays") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    compile_app(&root, &h, &[]);
+    let dir = app(&root);
+    std::fs::remove_file(dir.join("pkg/sub.py")).unwrap();
+    let cache = dir.join("__pycache__");
+    std::fs::write(cache.join("README"), "notes\n").unwrap();
+    std::fs::copy(
+        cache.join(format!("plain.{}.pyc", h.tag)),
+        cache.join(format!("plain.{}.opt-3.pyc", h.tag)),
+    )
+    .unwrap();
+    std::fs::create_dir(cache.join("old")).unwrap();
+    compileall(
+        &h,
+        &["-b", "-s", "root", "-p", "/", "root/opt/app/docs.py"],
+        t.path(),
+    );
+    assert!(dir.join("docs.pyc").exists());
+    let found = assert_rejected(
+        &root,
+        &[],
+        &[
+            (
+                "stray",
+                &format!("pkg/__pycache__/sub.{}.pyc", h.tag),
+                "no source sub.py",
+            ),
+            (
+                "stray",
+                &format!("pkg/__pycache__/sub.{}.opt-2.pyc", h.tag),
+                "no source sub.py",
+            ),
+            ("stray", "__pycache__/README", "not a pyc"),
+            (
+                "stray",
+                &format!("plain.{}.opt-3.pyc", h.tag),
+                "optimization level",
+            ),
+            ("stray", "__pycache__/old", "a directory in __pycache__"),
+            ("stray", "opt/app/docs.pyc", "beside its source docs.py"),
+        ],
+    );
+    assert_eq!(kinds(&found), vec!["stray"]);
+    assert_eq!(found.len(), 7, "{found:#?}");
+}
+
+/// partial: a temp file of an interrupted pyclink write, one of importlib's, a pyc truncated
+/// inside its marshal data and one truncated inside its header.
+#[test]
+fn rejects_partial_pycs() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    compile_app(&root, &h, &["--no-link"]);
+    let cache = app(&root).join("__pycache__");
+    let temp = format!(
+        "{}12345-1{}",
+        pyclink::write::TEMP_PREFIX,
+        pyclink::write::TEMP_SUFFIX
+    );
+    let docs = levels(&app(&root), "docs", &h);
+    let whole = std::fs::read(&docs[0]).unwrap();
+    std::fs::write(cache.join(&temp), &whole[..whole.len() / 2]).unwrap();
+    std::fs::write(
+        cache.join(format!("docs.{}.pyc.140243", h.tag)),
+        &whole[..whole.len() / 3],
+    )
+    .unwrap();
+    std::fs::write(&docs[1], &whole[..whole.len() - 7]).unwrap();
+    std::fs::write(&docs[2], &whole[..10]).unwrap();
+    let found = assert_rejected(
+        &root,
+        &["--no-link"],
+        &[
+            ("partial", &temp, "interrupted pyclink run"),
+            (
+                "partial",
+                &format!("docs.{}.pyc.140243", h.tag),
+                "importlib or py_compile",
+            ),
+            (
+                "partial",
+                &format!("docs.{}.opt-1.pyc", h.tag),
+                "marshal data ends early",
+            ),
+            (
+                "partial",
+                &format!("docs.{}.opt-2.pyc", h.tag),
+                "truncated: 10 bytes",
+            ),
+        ],
+    );
+    assert_eq!(found.len(), 4, "{found:#?}");
+}
+
+/// unknown-tag: a cache tag of a Python that is not here, of one pyclink does not support, and
+/// one that names no Python; an interpreter given that cannot run.
+#[test]
+fn rejects_unknown_tags() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    compile_app(&root, &h, &[]);
+    let cache = app(&root).join("__pycache__");
+    let src = cache.join(format!("plain.{}.pyc", h.tag));
+    for tag in ["cpython-399", "cpython-35", "jython-27"] {
+        std::fs::copy(&src, cache.join(format!("plain.{tag}.pyc"))).unwrap();
+    }
+    let found = assert_rejected(
+        &root,
+        &[],
+        &[
+            (
+                "unknown-tag",
+                "plain.cpython-399.pyc",
+                "no interpreter found for python3.99",
+            ),
+            (
+                "unknown-tag",
+                "plain.cpython-399.pyc",
+                "give --interpreter 3.99=PATH",
+            ),
+            (
+                "unknown-tag",
+                "plain.cpython-35.pyc",
+                "python3.5 is not supported",
+            ),
+            (
+                "unknown-tag",
+                "plain.jython-27.pyc",
+                "names no Python version",
+            ),
+        ],
+    );
+    assert_eq!(found.len(), 3, "{found:#?}");
+
+    let given = format!("{}=/nonexistent/python", h.version);
+    let found = assert_rejected(
+        &root,
+        &["--interpreter", &given],
+        &[(
+            "unknown-tag",
+            &format!("plain.{}.pyc", h.tag),
+            "no usable interpreter",
+        )],
+    );
+    assert!(found.len() > 3);
+    // The interpreter given by path is the one used.
+    let given = format!("{}={}", h.version, h.python.display());
+    let (_, json) = verify(&root, &["--interpreter", &given, APP]);
+    let v = &json["versions"].as_array().unwrap()[0];
+    assert_eq!(v["interpreter"], h.python.display().to_string());
+}
+
+/// sourceless: compileall -b, then the sources removed. Refused unless --allow-sourceless,
+/// which still checks the header and the file names; Python 2 pycs are left alone.
+#[test]
+fn sourceless_distributions() {
+    let h = host();
+    if !modern_compileall(&h, "sourceless_distributions") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    compileall(
+        &h,
+        &["-b", "-s", "root", "-p", "/", "root/opt/app"],
+        t.path(),
+    );
+    for py in [
+        "docs.py",
+        "asserts.py",
+        "plain.py",
+        "pkg/__init__.py",
+        "pkg/sub.py",
+    ] {
+        std::fs::remove_file(app(&root).join(py)).unwrap();
+    }
+    let found = assert_rejected(
+        &root,
+        &[],
+        &[(
+            "sourceless",
+            "opt/app/pkg/sub.pyc",
+            "no source sub.py beside it",
+        )],
+    );
+    assert_eq!(found.len(), 5);
+    let json = assert_accepted(&root, &["--allow-sourceless"]);
+    assert_eq!(json["pycs_checked"], 5);
+
+    // Compiled on the staging path: the file names give it away even without a source.
+    let t2 = tempfile::tempdir().unwrap();
+    let root2 = app_root(t2.path());
+    std::fs::create_dir_all(root2.join("opt/lib")).unwrap();
+    compileall(&h, &["-b", "root/opt/app/plain.py"], t2.path());
+    std::fs::rename(
+        app(&root2).join("plain.pyc"),
+        root2.join("opt/lib/plain.pyc"),
+    )
+    .unwrap();
+    assert_rejected(
+        &root2,
+        &["--allow-sourceless", "opt/lib"],
+        &[(
+            "wrong-filename",
+            "opt/lib/plain.pyc",
+            "it must be '/opt/lib/plain.py'",
+        )],
+    );
+
+    match find_python("2.7") {
+        None => println!("SKIP sourceless_distributions (Python 2 part): no python2.7"),
+        Some(py2) => {
+            let t = tempfile::tempdir().unwrap();
+            let lib = t.path().join("root/usr/lib/python2.7");
+            write_files(&lib, &[("old.py", "x = 1\n")]);
+            let out = run(Command::new(py2)
+                .args(["-c", "import py_compile; py_compile.compile('old.py')"])
+                .current_dir(&lib));
+            assert!(out.status.success() && lib.join("old.pyc").exists());
+            let json = assert_accepted(&t.path().join("root"), &[]);
+            assert_eq!(json["pycs_checked"], 0);
+            assert_eq!(
+                json["not_checked"][0],
+                "/usr/lib/python2.7/old.pyc: a Python 2 pyc"
+            );
+        }
+    }
+}
+
+/// missing (with -o): pyclink -o 0 -o 1, then verify -o 0,1,2. A source that does not compile
+/// is counted, never missing; an excluded one is not required.
+#[test]
+fn rejects_missing_levels_but_not_sources_that_do_not_compile() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    write_files(
+        &root,
+        &[("opt/app/bad.py", BAD), ("opt/app/skipped.py", PLAIN)],
+    );
+    compile_app(
+        &root,
+        &h,
+        &["-o", "0", "-o", "1", "--errors", "warn", "-x", "skipped.py"],
+    );
+    let v = h.version.as_str();
+    assert_accepted(
+        &root,
+        &["-o", "0,1", "--python-version", v, "-x", "skipped.py", APP],
+    );
+    let found = assert_rejected(
+        &root,
+        &[
+            "-o",
+            "0,1,2",
+            "--python-version",
+            v,
+            "-x",
+            "skipped.py",
+            APP,
+        ],
+        &[
+            (
+                "missing",
+                &format!("__pycache__/docs.{}.opt-2.pyc", h.tag),
+                "no pyc for optimize=2",
+            ),
+            (
+                "missing",
+                &format!("pkg/__pycache__/sub.{}.opt-2.pyc", h.tag),
+                "no pyc for optimize=2",
+            ),
+        ],
+    );
+    assert_eq!(found.len(), 5, "{found:#?}");
+    let (_, json) = verify(&root, &["-o", "0,1,2", "--python-version", v, APP]);
+    let problems = problems(&json);
+    assert!(problems
+        .iter()
+        .any(|(k, p, _)| k == "missing" && p.ends_with(&format!("skipped.{}.pyc", h.tag))));
+    assert!(
+        !problems.iter().any(|(_, p, _)| p.contains("/bad.")),
+        "{problems:#?}"
+    );
+    let dnc = json["versions"][0]["do_not_compile"].as_array().unwrap();
+    assert_eq!(dnc.len(), 1);
+    assert!(dnc[0]
+        .as_str()
+        .unwrap()
+        .starts_with("/opt/app/bad.py:1: SyntaxError"));
+    assert!(
+        stdout(&verify(&root, &["-o", "0,1,2", "--python-version", v, APP]).0)
+            .contains("(1 source does not compile)")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The interface.
+
+/// Exit status 2 with a reason (and the JSON saying so) when the check cannot run; problems
+/// grouped by kind, 20 per kind unless -v; `--summary-json -` keeps stdout JSON.
+#[test]
+fn exit_status_grouping_and_json() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let json = t.path().join("fatal.json");
+    let out = run(pyclink()
+        .args([
+            "verify",
+            "--buildroot",
+            "/nonexistent/root",
+            "--summary-json",
+        ])
+        .arg(&json));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("the build root /nonexistent/root does not exist"));
+    let root = app_root(t.path());
+    let out = run(pyclink()
+        .arg("verify")
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("usr/nothing")
+        .arg("--summary-json")
+        .arg(&json));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/usr/nothing does not exist in the build root"));
+    let fatal: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(fatal["schema"], "pyclink-verify");
+    assert_eq!(fatal["exit_code"], 2);
+    assert!(fatal["fatal_error"]
+        .as_str()
+        .unwrap()
+        .contains("does not exist"));
+    let out = run(pyclink()
+        .arg("verify")
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["-o", "3"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("invalid optimization level 3"));
+
+    compile_app(&root, &h, &[]);
+    let cache = app(&root).join("__pycache__");
+    for i in 0..25 {
+        std::fs::write(cache.join(format!("junk{i:02}.txt")), "x").unwrap();
+    }
+    let (out, json) = verify(&root, &[]);
+    assert_eq!(json["counts"]["stray"], 25);
+    let text = stdout(&out);
+    assert_eq!(text.lines().filter(|l| l.contains(": stray: ")).count(), 20);
+    assert!(
+        text.contains("pyclink verify: ... and 5 more stray"),
+        "{text}"
+    );
+    let (out, _) = verify(&root, &["-v"]);
+    assert_eq!(
+        stdout(&out)
+            .lines()
+            .filter(|l| l.contains(": stray: "))
+            .count(),
+        25
+    );
+    let (out, _) = verify(&root, &["-q"]);
+    assert!(!stdout(&out).contains("pyc checked"), "-q: no summary line");
+
+    let out = run(pyclink()
+        .arg("verify")
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--summary-json", "-"]));
+    assert_eq!(out.status.code(), Some(1));
+    let on_stdout: Value = serde_json::from_slice(&out.stdout).expect("stdout is the JSON alone");
+    assert_eq!(on_stdout["problem_count"], 25);
+    assert!(stderr(&out).contains("pyclink verify: 15 pyc checked, 25 problems"));
+}
+
+#[test]
+fn help_teaches_verify() {
+    let out = run(pyclink().args(["verify", "--help"]));
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for needle in [
+        "fresh compile",
+        "co_filename",
+        "hardlink",
+        "Exit status: 0",
+        "%check",
+        "--allow-sourceless",
+        "code-mismatch",
+        "--summary-json",
+    ] {
+        assert!(text.contains(needle), "verify --help lacks {needle}");
+    }
+    let out = run(pyclink().arg("--help"));
+    assert!(
+        stdout(&out).contains("verify"),
+        "the main --help lists verify"
+    );
+}
