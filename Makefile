@@ -56,7 +56,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n1)
 # Generated files wait here before they are installed with their mode.
 GEN := $(TARGET_DIR)/pyclink-install
 # A page of its own for each subcommand (tests/install.rs checks this list against the CLI).
-SUBCOMMANDS := compile normalize
+SUBCOMMANDS := compile normalize verify
 
 .PHONY: all build install install-bin install-man install-completions install-doc install-rpm \
 	install-debhelper uninstall
