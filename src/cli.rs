@@ -222,6 +222,11 @@ pub struct CompileArgs {
     #[arg(long)]
     compile_every_level: bool,
 
+    /// Print what would be compiled (each version's interpreter, cache tag, invalidation mode
+    /// and levels, then its sources) and write nothing
+    #[arg(long, visible_alias = "list")]
+    dry_run: bool,
+
     /// Write the figures and every error as JSON to FILE
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
@@ -517,6 +522,7 @@ impl CompileArgs {
             errors: self.errors.or(cfg.errors).unwrap_or(ErrorPolicy::Fail),
             link: !(self.no_link || cfg.no_link().unwrap_or(false)),
             normalize: !(self.no_normalize || cfg.no_normalize.unwrap_or(false)),
+            dry_run: self.dry_run,
             summary_json: self.summary_json.or(cfg.summary_json.clone()),
             cache: self.cache.or(cfg.cache.clone()),
             cache_max_size,

@@ -40,10 +40,16 @@ use crate::python::PyVersion;
 use crate::report::{RunReport, Tally, VersionInfo};
 use crate::settings::Settings;
 
-/// Run pyclink once. Per-file problems are in the report (and its exit code); an `Err` is a
-/// problem with the run itself (no such root, no interpreter, bad option).
-pub fn run(settings: &Settings) -> Result<RunReport, Error> {
-    let started = Instant::now();
+/// What the first stages found: the root, its sources, and a compiler for each version.
+struct Prepared {
+    root: Root,
+    plan: plan::Plan,
+    compilers: BTreeMap<PyVersion, Compiler>,
+}
+
+/// Discover the trees and versions, plan the sources, and find an interpreter for every version
+/// that has sources. Nothing is written.
+fn prepare(settings: &Settings) -> Result<Prepared, Error> {
     let root = Root::open(&settings.buildroot).map_err(|source| Error::BuildRoot {
         path: settings.buildroot.clone(),
         source,
@@ -62,8 +68,7 @@ pub fn run(settings: &Settings) -> Result<RunReport, Error> {
     )?;
     // 2. Plan: every tree's sources, version by version, largest first.
     let excludes = plan::Excludes::new(&settings.excludes)?;
-    let mut plan = plan::plan(&root, &found.trees, &excludes);
-    let stale_temps = write::remove_stale_temps(&root, &plan.pycache_dirs);
+    let plan = plan::plan(&root, &found.trees, &excludes);
     // 1b. An interpreter for every version that has sources.
     let interpreters = interpreter::select_all(
         &plan.sources_per_version(),
@@ -73,6 +78,54 @@ pub fn run(settings: &Settings) -> Result<RunReport, Error> {
     )
     .map_err(discover::Error::NoInterpreter)?;
     let compilers = compilers(interpreters, settings)?;
+    Ok(Prepared {
+        root,
+        plan,
+        compilers,
+    })
+}
+
+/// `--dry-run`: what a run would compile, version by version, as lines for the user.
+pub fn list(settings: &Settings) -> Result<String, Error> {
+    let Prepared {
+        plan, compilers, ..
+    } = prepare(settings)?;
+    let levels: Vec<String> = settings.levels.iter().map(|l| l.to_string()).collect();
+    let mut out = String::new();
+    for (version, sources) in plan.sources_per_version() {
+        if let Some(c) = compilers.get(&version) {
+            out += &format!(
+                "{version}: {} with {} (cache tag {}, {} pycs, levels {})\n",
+                report::plural(sources as u64, "source"),
+                c.launch.program.display(),
+                c.target.format.cache_tag,
+                c.target.invalidation.name(),
+                levels.join(" ")
+            );
+        }
+        for job in plan.jobs.iter().filter(|j| j.version == version) {
+            out += &format!("  {}\n", fsroot::display_in_root(&job.rel));
+        }
+    }
+    for why in &plan.skipped {
+        out += &format!("skipped: {why}\n");
+    }
+    for (_, e) in &plan.errors {
+        out += &format!("error: {e}\n");
+    }
+    Ok(out)
+}
+
+/// Run pyclink once. Per-file problems are in the report (and its exit code); an `Err` is a
+/// problem with the run itself (no such root, no interpreter, bad option).
+pub fn run(settings: &Settings) -> Result<RunReport, Error> {
+    let started = Instant::now();
+    let Prepared {
+        root,
+        mut plan,
+        compilers,
+    } = prepare(settings)?;
+    let stale_temps = write::remove_stale_temps(&root, &plan.pycache_dirs);
 
     // 3-4. Compile, write and link, tallying every outcome as it comes.
     let cache = match &settings.cache {

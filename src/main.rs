@@ -48,6 +48,15 @@ fn main() -> ExitCode {
 }
 
 fn compile(settings: &pyclink::settings::Settings, json: Option<&Path>) -> ExitCode {
+    if settings.dry_run {
+        return match pyclink::list(settings) {
+            Ok(text) => match print(&text) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fatal(&format!("cannot write to stdout: {e}"), None),
+            },
+            Err(e) => fatal(&e.to_string(), None),
+        };
+    }
     let report = match pyclink::run(settings) {
         Ok(r) => r,
         Err(e) => return fatal(&e.to_string(), json),

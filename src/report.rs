@@ -19,6 +19,9 @@ use crate::settings::{ErrorPolicy, Settings};
 use crate::worker::Failure;
 use crate::write::WriteStats;
 
+/// `Problem::Io::what` when a source's `__pycache__` directory cannot be made or opened.
+pub const PYCACHE_UNUSABLE: &str = "cannot use __pycache__/";
+
 /// Why a source got no pycs.
 #[derive(Debug, thiserror::Error)]
 pub enum Problem {
@@ -276,6 +279,9 @@ pub struct Tally {
     run: RunReport,
     versions: BTreeMap<PyVersion, VersionReport>,
     policy: ErrorPolicy,
+    /// Directories whose `__pycache__` could not be made or opened (a read-only tree): one log
+    /// line each at the end, in path order, rather than one per source in scheduling order.
+    unusable_dirs: BTreeMap<String, (String, u64)>,
 }
 
 impl Tally {
@@ -314,6 +320,7 @@ impl Tally {
             },
             versions,
             policy: settings.errors,
+            unusable_dirs: BTreeMap::new(),
         };
         for (version, e) in std::mem::take(&mut plan.errors) {
             tally.error(version, e);
@@ -323,6 +330,20 @@ impl Tally {
 
     /// One source's outcome.
     pub fn record(&mut self, job: &Job, outcome: Outcome) {
+        if log::log_enabled!(log::Level::Debug) {
+            let what = match &outcome {
+                Outcome::UpToDate { pycs } => format!("{pycs} pyc up to date"),
+                Outcome::Written {
+                    stats, compiled, ..
+                } => format!(
+                    "{} level(s) compiled, {} pyc written, {} hardlinked, {} copied",
+                    compiled, stats.written, stats.linked, stats.copied
+                ),
+                Outcome::Skipped(_) => "skipped".to_string(),
+                Outcome::Failed(_) => "failed".to_string(),
+            };
+            log::debug!("{} ({}): {what}", display_in_root(&job.rel), job.version);
+        }
         let r = self
             .versions
             .entry(job.version)
@@ -362,10 +383,17 @@ impl Tally {
 
     /// Errors appear in the log as they happen, as warnings under `--errors warn`.
     fn error(&mut self, version: PyVersion, e: FileError) {
-        if self.policy == ErrorPolicy::Fail {
-            log::error!("{e}");
-        } else {
-            log::warn!("{e}");
+        match &e.problem {
+            Problem::Io { what, source } if *what == PYCACHE_UNUSABLE => {
+                let dir = Path::new(&e.path)
+                    .parent()
+                    .map_or_else(String::new, |d| d.display().to_string());
+                self.unusable_dirs
+                    .entry(dir)
+                    .or_insert_with(|| (source.to_string(), 0))
+                    .1 += 1;
+            }
+            _ => self.log_error(&e),
         }
         self.versions
             .entry(version)
@@ -378,6 +406,14 @@ impl Tally {
         self.run.error_details.push(e);
     }
 
+    fn log_error(&self, e: &dyn fmt::Display) {
+        if self.policy == ErrorPolicy::Fail {
+            log::error!("{e}");
+        } else {
+            log::warn!("{e}");
+        }
+    }
+
     /// The report, with the exit status the error policy gives.
     pub fn finish(
         mut self,
@@ -385,6 +421,13 @@ impl Tally {
         timing: Timing,
         cache: Option<CacheStats>,
     ) -> RunReport {
+        for (dir, (why, sources)) in &self.unusable_dirs {
+            self.log_error(&format_args!(
+                "{}/__pycache__: cannot create or open it: {why}; {} not compiled",
+                dir.trim_end_matches('/'),
+                plural(*sources, "source")
+            ));
+        }
         log_timing(wall, timing);
         if let Some(s) = &cache {
             log::info!(

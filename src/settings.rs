@@ -32,6 +32,8 @@ pub struct Settings {
     pub link: bool,
     /// Write the marshalled code in add-determinism's normal form (see `python::marshal`).
     pub normalize: bool,
+    /// Only list what would be compiled.
+    pub dry_run: bool,
     pub summary_json: Option<PathBuf>,
     /// `--cache DIR`: reuse compiled results across runs.
     pub cache: Option<PathBuf>,

@@ -782,3 +782,50 @@ fn compiler_warnings_name_their_file() {
     assert!(warnings[0].as_str().unwrap().starts_with(&shown));
     assert_eq!(summary["versions"][0]["warnings"], 1);
 }
+
+/// `--dry-run` (`--list`) names each version's interpreter and every source it would compile,
+/// and writes nothing: no pyc, no `__pycache__`.
+#[test]
+fn dry_run_lists_and_writes_nothing() {
+    let h = host();
+    let (_t, root, site) = site_root(&h, &[("a.py", "x = 1\n"), ("pkg/b.py", "assert x\n")]);
+    let private = root.join("usr/share/app");
+    write_files(&root, &[("usr/share/app/c.py", "y = 2\n")]);
+    for flag in ["--dry-run", "--list"] {
+        let out = run(pyclink()
+            .arg("--buildroot")
+            .arg(&root)
+            .arg(flag)
+            .args(["-o", "0,1"]));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        let header = text.lines().next().unwrap();
+        assert!(
+            header.starts_with(&format!("python{}: 2 sources with ", h.version))
+                && header.contains(&format!("cache tag {}", h.tag))
+                && header.ends_with("levels 0 1)"),
+            "{text}"
+        );
+        for src in [
+            format!("/usr/lib/python{}/site-packages/a.py", h.version),
+            format!("/usr/lib/python{}/site-packages/pkg/b.py", h.version),
+        ] {
+            assert!(text.lines().any(|l| l.trim() == src), "{src}: {text}");
+        }
+        assert!(!site.join("__pycache__").exists());
+        assert!(!site.join("pkg/__pycache__").exists());
+    }
+    // A private directory, given as a PATH, for the root's Python.
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--dry-run", "usr/share/app"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(&format!("python{}: 1 source with ", h.version))
+            && text.lines().any(|l| l.trim() == "/usr/share/app/c.py"),
+        "{text}"
+    );
+    assert!(!private.join("__pycache__").exists());
+}

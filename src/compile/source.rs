@@ -300,7 +300,7 @@ fn try_finish(
         .map(|((level, name), body)| PycFile { name, level, body })
         .collect();
 
-    let cache = open_cache_dir(&dir).map_err(|e| io_fail("cannot use __pycache__/", e))?;
+    let cache = open_cache_dir(&dir).map_err(|e| io_fail(crate::report::PYCACHE_UNUSABLE, e))?;
     let stats = write_pycs(
         &Arc::new(cache),
         &header,

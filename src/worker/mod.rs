@@ -127,6 +127,11 @@ impl Worker {
             ));
         }
         w.hello = Hello::parse(&payload)?;
+        log::debug!(
+            "worker {} started: {}",
+            w.child.id(),
+            launch.program.display()
+        );
         Ok(w)
     }
 
