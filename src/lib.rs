@@ -96,7 +96,7 @@ pub fn list(settings: &Settings) -> Result<String, Error> {
         if let Some(c) = compilers.get(&version) {
             out += &format!(
                 "{version}: {} with {} (cache tag {}, {} pycs, levels {})\n",
-                report::plural(sources as u64, "source"),
+                report::plural(sources, "source"),
                 c.launch.program.display(),
                 c.target.format.cache_tag,
                 c.target.invalidation.name(),
