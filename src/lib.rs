@@ -10,20 +10,20 @@
 
 pub mod cleanup;
 pub mod cli;
-pub mod compile;
-pub mod config;
-pub mod discover;
+pub(crate) mod compile;
+pub(crate) mod config;
+pub(crate) mod discover;
 mod error;
 pub mod fsroot;
 pub mod generate;
 pub mod normalize;
-pub mod plan;
+pub(crate) mod plan;
 pub mod python;
 pub mod report;
 pub mod settings;
 pub mod verify;
-pub mod worker;
-pub mod write;
+pub(crate) mod worker;
+pub(crate) mod write;
 
 use std::collections::BTreeMap;
 use std::time::Instant;

@@ -483,7 +483,7 @@ fn rejects_stale_pycs() {
         let src = app(&root).join("plain.py");
         let before = t.path().join("before");
         std::fs::copy(&src, &before).unwrap();
-        // Same size; for the hash modes also the same mtime, so only the hash can tell.
+        // IdenticalLevels size; for the hash modes also the same mtime, so only the hash can tell.
         std::fs::write(&src, PLAIN.replace("X = 1", "X = 7")).unwrap();
         if mode != "timestamp" {
             set_mtime(&src, &before);
@@ -843,11 +843,8 @@ fn rejects_partial_pycs() {
     let root = app_root(t.path());
     compile_app(&root, &h, &["--no-link"]);
     let cache = app(&root).join("__pycache__");
-    let temp = format!(
-        "{}12345-1{}",
-        pyclink::write::TEMP_PREFIX,
-        pyclink::write::TEMP_SUFFIX
-    );
+    // The name pyclink gives its temp files (src/write/mod.rs: TEMP_PREFIX, TEMP_SUFFIX).
+    let temp = ".pyclink-12345-1.tmp".to_string();
     let docs = levels(&app(&root), "docs", &h);
     let whole = std::fs::read(&docs[0]).unwrap();
     std::fs::write(cache.join(&temp), &whole[..whole.len() / 2]).unwrap();

@@ -278,7 +278,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::python::predict::Same;
+    use crate::python::predict::IdenticalLevels;
     use crate::python::Levels;
 
     fn request<'a>(source: &'a [u8], dfile: &'a [u8]) -> Request<'a> {
@@ -286,7 +286,7 @@ mod tests {
             source,
             dfile,
             levels: Levels::ALL,
-            same: Same::nothing(),
+            same: IdenticalLevels::nothing(),
         }
     }
 

@@ -20,7 +20,7 @@ use crate::fsroot::{
 };
 use crate::plan::Job;
 use crate::python::marshal::{self, Normalizer};
-use crate::python::predict::{predict, Same};
+use crate::python::predict::{predict, IdenticalLevels};
 use crate::python::pyc::PycFormat;
 use crate::python::{InvalidationMode, Levels};
 use crate::report::{FileError, Problem};
@@ -111,7 +111,7 @@ pub struct Prepared {
     source: Vec<u8>,
     /// The interpreter and `co_filename` the pycs are recorded for.
     seal: Seal,
-    same: Same,
+    same: IdenticalLevels,
     levels: Levels,
     normalize: Option<marshal::Version>,
 }
@@ -215,7 +215,7 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
     let same = if opts.predict {
         predict(&source).same
     } else {
-        Same::nothing()
+        IdenticalLevels::nothing()
     };
     Ok(Step::Compile(Prepared {
         dir,

@@ -17,10 +17,7 @@ use crate::worker::{Failure, Launch, Worker};
 
 /// A chosen interpreter, with the worker that proved it (handed to the pool).
 pub struct Interpreter {
-    pub version: PyVersion,
     pub launch: Launch,
-    /// Where it came from, for the log.
-    pub origin: String,
     pub first_worker: Worker,
 }
 
@@ -185,9 +182,7 @@ fn prove(
         worker.hello.format.cache_tag
     );
     Ok(Interpreter {
-        version,
         launch,
-        origin,
         first_worker: worker,
     })
 }

@@ -33,16 +33,16 @@ use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 /// Which adjacent levels are certainly identical.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Same(u8);
+pub struct IdenticalLevels(u8);
 
-impl Same {
+impl IdenticalLevels {
     /// Level 1 is certainly identical to level 0.
     pub const LEVEL1_IS_LEVEL0: u8 = 0b01;
     /// Level 2 is certainly identical to level 1.
     pub const LEVEL2_IS_LEVEL1: u8 = 0b10;
 
-    pub fn nothing() -> Same {
-        Same(0)
+    pub fn nothing() -> IdenticalLevels {
+        IdenticalLevels(0)
     }
 
     pub fn bits(self) -> u8 {
@@ -61,7 +61,7 @@ impl Same {
 /// What the text of a source tells before it is compiled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Prediction {
-    pub same: Same,
+    pub same: IdenticalLevels,
     /// The source may have a non-ASCII name (identifier, attribute, keyword). Compiling it may
     /// intern a latin-1 one-character string for the rest of the process (names are
     /// NFKC-normalized, so not only latin-1 spellings), so the worker compiles later sources with
@@ -75,18 +75,18 @@ pub fn predict(source: &[u8]) -> Prediction {
         Some(found) => {
             let mut bits = 0;
             if !found.assert_or_debug {
-                bits |= Same::LEVEL1_IS_LEVEL0;
+                bits |= IdenticalLevels::LEVEL1_IS_LEVEL0;
             }
             if !found.docstring {
-                bits |= Same::LEVEL2_IS_LEVEL1;
+                bits |= IdenticalLevels::LEVEL2_IS_LEVEL1;
             }
             Prediction {
-                same: Same(bits),
+                same: IdenticalLevels(bits),
                 non_ascii_names: found.non_ascii_name,
             }
         }
         None => Prediction {
-            same: Same::nothing(),
+            same: IdenticalLevels::nothing(),
             non_ascii_names: !source.is_ascii(),
         },
     }
@@ -666,15 +666,22 @@ mod tests {
 
     #[test]
     fn unsure_means_every_level() {
-        assert_eq!(predict(b"x = '\xe9'\n").same, Same::nothing(), "not UTF-8");
+        assert_eq!(
+            predict(b"x = '\xe9'\n").same,
+            IdenticalLevels::nothing(),
+            "not UTF-8"
+        );
         assert_eq!(
             predict(b"# -*- coding: latin-1 -*-\nx = 1\n").same,
-            Same::nothing()
+            IdenticalLevels::nothing()
         );
-        assert_eq!(predict(b"x = 'unterminated\n").same, Same::nothing());
-        assert_eq!(predict(b"x = (1\n").same, Same::nothing());
-        assert_eq!(predict(b"x = $\n").same, Same::nothing());
-        assert_eq!(predict(b"x = 1 \\ y\n").same, Same::nothing());
+        assert_eq!(
+            predict(b"x = 'unterminated\n").same,
+            IdenticalLevels::nothing()
+        );
+        assert_eq!(predict(b"x = (1\n").same, IdenticalLevels::nothing());
+        assert_eq!(predict(b"x = $\n").same, IdenticalLevels::nothing());
+        assert_eq!(predict(b"x = 1 \\ y\n").same, IdenticalLevels::nothing());
     }
 
     #[test]
@@ -687,7 +694,7 @@ mod tests {
     }
 
     fn unsure(src: &[u8]) -> bool {
-        predict(src).same == Same::nothing()
+        predict(src).same == IdenticalLevels::nothing()
     }
 
     /// Issue 12: CPython NFKC-normalizes identifiers, so these are all `__debug__`.

@@ -17,9 +17,7 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
 
 use crate::python::pyc::PycFormat;
-pub use protocol::{
-    parse_response, Code, CompileError, CompileWarning, Compiled, Hello, ProtocolError, Request,
-};
+pub use protocol::{parse_response, Compiled, Hello, ProtocolError, Request};
 use protocol::{MAX_FRAME, PIPE_SIZE, UNSUPPORTED_PREFIX};
 
 pub const SCRIPT: &str = include_str!("worker.py");
@@ -135,13 +133,6 @@ impl Worker {
         Ok(w)
     }
 
-    /// Compile one source. The levels `req.same` says are identical are compiled once (the
-    /// worker may still compile them all, see worker.py).
-    pub fn compile(&mut self, req: &Request, timeout: Duration) -> Result<Compiled, Failure> {
-        let payload = self.exchange(req, timeout)?;
-        Ok(parse_response(payload, req.levels.len())?)
-    }
-
     /// Send one request and return the raw response payload (see [`parse_response`]).
     pub fn exchange(&mut self, req: &Request, timeout: Duration) -> Result<Vec<u8>, Failure> {
         self.send(req, timeout)?;
@@ -185,10 +176,6 @@ impl Worker {
             .take()
             .ok_or_else(|| ProtocolError::from("no request in flight"))?;
         self.read_frame(deadline, timeout)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Write `head` then `body`, together where the pipe has room: the worker then wakes

@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use crate::python::predict::Same;
+use crate::python::predict::IdenticalLevels;
 use crate::python::pyc::{PycFormat, SourceHash};
 use crate::python::{Implementation, Levels, PyVersion};
 
@@ -118,7 +118,7 @@ pub struct Request<'a> {
     pub dfile: &'a [u8],
     pub levels: Levels,
     /// Levels certainly identical to the one below (see `predict`).
-    pub same: Same,
+    pub same: IdenticalLevels,
 }
 
 /// The answer for one source.
