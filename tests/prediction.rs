@@ -150,5 +150,18 @@ version_tests! {
 
 #[test]
 fn prediction_host_python3() {
-    prediction_is_never_wrong(&host_python3_version());
+    let v = host_python3_version();
+    assert!(
+        find_python(&v).is_some(),
+        "the host python3 ({v}) must be findable as python{v}"
+    );
+    if ["3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13"].contains(&v.as_str()) {
+        // Found, so its own test above runs (it skips only a missing version).
+        println!(
+            "host python3 is {v}: checked by prediction_python{}",
+            v.replace('.', "_")
+        );
+        return;
+    }
+    prediction_is_never_wrong(&v);
 }

@@ -53,8 +53,18 @@ fn audit_host_python3() {
         find_python(&v).is_some(),
         "the host python3 ({v}) must be findable as python{v}"
     );
+    if LISTED.contains(&v.as_str()) {
+        // Found, so its own test above runs (it skips only a missing version).
+        println!(
+            "host python3 is {v}: checked by audit_python{}",
+            v.replace('.', "_")
+        );
+        return;
+    }
     audit_version(&v);
 }
+
+const LISTED: [&str; 8] = ["3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13"];
 
 #[test]
 fn two_versions_in_one_root() {
