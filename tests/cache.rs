@@ -60,7 +60,7 @@ fn a_hit_gives_the_same_pycs() {
         .success());
     let first = fresh_root(t.path(), "first", &h.version, FILES);
     let second = fresh_root(t.path(), "second", &h.version, FILES);
-    // IdenticalLevels mtimes everywhere, so the headers agree too.
+    // Same mtimes everywhere, so the headers agree too.
     for root in [&plain, &first, &second] {
         for e in walkdir::WalkDir::new(root)
             .into_iter()
@@ -115,7 +115,7 @@ fn what_changes_the_bytes_misses() {
     );
     assert_eq!(hits_misses(&run_cached(&changed, &cache, &[])), (3, 1));
 
-    // IdenticalLevels bytes under another path (co_filename differs): misses.
+    // Same bytes under another path (co_filename differs): misses.
     let moved = fresh_root(
         t.path(),
         "moved",

@@ -195,8 +195,7 @@ fn pyc_audit_if_present(root: &Path, expect: &[String], extra: &[&str]) -> Optio
     found
 }
 
-fn set_mtime(p: &Path, like: &Path) {
-    let t = std::fs::metadata(like).unwrap().modified().unwrap();
+fn set_mtime(p: &Path, t: std::time::SystemTime) {
     std::fs::File::options()
         .write(true)
         .open(p)
@@ -481,12 +480,11 @@ fn rejects_stale_pycs() {
         let root = app_root(t.path());
         compile_app(&root, &h, &["--invalidation-mode", mode]);
         let src = app(&root).join("plain.py");
-        let before = t.path().join("before");
-        std::fs::copy(&src, &before).unwrap();
-        // IdenticalLevels size; for the hash modes also the same mtime, so only the hash can tell.
+        let before = std::fs::metadata(&src).unwrap().modified().unwrap();
+        // Same size; for the hash modes also the same mtime, so only the hash can tell.
         std::fs::write(&src, PLAIN.replace("X = 1", "X = 7")).unwrap();
         if mode != "timestamp" {
-            set_mtime(&src, &before);
+            set_mtime(&src, before);
         } else {
             let t = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
             std::fs::File::options()
@@ -528,18 +526,18 @@ fn rejects_code_that_is_not_the_sources() {
     std::fs::remove_file(&docs[2]).unwrap();
     std::fs::copy(&docs[0], &docs[2]).unwrap();
 
-    let before = t.path().join("before");
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
     let sub = dir.join("pkg/sub.py");
-    std::fs::copy(&sub, &before).unwrap();
+    let before = mtime(&sub);
     std::fs::write(&sub, SUB.replace("range(3)", "range(4)")).unwrap();
-    set_mtime(&sub, &before);
+    set_mtime(&sub, before);
 
     let asserts = dir.join("asserts.py");
-    std::fs::copy(&asserts, &before).unwrap();
+    let before = mtime(&asserts);
     let broken = format!("{BAD}{}", "#".repeat(ASSERTS.len() - BAD.len() - 1) + "\n");
     assert_eq!(broken.len(), ASSERTS.len());
     std::fs::write(&asserts, broken).unwrap();
-    set_mtime(&asserts, &before);
+    set_mtime(&asserts, before);
 
     let found = assert_rejected(
         &root,
