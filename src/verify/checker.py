@@ -166,15 +166,6 @@ class Fresh(object):
         return not out
 
 
-def compile_error(exc):
-    line = 0
-    msg = str(exc)
-    if isinstance(exc, SyntaxError):
-        line = exc.lineno or 0
-        msg = exc.msg or msg
-    return [b'E', _u32(max(0, line)), _str(type(exc).__name__), _str(msg)]
-
-
 def _fields(req):
     """Split a request into (mask, flags, dfile, source, bodies per level)."""
     mask, flags = req[0], req[1]

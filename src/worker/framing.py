@@ -2,8 +2,8 @@
 # `verify/checker.py` (checking): pyclink sends each as this file followed by the script itself
 # (concat! in worker/mod.rs and verify/protocol.rs), as `python -s -S -c <both>`. It holds what
 # they share: the imports, the refusal of an old interpreter, fd 1 kept for the protocol, the
-# framing and the hello, so that pyclink starts and speaks to both the same way (see worker.py's
-# header for the protocol).
+# framing, the hello and the answer for a source that does not compile, so that pyclink starts
+# and speaks to both the same way (see worker.py's header for the protocol).
 #
 # Keep the imports as they are: what the compile worker has loaded can change the bytes it writes
 # (see worker.py). Define functions and constants here, import nothing more: the worker imports
@@ -105,3 +105,14 @@ def hello():
         'build=%s' % ' '.join(sys.version.split()),
     ]
     return '\n'.join(lines).encode('utf-8', 'backslashreplace')
+
+
+# The answer for a source that does not compile: b"E", u32 line, str exception type, str message
+# (the same in both protocols).
+def compile_error(exc):
+    line = 0
+    msg = str(exc)
+    if isinstance(exc, SyntaxError):
+        line = exc.lineno or 0
+        msg = exc.msg or msg
+    return [b'E', _u32(max(0, line)), _str(type(exc).__name__), _str(msg)]

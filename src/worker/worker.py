@@ -156,15 +156,6 @@ def compile_levels(src, dfile, mask, same, pristine):
     return out
 
 
-def compile_error(exc):
-    line = 0
-    msg = str(exc)
-    if isinstance(exc, SyntaxError):
-        line = exc.lineno or 0
-        msg = exc.msg or msg
-    return [b'E', _u32(max(0, line)), _str(type(exc).__name__), _str(msg)]
-
-
 def handle(req, pristine):
     mask, same = req[0], req[1]
     dlen = int.from_bytes(req[2:6], 'little')
