@@ -326,13 +326,17 @@ pub enum UsageError {
 }
 
 /// Where a value came from: a flag, or a key of the config file.
-enum Origin<'a> {
+pub(crate) enum Origin<'a> {
     Flag(&'static str),
     Config(&'a Path, &'static str),
 }
 
 impl Origin<'_> {
-    fn error(&self, value: impl std::fmt::Display, message: impl Into<String>) -> UsageError {
+    pub(crate) fn error(
+        &self,
+        value: impl std::fmt::Display,
+        message: impl Into<String>,
+    ) -> UsageError {
         let origin = match self {
             Origin::Flag(flag) => format!("{flag} {value}"),
             Origin::Config(file, key) => {
@@ -410,11 +414,7 @@ pub(crate) fn jobs_or_cpus(jobs: Option<usize>) -> usize {
 impl NormalizeArgs {
     fn into_invocation(self) -> Result<Invocation, UsageError> {
         let buildroot = resolve_buildroot(self.buildroot)?;
-        let paths = self
-            .paths
-            .iter()
-            .map(|p| root_relative(&buildroot, p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let paths = paths_in_root(&buildroot, &self.paths)?;
         Ok(Invocation::Normalize(NormalizeInvocation {
             buildroot,
             options: crate::normalize::Options {
@@ -437,18 +437,11 @@ impl CompileArgs {
         };
         let cfg_path = self.config.as_deref();
         let buildroot = resolve_buildroot(self.buildroot.or(cfg.buildroot.clone()))?;
-        let paths = self
-            .paths
-            .iter()
-            .map(|p| root_relative(&buildroot, p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let paths = paths_in_root(&buildroot, &self.paths)?;
 
         let flag_levels = (!self.optimize.is_empty()).then_some(self.optimize);
         let levels = match pick(flag_levels, cfg.optimize.clone(), "--optimize", cfg_path) {
-            Some((list, origin)) => Levels::from_list(&list).map_err(|e| {
-                let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
-                origin.error(shown.join(","), e)
-            })?,
+            Some((list, origin)) => levels_from(&list, &origin)?,
             None => Levels::ALL,
         };
 
@@ -458,19 +451,7 @@ impl CompileArgs {
             let version = supported_version(&k).map_err(|e| origin.error(&k, e))?;
             interpreters.insert(version, v);
         }
-        let mut unversioned_interpreters = Vec::new();
-        for spec in &self.interpreters {
-            match spec.split_once('=') {
-                Some((k, v)) => {
-                    let version = supported_version(k).map_err(|e| {
-                        Origin::Flag("--interpreter")
-                            .error(spec, format!("{e} (expected X.Y=PATH or PATH)"))
-                    })?;
-                    interpreters.insert(version, PathBuf::from(v));
-                }
-                None => unversioned_interpreters.push(PathBuf::from(spec)),
-            }
-        }
+        let unversioned_interpreters = interpreter_flags(&self.interpreters, &mut interpreters)?;
 
         let flag_versions = (!self.python_versions.is_empty()).then_some(self.python_versions);
         let python_versions = match pick(
@@ -479,10 +460,7 @@ impl CompileArgs {
             "--python-version",
             cfg_path,
         ) {
-            Some((list, origin)) => list
-                .iter()
-                .map(|s| supported_version(s).map_err(|e| origin.error(s, e)))
-                .collect::<Result<Vec<_>, _>>()?,
+            Some((list, origin)) => versions_from(&list, &origin)?,
             None => Vec::new(),
         };
 
@@ -490,13 +468,7 @@ impl CompileArgs {
         excludes.extend(self.exclude);
 
         let jobs = jobs_or_cpus(self.jobs.or(cfg.jobs));
-        let timeout = match pick(self.timeout, cfg.timeout, "--timeout", cfg_path) {
-            Some((t, origin)) if !(t.is_finite() && t > 0.0) => {
-                return Err(origin.error(t, "must be a positive number of seconds"))
-            }
-            Some((t, _)) => t,
-            None => 300.0,
-        };
+        let timeout = timeout_from(pick(self.timeout, cfg.timeout, "--timeout", cfg_path))?;
         let cache_max_size = match pick(
             self.cache_max_size,
             cfg.cache_max_size.clone(),
@@ -526,7 +498,7 @@ impl CompileArgs {
             summary_json: self.summary_json.or(cfg.summary_json.clone()),
             cache: self.cache.or(cfg.cache.clone()),
             cache_max_size,
-            timeout: Duration::from_secs_f64(timeout),
+            timeout,
             quiet: self.quiet || cfg.quiet.unwrap_or(false),
         };
         Ok(Invocation::Compile {
@@ -534,6 +506,70 @@ impl CompileArgs {
             verbose: self.verbose.max(cfg.verbose.unwrap_or(0)),
         })
     }
+}
+
+/// The PATHs of the command line, as paths inside the root.
+pub(crate) fn paths_in_root(
+    buildroot: &Path,
+    paths: &[PathBuf],
+) -> Result<Vec<PathBuf>, UsageError> {
+    paths
+        .iter()
+        .map(|p| root_relative(buildroot, p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(UsageError::from)
+}
+
+/// The levels of --optimize (or the config file's `optimize`).
+pub(crate) fn levels_from(list: &[i64], origin: &Origin) -> Result<Levels, UsageError> {
+    Levels::from_list(list).map_err(|e| {
+        let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
+        origin.error(shown.join(","), e)
+    })
+}
+
+/// The --interpreter flags: each X.Y=PATH goes into `versioned` (replacing the config file's),
+/// and the bare PATHs are returned, in order.
+pub(crate) fn interpreter_flags(
+    specs: &[String],
+    versioned: &mut BTreeMap<PyVersion, PathBuf>,
+) -> Result<Vec<PathBuf>, UsageError> {
+    let mut unversioned = Vec::new();
+    for spec in specs {
+        match spec.split_once('=') {
+            Some((k, v)) => {
+                let version = supported_version(k).map_err(|e| {
+                    Origin::Flag("--interpreter")
+                        .error(spec, format!("{e} (expected X.Y=PATH or PATH)"))
+                })?;
+                versioned.insert(version, PathBuf::from(v));
+            }
+            None => unversioned.push(PathBuf::from(spec)),
+        }
+    }
+    Ok(unversioned)
+}
+
+/// The versions of --python-version (or the config file's `python_version`).
+pub(crate) fn versions_from(
+    list: &[String],
+    origin: &Origin,
+) -> Result<Vec<PyVersion>, UsageError> {
+    list.iter()
+        .map(|s| supported_version(s).map_err(|e| origin.error(s, e)))
+        .collect()
+}
+
+/// The --timeout for one source, if given (with where it came from); else 300 seconds.
+pub(crate) fn timeout_from(given: Option<(f64, Origin)>) -> Result<Duration, UsageError> {
+    let secs = match given {
+        Some((t, origin)) if !(t.is_finite() && t > 0.0) => {
+            return Err(origin.error(t, "must be a positive number of seconds"))
+        }
+        Some((t, _)) => t,
+        None => 300.0,
+    };
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// A version pyclink can compile for, from `X.Y`, `pythonX.Y` or `pypyX.Y`.

@@ -7,12 +7,8 @@ use crate::python::{InvalidationMode, PyVersion};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot open the build root {}: {source}", path.display())]
-    BuildRoot {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    BuildRoot(#[from] crate::fsroot::OpenError),
     #[error(transparent)]
     Discover(#[from] crate::discover::Error),
     #[error(transparent)]

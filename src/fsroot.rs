@@ -13,6 +13,15 @@ use rustix::fs::{
     openat, openat2, statat, AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat, CWD,
 };
 
+/// The build root could not be opened (every subcommand stops on it, exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the build root {}: {source}", path.display())]
+pub struct OpenError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
 /// An opened build root.
 pub struct Root {
     path: PathBuf,
@@ -25,13 +34,17 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::CLOEXEC);
 
 impl Root {
-    pub fn open(path: &Path) -> io::Result<Root> {
+    pub fn open(path: &Path) -> Result<Root, OpenError> {
         let fd = openat(
             CWD,
             path,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
-        )?;
+        )
+        .map_err(|e| OpenError {
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
         Ok(Root {
             path: path.to_path_buf(),
             fd,
@@ -45,6 +58,24 @@ impl Root {
 
     pub fn host_path(&self, rel: &Path) -> PathBuf {
         self.path.join(rel)
+    }
+
+    /// Walk `rel` (root-relative) as every walk of pyclink does: no symlink followed (`rel`
+    /// itself included), the entries of each directory in name order.
+    pub fn walk(&self, rel: &Path) -> walkdir::IntoIter {
+        walkdir::WalkDir::new(self.host_path(rel))
+            .follow_links(false)
+            .follow_root_links(false)
+            .sort_by_file_name()
+            .into_iter()
+    }
+
+    /// The root-relative path a walk error is about: `top` (where the walk started) when the
+    /// error names none inside the root.
+    pub fn walk_error_path<'a>(&self, e: &'a walkdir::Error, top: &'a Path) -> &'a Path {
+        e.path()
+            .and_then(|p| p.strip_prefix(&self.path).ok())
+            .unwrap_or(top)
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {

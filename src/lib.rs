@@ -50,10 +50,7 @@ struct Prepared {
 /// Discover the trees and versions, plan the sources, and find an interpreter for every version
 /// that has sources. Nothing is written.
 fn prepare(settings: &Settings) -> Result<Prepared, Error> {
-    let root = Root::open(&settings.buildroot).map_err(|source| Error::BuildRoot {
-        path: settings.buildroot.clone(),
-        source,
-    })?;
+    let root = Root::open(&settings.buildroot)?;
 
     // 1. Discover the trees and the version each is compiled for.
     let found = discover::discover(

@@ -68,12 +68,7 @@ fn compile(settings: &pyclink::settings::Settings, json: Option<&Path>) -> ExitC
 fn normalize(n: &pyclink::cli::NormalizeInvocation, json: Option<&Path>) -> ExitCode {
     let root = match pyclink::fsroot::Root::open(&n.buildroot) {
         Ok(r) => r,
-        Err(e) => {
-            return fatal(
-                &format!("cannot open the build root {}: {e}", n.buildroot.display()),
-                json,
-            )
-        }
+        Err(e) => return fatal(&e.to_string(), json),
     };
     let report = pyclink::normalize::normalize(&root, &n.options);
     finish(
@@ -128,10 +123,7 @@ fn verify(v: &pyclink::verify::VerifyInvocation, json: Option<&Path>) -> ExitCod
         fatal(msg, None)
     };
     let report = match pyclink::fsroot::Root::open(&v.buildroot)
-        .map_err(|source| pyclink::verify::Error::BuildRoot {
-            path: v.buildroot.clone(),
-            source,
-        })
+        .map_err(pyclink::verify::Error::from)
         .and_then(|root| pyclink::verify::verify(&root, &v.options))
     {
         Ok(r) => r,

@@ -186,18 +186,11 @@ fn walk(root: &Root, paths: &[PathBuf], errors: &Mutex<Vec<String>>) -> Vec<Foun
     };
     let mut found = Vec::new();
     for top in tops {
-        for entry in walkdir::WalkDir::new(root.host_path(&top))
-            .follow_links(false)
-            .follow_root_links(false)
-            .sort_by_file_name()
-        {
+        for entry in root.walk(&top) {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    let shown = e
-                        .path()
-                        .and_then(|p| p.strip_prefix(root.path()).ok())
-                        .map_or_else(|| display_in_root(&top), display_in_root);
+                    let shown = display_in_root(root.walk_error_path(&e, &top));
                     errors
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())

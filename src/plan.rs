@@ -138,20 +138,12 @@ fn walk_tree(
     let version = tree.version;
     let host_root = root.path();
     let top = tree.dir.as_path();
-    let mut it = walkdir::WalkDir::new(root.host_path(top))
-        .follow_links(false)
-        .follow_root_links(false)
-        .sort_by_file_name()
-        .into_iter();
+    let mut it = root.walk(top);
     while let Some(entry) = it.next() {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                let path = e
-                    .path()
-                    .and_then(|p| p.strip_prefix(host_root).ok())
-                    .unwrap_or(top);
-                let path = path.to_path_buf();
+                let path = root.walk_error_path(&e, top).to_path_buf();
                 let source = e.into_io_error().unwrap_or_else(|| {
                     std::io::Error::other("a directory loop (symlinks are not followed)")
                 });

@@ -288,11 +288,7 @@ fn lib_python_version(rel: &Path) -> Option<PyVersion> {
 /// `lib/pythonX.Y` directories below `top` (not following symlinks, not entering them).
 fn nested_lib_pythons(root: &Root, top: &Path) -> Vec<(PyVersion, PathBuf)> {
     let mut found = Vec::new();
-    let mut it = walkdir::WalkDir::new(root.host_path(top))
-        .follow_links(false)
-        .follow_root_links(false)
-        .sort_by_file_name()
-        .into_iter();
+    let mut it = root.walk(top);
     while let Some(Ok(entry)) = it.next() {
         if !entry.file_type().is_dir() {
             continue;

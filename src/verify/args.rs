@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{ArgAction, Args};
 
-use crate::cli::{existing_buildroot, jobs_or_cpus, supported_version, Invocation, UsageError};
-use crate::fsroot::root_relative;
-use crate::python::Levels;
+use crate::cli::{
+    existing_buildroot, interpreter_flags, jobs_or_cpus, levels_from, paths_in_root, timeout_from,
+    versions_from, Invocation, Origin, UsageError,
+};
 
 pub const ABOUT: &str = "\
 Check the pycs in a build root, an extracted RPM or deb payload, or an installed prefix: each
@@ -135,57 +135,17 @@ pub struct VerifyInvocation {
 impl VerifyArgs {
     pub fn into_invocation(self) -> Result<Invocation, UsageError> {
         let buildroot = existing_buildroot(self.buildroot)?;
-        let paths = self
-            .paths
-            .iter()
-            .map(|p| root_relative(&buildroot, p))
-            .collect::<Result<Vec<_>, _>>()?;
-        let value_error = |flag: &str, value: &str, message: String| UsageError::Value {
-            origin: format!("{flag} {value}"),
-            message,
-        };
+        let paths = paths_in_root(&buildroot, &self.paths)?;
         let required = if self.optimize.is_empty() {
             None
         } else {
-            let shown: Vec<String> = self.optimize.iter().map(ToString::to_string).collect();
-            Some(
-                Levels::from_list(&self.optimize)
-                    .map_err(|e| value_error("--optimize", &shown.join(","), e))?,
-            )
+            Some(levels_from(&self.optimize, &Origin::Flag("--optimize"))?)
         };
         let mut interpreters = BTreeMap::new();
-        let mut unversioned_interpreters = Vec::new();
-        for spec in &self.interpreters {
-            match spec.split_once('=') {
-                Some((k, v)) => {
-                    let version = supported_version(k).map_err(|e| {
-                        value_error(
-                            "--interpreter",
-                            spec,
-                            format!("{e} (expected X.Y=PATH or PATH)"),
-                        )
-                    })?;
-                    interpreters.insert(version, PathBuf::from(v));
-                }
-                None => unversioned_interpreters.push(PathBuf::from(spec)),
-            }
-        }
-        let python_versions = self
-            .python_versions
-            .iter()
-            .map(|s| supported_version(s).map_err(|e| value_error("--python-version", s, e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let timeout = match self.timeout {
-            Some(t) if !(t.is_finite() && t > 0.0) => {
-                return Err(value_error(
-                    "--timeout",
-                    &t.to_string(),
-                    "must be a positive number of seconds".into(),
-                ))
-            }
-            Some(t) => t,
-            None => 300.0,
-        };
+        let unversioned_interpreters = interpreter_flags(&self.interpreters, &mut interpreters)?;
+        let python_versions =
+            versions_from(&self.python_versions, &Origin::Flag("--python-version"))?;
+        let timeout = timeout_from(self.timeout.map(|t| (t, Origin::Flag("--timeout"))))?;
         Ok(Invocation::Verify(VerifyInvocation {
             buildroot,
             options: super::Options {
@@ -198,7 +158,7 @@ impl VerifyArgs {
                 allow_sourceless: self.allow_sourceless,
                 link: !self.no_link,
                 jobs: jobs_or_cpus(self.jobs),
-                timeout: Duration::from_secs_f64(timeout),
+                timeout,
             },
             summary_json: self.summary_json,
             quiet: self.quiet,

@@ -1,10 +1,12 @@
 # pyclink verify's checker: runs inside the interpreter whose pycs are checked (CPython 3.6+ or
-# PyPy 3), started by pyclink as `python -s -S -c <this file>` with a cleared environment, cwd "/".
+# PyPy 3), started by pyclink as `python -s -S -c <worker/framing.py, then this file>` with a
+# cleared environment, cwd "/".
 # It compiles each source afresh and compares the code in the pycs with it. pyclink does all
 # reading, names, headers and links; this script never touches a file.
 #
 # It is deliberately not the compile worker (worker.py): what it checks must not share the code
-# that wrote the pycs. It shares only the framing and the hello, so pyclink starts it the same way.
+# that wrote the pycs. It shares only framing.py (imports, the refusal of an old interpreter, the
+# framing and the hello), so pyclink starts it the same way.
 #
 # Protocol. Every message is a frame: u32 little-endian payload length, then the payload.
 # Strings are u32 length + UTF-8 (backslashreplace); integers are u32 little-endian.
@@ -33,92 +35,11 @@
 # line, name and qualified name, file name, line and exception tables. Code objects' own `==`
 # leaves some of these out (co_filename always, the tables and stack size on some versions).
 # This file must stay valid Python 3.6 (no walrus, no positional-only parameters).
-import marshal
-import os
-import sys
-
-if sys.version_info < (3, 6):
-    import struct
-    _old = ('unsupported=%d.%d.%d' % tuple(sys.version_info[:3])).encode('ascii')
-    os.write(1, struct.pack('<I', len(_old)) + _old)
-    os._exit(0)
-
-import warnings
-
-_OUT_FD = os.dup(1)
-os.dup2(2, 1)
-sys.path[:] = [p for p in sys.path if p]
 
 NO_PYC = 0xFFFFFFFF
 SAME_BODY = 0xFFFFFFFE
 MAX_DIFFS = 4
 MAX_NAMES = 3
-
-
-def _u32(n):
-    return n.to_bytes(4, 'little')
-
-
-def _str(s):
-    b = str(s).encode('utf-8', 'backslashreplace')
-    return _u32(len(b)) + b
-
-
-def _write_all(fd, data):
-    data = memoryview(data)
-    while data:
-        data = data[os.write(fd, data):]
-
-
-def _write_frame(fd, parts):
-    _write_all(fd, b''.join([_u32(sum(len(p) for p in parts))] + parts))
-
-
-def _read_exact(fd, n):
-    chunks = []
-    while n > 0:
-        chunk = os.read(fd, min(n, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b''.join(chunks)
-
-
-def _read_frame(fd):
-    head = _read_exact(fd, 4)
-    if head is None:
-        return None
-    n = int.from_bytes(head, 'little')
-    return _read_exact(fd, n) if n else b''
-
-
-def hello():
-    # The same keys as worker.py's hello (pyclink parses both with one parser).
-    import _imp
-    try:
-        import _frozen_importlib_external as ext
-        magic = ext.MAGIC_NUMBER
-        raw_magic = ext._RAW_MAGIC_NUMBER
-    except (ImportError, AttributeError):
-        import importlib.util
-        magic = importlib.util.MAGIC_NUMBER
-        raw_magic = int.from_bytes(magic, 'little')
-    try:
-        probe = _imp.source_hash(raw_magic, b'pyclink').hex()
-    except AttributeError:
-        probe = ''
-    lines = [
-        'version=%d.%d.%d' % sys.version_info[:3],
-        'implementation=%s' % sys.implementation.name,
-        'cache_tag=%s' % sys.implementation.cache_tag,
-        'magic=%s' % magic.hex(),
-        'source_hash_probe=%s' % probe,
-        'pid=%d' % os.getpid(),
-        'executable=%s' % sys.executable,
-        'build=%s' % ' '.join(sys.version.split()),
-    ]
-    return '\n'.join(lines).encode('utf-8', 'backslashreplace')
 
 
 _CODE = type(_u32.__code__)
@@ -243,15 +164,6 @@ class Fresh(object):
         out = []
         _diff_code(code, self.codes[level], '<module>', out, filenames)
         return not out
-
-
-def compile_error(exc):
-    line = 0
-    msg = str(exc)
-    if isinstance(exc, SyntaxError):
-        line = exc.lineno or 0
-        msg = exc.msg or msg
-    return [b'E', _u32(max(0, line)), _str(type(exc).__name__), _str(msg)]
 
 
 def _fields(req):

@@ -56,12 +56,8 @@ pub struct Options {
 /// Why the run could not proceed (exit status 2).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot open the build root {}: {source}", path.display())]
-    BuildRoot {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    BuildRoot(#[from] crate::fsroot::OpenError),
     #[error("{path} does not exist in the build root {}", root.display())]
     Missing { path: String, root: PathBuf },
     #[error("{path} is, or lies under, a symlink; give the path it stands for inside the root")]

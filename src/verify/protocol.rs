@@ -3,7 +3,11 @@
 
 use crate::worker::ProtocolError;
 
-pub const SCRIPT: &str = include_str!("checker.py");
+/// The checker: the compile worker's `framing.py` (imports, framing, hello), then `checker.py`.
+pub const SCRIPT: &str = concat!(
+    include_str!("../worker/framing.py"),
+    include_str!("checker.py")
+);
 
 /// A level's length field: no pyc at this level, only compile it.
 pub const NO_PYC: u32 = u32::MAX;

@@ -205,19 +205,12 @@ pub fn scan(root: &Root, tops: &[PathBuf], excludes: &Excludes) -> Scan {
     let whole = [PathBuf::new()];
     let tops = if tops.is_empty() { &whole[..] } else { tops };
     for top in tops {
-        let mut it = walkdir::WalkDir::new(root.host_path(top))
-            .follow_links(false)
-            .follow_root_links(false)
-            .sort_by_file_name()
-            .into_iter();
+        let mut it = root.walk(top);
         while let Some(entry) = it.next() {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    let rel = e
-                        .path()
-                        .and_then(|p| p.strip_prefix(root.path()).ok())
-                        .unwrap_or(top);
+                    let rel = root.walk_error_path(&e, top);
                     scan.problems.push(Problem::new(
                         Kind::Unreadable,
                         display_in_root(rel),

@@ -20,7 +20,8 @@ use crate::python::pyc::PycFormat;
 pub use protocol::{parse_response, Compiled, Hello, ProtocolError, Request};
 use protocol::{MAX_FRAME, PIPE_SIZE, UNSUPPORTED_PREFIX};
 
-pub const SCRIPT: &str = include_str!("worker.py");
+/// The worker: `framing.py` (shared with `pyclink verify`'s checker), then `worker.py`.
+pub const SCRIPT: &str = concat!(include_str!("framing.py"), include_str!("worker.py"));
 
 /// How to start an interpreter: the program and the complete environment it gets.
 #[derive(Clone, Debug)]

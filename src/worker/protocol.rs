@@ -303,8 +303,8 @@ mod tests {
         assert!(parse_response(b"X".to_vec(), 1).is_err());
     }
 
-    /// The constants worker.py and this file share, read from worker.py itself: if one side
-    /// changes, this fails until the other does.
+    /// The constants worker.py and this file share, read from the worker script itself
+    /// (framing.py + worker.py): if one side changes, this fails until the other does.
     #[test]
     fn worker_py_speaks_this_protocol() {
         let py = super::super::SCRIPT;

@@ -1,5 +1,7 @@
 # pyclink compile worker: runs inside the *target* interpreter (CPython 3.6+ or PyPy 3), started by
-# pyclink as `python -s -S -c <this file>` with a cleared environment (PYTHONHASHSEED=0), cwd "/".
+# pyclink as `python -s -S -c <framing.py, then this file>` with a cleared environment
+# (PYTHONHASHSEED=0), cwd "/". framing.py, which runs first, holds the imports, the refusal of an
+# interpreter older than 3.6, the framing and the hello, shared with verify's checker.
 # It only compiles and marshals; pyclink does all reading, headers, naming, writing and linking.
 #
 # Processes. The process pyclink starts (the zygote) never compiles, so it stays in the state a
@@ -35,28 +37,10 @@
 # compile process ended: 128 + N if a signal N killed it (a compiler crash: SIGSEGV, SIGABRT),
 # else 3.
 #
-# Keep the imports as they are: what the process has loaded can change the bytes (see below).
-# Importing json, for one, would intern "[" and "{" and change the pycs of many modules.
-# This file must stay valid Python 3.6 (no walrus, no positional-only parameters).
-import marshal
-import os
-import sys
-
-# Before anything that needs Python 3.6: an older interpreter (Python 2.7, 3.5) says what it is in
-# one hello frame and stops, so pyclink can name it instead of showing a traceback. This block
-# must stay valid Python 2.
-if sys.version_info < (3, 6):
-    import struct
-    _old = ('unsupported=%d.%d.%d' % tuple(sys.version_info[:3])).encode('ascii')
-    os.write(1, struct.pack('<I', len(_old)) + _old)
-    os._exit(0)
-
-import warnings
-
-# The protocol owns fd 1; anything the compiler or a warning prints goes to stderr instead.
-_OUT_FD = os.dup(1)
-os.dup2(2, 1)
-sys.path[:] = [p for p in sys.path if p]        # -c puts the cwd first: never import from it
+# Keep the imports (here and in framing.py) as they are: what the process has loaded can change
+# the bytes (see below). Importing json, for one, would intern "[" and "{" and change the pycs of
+# many modules. This file must stay valid Python 3.6 (no walrus, no positional-only parameters),
+# and parse as Python 2 (framing.py's first block then names the interpreter).
 
 # Start from the state `python -m compileall` compiles in. Which strings are alive (interned) in
 # the process decides some bytes: CPython rebuilds a frozenset constant when one of its strings
@@ -69,87 +53,10 @@ except ImportError:                             # a stripped-down stdlib: compil
     pass
 
 
-def _u32(n):
-    return n.to_bytes(4, 'little')
-
-
-def _str(s):
-    b = str(s).encode('utf-8', 'backslashreplace')
-    return _u32(len(b)) + b
-
-
-def _write_all(fd, data):
-    data = memoryview(data)
-    while data:
-        data = data[os.write(fd, data):]
-
-
-def _write_frame(fd, parts):
-    """Write one frame from a list of byte strings. Up to the pipe's size (pyclink asks for
-    1 MiB) it goes in one write, so pyclink wakes once per answer; a larger module's marshalled
-    levels are written as they are, not copied into one buffer."""
-    size = sum(len(p) for p in parts)
-    if size < _JOIN_LIMIT:
-        _write_all(fd, b''.join([_u32(size)] + parts))
-        return
-    _write_all(fd, _u32(size))
-    for p in parts:
-        _write_all(fd, p)
-
-
-_JOIN_LIMIT = 1 << 20
-
-
-def _read_exact(fd, n):
-    chunks = []
-    while n > 0:
-        chunk = os.read(fd, min(n, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b''.join(chunks)
-
-
-def _read_frame(fd):
-    head = _read_exact(fd, 4)
-    if head is None:
-        return None
-    n = int.from_bytes(head, 'little')
-    return _read_exact(fd, n) if n else b''
-
-
 def _dump(code):
     # A separate call with `code` still bound in the caller, as in py_compile: marshal sets
     # FLAG_REF from reference counts, so this shape keeps serial compileall's bytes.
     return marshal.dumps(code)
-
-
-def hello():
-    import _imp
-    try:
-        import _frozen_importlib_external as ext
-        magic = ext.MAGIC_NUMBER
-        raw_magic = ext._RAW_MAGIC_NUMBER
-    except (ImportError, AttributeError):           # PyPy and other importlib layouts
-        import importlib.util
-        magic = importlib.util.MAGIC_NUMBER
-        raw_magic = int.from_bytes(magic, 'little')
-    try:
-        probe = _imp.source_hash(raw_magic, b'pyclink').hex()
-    except AttributeError:
-        probe = ''                                  # < 3.7: no hash-based pycs (PEP 552)
-    lines = [
-        'version=%d.%d.%d' % sys.version_info[:3],
-        'implementation=%s' % sys.implementation.name,
-        'cache_tag=%s' % sys.implementation.cache_tag,
-        'magic=%s' % magic.hex(),
-        'source_hash_probe=%s' % probe,
-        'pid=%d' % os.getpid(),
-        'executable=%s' % sys.executable,
-        'build=%s' % ' '.join(sys.version.split()),
-    ]
-    return '\n'.join(lines).encode('utf-8', 'backslashreplace')
 
 
 def _interning_is_permanent():
@@ -247,15 +154,6 @@ def compile_levels(src, dfile, mask, same, pristine):
         out.append(_str(x.category.__name__))
         out.append(_str(x.message))
     return out
-
-
-def compile_error(exc):
-    line = 0
-    msg = str(exc)
-    if isinstance(exc, SyntaxError):
-        line = exc.lineno or 0
-        msg = exc.msg or msg
-    return [b'E', _u32(max(0, line)), _str(type(exc).__name__), _str(msg)]
 
 
 def handle(req, pristine):
