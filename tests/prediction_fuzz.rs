@@ -32,29 +32,6 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
-/// The host python3's stdlib sources of up to 12 KB (cheap to compile at three levels).
-fn small_stdlib_sources() -> Vec<Vec<u8>> {
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('stdlib'))",
-        ])
-        .output()
-        .expect("python3 runs");
-    let stdlib = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let corpus: Vec<Vec<u8>> = walkdir::WalkDir::new(stdlib)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| e.file_name() != "site-packages")
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file() && e.path().extension() == Some("py".as_ref()))
-        .filter(|e| e.metadata().is_ok_and(|m| m.len() <= 12_000))
-        .filter_map(|e| std::fs::read(e.path()).ok())
-        .collect();
-    assert!(!corpus.is_empty(), "no stdlib sources found");
-    corpus
-}
-
 #[derive(Default)]
 struct Tally {
     programs: usize,
@@ -92,7 +69,8 @@ fn prediction_agrees_with_cpython_on_random_programs() {
     println!("fuzz: seed {base_seed} (PYCLINK_FUZZ_SEED={base_seed} replays this run)");
 
     let pythons = interpreters("prediction_fuzz");
-    let corpus = small_stdlib_sources();
+    // Up to 12 KB: cheap to compile at three levels.
+    let corpus = levels::host_stdlib_sources(Some(12_000));
     let work = tempfile::tempdir().unwrap();
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
     let mut wrong: Vec<Disagreement> = Vec::new();

@@ -930,10 +930,14 @@ fn slow_interpreter(dir: &Path, real: &Path) -> PathBuf {
          exec(_real(sys.argv[1], '<pyclink-worker>', 'exec'))\n",
     )
     .unwrap();
-    let wrapper = dir.join("slow-python");
-    // pyclink runs `PROGRAM -s -S -c SCRIPT`: run the prelude instead, the script as argv[1].
+    interpreter_with_prelude(&dir.join("slow-python"), real, &prelude)
+}
+
+/// A stand-in interpreter at `wrapper`: pyclink runs `PROGRAM -s -S -c SCRIPT`, and this runs
+/// `real` on `prelude` instead, with the script as argv[1].
+fn interpreter_with_prelude(wrapper: &Path, real: &Path, prelude: &Path) -> PathBuf {
     std::fs::write(
-        &wrapper,
+        wrapper,
         format!(
             "#!/bin/sh\nexec '{}' -s -S '{}' \"$4\"\n",
             real.display(),
@@ -941,8 +945,8 @@ fn slow_interpreter(dir: &Path, real: &Path) -> PathBuf {
         ),
     )
     .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    wrapper
+    std::fs::set_permissions(wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper.to_path_buf()
 }
 
 /// A worker killed from outside mid-run (the process pyclink started, or the compile child it
@@ -1342,18 +1346,7 @@ fn protocol_breaking_interpreter(dir: &Path, real: &Path) -> PathBuf {
          exec(compile(script, '<pyclink-worker>', 'exec'))\n",
     )
     .unwrap();
-    let wrapper = dir.join("breaking-python");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec '{}' -s -S '{}' \"$4\"\n",
-            real.display(),
-            prelude.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    wrapper
+    interpreter_with_prelude(&dir.join("breaking-python"), real, &prelude)
 }
 
 /// Issue 15: a worker whose answer does not decode is killed, never given the next source (its

@@ -113,24 +113,6 @@ fn mutate(rng: &mut Rng, src: &mut Vec<u8>, donor: &[u8]) {
     }
 }
 
-fn stdlib_sources() -> Vec<Vec<u8>> {
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('stdlib'))",
-        ])
-        .output()
-        .expect("python3 runs");
-    let stdlib = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    walkdir::WalkDir::new(stdlib)
-        .into_iter()
-        .filter_entry(|e| e.file_name() != "site-packages")
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file() && e.path().extension() == Some("py".as_ref()))
-        .filter_map(|e| std::fs::read(e.path()).ok())
-        .collect()
-}
-
 /// Runs `predict` on `input`, naming the seed if it panics.
 fn scan(input: &[u8], what: &str, seed: u64) {
     let result = std::panic::catch_unwind(|| predict(input));
@@ -156,7 +138,7 @@ fn random_and_mutated_inputs_never_panic() {
                 .as_nanos() as u64
         });
     println!("scan fuzz: seed {base}");
-    let corpus = stdlib_sources();
+    let corpus = levels::host_stdlib_sources(None);
     assert!(!corpus.is_empty(), "no stdlib sources found");
     let budget = Duration::from_secs(seconds) / 3;
     let mut counts = [0usize; 3];
@@ -233,7 +215,7 @@ fn cost(input: &[u8], times: usize) -> Duration {
 /// bytes for about as long, so a loaded machine slows both alike.
 #[test]
 fn scan_time_is_linear_in_the_input() {
-    let stdlib = stdlib_sources();
+    let stdlib = levels::host_stdlib_sources(None);
     let biggest = stdlib.iter().max_by_key(|s| s.len()).unwrap().clone();
     let pieces: Vec<(&str, Vec<u8>)> = vec![
         ("a stdlib source", biggest),

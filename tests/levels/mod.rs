@@ -217,3 +217,30 @@ pub fn rust_literal(src: &[u8]) -> String {
     s.push('"');
     s
 }
+
+/// The host python3's stdlib sources (without site-packages), in name order; with `max_len`,
+/// only those of at most that many bytes.
+pub fn host_stdlib_sources(max_len: Option<u64>) -> Vec<Vec<u8>> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('stdlib'))",
+        ])
+        .output()
+        .expect("python3 runs");
+    let stdlib = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let corpus: Vec<Vec<u8>> = walkdir::WalkDir::new(stdlib)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.file_name() != "site-packages")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && e.path().extension() == Some("py".as_ref()))
+        .filter(|e| match max_len {
+            None => true,
+            Some(max) => e.metadata().is_ok_and(|m| m.len() <= max),
+        })
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .collect();
+    assert!(!corpus.is_empty(), "no stdlib sources found");
+    corpus
+}
