@@ -205,7 +205,7 @@ fn two_runs_share_a_cache() {
     let cache = t.path().join("cache");
     let a = t.path().join("a");
     let b = t.path().join("b");
-    make_buildroot(&a, &[&h.version], true);
+    make_buildroot(&a, &[&h.version], Corpus::Small);
     assert!(std::process::Command::new("cp")
         .arg("-a")
         .arg(&a)
@@ -234,7 +234,7 @@ fn two_runs_share_a_cache() {
     assert_audit_ok(&a, &expect, &[]);
     assert_audit_ok(&b, &expect, &[]);
     let c = t.path().join("c");
-    make_buildroot(&c, &[&h.version], true);
+    make_buildroot(&c, &[&h.version], Corpus::Small);
     let s = run_cached(&c, &cache, &[]);
     let (hits, misses) = hits_misses(&s);
     assert_eq!(misses, 0, "every source was stored by one of the two runs");
@@ -249,7 +249,7 @@ fn the_cache_stays_under_its_limit() {
     let t = tempfile::tempdir().unwrap();
     let cache = t.path().join("cache");
     let root = t.path().join("root");
-    make_buildroot(&root, &[&h.version], true);
+    make_buildroot(&root, &[&h.version], Corpus::Small);
     let s = run_cached(&root, &cache, &["--cache-max-size", "2M"]);
     let kept = s["cache"]["bytes_after"].as_u64().unwrap();
     assert!(kept <= 2 << 20, "{kept} bytes kept");

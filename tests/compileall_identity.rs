@@ -72,7 +72,7 @@ impl Form {
     }
 }
 
-fn identical_to_compileall(version: &str, small: bool, form: Form) {
+fn identical_to_compileall(version: &str, corpus: Corpus, form: Form) {
     let test = format!("compileall_identity_{version}");
     let Some(python) = python_or_skip(version, &test) else {
         return;
@@ -80,7 +80,7 @@ fn identical_to_compileall(version: &str, small: bool, form: Form) {
     let t = tempfile::tempdir().unwrap();
     let ours = t.path().join("pyclink");
     let theirs = t.path().join("compileall");
-    make_buildroot(&ours, &[version], small);
+    make_buildroot(&ours, &[version], corpus);
     assert!(Command::new("cp")
         .arg("-a")
         .arg(&ours)
@@ -161,21 +161,37 @@ fn identical_to_compileall(version: &str, small: bool, form: Form) {
     assert_audit_ok(&ours, &[expect], &[]);
 }
 
-/// The issue's acceptance case: a full (not --small) 3.11 root with site-packages.
+/// The whole 3.11 stdlib with pip, idna and charset_normalizer from site-packages: the sources
+/// whose bytes under serial compileall depend on its history (idna's and pip's uts46data.py,
+/// charset_normalizer's constant.py) are among them.
 #[test]
+fn stdlib_and_some_site_packages_311_match_serial_compileall_and_add_det() {
+    identical_to_compileall(
+        "3.11",
+        Corpus::StdlibAnd(&["pip", "idna", "charset_normalizer"]),
+        Form::Normal,
+    );
+}
+
+/// Issue 13's acceptance case: a full 3.11 root, with all of site-packages. On this project's
+/// builder that is 11,658 sources and 34,923 pycs, 10-15 minutes of serial compileall and
+/// add-det on 2 cores, so CI leaves it out; run it with
+/// `cargo nextest run --release --run-ignored all -E 'test(full_311)'`.
+#[test]
+#[ignore = "a full 3.11 root with site-packages, 10-15 minutes: --run-ignored all -E 'test(full_311)'"]
 fn full_311_root_matches_serial_compileall_and_add_det() {
-    identical_to_compileall("3.11", false, Form::Normal);
+    identical_to_compileall("3.11", Corpus::Full, Form::Normal);
 }
 
 /// `--no-normalize`: the interpreter's own bytes, as compileall writes them.
 #[test]
 fn small_312_root_raw_matches_serial_compileall() {
-    identical_to_compileall("3.12", true, Form::Raw);
+    identical_to_compileall("3.12", Corpus::Small, Form::Raw);
 }
 
 #[test]
 fn small_313_root_matches_serial_compileall_and_add_det() {
-    identical_to_compileall("3.13", true, Form::Normal);
+    identical_to_compileall("3.13", Corpus::Small, Form::Normal);
 }
 
 /// Compile `rel` (under `root`) at levels 0, 1 and 2 in one fresh interpreter, as compileall

@@ -579,9 +579,8 @@ fn unreadable_file_and_readonly_directory_as_unprivileged_user() {
 /// A full stdlib root (the host's), compiled once and audited.
 fn stdlib_root(h: &Host, dest: &Path) -> PathBuf {
     let full = dest.join("full");
-    make_buildroot(&full, &[&h.version], false);
     // The stdlib only: the host's site-packages would make every iteration slower.
-    let _ = std::fs::remove_dir_all(full.join(format!("usr/lib/python{}", h.version)));
+    make_buildroot(&full, &[&h.version], Corpus::Stdlib);
     full
 }
 
@@ -1200,7 +1199,7 @@ fn two_runs_at_once() {
     let h = host();
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("root");
-    make_buildroot(&root, &[&h.version], true);
+    make_buildroot(&root, &[&h.version], Corpus::Small);
     for round in 0..3 {
         let start = |force: bool| {
             pyclink()

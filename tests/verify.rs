@@ -228,7 +228,7 @@ fn accepts_pyclink_output_for_every_installed_version() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("root");
     let refs: Vec<&str> = versions.iter().map(String::as_str).collect();
-    make_buildroot(&root, &refs, true);
+    make_buildroot(&root, &refs, Corpus::Small);
     let compiled_json = t.path().join("compile.json");
     let out = run(pyclink()
         .arg("--buildroot")
@@ -345,7 +345,7 @@ fn accepts_normalized_and_raw_marshal_bytes() {
         ("raw", &["--no-normalize", "--compile-every-level"][..]),
     ] {
         let root = t.path().join(name);
-        make_buildroot(&root, &[&h.version], true);
+        make_buildroot(&root, &[&h.version], Corpus::Small);
         let out = run(pyclink()
             .arg("--buildroot")
             .arg(&root)

@@ -11,7 +11,7 @@ fn audit_version(version: &str) {
     }
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("root");
-    make_buildroot(&root, &[version], true);
+    make_buildroot(&root, &[version], Corpus::Small);
     let out = run(pyclink().arg("--buildroot").arg(&root));
     assert!(out.status.success(), "pyclink failed for {version}");
     let line = stdout(&out);
@@ -80,7 +80,7 @@ fn two_versions_in_one_root() {
     };
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("root");
-    make_buildroot(&root, &[&host, other], true);
+    make_buildroot(&root, &[&host, other], Corpus::Small);
     let out = run(pyclink().arg("--buildroot").arg(&root));
     assert!(out.status.success());
     let text = stdout(&out);

@@ -86,13 +86,25 @@ pub fn host_python3_version() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// Which sources of an interpreter a test root holds.
+#[derive(Clone, Copy, Debug)]
+pub enum Corpus<'a> {
+    /// The stdlib's top-level modules and its json, email and asyncio packages.
+    Small,
+    /// The whole stdlib, its test suite included; no site-packages.
+    Stdlib,
+    /// The whole stdlib and these top-level entries of site-packages, those that are installed.
+    StdlibAnd(&'a [&'a str]),
+    /// The whole stdlib and all of site-packages (on some hosts tens of thousands of sources).
+    Full,
+}
+
 /// A realistic build root made from installed interpreters: for each X.Y, its stdlib's sources
 /// as `DEST/usr/lib64/pythonX.Y` (without `__pycache__`, pycs, site-packages, lib-dynload and
-/// config-*), its site-packages as `DEST/usr/lib/pythonX.Y/site-packages`, and
-/// `DEST/usr/bin/pythonX.Y` linked to the interpreter. Modes and mtimes are kept. `small`: only
-/// the stdlib's top-level files and the json, email and asyncio packages, no site-packages.
+/// config-*), what `corpus` takes of its site-packages as `DEST/usr/lib/pythonX.Y/site-packages`,
+/// and `DEST/usr/bin/pythonX.Y` linked to the interpreter. Modes and mtimes are kept.
 /// Panics if a version is not installed (callers skip first, see `python_or_skip`).
-pub fn make_buildroot(dest: &Path, versions: &[&str], small: bool) {
+pub fn make_buildroot(dest: &Path, versions: &[&str], corpus: Corpus) {
     for v in versions {
         let python = find_python(v).unwrap_or_else(|| panic!("Python {v} is not installed"));
         let out = Command::new(&python)
@@ -126,7 +138,7 @@ pub fn make_buildroot(dest: &Path, versions: &[&str], small: bool) {
             let first = first.as_deref().unwrap_or("");
             first == "site-packages" || first == "lib-dynload" || first.starts_with("config-")
         };
-        if small {
+        if let Corpus::Small = corpus {
             copy_tree(&stdlib, &lib64, &|rel: &Path| {
                 let top = rel.components().count() == 1;
                 let pkg = ["json", "email", "asyncio"]
@@ -136,9 +148,19 @@ pub fn make_buildroot(dest: &Path, versions: &[&str], small: bool) {
             });
         } else {
             copy_tree(&stdlib, &lib64, &skip);
-            if purelib.is_dir() && std::fs::read_dir(&purelib).unwrap().next().is_some() {
-                let site = dest.join(format!("usr/lib/python{v}/site-packages"));
-                copy_tree(&purelib, &site, &|_: &Path| false);
+        }
+        let site = dest.join(format!("usr/lib/python{v}/site-packages"));
+        match corpus {
+            Corpus::Small | Corpus::Stdlib => {}
+            Corpus::StdlibAnd(entries) => {
+                for e in entries.iter().filter(|e| purelib.join(e).is_dir()) {
+                    copy_tree(&purelib.join(e), &site.join(e), &|_: &Path| false);
+                }
+            }
+            Corpus::Full => {
+                if purelib.is_dir() && std::fs::read_dir(&purelib).unwrap().next().is_some() {
+                    copy_tree(&purelib, &site, &|_: &Path| false);
+                }
             }
         }
         let bin = dest.join("usr/bin");
