@@ -4,7 +4,7 @@ pyclink has already compiled, with CPython's own compile(), on N processes.
 usage: python3.X bench/floor.py ROOT CACHE_TAG N {distinct|all}
 
 Run by bench/compare with the interpreter of the root's version, on a root pyclink compiled and
-pyc-audit accepted (so levels that share an inode are exactly the identical ones). Every source
+pyclink verify accepted (so levels that share an inode are exactly the identical ones). Every source
 is read and every __pycache__ looked at first; only then are N processes forked, each taking
 every N-th source of the largest-first list and doing nothing but compile() + marshal.dumps():
 no I/O, no protocol, no headers, no writing. "distinct" compiles one level per group of

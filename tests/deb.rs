@@ -341,17 +341,15 @@ fn pyclink_deb() -> PathBuf {
         std::fs::copy(repo().join(f), &to).unwrap();
     }
     copy_tree(&src.join("packaging/debian"), &src.join("debian"));
+    let target = package_cargo_target();
     let mut c = Command::new("dpkg-buildpackage");
     c.current_dir(&src)
         // cargo and rustc >= 1.80 come from PATH (rustup), not from Build-Depends.
         .args(["-b", "-us", "-uc", "-Ppkg.pyclink.rustup"])
         // The unit tests are part of this suite already.
         .env("DEB_BUILD_OPTIONS", "nocheck")
-        // Kept between runs so that only pyclink itself is recompiled.
-        .env(
-            "CARGO_TARGET_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-cargo-target"),
-        );
+        // Shared with the RPM's build and kept between runs: only pyclink itself is recompiled.
+        .env("CARGO_TARGET_DIR", &target.dir);
     clean_env(&mut c).env("DEB_BUILD_OPTIONS", "nocheck");
     let (ok, log) = run_logged(&mut c, &base.join("build.log"));
     assert!(

@@ -1230,7 +1230,11 @@ fn pyclink_spec_builds_and_its_macros_work() {
         "packager pyclink tests <pyclink@example.invalid>",
     ])
     .arg(Path::new(REPO).join("packaging/pyclink.spec"));
+    // Shared with the .deb's build (see package_cargo_target): only pyclink itself is compiled.
+    let target = package_cargo_target();
+    c.env("CARGO_TARGET_DIR", &target.dir);
     let b = finish(c, top, "packaging/pyclink.spec");
+    drop(target);
     assert!(b.ok, "rpmbuild of pyclink.spec failed:\n{}", b.log);
     let rpm = b.rpm("pyclink");
 

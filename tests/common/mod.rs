@@ -662,3 +662,30 @@ pub fn normalize_like_fedora(root: &Path) -> &'static str {
         "pyclink normalize (add-det is not installed)"
     }
 }
+
+/// Where pyclink's own packages are built (tests/deb.rs's dpkg-buildpackage, tests/rpm.rs's
+/// rpmbuild of pyclink.spec): one cargo target directory under cargo's test tmpdir, held
+/// exclusively for one package build at a time. The crates pyclink depends on are compiled once
+/// per checkout, as a builder's compiler cache would keep them; pyclink itself is compiled from
+/// the package's own source tree every time (its path differs, so cargo rebuilds it). The lock
+/// keeps one build from replacing the binary another is installing.
+pub struct PackageTarget {
+    pub dir: PathBuf,
+    _lock: std::fs::File,
+}
+
+pub fn package_cargo_target() -> PackageTarget {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(tmp).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(tmp.join("package-cargo-target.lock"))
+        .unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    PackageTarget {
+        dir: tmp.join("package-cargo-target"),
+        _lock: lock,
+    }
+}
