@@ -140,7 +140,8 @@ pub struct NormalizeArgs {
     #[arg(long)]
     no_link: bool,
 
-    /// Write the figures and every error as JSON to FILE (`-`: stdout)
+    /// Write the figures and every error as JSON to FILE (`-`: stdout, the summary line then
+    /// goes to stderr); also for a run refused with exit 2, with `fatal_error` saying why
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
 
@@ -223,11 +224,13 @@ pub struct CompileArgs {
     compile_every_level: bool,
 
     /// Print what would be compiled (each version's interpreter, cache tag, invalidation mode
-    /// and levels, then its sources) and write nothing
+    /// and levels, then its sources) and write nothing: no pyc, and no --summary-json FILE
+    /// (it is neither created nor truncated)
     #[arg(long, visible_alias = "list")]
     dry_run: bool,
 
-    /// Write the figures and every error as JSON to FILE
+    /// Write the figures and every error as JSON to FILE (`-`: stdout, the summary lines then
+    /// go to stderr); also for a run refused with exit 2, with `fatal_error` saying why
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
 
@@ -299,6 +302,63 @@ impl Invocation {
             Invocation::Verify(v) => v.summary_json.as_deref(),
         }
     }
+}
+
+/// Which report a subcommand's `--summary-json` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportKind {
+    Compile,
+    Normalize,
+    Verify,
+}
+
+/// Where `--summary-json` goes, read from the parsed command line before anything is checked,
+/// so that a run refused for a bad value or build root still writes its JSON (`fatal_error`).
+#[derive(Clone, Debug)]
+pub struct JsonTarget {
+    pub path: PathBuf,
+    pub kind: ReportKind,
+    /// The build root as given (or `$RPM_BUILD_ROOT`), for the JSON's `buildroot`.
+    pub buildroot: String,
+}
+
+impl JsonTarget {
+    pub fn is_stdout(&self) -> bool {
+        self.path == Path::new("-")
+    }
+}
+
+/// The JSON destination of the command line in `matches`, if any: `--summary-json` (for
+/// compile, else the config file's `summary-json`). None for `--dry-run`, which writes nothing.
+pub fn json_target(matches: &clap::ArgMatches) -> Option<JsonTarget> {
+    let (kind, m) = match matches.subcommand() {
+        Some(("normalize", m)) => (ReportKind::Normalize, m),
+        Some(("verify", m)) => (ReportKind::Verify, m),
+        Some((_, m)) => (ReportKind::Compile, m),
+        None => (ReportKind::Compile, matches),
+    };
+    let path_arg = |id: &str| m.try_get_one::<PathBuf>(id).ok().flatten().cloned();
+    let flag = |id: &str| m.try_get_one::<bool>(id).ok().flatten() == Some(&true);
+    if kind == ReportKind::Compile && flag("dry_run") {
+        return None;
+    }
+    let config = || {
+        let cfg = ConfigFile::load(&path_arg("config")?).ok()?;
+        Some((cfg.summary_json, cfg.buildroot))
+    };
+    let (cfg_json, cfg_root) = match kind {
+        ReportKind::Compile => config().unwrap_or_default(),
+        _ => (None, None),
+    };
+    let buildroot = path_arg("buildroot")
+        .or(cfg_root)
+        .or_else(|| std::env::var_os("RPM_BUILD_ROOT").map(PathBuf::from))
+        .map_or_else(String::new, |p| p.display().to_string());
+    Some(JsonTarget {
+        path: path_arg("summary_json").or(cfg_json)?,
+        kind,
+        buildroot,
+    })
 }
 
 /// A command line or config file that cannot be used; the message names the flag (or the
