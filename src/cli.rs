@@ -40,9 +40,16 @@ What is written, per source NAME.py:
   __pycache__/NAME.TAG.pyc, NAME.TAG.opt-1.pyc, NAME.TAG.opt-2.pyc for the requested levels, with
   co_filename set to the path inside the root. Levels with identical bytes are one inode. Every
   file appears atomically (temp file + rename); where the filesystem refuses hardlinks a copy is
-  written and counted. Pycs whose header still matches the source are left alone unless --force.
-  With SOURCE_DATE_EPOCH set, headers hold a checked source hash instead of the mtime, as
-  py_compile does.
+  written and counted. With SOURCE_DATE_EPOCH set, headers hold a checked source hash instead of
+  the mtime, as py_compile does.
+
+Which pycs are left alone:
+  Only those pyclink itself wrote for this level, path and interpreter (a user.pyclink xattr
+  vouches for the exact bytes), whose header still matches the source, and whose levels are
+  linked as this run would link them. Every other pyc is rewritten even if its header is fresh:
+  compileall's, one written with --no-link or --no-normalize, one whose hardlink was broken,
+  one with a wrong co_filename, any pyc on a filesystem without user xattrs. --force rewrites
+  all of them; -vv says why each source's pycs are rewritten.
 
 Exit status: 0 success; 1 some source failed to compile or write (with --errors fail, the
 default); 2 the run itself could not proceed (bad option, no interpreter, no build root);
@@ -72,7 +79,9 @@ Config file (--config or $PYCLINK_CONFIG), the same settings in TOML:
   [interpreters]
   \"3.12\" = \"/usr/bin/python3.12\"
 
-Logging: -v shows interpreters and compiler warnings, -vv debug detail; RUST_LOG overrides.";
+Logging: errors and compiler warnings are always shown (-q: errors only); -v adds the
+interpreters chosen and where the time went; -vv each source's decision (why its pycs are
+rewritten); RUST_LOG overrides.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -198,7 +207,7 @@ pub struct CompileArgs {
     #[arg(long, value_enum, value_name = "MODE")]
     invalidation_mode: Option<InvalidationMode>,
 
-    /// Rewrite pycs even when their header says they are up to date
+    /// Rewrite every pyc, also those that would be left alone as up to date
     #[arg(short, long)]
     force: bool,
 
@@ -260,7 +269,8 @@ pub struct CompileArgs {
     #[arg(short, long)]
     quiet: bool,
 
-    /// More detail on stderr (-v: interpreters, compiler warnings; -vv: debug)
+    /// More detail on stderr (-v: the interpreters and where the time went; -vv: each source's
+    /// decision). Errors and compiler warnings are shown without it
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
 }

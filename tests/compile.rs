@@ -962,3 +962,39 @@ fn dry_run_leaves_the_summary_json_alone() {
     assert!(out.status.success());
     assert_eq!(std::fs::read_to_string(&json).unwrap(), "old");
 }
+
+/// Report item 16: a file's compiler warnings come in line order (CPython gives the parser's
+/// before the code generator's, whatever their lines).
+#[test]
+fn compiler_warnings_come_in_line_order() {
+    let h = host();
+    let (_t, root, _site) = site_root(&h, &[("w.py", "x = 1\ny = x is 1\na = '\\d'\n")]);
+    let out = run(pyclink().arg("--buildroot").arg(&root));
+    assert!(out.status.success());
+    let lines: Vec<u32> = stderr(&out)
+        .lines()
+        .filter_map(|l| l.split("w.py:").nth(1)?.split(':').next()?.parse().ok())
+        .collect();
+    assert_eq!(lines, vec![2, 3], "{}", stderr(&out));
+}
+
+/// Report items 14 and 17: a rerun that writes nothing has no sizes in its line; `-vv` says
+/// why a pyc with a fresh header is rewritten.
+#[test]
+fn rerun_line_and_why_pycs_are_rewritten() {
+    let h = host();
+    let (_t, root, _site) = site_root(&h, &[("a.py", NEITHER)]);
+    let out = run(pyclink().arg("--buildroot").arg(&root).arg("--no-link"));
+    assert!(out.status.success());
+    let out = run(pyclink().arg("--buildroot").arg(&root).arg("-vv"));
+    assert!(
+        stderr(&out).contains("a.py: rewriting its pycs: ")
+            && stderr(&out).contains("identical to another level but not hardlinked to it"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(pyclink().arg("--buildroot").arg(&root));
+    let line = stdout(&out);
+    assert!(line.contains("3 up to date), 0 errors\n"), "{line}");
+    assert!(!line.contains("MiB"), "{line}");
+}
