@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::FromArgMatches;
 
 use pyclink::cli::{Invocation, JsonTarget, ReportKind};
+use pyclink::escape::printable;
 use pyclink::report::RunReport;
 
 fn main() -> ExitCode {
@@ -164,7 +165,9 @@ fn init_logging(quiet: bool, verbose: u8) {
                 log::Level::Info => "note",
                 log::Level::Debug | log::Level::Trace => "debug",
             };
-            writeln!(buf, "pyclink: {word}: {}", record.args())
+            // One message, one line, whatever the file names in it hold.
+            let text = record.args().to_string();
+            writeln!(buf, "pyclink: {word}: {}", printable(&text))
         })
         .init();
 }
@@ -193,7 +196,7 @@ fn write_json(path: &Path, report: &impl serde::Serialize) -> std::io::Result<()
 fn fatal(msg: &str, json: Option<&JsonTarget>) -> ExitCode {
     let mut err = std::io::stderr().lock();
     for line in msg.lines() {
-        let _ = writeln!(err, "pyclink: error: {line}");
+        let _ = writeln!(err, "pyclink: error: {}", printable(line));
     }
     if let Some(j) = json {
         let root = j.buildroot.clone();
