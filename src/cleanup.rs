@@ -90,7 +90,8 @@ pub fn install_signal_handler() -> std::io::Result<()> {
                 let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
                 let _ = writeln!(
                     std::io::stderr(),
-                    "pyclink: interrupted by {name}; removed {removed} temporary file(s)"
+                    "pyclink: interrupted by {name}; removed {}",
+                    crate::report::plural(removed as u64, "temporary file")
                 );
                 std::process::exit(128 + sig);
             }

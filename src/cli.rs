@@ -40,9 +40,16 @@ What is written, per source NAME.py:
   __pycache__/NAME.TAG.pyc, NAME.TAG.opt-1.pyc, NAME.TAG.opt-2.pyc for the requested levels, with
   co_filename set to the path inside the root. Levels with identical bytes are one inode. Every
   file appears atomically (temp file + rename); where the filesystem refuses hardlinks a copy is
-  written and counted. Pycs whose header still matches the source are left alone unless --force.
-  With SOURCE_DATE_EPOCH set, headers hold a checked source hash instead of the mtime, as
-  py_compile does.
+  written and counted. With SOURCE_DATE_EPOCH set, headers hold a checked source hash instead of
+  the mtime, as py_compile does.
+
+Which pycs are left alone:
+  Only those pyclink itself wrote for this level, path and interpreter (a user.pyclink xattr
+  vouches for the exact bytes), whose header still matches the source, and whose levels are
+  linked as this run would link them. Every other pyc is rewritten even if its header is fresh:
+  compileall's, one written with --no-link or --no-normalize, one whose hardlink was broken,
+  one with a wrong co_filename, any pyc on a filesystem without user xattrs. --force rewrites
+  all of them; -vv says why each source's pycs are rewritten.
 
 Exit status: 0 success; 1 some source failed to compile or write (with --errors fail, the
 default); 2 the run itself could not proceed (bad option, no interpreter, no build root);
@@ -72,7 +79,9 @@ Config file (--config or $PYCLINK_CONFIG), the same settings in TOML:
   [interpreters]
   \"3.12\" = \"/usr/bin/python3.12\"
 
-Logging: -v shows interpreters and compiler warnings, -vv debug detail; RUST_LOG overrides.";
+Logging: errors and compiler warnings are always shown (-q: errors only); -v adds the
+interpreters chosen and where the time went; -vv each source's decision (why its pycs are
+rewritten); RUST_LOG overrides.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -132,15 +141,16 @@ pub struct NormalizeArgs {
     #[arg(long, value_name = "DIR")]
     buildroot: Option<PathBuf>,
 
-    /// Work on N directories at once [default: number of CPUs; 0 means the same]
-    #[arg(short = 'j', long, value_name = "N")]
-    jobs: Option<usize>,
+    /// Work on N directories at once, 0 to 1024 [default: number of CPUs; 0 means the same]
+    #[arg(short = 'j', long, value_name = "N", allow_negative_numbers = true)]
+    jobs: Option<String>,
 
     /// Leave identical levels as separate files
     #[arg(long)]
     no_link: bool,
 
-    /// Write the figures and every error as JSON to FILE (`-`: stdout)
+    /// Write the figures and every error as JSON to FILE (`-`: stdout, the summary line then
+    /// goes to stderr); also for a run refused with exit 2, with `fatal_error` saying why
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
 
@@ -167,6 +177,8 @@ pub struct CompileArgs {
 
     /// Optimization level to write: 0 (.pyc), 1 (-O, .opt-1.pyc), 2 (-OO, .opt-2.pyc).
     /// Repeat or comma-separate; duplicates are ignored [default: 0,1,2]
+    // Strings, checked in `into_invocation`: `-o x` and `-o 3` get the same message, and the
+    // JSON of the refused run is still written.
     #[arg(
         short = 'o',
         long = "optimize",
@@ -174,11 +186,12 @@ pub struct CompileArgs {
         value_delimiter = ',',
         allow_negative_numbers = true
     )]
-    optimize: Vec<i64>,
+    optimize: Vec<String>,
 
-    /// Compile N sources at once (one interpreter worker each) [default: number of CPUs]
-    #[arg(short = 'j', long, value_name = "N")]
-    jobs: Option<usize>,
+    /// Compile N sources at once (one interpreter worker each), 0 to 1024 [default, and 0: the
+    /// number of CPUs]
+    #[arg(short = 'j', long, value_name = "N", allow_negative_numbers = true)]
+    jobs: Option<String>,
 
     /// Use PATH to compile version X.Y (repeatable; X.Y, pythonX.Y or pypyX.Y). A bare PATH
     /// is asked for its version, which also becomes a --python-version target
@@ -194,7 +207,7 @@ pub struct CompileArgs {
     #[arg(long, value_enum, value_name = "MODE")]
     invalidation_mode: Option<InvalidationMode>,
 
-    /// Rewrite pycs even when their header says they are up to date
+    /// Rewrite every pyc, also those that would be left alone as up to date
     #[arg(short, long)]
     force: bool,
 
@@ -223,11 +236,13 @@ pub struct CompileArgs {
     compile_every_level: bool,
 
     /// Print what would be compiled (each version's interpreter, cache tag, invalidation mode
-    /// and levels, then its sources) and write nothing
+    /// and levels, then its sources) and write nothing: no pyc, and no --summary-json FILE
+    /// (it is neither created nor truncated)
     #[arg(long, visible_alias = "list")]
     dry_run: bool,
 
-    /// Write the figures and every error as JSON to FILE
+    /// Write the figures and every error as JSON to FILE (`-`: stdout, the summary lines then
+    /// go to stderr); also for a run refused with exit 2, with `fatal_error` saying why
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
 
@@ -247,14 +262,15 @@ pub struct CompileArgs {
 
     /// Seconds one source may take in a worker before the worker is restarted and the source
     /// retried once [default: 300]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     timeout: Option<f64>,
 
     /// Print only errors (no summary lines)
     #[arg(short, long)]
     quiet: bool,
 
-    /// More detail on stderr (-v: interpreters, compiler warnings; -vv: debug)
+    /// More detail on stderr (-v: the interpreters and where the time went; -vv: each source's
+    /// decision). Errors and compiler warnings are shown without it
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
 }
@@ -299,6 +315,63 @@ impl Invocation {
             Invocation::Verify(v) => v.summary_json.as_deref(),
         }
     }
+}
+
+/// Which report a subcommand's `--summary-json` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportKind {
+    Compile,
+    Normalize,
+    Verify,
+}
+
+/// Where `--summary-json` goes, read from the parsed command line before anything is checked,
+/// so that a run refused for a bad value or build root still writes its JSON (`fatal_error`).
+#[derive(Clone, Debug)]
+pub struct JsonTarget {
+    pub path: PathBuf,
+    pub kind: ReportKind,
+    /// The build root as given (or `$RPM_BUILD_ROOT`), for the JSON's `buildroot`.
+    pub buildroot: String,
+}
+
+impl JsonTarget {
+    pub fn is_stdout(&self) -> bool {
+        self.path == Path::new("-")
+    }
+}
+
+/// The JSON destination of the command line in `matches`, if any: `--summary-json` (for
+/// compile, else the config file's `summary-json`). None for `--dry-run`, which writes nothing.
+pub fn json_target(matches: &clap::ArgMatches) -> Option<JsonTarget> {
+    let (kind, m) = match matches.subcommand() {
+        Some(("normalize", m)) => (ReportKind::Normalize, m),
+        Some(("verify", m)) => (ReportKind::Verify, m),
+        Some((_, m)) => (ReportKind::Compile, m),
+        None => (ReportKind::Compile, matches),
+    };
+    let path_arg = |id: &str| m.try_get_one::<PathBuf>(id).ok().flatten().cloned();
+    let flag = |id: &str| m.try_get_one::<bool>(id).ok().flatten() == Some(&true);
+    if kind == ReportKind::Compile && flag("dry_run") {
+        return None;
+    }
+    let config = || {
+        let cfg = ConfigFile::load(&path_arg("config")?).ok()?;
+        Some((cfg.summary_json, cfg.buildroot))
+    };
+    let (cfg_json, cfg_root) = match kind {
+        ReportKind::Compile => config().unwrap_or_default(),
+        _ => (None, None),
+    };
+    let buildroot = path_arg("buildroot")
+        .or(cfg_root)
+        .or_else(|| std::env::var_os("RPM_BUILD_ROOT").map(PathBuf::from))
+        .map_or_else(String::new, |p| p.display().to_string());
+    Some(JsonTarget {
+        path: path_arg("summary_json").or(cfg_json)?,
+        kind,
+        buildroot,
+    })
 }
 
 /// A command line or config file that cannot be used; the message names the flag (or the
@@ -404,11 +477,34 @@ pub(crate) fn existing_buildroot(given: Option<PathBuf>) -> Result<PathBuf, Usag
     Ok(buildroot)
 }
 
-pub(crate) fn jobs_or_cpus(jobs: Option<usize>) -> usize {
-    match jobs {
-        None | Some(0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        Some(n) => n,
+/// The most workers `-j` may ask for. Packagers pass `%{_smp_build_ncpus}`, which can be large
+/// but not thousands; a typo must not start one interpreter per source of a large root.
+pub const MAX_JOBS: usize = 1024;
+
+/// `-j N` from the command line (0 or none: the number of CPUs).
+pub(crate) fn jobs_or_cpus(jobs: Option<usize>) -> Result<usize, UsageError> {
+    jobs_from(jobs.map(|n| (n, Origin::Flag("--jobs"))))
+}
+
+/// The number of workers, with where it came from (0 or none: the number of CPUs).
+fn jobs_from(given: Option<(usize, Origin)>) -> Result<usize, UsageError> {
+    match given {
+        None | Some((0, _)) => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        Some((n, origin)) if n > MAX_JOBS => Err(origin.error(n, JOBS_ARE)),
+        Some((n, _)) => Ok(n),
     }
+}
+
+const JOBS_ARE: &str = "-j takes a number of workers from 0 (one per CPU) to 1024";
+
+/// `-j` as typed (clap would call `-1` an unknown option).
+fn jobs_arg(s: Option<String>) -> Result<Option<usize>, UsageError> {
+    s.map(|s| {
+        s.trim()
+            .parse::<usize>()
+            .map_err(|_| Origin::Flag("--jobs").error(&s, JOBS_ARE))
+    })
+    .transpose()
 }
 
 impl NormalizeArgs {
@@ -419,7 +515,7 @@ impl NormalizeArgs {
             buildroot,
             options: crate::normalize::Options {
                 paths,
-                jobs: jobs_or_cpus(self.jobs),
+                jobs: jobs_or_cpus(jobs_arg(self.jobs)?)?,
                 link: !self.no_link,
             },
             summary_json: self.summary_json,
@@ -439,7 +535,10 @@ impl CompileArgs {
         let buildroot = resolve_buildroot(self.buildroot.or(cfg.buildroot.clone()))?;
         let paths = paths_in_root(&buildroot, &self.paths)?;
 
-        let flag_levels = (!self.optimize.is_empty()).then_some(self.optimize);
+        let flag_levels = match self.optimize.as_slice() {
+            [] => None,
+            given => Some(level_args(given)?),
+        };
         let levels = match pick(flag_levels, cfg.optimize.clone(), "--optimize", cfg_path) {
             Some((list, origin)) => levels_from(&list, &origin)?,
             None => Levels::ALL,
@@ -449,6 +548,12 @@ impl CompileArgs {
         for (k, v) in cfg.interpreters.clone().unwrap_or_default() {
             let origin = Origin::Config(cfg_path.unwrap_or(Path::new("")), "interpreters");
             let version = supported_version(&k).map_err(|e| origin.error(&k, e))?;
+            // Checked here, where the config file can be named: later failures say only
+            // which interpreter failed.
+            if !v.is_file() {
+                let shown = format!("\"{k}\" = {:?}", v.display().to_string());
+                return Err(origin.error(shown, "no such file"));
+            }
             interpreters.insert(version, v);
         }
         let unversioned_interpreters = interpreter_flags(&self.interpreters, &mut interpreters)?;
@@ -467,7 +572,7 @@ impl CompileArgs {
         let mut excludes = cfg.exclude.clone().unwrap_or_default();
         excludes.extend(self.exclude);
 
-        let jobs = jobs_or_cpus(self.jobs.or(cfg.jobs));
+        let jobs = jobs_from(pick(jobs_arg(self.jobs)?, cfg.jobs, "--jobs", cfg_path))?;
         let timeout = timeout_from(pick(self.timeout, cfg.timeout, "--timeout", cfg_path))?;
         let cache_max_size = match pick(
             self.cache_max_size,
@@ -520,6 +625,24 @@ pub(crate) fn paths_in_root(
         .map_err(UsageError::from)
 }
 
+/// `-o` as typed: numbers, else the message `-o 3` gets.
+fn level_args(given: &[String]) -> Result<Vec<i64>, UsageError> {
+    given
+        .iter()
+        .map(|s| {
+            s.trim().parse::<i64>().map_err(|_| {
+                Origin::Flag("--optimize").error(
+                    given.join(","),
+                    format!(
+                        "invalid optimization level '{s}': {}",
+                        crate::python::levels::LEVELS_ARE
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
 /// The levels of --optimize (or the config file's `optimize`).
 pub(crate) fn levels_from(list: &[i64], origin: &Origin) -> Result<Levels, UsageError> {
     Levels::from_list(list).map_err(|e| {
@@ -536,14 +659,22 @@ pub(crate) fn interpreter_flags(
 ) -> Result<Vec<PathBuf>, UsageError> {
     let mut unversioned = Vec::new();
     for spec in specs {
+        let origin = Origin::Flag("--interpreter");
         match spec.split_once('=') {
             Some((k, v)) => {
                 let version = supported_version(k).map_err(|e| {
-                    Origin::Flag("--interpreter")
-                        .error(spec, format!("{e} (expected X.Y=PATH or PATH)"))
+                    // The syntax hint only helps where X.Y is not a version at all.
+                    match k.parse::<PyVersion>() {
+                        Ok(_) => origin.error(spec, e),
+                        Err(_) => origin.error(spec, format!("{e} (expected X.Y=PATH or PATH)")),
+                    }
                 })?;
+                if v.is_empty() {
+                    return Err(origin.error(spec, "the PATH after '=' is empty"));
+                }
                 versioned.insert(version, PathBuf::from(v));
             }
+            None if spec.is_empty() => return Err(origin.error("''", "the PATH is empty")),
             None => unversioned.push(PathBuf::from(spec)),
         }
     }
@@ -664,21 +795,60 @@ mod tests {
             .contains("positive"));
     }
 
+    /// Report items 20, 22, 23: bad values of -j, -o and --interpreter get one style of
+    /// message, which says what is accepted and nothing that does not apply.
+    #[test]
+    fn bad_values_say_what_is_accepted() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_str().unwrap();
+        let err = |args: &[&str]| {
+            let mut all = vec!["--buildroot", root];
+            all.extend_from_slice(args);
+            parse(&all).err().unwrap()
+        };
+        let jobs = "-j takes a number of workers from 0 (one per CPU) to 1024";
+        assert_eq!(err(&["-j", "1025"]), format!("--jobs 1025: {jobs}"));
+        assert_eq!(err(&["--jobs", "-1"]), format!("--jobs -1: {jobs}"));
+        assert_eq!(
+            parse(&["--buildroot", root, "-j", "1024"]).unwrap().jobs,
+            1024
+        );
+        for (given, shown) in [("x", "'x'"), ("3", "3"), ("0,,1", "''")] {
+            let e = err(&["-o", given]);
+            assert!(
+                e.starts_with(&format!(
+                    "--optimize {given}: invalid optimization level {shown}: the levels are 0"
+                )),
+                "{e}"
+            );
+        }
+        let e = err(&["--interpreter", "2.7=/usr/bin/python2.7"]);
+        assert!(
+            e.contains("python2.7 is not supported") && !e.contains("expected"),
+            "{e}"
+        );
+        assert!(err(&["--interpreter", "three=/x"]).contains("(expected X.Y=PATH or PATH)"));
+        assert_eq!(
+            err(&["--interpreter", "3.12="]),
+            "--interpreter 3.12=: the PATH after '=' is empty"
+        );
+        assert!(err(&["--timeout", "-5"]).starts_with("--timeout -5: must be a positive"));
+    }
+
     #[test]
     fn config_merges_under_the_command_line() {
         let t = tempfile::tempdir().unwrap();
         let cfg = t.path().join("c.toml");
-        std::fs::write(&cfg, "optimize = [0, 1]\nerrors = \"warn\"\nexclude = [\"a\"]\n[interpreters]\n\"3.12\" = \"/p\"\n").unwrap();
+        let python = t.path().join("python3.12");
+        std::fs::write(&python, "").unwrap();
+        std::fs::write(&cfg, format!("optimize = [0, 1]\nerrors = \"warn\"\nexclude = [\"a\"]\n[interpreters]\n\"3.12\" = {:?}\n", python.display().to_string())).unwrap();
         let root = t.path().to_str().unwrap();
         let cfg = cfg.to_str().unwrap();
         let s = parse(&["--buildroot", root, "--config", cfg, "-x", "b"]).unwrap();
         assert_eq!(s.levels.len(), 2);
         assert_eq!(s.errors, ErrorPolicy::Warn);
         assert_eq!(s.excludes, vec!["a".to_string(), "b".to_string()]);
-        assert_eq!(
-            s.interpreters[&PyVersion::cpython(3, 12)],
-            PathBuf::from("/p")
-        );
+        assert_eq!(s.interpreters[&PyVersion::cpython(3, 12)], python);
         let s = parse(&[
             "--buildroot",
             root,
@@ -725,6 +895,20 @@ mod tests {
             assert!(e.contains(expect), "{text}: {e}");
             assert!(!e.contains("--"), "not a flag: {e}");
         }
+        // An interpreter the config file names is checked where the file can be named.
+        std::fs::write(&cfg, "[interpreters]\n\"3.12\" = \"/nonexistent\"\n").unwrap();
+        let e = parse(&["--buildroot", root, "--config", cfg_s])
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("c.toml: interpreters = \"3.12\" = \"/nonexistent\": no such file"),
+            "{e}"
+        );
+        std::fs::write(&cfg, "jobs = 5000\n").unwrap();
+        let e = parse(&["--buildroot", root, "--config", cfg_s])
+            .err()
+            .unwrap();
+        assert!(e.contains("c.toml: jobs = 5000: -j takes a number"), "{e}");
         // The same value on the command line names the flag.
         let e = parse(&["--buildroot", root, "--timeout", "0"])
             .err()

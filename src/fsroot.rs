@@ -210,7 +210,7 @@ pub fn root_relative(root: &Path, given: &Path) -> Result<PathBuf, PathError> {
 
 /// The path as the installed system will see it: `/` + the root-relative path.
 pub fn display_in_root(rel: &Path) -> String {
-    format!("/{}", rel.display())
+    format!("/{}", crate::escape::path_text(rel.as_os_str()))
 }
 
 /// The same as bytes (for `co_filename`, which may hold any file name byte).

@@ -14,6 +14,7 @@ pub(crate) mod compile;
 pub(crate) mod config;
 pub(crate) mod discover;
 mod error;
+pub mod escape;
 pub mod fsroot;
 pub mod generate;
 pub mod normalize;
@@ -101,14 +102,17 @@ pub fn list(settings: &Settings) -> Result<String, Error> {
             );
         }
         for job in plan.jobs.iter().filter(|j| j.version == version) {
-            out += &format!("  {}\n", fsroot::display_in_root(&job.rel));
+            out += &format!(
+                "  {}\n",
+                escape::printable(&fsroot::display_in_root(&job.rel))
+            );
         }
     }
     for why in &plan.skipped {
-        out += &format!("skipped: {why}\n");
+        out += &format!("skipped: {}\n", escape::printable(why));
     }
     for (_, e) in &plan.errors {
-        out += &format!("error: {e}\n");
+        out += &format!("error: {}\n", escape::printable(&e.to_string()));
     }
     Ok(out)
 }

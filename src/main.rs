@@ -7,12 +7,13 @@ use std::process::ExitCode;
 
 use clap::FromArgMatches;
 
-use pyclink::cli::Invocation;
+use pyclink::cli::{Invocation, JsonTarget, ReportKind};
+use pyclink::escape::printable;
 use pyclink::report::RunReport;
 
 fn main() -> ExitCode {
-    let cli = *match parse() {
-        Ok(Parsed::Run(cli)) => cli,
+    let (cli, json) = match parse() {
+        Ok(Parsed::Run(cli, json)) => (*cli, json),
         Ok(Parsed::Generate(item)) => return generate(&item),
         // --help and --version print and exit 0; a bad command line gets pyclink's prefix.
         Err(e) if !e.use_stderr() => e.exit(),
@@ -21,17 +22,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let json = json.as_ref();
     let invocation = match cli.into_invocation() {
         Ok(i) => i,
-        Err(e) => return fatal(&e.to_string(), None),
+        Err(e) => return fatal(&e.to_string(), json),
     };
     init_logging(invocation.quiet(), invocation.verbose());
     if let Err(e) = pyclink::cleanup::install_signal_handler() {
         log::warn!("cannot catch SIGINT/SIGTERM ({e}); an interrupt may leave temp files for the next run to remove");
     }
-    let json = invocation.summary_json();
     // Find out now, not after every pyc is written, that the JSON cannot be written.
-    if let Some(path) = json.filter(|p| *p != Path::new("-")) {
+    if let Some(path) = json.filter(|j| !j.is_stdout()).map(|j| &j.path) {
         if let Err(e) = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
@@ -47,7 +48,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn compile(settings: &pyclink::settings::Settings, json: Option<&Path>) -> ExitCode {
+fn compile(settings: &pyclink::settings::Settings, json: Option<&JsonTarget>) -> ExitCode {
+    // A dry run writes nothing, not even the JSON (`json_target` gives none for it).
     if settings.dry_run {
         return match pyclink::list(settings) {
             Ok(text) => match print(&text) {
@@ -65,7 +67,7 @@ fn compile(settings: &pyclink::settings::Settings, json: Option<&Path>) -> ExitC
     finish(settings.quiet, &lines, json, &report, report.exit_code)
 }
 
-fn normalize(n: &pyclink::cli::NormalizeInvocation, json: Option<&Path>) -> ExitCode {
+fn normalize(n: &pyclink::cli::NormalizeInvocation, json: Option<&JsonTarget>) -> ExitCode {
     let root = match pyclink::fsroot::Root::open(&n.buildroot) {
         Ok(r) => r,
         Err(e) => return fatal(&e.to_string(), json),
@@ -81,7 +83,7 @@ fn normalize(n: &pyclink::cli::NormalizeInvocation, json: Option<&Path>) -> Exit
 }
 
 enum Parsed {
-    Run(Box<pyclink::cli::Cli>),
+    Run(Box<pyclink::cli::Cli>, Option<JsonTarget>),
     Generate(pyclink::generate::Item),
 }
 
@@ -90,7 +92,8 @@ fn parse() -> Result<Parsed, clap::Error> {
     let matches = pyclink::generate::command().try_get_matches()?;
     match matches.get_one::<pyclink::generate::Item>("generate") {
         Some(item) => Ok(Parsed::Generate(item.clone())),
-        None => pyclink::cli::Cli::from_arg_matches(&matches).map(|c| Parsed::Run(Box::new(c))),
+        None => pyclink::cli::Cli::from_arg_matches(&matches)
+            .map(|c| Parsed::Run(Box::new(c), pyclink::cli::json_target(&matches))),
     }
 }
 
@@ -106,38 +109,18 @@ fn generate(item: &pyclink::generate::Item) -> ExitCode {
     }
 }
 
-fn verify(v: &pyclink::verify::VerifyInvocation, json: Option<&Path>) -> ExitCode {
-    use pyclink::verify::Report;
-    let shown_root = v.buildroot.display().to_string();
-    let failed = |msg: &str| {
-        // The JSON of a check that could not run is a verify report too.
-        if let Some(path) = json {
-            if let Err(e) = write_json(path, &Report::failed(shown_root.clone(), msg)) {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "pyclink: error: cannot write {}: {e}",
-                    path.display()
-                );
-            }
-        }
-        fatal(msg, None)
-    };
+fn verify(v: &pyclink::verify::VerifyInvocation, json: Option<&JsonTarget>) -> ExitCode {
     let report = match pyclink::fsroot::Root::open(&v.buildroot)
         .map_err(pyclink::verify::Error::from)
         .and_then(|root| pyclink::verify::verify(&root, &v.options))
     {
         Ok(r) => r,
-        Err(e) => return failed(&e.to_string()),
+        Err(e) => return fatal(&e.to_string(), json),
     };
     let cap = (v.verbose == 0).then_some(20);
     let mut text = report.problem_lines(cap);
     if !v.quiet {
         text += &(report.line() + "\n");
-    }
-    // With the JSON on stdout, the report goes to stderr so that stdout stays JSON.
-    if json == Some(Path::new("-")) {
-        let _ = std::io::stderr().lock().write_all(text.as_bytes());
-        text.clear();
     }
     finish(false, &text, json, &report, report.exit_code)
 }
@@ -146,18 +129,22 @@ fn verify(v: &pyclink::verify::VerifyInvocation, json: Option<&Path>) -> ExitCod
 fn finish(
     quiet: bool,
     summary: &str,
-    json: Option<&Path>,
+    json: Option<&JsonTarget>,
     report: &impl serde::Serialize,
     code: i32,
 ) -> ExitCode {
     if !quiet {
-        if let Err(e) = print(summary) {
+        // With the JSON on stdout, the summary goes to stderr so that stdout is one JSON
+        // document.
+        if json.is_some_and(JsonTarget::is_stdout) {
+            let _ = std::io::stderr().lock().write_all(summary.as_bytes());
+        } else if let Err(e) = print(summary) {
             return fatal(&format!("cannot write the summary to stdout: {e}"), json);
         }
     }
-    if let Some(path) = json {
-        if let Err(e) = write_json(path, report) {
-            return fatal(&format!("cannot write {}: {e}", path.display()), None);
+    if let Some(j) = json {
+        if let Err(e) = write_json(&j.path, report) {
+            return fatal(&format!("cannot write {}: {e}", j.path.display()), None);
         }
     }
     ExitCode::from(code as u8)
@@ -178,7 +165,9 @@ fn init_logging(quiet: bool, verbose: u8) {
                 log::Level::Info => "note",
                 log::Level::Debug | log::Level::Trace => "debug",
             };
-            writeln!(buf, "pyclink: {word}: {}", record.args())
+            // One message, one line, whatever the file names in it hold.
+            let text = record.args().to_string();
+            writeln!(buf, "pyclink: {word}: {}", printable(&text))
         })
         .init();
 }
@@ -203,15 +192,33 @@ fn write_json(path: &Path, report: &impl serde::Serialize) -> std::io::Result<()
 }
 
 /// The run could not proceed: say why (never panicking on a closed stderr), record it in the
-/// JSON if one was asked for, and exit 2.
-fn fatal(msg: &str, json: Option<&Path>) -> ExitCode {
+/// JSON if one was asked for (in the subcommand's own report), and exit 2.
+fn fatal(msg: &str, json: Option<&JsonTarget>) -> ExitCode {
     let mut err = std::io::stderr().lock();
     for line in msg.lines() {
-        let _ = writeln!(err, "pyclink: error: {line}");
+        let _ = writeln!(err, "pyclink: error: {}", printable(line));
     }
-    if let Some(path) = json {
-        if let Err(e) = write_json(path, &RunReport::failed(msg)) {
-            let _ = writeln!(err, "pyclink: error: cannot write {}: {e}", path.display());
+    if let Some(j) = json {
+        let root = j.buildroot.clone();
+        let written = match j.kind {
+            ReportKind::Compile => write_json(
+                &j.path,
+                &RunReport {
+                    buildroot: root,
+                    ..RunReport::failed(msg)
+                },
+            ),
+            ReportKind::Normalize => {
+                write_json(&j.path, &pyclink::normalize::Report::failed(root, msg))
+            }
+            ReportKind::Verify => write_json(&j.path, &pyclink::verify::Report::failed(root, msg)),
+        };
+        if let Err(e) = written {
+            let _ = writeln!(
+                err,
+                "pyclink: error: cannot write {}: {e}",
+                j.path.display()
+            );
         }
     }
     ExitCode::from(2)

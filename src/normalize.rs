@@ -42,6 +42,8 @@ pub struct Options {
 pub struct Report {
     pub schema: &'static str,
     pub schema_version: u32,
+    /// Why the run could not proceed (then `exit_code` is 2 and there are no figures).
+    pub fatal_error: Option<String>,
     pub buildroot: String,
     /// pyc names found.
     pub pycs: u64,
@@ -61,6 +63,24 @@ pub struct Report {
 }
 
 impl Report {
+    pub fn new(buildroot: String) -> Report {
+        Report {
+            schema: "pyclink-normalize",
+            schema_version: 1,
+            buildroot,
+            ..Report::default()
+        }
+    }
+
+    /// The report of a run that could not proceed.
+    pub fn failed(buildroot: String, why: &str) -> Report {
+        Report {
+            fatal_error: Some(why.to_string()),
+            exit_code: 2,
+            ..Report::new(buildroot)
+        }
+    }
+
     /// The build-log line.
     pub fn line(&self) -> String {
         format!(
@@ -83,12 +103,7 @@ struct Found {
 
 /// Normalize and link every pyc under `root` (or `opts.paths`).
 pub fn normalize(root: &Root, opts: &Options) -> Report {
-    let mut report = Report {
-        schema: "pyclink-normalize",
-        schema_version: 1,
-        buildroot: root.path().display().to_string(),
-        ..Report::default()
-    };
+    let mut report = Report::new(root.path().display().to_string());
     let errors = Mutex::new(Vec::new());
     let found = walk(root, &opts.paths, &errors);
     report.pycs = found.len() as u64;

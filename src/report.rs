@@ -149,8 +149,10 @@ pub struct VersionReport {
     pub up_to_date: u64,
     pub errors: u64,
     /// Level compilations the interpreters did for the pycs written (the rest were predicted
-    /// identical and never compiled).
+    /// identical and never compiled, or came from the cache).
     pub levels_compiled: u64,
+    /// pycs written from `--cache` entries, with no interpreter involved.
+    pub levels_from_cache: u64,
     /// Sources deliberately not compiled (symlinks leaving the root).
     pub skipped: u64,
     pub warnings: u64,
@@ -177,8 +179,8 @@ impl VersionReport {
         } else {
             String::new()
         };
-        format!(
-            "pyclink: {}: {}, {} ({} written, {} hardlinked, {} copied{}), {}, {} -> {}",
+        let mut line = format!(
+            "pyclink: {}: {}, {} ({} written, {} hardlinked, {} copied{}), {}",
             self.version,
             plural(self.sources, "source"),
             self.pyc_count(),
@@ -187,9 +189,20 @@ impl VersionReport {
             self.copied,
             up_to_date,
             plural(self.errors, "error"),
-            mib(self.bytes_apparent),
-            mib(self.bytes_stored)
-        )
+        );
+        if self.skipped > 0 {
+            line += &format!(", {} skipped", self.skipped);
+        }
+        // The sizes are of what this run wrote: "0.0 MiB -> 0.0 MiB" would read as an empty
+        // tree.
+        if self.written + self.hardlinked + self.copied > 0 {
+            line += &format!(
+                ", {} -> {}",
+                mib(self.bytes_apparent),
+                mib(self.bytes_stored)
+            );
+        }
+        line
     }
 
     fn pyc_count(&self) -> String {
@@ -334,10 +347,20 @@ impl Tally {
             let what = match &outcome {
                 Outcome::UpToDate { pycs } => format!("{pycs} pyc up to date"),
                 Outcome::Written {
-                    stats, compiled, ..
+                    stats,
+                    compiled,
+                    from_cache,
+                    ..
                 } => format!(
-                    "{} level(s) compiled, {} pyc written, {} hardlinked, {} copied",
-                    compiled, stats.written, stats.linked, stats.copied
+                    "{}, {} pyc written, {} hardlinked, {} copied",
+                    if *from_cache {
+                        "from the cache".to_string()
+                    } else {
+                        plural(*compiled, "level") + " compiled"
+                    },
+                    stats.written,
+                    stats.linked,
+                    stats.copied
                 ),
                 Outcome::Skipped(_) => "skipped".to_string(),
                 Outcome::Failed(_) => "failed".to_string(),
@@ -361,9 +384,14 @@ impl Tally {
                 stats,
                 compiled,
                 warnings,
+                from_cache,
             } => {
                 r.add_written(stats);
-                r.levels_compiled += compiled;
+                if from_cache {
+                    r.levels_from_cache += stats.written + stats.linked + stats.copied;
+                } else {
+                    r.levels_compiled += compiled;
+                }
                 r.warnings += warnings.len() as u64;
                 // As compileall shows them: the source has something the next Python may
                 // reject (an invalid escape sequence...).
@@ -442,14 +470,27 @@ impl Tally {
             );
         }
         for r in self.versions.values() {
-            let produced = r.written + r.hardlinked + r.copied;
+            // Levels from the cache were neither compiled nor predicted in this run.
+            let produced =
+                (r.written + r.hardlinked + r.copied).saturating_sub(r.levels_from_cache);
+            let cached = if r.levels_from_cache > 0 {
+                format!(", {} from the cache", r.levels_from_cache)
+            } else {
+                String::new()
+            };
             if produced > 0 {
                 log::info!(
-                    "{}: compiled {} of {} levels ({:.1}% proved identical from the source and not compiled)",
+                    "{}: compiled {} of {} levels ({:.1}% proved identical from the source and not compiled){cached}",
                     r.version,
                     r.levels_compiled,
                     produced,
                     100.0 * (produced - r.levels_compiled.min(produced)) as f64 / produced as f64
+                );
+            } else if r.levels_from_cache > 0 {
+                log::info!(
+                    "{}: compiled no level, {} from the cache",
+                    r.version,
+                    r.levels_from_cache
                 );
             }
         }
@@ -520,6 +561,24 @@ mod tests {
         r.sources = 1;
         assert!(r.line().contains(": 1 source, "), "{}", r.line());
         assert!(r.line().contains("0 copied, 3 up to date), 1 error, "));
+        // Report item 17: skipped sources are counted; a run that wrote nothing shows no sizes.
+        r.skipped = 2;
+        assert!(
+            r.line().contains(", 1 error, 2 skipped, 52.1 MiB"),
+            "{}",
+            r.line()
+        );
+        let rerun = VersionReport {
+            version: "python3.12".into(),
+            sources: 2,
+            up_to_date: 6,
+            pyc: 6,
+            ..Default::default()
+        };
+        assert_eq!(
+            rerun.line(),
+            "pyclink: python3.12: 2 sources, 6 pyc (0 written, 0 hardlinked, 0 copied, 6 up to date), 0 errors"
+        );
     }
 
     #[test]

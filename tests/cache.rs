@@ -272,3 +272,32 @@ fn the_cache_stays_under_its_limit() {
     );
     assert!(stderr(&out).contains("cannot use the cache directory /dev/null/x"));
 }
+
+/// Report item 17: levels from the cache are not counted as compiled, in the JSON and in
+/// `-v`'s line.
+#[test]
+fn hits_are_not_counted_as_compiled() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let cache = t.path().join("cache");
+    let root = fresh_root(t.path(), "root", &h.version, FILES);
+    let first = run_cached(&root, &cache, &[]);
+    assert!(first["versions"][0]["levels_compiled"].as_u64().unwrap() > 0);
+    let again = run_cached(&root, &cache, &["--force"]);
+    assert_eq!(again["versions"][0]["levels_compiled"], 0, "{again}");
+    assert_eq!(again["versions"][0]["levels_from_cache"], 12, "{again}");
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("--cache")
+        .arg(&cache)
+        .args(["--force", "-v"]));
+    assert!(
+        stderr(&out).contains(&format!(
+            "python{}: compiled no level, 12 from the cache",
+            h.version
+        )),
+        "{}",
+        stderr(&out)
+    );
+}

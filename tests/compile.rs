@@ -829,3 +829,172 @@ fn dry_run_lists_and_writes_nothing() {
     );
     assert!(!private.join("__pycache__").exists());
 }
+
+/// Report item 1: with `--summary-json -` (and no -q), stdout is exactly one JSON document and
+/// the summary line goes to stderr; for compile and normalize alike.
+#[test]
+fn summary_json_on_stdout_is_all_of_stdout() {
+    let h = host();
+    let (_t, root, _site) = site_root(&h, &[("a.py", NEITHER)]);
+    for sub in [None, Some("normalize")] {
+        let out = run(pyclink()
+            .args(sub)
+            .arg("--buildroot")
+            .arg(&root)
+            .args(["--summary-json", "-"]));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{sub:?}: stdout is not JSON ({e}): {}", stdout(&out)));
+        assert_eq!(json["exit_code"], 0);
+        assert!(
+            stderr(&out).contains("pyclink"),
+            "{sub:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+/// Report item 4: every run refused with exit 2 writes its subcommand's JSON with
+/// `fatal_error`, including the refusals of the command line's values.
+#[test]
+fn summary_json_is_written_for_refused_runs() {
+    let h = host();
+    let (t, root, site) = site_root(&h, &[("a.py", NEITHER)]);
+    let json = t.path().join("s.json");
+    let file = site.join("a.py");
+    let cases: Vec<(Vec<&std::ffi::OsStr>, &str, &str)> = vec![
+        (
+            vec!["--buildroot".as_ref(), "/nonexistent/root".as_ref()],
+            "pyclink-summary",
+            "does not exist",
+        ),
+        (
+            vec!["--buildroot".as_ref(), file.as_os_str()],
+            "pyclink-summary",
+            "not a directory",
+        ),
+        (
+            vec![
+                "--buildroot".as_ref(),
+                root.as_os_str(),
+                "-o".as_ref(),
+                "5".as_ref(),
+            ],
+            "pyclink-summary",
+            "invalid optimization level 5",
+        ),
+        (
+            vec![
+                "--buildroot".as_ref(),
+                root.as_os_str(),
+                "-j".as_ref(),
+                "-1".as_ref(),
+            ],
+            "pyclink-summary",
+            "-j takes a number",
+        ),
+        (
+            vec!["--buildroot".as_ref(), "/".as_ref()],
+            "pyclink-summary",
+            "never the live system",
+        ),
+        (
+            vec![
+                "verify".as_ref(),
+                "--buildroot".as_ref(),
+                "/nonexistent/root".as_ref(),
+            ],
+            "pyclink-verify",
+            "does not exist",
+        ),
+        (
+            vec![
+                "normalize".as_ref(),
+                "--buildroot".as_ref(),
+                "/nonexistent/root".as_ref(),
+            ],
+            "pyclink-normalize",
+            "does not exist",
+        ),
+        (
+            vec!["normalize".as_ref(), "--buildroot".as_ref(), "/".as_ref()],
+            "pyclink-normalize",
+            "never the live system",
+        ),
+    ];
+    for (args, schema, why) in cases {
+        let _ = std::fs::remove_file(&json);
+        let out = run(pyclink().args(&args).arg("--summary-json").arg(&json));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let text = std::fs::read_to_string(&json)
+            .unwrap_or_else(|e| panic!("{args:?}: no JSON written: {e}"));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["schema"], schema, "{args:?}");
+        assert_eq!(v["exit_code"], 2, "{args:?}");
+        assert!(
+            v["fatal_error"].as_str().is_some_and(|e| e.contains(why)),
+            "{args:?}: {v}"
+        );
+    }
+}
+
+/// Report item 5: a dry run neither creates nor truncates the `--summary-json` FILE.
+#[test]
+fn dry_run_leaves_the_summary_json_alone() {
+    let h = host();
+    let (t, root, _site) = site_root(&h, &[("a.py", NEITHER)]);
+    let json = t.path().join("s.json");
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("--dry-run")
+        .arg("--summary-json")
+        .arg(&json));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!json.exists(), "a dry run created {}", json.display());
+    std::fs::write(&json, "old").unwrap();
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("--dry-run")
+        .arg("--summary-json")
+        .arg(&json));
+    assert!(out.status.success());
+    assert_eq!(std::fs::read_to_string(&json).unwrap(), "old");
+}
+
+/// Report item 16: a file's compiler warnings come in line order (CPython gives the parser's
+/// before the code generator's, whatever their lines).
+#[test]
+fn compiler_warnings_come_in_line_order() {
+    let h = host();
+    let (_t, root, _site) = site_root(&h, &[("w.py", "x = 1\ny = x is 1\na = '\\d'\n")]);
+    let out = run(pyclink().arg("--buildroot").arg(&root));
+    assert!(out.status.success());
+    let lines: Vec<u32> = stderr(&out)
+        .lines()
+        .filter_map(|l| l.split("w.py:").nth(1)?.split(':').next()?.parse().ok())
+        .collect();
+    assert_eq!(lines, vec![2, 3], "{}", stderr(&out));
+}
+
+/// Report items 14 and 17: a rerun that writes nothing has no sizes in its line; `-vv` says
+/// why a pyc with a fresh header is rewritten.
+#[test]
+fn rerun_line_and_why_pycs_are_rewritten() {
+    let h = host();
+    let (_t, root, _site) = site_root(&h, &[("a.py", NEITHER)]);
+    let out = run(pyclink().arg("--buildroot").arg(&root).arg("--no-link"));
+    assert!(out.status.success());
+    let out = run(pyclink().arg("--buildroot").arg(&root).arg("-vv"));
+    assert!(
+        stderr(&out).contains("a.py: rewriting its pycs: ")
+            && stderr(&out).contains("identical to another level but not hardlinked to it"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(pyclink().arg("--buildroot").arg(&root));
+    let line = stdout(&out);
+    assert!(line.contains("3 up to date), 0 errors\n"), "{line}");
+    assert!(!line.contains("MiB"), "{line}");
+}

@@ -1414,3 +1414,95 @@ fn a_worker_that_breaks_the_protocol_is_not_reused_nor_cached() {
     assert_eq!(summary["cache"]["rejected"], 0, "{}", summary["cache"]);
     assert_eq!(summary["cache"]["hits"], 20, "{}", summary["cache"]);
 }
+
+/// Report item 6: a newline, an escape sequence and a non-UTF-8 byte in file names are escaped
+/// in every line printed (one line per message, nothing raw for the terminal), and the JSON
+/// keeps the name as text (`\xff` for the byte that is not UTF-8).
+#[test]
+fn control_characters_in_names_are_escaped() {
+    use std::os::unix::ffi::OsStrExt;
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    std::fs::create_dir_all(&site).unwrap();
+    let names: [&[u8]; 3] = [b"new\nline.py", b"esc\x1b[31mred.py", b"bad\xffname.py"];
+    let shown = [r"new\nline.py", r"esc\x1b[31mred.py", r"bad\xffname.py"];
+    for n in names {
+        std::fs::write(site.join(std::ffi::OsStr::from_bytes(n)), "def(\n").unwrap();
+    }
+    let sp = format!("/usr/lib/python{}/site-packages", h.version);
+    let no_raw = |what: &str, text: &[u8]| {
+        assert!(
+            !text.contains(&0x1b) && !text.contains(&0xff),
+            "{what}: raw bytes: {}",
+            String::from_utf8_lossy(text)
+        );
+    };
+
+    let json = t.path().join("s.json");
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("--summary-json")
+        .arg(&json));
+    assert_eq!(out.status.code(), Some(1));
+    no_raw("compile", &out.stderr);
+    let err = stderr(&out);
+    for s in shown {
+        let line = format!("pyclink: error: {sp}/{s}:1: SyntaxError: ");
+        assert!(err.lines().any(|l| l.starts_with(&line)), "{line}\n{err}");
+    }
+    assert_eq!(err.lines().count(), 3, "one line per error: {err}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let mut paths: Vec<&str> = summary["error_details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            format!("{sp}/bad\\xffname.py"),
+            format!("{sp}/esc\x1b[31mred.py"),
+            format!("{sp}/new\nline.py"),
+        ]
+    );
+
+    let out = run(pyclink().arg("--buildroot").arg(&root).arg("--dry-run"));
+    no_raw("--dry-run", &out.stdout);
+    for s in shown {
+        let line = format!("  {sp}/{s}");
+        assert!(
+            stdout(&out).lines().any(|l| l == line),
+            "{line}\n{}",
+            stdout(&out)
+        );
+    }
+
+    // verify: the same names, compiled, then made stale.
+    for n in names {
+        std::fs::write(site.join(std::ffi::OsStr::from_bytes(n)), "x = 1\n").unwrap();
+    }
+    assert!(run(pyclink().arg("--buildroot").arg(&root))
+        .status
+        .success());
+    for n in names {
+        std::fs::write(site.join(std::ffi::OsStr::from_bytes(n)), "x = 22\n").unwrap();
+    }
+    let out = run(pyclink().arg("verify").arg("--buildroot").arg(&root));
+    assert_eq!(out.status.code(), Some(1));
+    no_raw("verify", &out.stdout);
+    for s in shown {
+        let stem = s.trim_end_matches(".py");
+        let line = format!("{sp}/__pycache__/{stem}.{}.pyc: stale: ", h.tag);
+        assert!(
+            stdout(&out).lines().any(|l| l.starts_with(&line)),
+            "{line}\n{}",
+            stdout(&out)
+        );
+    }
+}

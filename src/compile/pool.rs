@@ -239,7 +239,12 @@ impl CompileThread<'_> {
             if let Some(payload) = cache.get(&key) {
                 match parse_response(payload, req.levels.len()) {
                     Ok(compiled) => {
-                        self.finish(i, prepared, Ok(compiled));
+                        let mut outcome =
+                            source::finish(job, prepared, Ok(compiled), self.how.opts.link);
+                        if let Outcome::Written { from_cache, .. } = &mut outcome {
+                            *from_cache = true;
+                        }
+                        self.report(i, outcome);
                         continue;
                     }
                     Err(_) => cache.reject(&key),

@@ -94,6 +94,8 @@ pub enum Outcome {
         /// identical).
         compiled: u64,
         warnings: Vec<FileError>,
+        /// The compiled levels came from `--cache`, not from an interpreter.
+        from_cache: bool,
     },
     /// Deliberately not compiled (a `.py` symlink whose target is not in the root).
     Skipped(String),
@@ -201,10 +203,17 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
         dfile: in_root_bytes(&job.rel),
     };
 
-    if !opts.force && all_up_to_date(&dir, &names, &header, &seal, opts.link) {
-        return Ok(Step::Done(Outcome::UpToDate {
-            pycs: names.len() as u64,
-        }));
+    if opts.force {
+        log::debug!("{}: rewriting its pycs: --force", display_in_root(&job.rel));
+    } else {
+        match all_up_to_date(&dir, &names, &header, &seal, opts.link) {
+            Ok(()) => {
+                return Ok(Step::Done(Outcome::UpToDate {
+                    pycs: names.len() as u64,
+                }))
+            }
+            Err(why) => log::debug!("{}: rewriting its pycs: {why}", display_in_root(&job.rel)),
+        }
     }
     let source = match source.take() {
         Some(s) => s,
@@ -310,9 +319,11 @@ fn try_finish(
         Some(&seal),
     )
     .map_err(|e| io_fail("cannot write pyc", e))?;
-    let warnings = code
-        .warnings
-        .iter()
+    // CPython reports some warnings of one file from its last line up.
+    let mut in_order: Vec<_> = code.warnings.iter().collect();
+    in_order.sort_by_key(|w| w.line);
+    let warnings = in_order
+        .into_iter()
         .map(|w| {
             fail(
                 w.line,
@@ -327,6 +338,7 @@ fn try_finish(
         stats,
         compiled: code.compiled as u64,
         warnings,
+        from_cache: false,
     })
 }
 
@@ -348,58 +360,68 @@ fn read_all(file: &mut File, size_hint: u64) -> std::io::Result<Vec<u8>> {
 /// record vouches for the whole file), and the levels are linked as this run would link them:
 /// identical bytes share an inode (`link`), or no two names share one (`--no-link`). Anything
 /// else (a pyc an install step wrote with its staging path, another level's code, a copy where a
-/// link belongs) is compiled again, whatever its header says.
+/// link belongs) is compiled again, whatever its header says. `Err` says why, for `-vv`.
 fn all_up_to_date(
     dir: &OwnedFd,
     names: &[(u8, OsString)],
     header: &[u8],
     seal: &Seal,
     link: bool,
-) -> bool {
+) -> Result<(), String> {
     let Ok(cache) = open_subdir(dir, OsStr::new(PYCACHE)) else {
-        return false;
+        return Err("no __pycache__ directory".into());
     };
     // Per inode seen so far: its bytes and the levels its record vouches for. A name linked to
     // an inode already checked is not read or hashed again.
     let mut seen: Vec<((u64, u64), Vec<u8>, u8)> = Vec::with_capacity(names.len());
     for (level, name) in names {
+        let shown = name.to_string_lossy();
+        let why = |what: &str| Err(format!("{shown}: {what}"));
         let Ok(mut f) = open_file_nofollow(&cache, name) else {
-            return false;
+            return why("missing (or not a regular file)");
         };
-        let Ok(st) = fstat(&f) else { return false };
+        let Ok(st) = fstat(&f) else {
+            return why("cannot stat it");
+        };
         // Not u64 on every target.
         #[allow(clippy::unnecessary_cast)]
         let inode = (st.st_dev as u64, st.st_ino as u64);
         if let Some((_, _, levels)) = seen.iter().find(|(i, ..)| *i == inode) {
-            if levels & (1 << level) == 0 || !link {
-                return false;
+            if !link {
+                return why("hardlinked to another level, and --no-link asks for separate files");
+            }
+            if levels & (1 << level) == 0 {
+                return why("hardlinked to another level whose code differs");
             }
             continue;
         }
         if !is_regular(&st) || st.st_size < header.len() as i64 {
-            return false;
+            return why("not a regular file, or shorter than a header");
         }
         let mut file = vec![0u8; header.len()];
         if f.read_exact(&mut file).is_err() || file != header {
-            return false;
+            return why("its header does not match the source (stale, or another mode or magic)");
         }
         let Some(record) = provenance::get(&f) else {
-            return false;
+            return why("no provenance record (pyclink did not write it, or the filesystem keeps no user xattrs)");
         };
         if f.read_to_end(&mut file).is_err() {
-            return false;
+            return why("cannot read it");
         }
         let levels = match seal.vouched_levels(&record, &file, header.len()) {
             Some(levels) if levels & (1 << level) != 0 => levels,
-            _ => return false,
+            Some(_) => return why("pyclink wrote it for another level"),
+            None => return why(
+                "its bytes, path or interpreter differ from what its provenance record vouches for",
+            ),
         };
         // A new inode: with links, no earlier name may hold the same bytes.
         if link && seen.iter().any(|(_, bytes, _)| *bytes == file) {
-            return false;
+            return why("identical to another level but not hardlinked to it");
         }
         seen.push((inode, file, levels));
     }
-    true
+    Ok(())
 }
 
 /// Create (if needed) and open `__pycache__` without following a symlink: one planted there

@@ -66,9 +66,9 @@ impl fmt::Display for NotFound {
         }
         write!(
             f,
-            "{} (needed for {} source(s))",
+            "{} (needed for {})",
             tried.join("; "),
-            self.sources
+            crate::report::plural(self.sources, "source")
         )
     }
 }

@@ -7,6 +7,10 @@ use serde::Deserialize;
 
 use super::PyVersion;
 
+/// What `-o` accepts, for its error messages.
+pub const LEVELS_ARE: &str =
+    "the levels are 0 (plain .pyc), 1 (-O, .opt-1.pyc) and 2 (-OO, .opt-2.pyc)";
+
 /// A set of optimization levels (bit L = level L).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Levels(u8);
@@ -24,12 +28,7 @@ impl Levels {
         for &l in list {
             match l {
                 0..=2 => levels.0 |= 1 << l,
-                _ => {
-                    return Err(format!(
-                        "invalid optimization level {l}: the levels are 0 (plain .pyc), 1 (-O, .opt-1.pyc) \
-                         and 2 (-OO, .opt-2.pyc)"
-                    ))
-                }
+                _ => return Err(format!("invalid optimization level {l}: {LEVELS_ARE}")),
             }
         }
         if levels.0 == 0 {

@@ -42,6 +42,8 @@ mod walk;
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::report::plural;
+
 pub use code::{CodeInfo, MarshalStr};
 
 /// A Python version as `(major, minor)`.
@@ -102,7 +104,8 @@ impl fmt::Display for Error {
             }
             Error::Truncated { offset, needed } => write!(
                 f,
-                "marshal data truncated: {needed} more byte(s) needed at offset {offset}"
+                "marshal data truncated: {} needed at offset {offset}",
+                plural(*needed as u64, "more byte")
             ),
             Error::UnknownType { offset, code } => write!(
                 f,
@@ -123,7 +126,9 @@ impl fmt::Display for Error {
                 registered,
             } => write!(
                 f,
-                "marshal reference {index} at offset {offset}, but only {registered} object(s) are flagged before it"
+                "marshal reference {index} at offset {offset}, but only {} {} flagged before it",
+                plural(*registered as u64, "object"),
+                if *registered == 1 { "is" } else { "are" }
             ),
             Error::RecursiveRef { offset, index } => write!(
                 f,
@@ -135,7 +140,8 @@ impl fmt::Display for Error {
             ),
             Error::TrailingBytes { offset, count } => write!(
                 f,
-                "{count} byte(s) after the marshalled object at offset {offset}"
+                "{} after the marshalled object at offset {offset}",
+                plural(*count as u64, "byte")
             ),
             Error::TooLarge { len } => write!(f, "marshal data of {len} bytes is too large"),
             Error::NotAString { offset, field } => write!(

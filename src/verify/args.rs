@@ -157,7 +157,7 @@ impl VerifyArgs {
                 unversioned_interpreters,
                 allow_sourceless: self.allow_sourceless,
                 link: !self.no_link,
-                jobs: jobs_or_cpus(self.jobs),
+                jobs: jobs_or_cpus(self.jobs)?,
                 timeout,
             },
             summary_json: self.summary_json,

@@ -217,7 +217,7 @@ impl Report {
         for (kind, problems) in by_kind {
             let shown = cap.unwrap_or(usize::MAX).min(problems.len());
             for p in &problems[..shown] {
-                out += &format!("{p}\n");
+                out += &format!("{}\n", crate::escape::printable(&p.to_string()));
             }
             if shown < problems.len() {
                 out += &format!(

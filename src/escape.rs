@@ -1,0 +1,67 @@
+//! File names as text. A name may hold any byte but `/` and NUL: a newline would split one
+//! message into two lines, an escape sequence would reach the terminal, and bytes that are not
+//! UTF-8 would come out as U+FFFD, matching no file. So paths are made text with
+//! [`path_text`] (non-UTF-8 bytes as `\xff`, as in the JSON), and every line printed for a
+//! human goes through [`printable`] (control characters as `\n`, `\x1b`...).
+
+use std::borrow::Cow;
+use std::ffi::OsStr;
+use std::fmt::Write;
+use std::os::unix::ffi::OsStrExt;
+
+/// `name` as UTF-8 text: valid UTF-8 as it is (control characters included, for the JSON to
+/// encode), each byte that is not UTF-8 as `\xNN`.
+pub fn path_text(name: &OsStr) -> Cow<'_, str> {
+    let bytes = name.as_bytes();
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `line` safe to print as one line: every control character (C0, DEL, C1) escaped, `\n`,
+/// `\r` and `\t` by name, the others as `\x1b` (C1 as `\u{9b}`, unlike a raw byte's `\x9b`).
+pub fn printable(line: &str) -> Cow<'_, str> {
+    if !line.chars().any(char::is_control) {
+        return Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_one_printable_line() {
+        let name = OsStr::from_bytes(b"dir/new\nline\x1b[31m\xffname\xc3.py");
+        let text = path_text(name);
+        assert_eq!(text, "dir/new\nline\x1b[31m\\xffname\\xc3.py");
+        assert_eq!(printable(&text), "dir/new\\nline\\x1b[31m\\xffname\\xc3.py");
+        assert_eq!(printable("tab\there\u{9b}é"), "tab\\there\\u{9b}é");
+        assert!(matches!(printable("/usr/lib/é.py"), Cow::Borrowed(_)));
+        assert!(matches!(path_text(OsStr::new("plain")), Cow::Borrowed(_)));
+    }
+}
