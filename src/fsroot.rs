@@ -78,6 +78,14 @@ impl Root {
             .unwrap_or(top)
     }
 
+    /// Why a walk failed, as the OS says it: walkdir's own text carries the host path.
+    pub fn walk_error_reason(e: &walkdir::Error) -> String {
+        match e.io_error() {
+            Some(io) => io.to_string(),
+            None => "a directory loop (symlinks are not followed)".to_string(),
+        }
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
@@ -128,6 +136,19 @@ pub fn open_subdir(dir: impl AsFd, name: &OsStr) -> io::Result<OwnedFd> {
 pub fn open_file_nofollow(dir: impl AsFd, name: &OsStr) -> io::Result<File> {
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     Ok(File::from(openat(dir, name, flags, Mode::empty())?))
+}
+
+/// What a file that should have been another kind is, for messages ("it is a symlink").
+pub fn type_name(ft: FileType) -> &'static str {
+    match ft {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symlink",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice | FileType::BlockDevice => "a device",
+        FileType::Unknown => "of an unknown kind",
+    }
 }
 
 pub fn is_regular(st: &Stat) -> bool {

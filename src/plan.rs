@@ -144,9 +144,7 @@ fn walk_tree(
             Ok(e) => e,
             Err(e) => {
                 let path = root.walk_error_path(&e, top).to_path_buf();
-                let source = e.into_io_error().unwrap_or_else(|| {
-                    std::io::Error::other("a directory loop (symlinks are not followed)")
-                });
+                let source = std::io::Error::other(Root::walk_error_reason(&e));
                 plan.errors.push((
                     version,
                     FileError::new(
@@ -212,7 +210,7 @@ fn walk_tree(
     }
 }
 
-fn has_py_suffix(rel: &Path) -> bool {
+pub(crate) fn has_py_suffix(rel: &Path) -> bool {
     rel.file_name().is_some_and(|n| {
         let n = std::os::unix::ffi::OsStrExt::as_bytes(n);
         n.len() > 3 && n.ends_with(b".py")

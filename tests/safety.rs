@@ -87,17 +87,18 @@ fn nothing_outside_the_root_is_touched() {
         assert!(out.status.success());
         let err = stderr(&out);
         assert!(
-            err.contains(
-                "outside.py: a symlink whose target is not in the build root; not compiled"
-            ),
+            err.contains(&format!(
+                "outside.py: a dangling symlink: {} does not exist in the build root; not compiled",
+                sentinel.join("target.py").display()
+            )),
             "{err}"
         );
         assert!(
-            err.contains("outside_rel.py: a symlink whose target is not in the build root"),
+            err.contains("outside_rel.py: a dangling symlink: ../"),
             "{err}"
         );
         assert!(
-            err.contains("pkg/__pycache__: cannot create or open it: it is not a directory (a symlink?); not writing through it; 1 source not compiled"),
+            err.contains("pkg/__pycache__: cannot create or open it: it is a symlink, not a directory; not writing through it; 1 source not compiled"),
             "{err}"
         );
         assert_eq!(
@@ -570,6 +571,62 @@ fn unreadable_file_and_readonly_directory_as_unprivileged_user() {
         stdout(&out).contains("5 sources, 3 pyc (1 written, 2 hardlinked, 0 copied), 4 errors"),
         "{}",
         stdout(&out)
+    );
+}
+
+/// As an unprivileged user: `verify -o` reports a directory it cannot read once, by its path
+/// inside the root and the OS's reason (no host path, no library wording).
+#[test]
+fn verify_reports_an_unreadable_directory_once() {
+    const NOBODY: u32 = 65534;
+    let skip = |why: &str| println!("SKIP verify_reports_an_unreadable_directory_once: {why}");
+    if !rustix::process::geteuid().is_root() {
+        return skip("needs root to switch to an unprivileged user");
+    }
+    let h = host();
+    let Some(python) = python_for(NOBODY, &h) else {
+        return skip(&format!("no python{} that uid {NOBODY} can run", h.version));
+    };
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    write_files(&site, &[("pkg/a.py", "x = 1\n")]);
+    assert!(Command::new("chown")
+        .args(["-R", &format!("{NOBODY}:{NOBODY}")])
+        .arg(&root)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::set_permissions(site.join("pkg"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let out = run(Command::new("setpriv")
+        .args([
+            "--reuid",
+            &NOBODY.to_string(),
+            "--regid",
+            &NOBODY.to_string(),
+        ])
+        .args([
+            "--clear-groups",
+            "--",
+            env!("CARGO_BIN_EXE_pyclink"),
+            "verify",
+        ])
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("--interpreter")
+        .arg(format!("{}={}", h.version, python.display()))
+        .args(["-o", "0"]));
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("/pkg")).collect();
+    assert_eq!(
+        lines,
+        [format!(
+            "/usr/lib/python{}/site-packages/pkg: unreadable: cannot read: Permission denied (os error 13)",
+            h.version
+        )],
+        "{text}"
     );
 }
 

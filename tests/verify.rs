@@ -853,11 +853,22 @@ fn rejects_partial_pycs() {
     .unwrap();
     std::fs::write(&docs[1], &whole[..whole.len() - 7]).unwrap();
     std::fs::write(&docs[2], &whole[..10]).unwrap();
+    // Compiling removes temp files from __pycache__ only: elsewhere none is promised removal.
+    std::fs::write(app(&root).join(&temp), "half").unwrap();
     let found = assert_rejected(
         &root,
         &["--no-link"],
         &[
-            ("partial", &temp, "interrupted pyclink run"),
+            (
+                "partial",
+                &format!("__pycache__/{temp}"),
+                "interrupted pyclink run (the next pyclink run removes it)",
+            ),
+            (
+                "partial",
+                &format!("{APP}/{temp}"),
+                "outside __pycache__ no pyclink run removes it",
+            ),
             (
                 "partial",
                 &format!("docs.{}.pyc.140243", h.tag),
@@ -875,7 +886,7 @@ fn rejects_partial_pycs() {
             ),
         ],
     );
-    assert_eq!(found.len(), 4, "{found:#?}");
+    assert_eq!(found.len(), 5, "{found:#?}");
 }
 
 /// unknown-tag: a cache tag of a Python that is not here, of one pyclink does not support, and
@@ -1079,6 +1090,36 @@ fn rejects_missing_levels_but_not_sources_that_do_not_compile() {
         stdout(&verify(&root, &["-o", "0,1,2", "--python-version", v, APP]).0)
             .contains("(1 source does not compile)")
     );
+}
+
+/// A PATH that names a source file checks that module's pycs (in `__pycache__` beside it), with
+/// and without -o; a stale one among them is still found.
+#[test]
+fn a_source_path_checks_its_modules_pycs() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    compile_app(&root, &h, &[]);
+    let v = h.version.as_str();
+    let docs = "opt/app/docs.py";
+    let json = assert_accepted(&root, &[docs]);
+    assert_eq!(
+        json["pycs_checked"], 3,
+        "docs.py's three pycs, not plain.py's"
+    );
+    let json = assert_accepted(&root, &["-o", "0,1,2", "--python-version", v, docs]);
+    assert_eq!(json["pycs_checked"], 3);
+    std::fs::remove_file(&levels(&app(&root), "docs", &h)[2]).unwrap();
+    let found = assert_rejected(
+        &root,
+        &["-o", "0,1,2", "--python-version", v, docs],
+        &[(
+            "missing",
+            &format!("__pycache__/docs.{}.opt-2.pyc", h.tag),
+            "no pyc for optimize=2",
+        )],
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
 }
 
 // ---------------------------------------------------------------------------------------------

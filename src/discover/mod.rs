@@ -16,7 +16,9 @@ use crate::worker::Failure;
 pub enum Error {
     #[error("{path} does not exist in the build root {}", root.display())]
     Missing { path: String, root: PathBuf },
-    #[error("{path} is a symlink; give the path it stands for inside the build root")]
+    #[error(
+        "{path} is a symlink and not a .py file; give the path it stands for inside the build root"
+    )]
     Symlink { path: String },
     #[error(
         "{path} is under a symlink (or a file); give the path it stands for inside the build root"
@@ -316,16 +318,22 @@ fn nested_lib_pythons(root: &Root, top: &Path) -> Vec<(PyVersion, PathBuf)> {
     found
 }
 
-/// A PATH must exist and be reached without symlinks: following one could leave the root.
+/// A PATH must exist and be reached without symlinks: following one could leave the root. A
+/// `.py` symlink itself is a source like those the walk meets (`%py_byte_compile DIR/*.py`
+/// names them): read with its target resolved inside the root, its pycs beside the link.
 fn check_path(root: &Root, p: &Path) -> Result<(), Error> {
+    use rustix::fs::FileType;
     let path = display_in_root(p);
     match root.lstat(p) {
-        Ok(st)
-            if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink =>
-        {
-            Err(Error::Symlink { path })
-        }
-        Ok(_) => Ok(()),
+        Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+            FileType::Symlink if !crate::plan::has_py_suffix(p) => Err(Error::Symlink { path }),
+            FileType::Directory => Ok(()),
+            _ if crate::plan::has_py_suffix(p) => Ok(()),
+            _ => {
+                log::warn!("{path}: not a Python source (*.py), skipped");
+                Ok(())
+            }
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Missing {
             path,
             root: root.path().to_path_buf(),

@@ -59,7 +59,8 @@ Examples:
 /// `pyclink verify`.
 #[derive(Args, Debug, Default)]
 pub struct VerifyArgs {
-    /// Check only these paths inside the root (directories or files) [default: the whole root]
+    /// Check only these paths inside the root: directories, pycs, or sources (NAME.py: its
+    /// pycs) [default: the whole root]
     #[arg(value_name = "PATH")]
     paths: Vec<PathBuf>,
 
