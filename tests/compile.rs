@@ -452,6 +452,14 @@ fn paths_and_excludes_restrict_the_run() {
         .arg(site.join("other")));
     assert!(out.status.success());
     assert!(pycs(&site.join("other"), "b", &h.tag)[0].exists());
+    // And a path as installed, the way messages print it.
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg(format!("/{keep}/tests"))
+        .arg("--force"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(pycs(&site.join("keep/tests"), "t", &h.tag)[0].exists());
     // Leaving the root is refused before anything happens.
     let out = run(pyclink().arg("--buildroot").arg(&root).arg("usr/../../etc"));
     assert_eq!(out.status.code(), Some(2));
