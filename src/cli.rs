@@ -200,7 +200,8 @@ pub struct CompileArgs {
     force: bool,
 
     /// Skip sources and directories matching GLOB (repeatable). With a '/', matched against the
-    /// path inside the root ('/usr/lib/python3.12/test/*'); without, against the name ('test_*.py')
+    /// path inside the root ('/usr/lib/python3.12/test/*'; 'usr/...' is the same); without,
+    /// against the name ('test_*.py')
     #[arg(short = 'x', long = "exclude", value_name = "GLOB")]
     exclude: Vec<String>,
 
