@@ -577,6 +577,28 @@ fn private_directory_and_dist_packages_use_the_given_version() {
     );
 }
 
+/// The root's own interpreter comes first; one that does not work is passed over for the
+/// host's, and -v says that it was tried and why it was not used.
+#[test]
+fn a_broken_root_interpreter_is_named_at_verbose() {
+    let h = host();
+    let (_t, root, site) = site_root(&h, &[("m.py", NEITHER)]);
+    let bin = root.join("usr/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/false", bin.join(format!("python{}", h.version))).unwrap();
+    let out = run(pyclink().arg("--buildroot").arg(&root).arg("-v"));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "python{}: the build root's /usr/bin/python{} not used: ",
+            h.version, h.version
+        )),
+        "{err}"
+    );
+    assert!(pycs(&site, "m", &h.tag)[0].exists());
+}
+
 #[test]
 fn missing_interpreter_is_a_clear_error() {
     let t = tempfile::tempdir().unwrap();
