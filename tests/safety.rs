@@ -1315,6 +1315,17 @@ fn python2_is_refused_by_name() {
         stderr(&out)
     );
 
+    // A root with only a Python 2 tree: one message, not "not compiled" then "no trees found".
+    let out = run(pyclink().arg("--buildroot").arg(&root));
+    assert_eq!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no Python tree to compile in ")
+            && err.contains(": /usr/lib/python2.7: python2.7 is not supported"),
+        "{err}"
+    );
+
     let Some(py27) = python_or_skip("2.7", "python2_is_refused_by_name (bare --interpreter)")
     else {
         return;

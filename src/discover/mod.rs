@@ -97,11 +97,20 @@ pub fn discover(root: &Root, asked: Asked) -> Result<Discovery, Error> {
         named.push(version);
     }
     let found = find_trees(root, asked.paths)?;
-    for s in &found.skipped {
-        log::warn!("{s}");
-    }
+    let shown_root = root.path().display();
     if found.versioned.is_empty() && found.unversioned.is_empty() {
-        log::warn!("no Python trees found in {}", root.path().display());
+        // One message: "python2.7 not compiled" then "no Python trees found" contradict.
+        match found.skipped.as_slice() {
+            [] => log::warn!("no Python trees found in {shown_root}"),
+            skipped => log::warn!(
+                "no Python tree to compile in {shown_root}: {}",
+                skipped.join("; ")
+            ),
+        }
+    } else {
+        for s in &found.skipped {
+            log::warn!("{s}");
+        }
     }
     let targets = if found.unversioned.is_empty() {
         Vec::new()
