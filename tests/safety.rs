@@ -196,18 +196,37 @@ fn bad_encodings_and_bytes_are_reported_per_file() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     let rel = format!("/usr/lib/python{}/site-packages", h.version);
-    for bad in [
-        "bom_and_latin1_cookie",
-        "unknown_cookie",
-        "latin1_without_cookie",
-        "nul",
-        "syntax",
-    ] {
+    // Every error as path:line, also where CPython names no line (NUL bytes, coding cookies).
+    let bad_lines = [
+        ("bom_and_latin1_cookie", 1),
+        ("unknown_cookie", 1),
+        ("latin1_without_cookie", 1),
+        ("nul", 2),
+        ("syntax", 2),
+    ];
+    for (bad, n) in bad_lines {
         let line = err
             .lines()
             .find(|l| l.contains(&format!("{rel}/{bad}.py")))
             .unwrap_or_else(|| panic!("{bad} not reported:\n{err}"));
-        assert!(line.starts_with("pyclink: error: /"), "{line}");
+        assert!(
+            line.starts_with(&format!("pyclink: error: {rel}/{bad}.py:{n}: ")),
+            "{line}"
+        );
+    }
+    // verify's list of sources that do not compile says the same lines.
+    let json = t.path().join("verify.json");
+    run(pyclink()
+        .arg("verify")
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["-o", "0", "--summary-json"])
+        .arg(&json));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let dnc = json["versions"][0]["do_not_compile"].to_string();
+    for (bad, n) in bad_lines {
+        assert!(dnc.contains(&format!("{rel}/{bad}.py:{n}: ")), "{dnc}");
     }
     assert!(stdout(&out).contains(", 5 errors,"), "{}", stdout(&out));
     for ok in ["ok_latin1_cookie", "ok_bom", "ok_plain"] {

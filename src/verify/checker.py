@@ -204,7 +204,7 @@ def handle(req):
                 try:
                     codes[level] = compile(src, dfile, 'exec', dont_inherit=True, optimize=level)
                 except (Exception, RecursionError, MemoryError) as exc:
-                    return compile_error(exc)
+                    return compile_error(exc, src)
     fresh = Fresh(codes)
     out = [b'K']
     loaded = {}
