@@ -650,11 +650,15 @@ fn rejects_compileall_of_the_staging_path() {
     }
     let t = tempfile::tempdir().unwrap();
     let root = app_root(t.path());
+    // A staging path longer than any truncation: the message shows it whole, quotes closed.
+    let long = "a_package_name_long_enough_to_push_the_path_past_sixty_characters";
+    write_files(&root, &[(&format!("opt/app/{long}/m.py"), PLAIN)]);
     compileall(
         &h,
         &["-o0", "-o1", "-o2", "--hardlink-dupes", "root/opt/app"],
         t.path(),
     );
+    let long_message = format!("co_filename is 'root/opt/app/{long}/m.py' in 1 of its 1 ");
     let found = assert_rejected(
         &root,
         &[],
@@ -670,10 +674,15 @@ fn rejects_compileall_of_the_staging_path() {
                 &format!("pkg/__pycache__/sub.{}.opt-1.pyc", h.tag),
                 "co_filename is 'root/opt/app/pkg/sub.py' in ",
             ),
+            (
+                "wrong-filename",
+                &format!("{long}/__pycache__/m.{}.opt-2.pyc", h.tag),
+                &long_message,
+            ),
         ],
     );
     // Every pyc, and nothing else: the code itself is right.
-    assert_eq!(found.len(), 15, "{found:#?}");
+    assert_eq!(found.len(), 18, "{found:#?}");
     assert_eq!(kinds(&found), vec!["wrong-filename"]);
     if let Some((ok, text)) = pyc_audit_if_present(&root, &[format!("{}:{APP}", h.version)], &[]) {
         assert!(
