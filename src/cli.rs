@@ -225,7 +225,8 @@ pub struct CompileArgs {
     compile_every_level: bool,
 
     /// Print what would be compiled (each version's interpreter, cache tag, invalidation mode
-    /// and levels, then its sources) and write nothing
+    /// and levels, then its sources, "(up to date)" where no pyc would be written) and write
+    /// nothing
     #[arg(long, visible_alias = "list")]
     dry_run: bool,
 

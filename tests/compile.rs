@@ -919,6 +919,30 @@ fn dry_run_lists_and_writes_nothing() {
         assert!(!site.join("__pycache__").exists());
         assert!(!site.join("pkg/__pycache__").exists());
     }
+    // After a run, what is up to date is marked so (the run's own freshness check).
+    let pkg = site.join("pkg");
+    assert!(run(pyclink().arg("--buildroot").arg(&root).arg(&pkg))
+        .status
+        .success());
+    let text = stdout(&run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("--dry-run")));
+    assert!(
+        text.starts_with(&format!(
+            "python{}: 2 sources (1 up to date) with ",
+            h.version
+        )),
+        "{text}"
+    );
+    let b = format!(
+        "/usr/lib/python{}/site-packages/pkg/b.py (up to date)",
+        h.version
+    );
+    let a = format!("/usr/lib/python{}/site-packages/a.py", h.version);
+    assert!(text.lines().any(|l| l.trim() == b), "{text}");
+    assert!(text.lines().any(|l| l.trim() == a), "{text}");
+    std::fs::remove_dir_all(pkg.join("__pycache__")).unwrap();
     // A private directory, given as a PATH, for the root's Python.
     let out = run(pyclink()
         .arg("--buildroot")
