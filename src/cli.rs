@@ -166,7 +166,8 @@ pub struct NormalizeArgs {
 #[derive(Args, Debug, Default)]
 pub struct CompileArgs {
     /// Restrict the run to these paths inside the build root: relative to it (usr/share/foo),
-    /// or starting with the build root as given (debian/pkg/opt/app, %{buildroot}/usr/share/foo).
+    /// starting with the build root (debian/pkg/opt/app, %{buildroot}/usr/share/foo), or
+    /// absolute as installed (/usr/share/foo, as messages print paths).
     /// Default: every Python tree found.
     #[arg(value_name = "PATH")]
     paths: Vec<PathBuf>,
@@ -212,7 +213,8 @@ pub struct CompileArgs {
     force: bool,
 
     /// Skip sources and directories matching GLOB (repeatable). With a '/', matched against the
-    /// path inside the root ('/usr/lib/python3.12/test/*'); without, against the name ('test_*.py')
+    /// path inside the root ('/usr/lib/python3.12/test/*'; 'usr/...' is the same); without,
+    /// against the name ('test_*.py')
     #[arg(short = 'x', long = "exclude", value_name = "GLOB")]
     exclude: Vec<String>,
 
@@ -236,8 +238,8 @@ pub struct CompileArgs {
     compile_every_level: bool,
 
     /// Print what would be compiled (each version's interpreter, cache tag, invalidation mode
-    /// and levels, then its sources) and write nothing: no pyc, and no --summary-json FILE
-    /// (it is neither created nor truncated)
+    /// and levels, then its sources, "(up to date)" where no pyc would be written) and write
+    /// nothing: no pyc, and no --summary-json FILE (it is neither created nor truncated)
     #[arg(long, visible_alias = "list")]
     dry_run: bool,
 
@@ -765,10 +767,10 @@ mod tests {
             .err()
             .unwrap()
             .contains("not a Python version"));
-        assert!(parse(&["--buildroot", root, "/etc"])
+        assert!(parse(&["--buildroot", root, "/etc/../x"])
             .err()
             .unwrap()
-            .contains("outside the build root"));
+            .contains("contains '..'"));
         assert!(parse(&["--buildroot", "/"])
             .err()
             .unwrap()

@@ -210,6 +210,7 @@ fn layout(text: &str, block: Block) -> String {
         }
         roff.control("RS", ["2"]);
         match block {
+            Block::Fill if rest.iter().any(|l| l[2..].starts_with(' ')) => terms(&mut roff, rest),
             Block::Fill => {
                 roff.text([roman(join(rest))]);
             }
@@ -225,6 +226,27 @@ fn layout(text: &str, block: Block) -> String {
     }
     // As clap_mangen writes them: a plain ' would be typeset as a closing quote.
     roff.to_roff().replace('\'', "\\*(Aq")
+}
+
+/// A table in the help (`  term     what it means`, continued on lines indented deeper): each
+/// term a tagged paragraph, its text refilled. Refilled as prose, the terms would run into it.
+fn terms(roff: &mut Roff, lines: &[&str]) {
+    let mut items: Vec<(&str, Vec<&str>)> = Vec::new();
+    for l in lines {
+        let body = &l[2..];
+        match items.last_mut() {
+            Some((_, text)) if body.starts_with(' ') => text.push(body),
+            _ => {
+                let (term, text) = body.split_once("  ").unwrap_or((body, ""));
+                items.push((term, vec![text]));
+            }
+        }
+    }
+    for (term, text) in items {
+        roff.control("TP", ["10"]);
+        roff.text([bold(term)]);
+        roff.text([roman(join(&text))]);
+    }
 }
 
 fn join(lines: &[&str]) -> String {
@@ -285,6 +307,20 @@ mod tests {
                 "{name}: the hidden flag is not completed"
             );
         }
+    }
+
+    /// pyclink-verify(1)'s table of checks stays a table (one tagged paragraph per check), and
+    /// the paragraph after it is one of its own.
+    #[test]
+    fn tables_in_the_help_stay_tables() {
+        let page = render("man-verify");
+        for term in ["header", "code", "links", "strays"] {
+            assert!(
+                page.contains(&format!(".TP 10\n\\fB{term}\\fR\n")),
+                "{term}: {page}"
+            );
+        }
+        assert!(page.contains(".PP\nWith \\-o LEVEL"), "{page}");
     }
 
     #[test]

@@ -84,16 +84,45 @@ fn prepare(settings: &Settings) -> Result<Prepared, Error> {
 }
 
 /// `--dry-run`: what a run would compile, version by version, as lines for the user.
+/// Sources whose pycs are all up to date are marked so, by the run's own freshness check (which
+/// only reads).
 pub fn list(settings: &Settings) -> Result<String, Error> {
     let Prepared {
-        plan, compilers, ..
+        root,
+        plan,
+        compilers,
     } = prepare(settings)?;
     let levels: Vec<String> = settings.levels.iter().map(|l| l.to_string()).collect();
+    let opts = Options {
+        levels: settings.levels,
+        predict: false,
+        link: settings.link,
+        force: settings.force,
+    };
     let mut out = String::new();
     for (version, sources) in plan.sources_per_version() {
+        let jobs: Vec<(&plan::Job, bool)> = plan
+            .jobs
+            .iter()
+            .filter(|j| j.version == version)
+            .map(|job| {
+                let fresh = compilers.get(&version).is_some_and(|c| {
+                    matches!(
+                        compile::source::prepare(&root, job, &c.target, opts),
+                        compile::source::Step::Done(compile::source::Outcome::UpToDate { .. })
+                    )
+                });
+                (job, fresh)
+            })
+            .collect();
         if let Some(c) = compilers.get(&version) {
+            let fresh = jobs.iter().filter(|(_, fresh)| *fresh).count() as u64;
+            let fresh = match fresh {
+                0 => String::new(),
+                n => format!(" ({n} up to date)"),
+            };
             out += &format!(
-                "{version}: {} with {} (cache tag {}, {} pycs, levels {})\n",
+                "{version}: {}{fresh} with {} (cache tag {}, {} pycs, levels {})\n",
                 report::plural(sources, "source"),
                 c.launch.program.display(),
                 c.target.format.cache_tag,
@@ -101,9 +130,10 @@ pub fn list(settings: &Settings) -> Result<String, Error> {
                 levels.join(" ")
             );
         }
-        for job in plan.jobs.iter().filter(|j| j.version == version) {
+        for (job, fresh) in jobs {
+            let mark = if fresh { " (up to date)" } else { "" };
             out += &format!(
-                "  {}\n",
+                "  {}{mark}\n",
                 escape::printable(&fsroot::display_in_root(&job.rel))
             );
         }

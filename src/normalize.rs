@@ -209,7 +209,10 @@ fn walk(root: &Root, paths: &[PathBuf], errors: &Mutex<Vec<String>>) -> Vec<Foun
                     errors
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push(format!("{shown}: cannot read: {e}"));
+                        .push(format!(
+                            "{shown}: cannot read: {}",
+                            Root::walk_error_reason(&e)
+                        ));
                     continue;
                 }
             };

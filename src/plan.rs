@@ -58,6 +58,8 @@ pub struct BadExclude {
 /// `--exclude` patterns. A pattern with a `/` is matched against the whole path as seen inside
 /// the root (`/usr/lib/python3.12/test/*`); one without is matched against the file or directory
 /// name (`test_*.py`). `*` matches across `/` like fnmatch; an excluded directory is not entered.
+/// A pattern with a `/` that starts with neither `/` nor `*` is rooted at `/`, as a relative
+/// PATH is (`usr/lib/python3.12/test/*`): as written it could match nothing.
 #[derive(Debug)]
 pub struct Excludes {
     paths: GlobSet,
@@ -69,7 +71,14 @@ impl Excludes {
         let mut paths = GlobSetBuilder::new();
         let mut names = GlobSetBuilder::new();
         for p in patterns {
-            let glob = GlobBuilder::new(p)
+            let rooted;
+            let glob = if p.contains('/') && !p.starts_with(['/', '*']) {
+                rooted = format!("/{p}");
+                &rooted
+            } else {
+                p
+            };
+            let glob = GlobBuilder::new(glob)
                 .literal_separator(false)
                 .backslash_escape(true)
                 .build()
@@ -144,9 +153,7 @@ fn walk_tree(
             Ok(e) => e,
             Err(e) => {
                 let path = root.walk_error_path(&e, top).to_path_buf();
-                let source = e.into_io_error().unwrap_or_else(|| {
-                    std::io::Error::other("a directory loop (symlinks are not followed)")
-                });
+                let source = std::io::Error::other(Root::walk_error_reason(&e));
                 plan.errors.push((
                     version,
                     FileError::new(
@@ -212,7 +219,7 @@ fn walk_tree(
     }
 }
 
-fn has_py_suffix(rel: &Path) -> bool {
+pub(crate) fn has_py_suffix(rel: &Path) -> bool {
     rel.file_name().is_some_and(|n| {
         let n = std::os::unix::ffi::OsStrExt::as_bytes(n);
         n.len() > 3 && n.ends_with(b".py")
@@ -236,6 +243,14 @@ mod tests {
         assert!(ex.matches(Path::new("usr/lib/python3.12/json/test_x.py")));
         assert!(ex.matches(Path::new("usr/lib/python3.12/site-packages/a/tests")));
         assert!(!ex.matches(Path::new("usr/lib/python3.12/json/decoder.py")));
+        // Relative, like a PATH: rooted at /; a leading * keeps matching anywhere.
+        let ex = Excludes::new(&["usr/lib/python3.12/site-packages/urllib3/*".into()]).unwrap();
+        assert!(ex.matches(Path::new(
+            "usr/lib/python3.12/site-packages/urllib3/util/a.py"
+        )));
+        assert!(!ex.matches(Path::new("usr/lib/python3.12/site-packages/idna/a.py")));
+        let ex = Excludes::new(&["*/tests/*".into()]).unwrap();
+        assert!(ex.matches(Path::new("usr/share/app/tests/t.py")));
         assert!(Excludes::new(&["[".into()])
             .unwrap_err()
             .to_string()

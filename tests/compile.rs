@@ -452,10 +452,92 @@ fn paths_and_excludes_restrict_the_run() {
         .arg(site.join("other")));
     assert!(out.status.success());
     assert!(pycs(&site.join("other"), "b", &h.tag)[0].exists());
+    // And a path as installed, the way messages print it.
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg(format!("/{keep}/tests"))
+        .arg("--force"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(pycs(&site.join("keep/tests"), "t", &h.tag)[0].exists());
     // Leaving the root is refused before anything happens.
     let out = run(pyclink().arg("--buildroot").arg(&root).arg("usr/../../etc"));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains(".."));
+}
+
+/// `%py_byte_compile python3 %{buildroot}/usr/share/foo/*.py` as the shell expands it: a `.py`
+/// symlink among the files is compiled as the tree walk compiles it (read in the root, its
+/// pycs beside the link), a dangling one is skipped as dangling, and a file that is not a Python
+/// source is skipped with a warning.
+#[test]
+fn source_file_paths_including_symlinks() {
+    let h = host();
+    let (_t, root, _site) = site_root(&h, &[]);
+    let app = root.join("usr/share/foo");
+    write_files(&app, &[("a.py", "x = 1\n"), ("README.txt", "hello\n")]);
+    std::os::unix::fs::symlink("a.py", app.join("b.py")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent.py", app.join("gone.py")).unwrap();
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args([
+            "--interpreter",
+            &format!("{}={}", h.version, h.python.display()),
+        ])
+        .args(["a.py", "b.py", "gone.py", "README.txt"].map(|n| app.join(n))));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    for name in ["a", "b"] {
+        assert!(
+            pycs(&app, name, &h.tag).iter().all(|p| p.exists()),
+            "{name}"
+        );
+    }
+    assert!(
+        err.contains(
+            "/usr/share/foo/gone.py: a dangling symlink: /nonexistent.py does not exist in the \
+             build root; not compiled"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("/usr/share/foo/README.txt: not a Python source (*.py), skipped"),
+        "{err}"
+    );
+    // The link's pyc holds the link's path, as compileall and importlib give it.
+    let b = std::fs::read(&pycs(&app, "b", &h.tag)[0]).unwrap();
+    let name = b"/usr/share/foo/b.py";
+    assert!(b.windows(name.len()).any(|w| w == name), "co_filename");
+    // A symlink that is not a source (here to a directory) is still refused.
+    std::os::unix::fs::symlink(".", app.join("dir")).unwrap();
+    let out = run(pyclink().arg("--buildroot").arg(&root).arg(app.join("dir")));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("is a symlink"), "{}", stderr(&out));
+}
+
+/// A regular file named `__pycache__` is called what it is, when compiling and verifying.
+#[test]
+fn a_regular_file_named_pycache_is_named_as_such() {
+    let h = host();
+    let (_t, root, site) = site_root(&h, &[("a/m.py", NEITHER)]);
+    std::fs::write(site.join("a/__pycache__"), "").unwrap();
+    let out = run(pyclink().arg("--buildroot").arg(&root));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "a/__pycache__: cannot create or open it: it is a regular file, not a directory"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(pyclink().arg("verify").arg("--buildroot").arg(&root));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("a/__pycache__: stray: a regular file, not a directory"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -493,6 +575,28 @@ fn private_directory_and_dist_packages_use_the_given_version() {
         )],
         &[],
     );
+}
+
+/// The root's own interpreter comes first; one that does not work is passed over for the
+/// host's, and -v says that it was tried and why it was not used.
+#[test]
+fn a_broken_root_interpreter_is_named_at_verbose() {
+    let h = host();
+    let (_t, root, site) = site_root(&h, &[("m.py", NEITHER)]);
+    let bin = root.join("usr/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/false", bin.join(format!("python{}", h.version))).unwrap();
+    let out = run(pyclink().arg("--buildroot").arg(&root).arg("-v"));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "python{}: the build root's /usr/bin/python{} not used: ",
+            h.version, h.version
+        )),
+        "{err}"
+    );
+    assert!(pycs(&site, "m", &h.tag)[0].exists());
 }
 
 #[test]
@@ -815,6 +919,30 @@ fn dry_run_lists_and_writes_nothing() {
         assert!(!site.join("__pycache__").exists());
         assert!(!site.join("pkg/__pycache__").exists());
     }
+    // After a run, what is up to date is marked so (the run's own freshness check).
+    let pkg = site.join("pkg");
+    assert!(run(pyclink().arg("--buildroot").arg(&root).arg(&pkg))
+        .status
+        .success());
+    let text = stdout(&run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("--dry-run")));
+    assert!(
+        text.starts_with(&format!(
+            "python{}: 2 sources (1 up to date) with ",
+            h.version
+        )),
+        "{text}"
+    );
+    let b = format!(
+        "/usr/lib/python{}/site-packages/pkg/b.py (up to date)",
+        h.version
+    );
+    let a = format!("/usr/lib/python{}/site-packages/a.py", h.version);
+    assert!(text.lines().any(|l| l.trim() == b), "{text}");
+    assert!(text.lines().any(|l| l.trim() == a), "{text}");
+    std::fs::remove_dir_all(pkg.join("__pycache__")).unwrap();
     // A private directory, given as a PATH, for the root's Python.
     let out = run(pyclink()
         .arg("--buildroot")

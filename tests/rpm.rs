@@ -315,6 +315,8 @@ fn sample_modules(h: &Host, glob: bool) -> Vec<(String, &'static str)> {
     if glob {
         m.push((format!("{PRIVATE_DIR}/scripts/cli.py"), "01|2"));
         m.push((format!("{PRIVATE_DIR}/scripts/util.py"), "012"));
+        // A symlink to util.py (pycs of its own, beside the link).
+        m.push((format!("{PRIVATE_DIR}/scripts/alias.py"), "012"));
     }
     m
 }

@@ -87,17 +87,18 @@ fn nothing_outside_the_root_is_touched() {
         assert!(out.status.success());
         let err = stderr(&out);
         assert!(
-            err.contains(
-                "outside.py: a symlink whose target is not in the build root; not compiled"
-            ),
+            err.contains(&format!(
+                "outside.py: a dangling symlink: {} does not exist in the build root; not compiled",
+                sentinel.join("target.py").display()
+            )),
             "{err}"
         );
         assert!(
-            err.contains("outside_rel.py: a symlink whose target is not in the build root"),
+            err.contains("outside_rel.py: a dangling symlink: ../"),
             "{err}"
         );
         assert!(
-            err.contains("pkg/__pycache__: cannot create or open it: it is not a directory (a symlink?); not writing through it; 1 source not compiled"),
+            err.contains("pkg/__pycache__: cannot create or open it: it is a symlink, not a directory; not writing through it; 1 source not compiled"),
             "{err}"
         );
         assert_eq!(
@@ -142,7 +143,8 @@ fn paths_leaving_the_root_are_refused() {
     let cases: [(&str, &str); 5] = [
         ("usr/../../outside", "contains '..'"),
         ("../outside", "contains '..'"),
-        (&rootless, "is outside the build root"),
+        // An absolute path not under the root is a path inside it (here, one not there).
+        (&rootless, "does not exist in the build root"),
         ("usr/lib/escape", "is a symlink"),
         ("usr/lib/escape/x.py", "is under a symlink"),
     ];
@@ -194,18 +196,37 @@ fn bad_encodings_and_bytes_are_reported_per_file() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     let rel = format!("/usr/lib/python{}/site-packages", h.version);
-    for bad in [
-        "bom_and_latin1_cookie",
-        "unknown_cookie",
-        "latin1_without_cookie",
-        "nul",
-        "syntax",
-    ] {
+    // Every error as path:line, also where CPython names no line (NUL bytes, coding cookies).
+    let bad_lines = [
+        ("bom_and_latin1_cookie", 1),
+        ("unknown_cookie", 1),
+        ("latin1_without_cookie", 1),
+        ("nul", 2),
+        ("syntax", 2),
+    ];
+    for (bad, n) in bad_lines {
         let line = err
             .lines()
             .find(|l| l.contains(&format!("{rel}/{bad}.py")))
             .unwrap_or_else(|| panic!("{bad} not reported:\n{err}"));
-        assert!(line.starts_with("pyclink: error: /"), "{line}");
+        assert!(
+            line.starts_with(&format!("pyclink: error: {rel}/{bad}.py:{n}: ")),
+            "{line}"
+        );
+    }
+    // verify's list of sources that do not compile says the same lines.
+    let json = t.path().join("verify.json");
+    run(pyclink()
+        .arg("verify")
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["-o", "0", "--summary-json"])
+        .arg(&json));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let dnc = json["versions"][0]["do_not_compile"].to_string();
+    for (bad, n) in bad_lines {
+        assert!(dnc.contains(&format!("{rel}/{bad}.py:{n}: ")), "{dnc}");
     }
     assert!(stdout(&out).contains(", 5 errors,"), "{}", stdout(&out));
     for ok in ["ok_latin1_cookie", "ok_bom", "ok_plain"] {
@@ -570,6 +591,62 @@ fn unreadable_file_and_readonly_directory_as_unprivileged_user() {
         stdout(&out).contains("5 sources, 3 pyc (1 written, 2 hardlinked, 0 copied), 4 errors"),
         "{}",
         stdout(&out)
+    );
+}
+
+/// As an unprivileged user: `verify -o` reports a directory it cannot read once, by its path
+/// inside the root and the OS's reason (no host path, no library wording).
+#[test]
+fn verify_reports_an_unreadable_directory_once() {
+    const NOBODY: u32 = 65534;
+    let skip = |why: &str| println!("SKIP verify_reports_an_unreadable_directory_once: {why}");
+    if !rustix::process::geteuid().is_root() {
+        return skip("needs root to switch to an unprivileged user");
+    }
+    let h = host();
+    let Some(python) = python_for(NOBODY, &h) else {
+        return skip(&format!("no python{} that uid {NOBODY} can run", h.version));
+    };
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    write_files(&site, &[("pkg/a.py", "x = 1\n")]);
+    assert!(Command::new("chown")
+        .args(["-R", &format!("{NOBODY}:{NOBODY}")])
+        .arg(&root)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::set_permissions(site.join("pkg"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let out = run(Command::new("setpriv")
+        .args([
+            "--reuid",
+            &NOBODY.to_string(),
+            "--regid",
+            &NOBODY.to_string(),
+        ])
+        .args([
+            "--clear-groups",
+            "--",
+            env!("CARGO_BIN_EXE_pyclink"),
+            "verify",
+        ])
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("--interpreter")
+        .arg(format!("{}={}", h.version, python.display()))
+        .args(["-o", "0"]));
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("/pkg")).collect();
+    assert_eq!(
+        lines,
+        [format!(
+            "/usr/lib/python{}/site-packages/pkg: unreadable: cannot read: Permission denied (os error 13)",
+            h.version
+        )],
+        "{text}"
     );
 }
 
@@ -1255,6 +1332,17 @@ fn python2_is_refused_by_name() {
         stderr(&out).contains("python2.7 is not supported"),
         "{}",
         stderr(&out)
+    );
+
+    // A root with only a Python 2 tree: one message, not "not compiled" then "no trees found".
+    let out = run(pyclink().arg("--buildroot").arg(&root));
+    assert_eq!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no Python tree to compile in ")
+            && err.contains(": /usr/lib/python2.7: python2.7 is not supported"),
+        "{err}"
     );
 
     let Some(py27) = python_or_skip("2.7", "python2_is_refused_by_name (bare --interpreter)")

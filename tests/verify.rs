@@ -650,11 +650,15 @@ fn rejects_compileall_of_the_staging_path() {
     }
     let t = tempfile::tempdir().unwrap();
     let root = app_root(t.path());
+    // A staging path longer than any truncation: the message shows it whole, quotes closed.
+    let long = "a_package_name_long_enough_to_push_the_path_past_sixty_characters";
+    write_files(&root, &[(&format!("opt/app/{long}/m.py"), PLAIN)]);
     compileall(
         &h,
         &["-o0", "-o1", "-o2", "--hardlink-dupes", "root/opt/app"],
         t.path(),
     );
+    let long_message = format!("co_filename is 'root/opt/app/{long}/m.py' in 1 of its 1 ");
     let found = assert_rejected(
         &root,
         &[],
@@ -670,10 +674,15 @@ fn rejects_compileall_of_the_staging_path() {
                 &format!("pkg/__pycache__/sub.{}.opt-1.pyc", h.tag),
                 "co_filename is 'root/opt/app/pkg/sub.py' in ",
             ),
+            (
+                "wrong-filename",
+                &format!("{long}/__pycache__/m.{}.opt-2.pyc", h.tag),
+                &long_message,
+            ),
         ],
     );
     // Every pyc, and nothing else: the code itself is right.
-    assert_eq!(found.len(), 15, "{found:#?}");
+    assert_eq!(found.len(), 18, "{found:#?}");
     assert_eq!(kinds(&found), vec!["wrong-filename"]);
     if let Some((ok, text)) = pyc_audit_if_present(&root, &[format!("{}:{APP}", h.version)], &[]) {
         assert!(
@@ -853,11 +862,22 @@ fn rejects_partial_pycs() {
     .unwrap();
     std::fs::write(&docs[1], &whole[..whole.len() - 7]).unwrap();
     std::fs::write(&docs[2], &whole[..10]).unwrap();
+    // Compiling removes temp files from __pycache__ only: elsewhere none is promised removal.
+    std::fs::write(app(&root).join(&temp), "half").unwrap();
     let found = assert_rejected(
         &root,
         &["--no-link"],
         &[
-            ("partial", &temp, "interrupted pyclink run"),
+            (
+                "partial",
+                &format!("__pycache__/{temp}"),
+                "interrupted pyclink run (the next pyclink run removes it)",
+            ),
+            (
+                "partial",
+                &format!("{APP}/{temp}"),
+                "outside __pycache__ no pyclink run removes it",
+            ),
             (
                 "partial",
                 &format!("docs.{}.pyc.140243", h.tag),
@@ -875,7 +895,7 @@ fn rejects_partial_pycs() {
             ),
         ],
     );
-    assert_eq!(found.len(), 4, "{found:#?}");
+    assert_eq!(found.len(), 5, "{found:#?}");
 }
 
 /// unknown-tag: a cache tag of a Python that is not here, of one pyclink does not support, and
@@ -1079,6 +1099,36 @@ fn rejects_missing_levels_but_not_sources_that_do_not_compile() {
         stdout(&verify(&root, &["-o", "0,1,2", "--python-version", v, APP]).0)
             .contains("(1 source does not compile)")
     );
+}
+
+/// A PATH that names a source file checks that module's pycs (in `__pycache__` beside it), with
+/// and without -o; a stale one among them is still found.
+#[test]
+fn a_source_path_checks_its_modules_pycs() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    compile_app(&root, &h, &[]);
+    let v = h.version.as_str();
+    let docs = "opt/app/docs.py";
+    let json = assert_accepted(&root, &[docs]);
+    assert_eq!(
+        json["pycs_checked"], 3,
+        "docs.py's three pycs, not plain.py's"
+    );
+    let json = assert_accepted(&root, &["-o", "0,1,2", "--python-version", v, docs]);
+    assert_eq!(json["pycs_checked"], 3);
+    std::fs::remove_file(&levels(&app(&root), "docs", &h)[2]).unwrap();
+    let found = assert_rejected(
+        &root,
+        &["-o", "0,1,2", "--python-version", v, docs],
+        &[(
+            "missing",
+            &format!("__pycache__/docs.{}.opt-2.pyc", h.tag),
+            "no pyc for optimize=2",
+        )],
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
 }
 
 // ---------------------------------------------------------------------------------------------

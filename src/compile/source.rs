@@ -11,7 +11,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustix::fs::{fstat, mkdirat, Mode};
+use rustix::fs::{fstat, mkdirat, statat, AtFlags, FileType, Mode};
 use rustix::io::Errno;
 use sha2::{Digest, Sha256};
 
@@ -162,10 +162,14 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
             // Once installed, the link resolves to a file this package does not ship (or to
             // nothing): there is no source here to compile, and the host's file is not it.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let target = rustix::fs::readlinkat(&dir, name, Vec::new())
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| "its target".into());
                 return Ok(Step::Done(Outcome::Skipped(format!(
-                    "{}: a symlink whose target is not in the build root; not compiled",
+                    "{}: a dangling symlink: {target} does not exist in the build root; \
+                     not compiled",
                     display_in_root(&job.rel)
-                ))))
+                ))));
             }
             Err(e) => {
                 return Err(io_fail(
@@ -435,7 +439,13 @@ fn open_cache_dir(dir: &OwnedFd) -> std::io::Result<OwnedFd> {
         if e.raw_os_error() == Some(Errno::LOOP.raw_os_error())
             || e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error())
         {
-            std::io::Error::other("it is not a directory (a symlink?); not writing through it")
+            let what = match statat(dir, PYCACHE, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => crate::fsroot::type_name(FileType::from_raw_mode(st.st_mode)),
+                Err(_) => "not a directory",
+            };
+            std::io::Error::other(format!(
+                "it is {what}, not a directory; not writing through it"
+            ))
         } else {
             e
         }

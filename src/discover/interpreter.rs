@@ -137,15 +137,15 @@ pub fn select(
     match root_launch(version, root) {
         Ok(launch) => match prove(version, launch, origin.clone(), timeout) {
             Ok(i) => return Ok(i),
-            Err(why) => tried.push((origin, why)),
+            Err(why) => reject(&mut tried, version, origin, why),
         },
-        Err(why) => tried.push((origin, why)),
+        Err(why) => reject(&mut tried, version, origin, why),
     }
 
     for (origin, program) in host_candidates(version, &mut tried) {
         match prove(version, host_launch(program), origin.clone(), timeout) {
             Ok(i) => return Ok(i),
-            Err(why) => tried.push((origin, why)),
+            Err(why) => reject(&mut tried, version, origin, why),
         }
     }
     Err(NotFound {
@@ -154,6 +154,15 @@ pub fn select(
         tried,
         sources: 0,
     })
+}
+
+/// Note a candidate passed over. One that is there but does not work is logged (-v): else a
+/// packager never learns why the root's own interpreter was not the one used.
+fn reject(tried: &mut Vec<(String, Unusable)>, version: PyVersion, origin: String, why: Unusable) {
+    if !matches!(why, Unusable::Absent | Unusable::NotFound) {
+        log::info!("{version}: {origin} not used: {why}");
+    }
+    tried.push((origin, why));
 }
 
 /// Ask an interpreter which version it is.

@@ -16,7 +16,9 @@ use crate::worker::Failure;
 pub enum Error {
     #[error("{path} does not exist in the build root {}", root.display())]
     Missing { path: String, root: PathBuf },
-    #[error("{path} is a symlink; give the path it stands for inside the build root")]
+    #[error(
+        "{path} is a symlink and not a .py file; give the path it stands for inside the build root"
+    )]
     Symlink { path: String },
     #[error(
         "{path} is under a symlink (or a file); give the path it stands for inside the build root"
@@ -95,11 +97,20 @@ pub fn discover(root: &Root, asked: Asked) -> Result<Discovery, Error> {
         named.push(version);
     }
     let found = find_trees(root, asked.paths)?;
-    for s in &found.skipped {
-        log::warn!("{s}");
-    }
+    let shown_root = root.path().display();
     if found.versioned.is_empty() && found.unversioned.is_empty() {
-        log::warn!("no Python trees found in {}", root.path().display());
+        // One message: "python2.7 not compiled" then "no Python trees found" contradict.
+        match found.skipped.as_slice() {
+            [] => log::warn!("no Python trees found in {shown_root}"),
+            skipped => log::warn!(
+                "no Python tree to compile in {shown_root}: {}",
+                skipped.join("; ")
+            ),
+        }
+    } else {
+        for s in &found.skipped {
+            log::warn!("{s}");
+        }
     }
     let targets = if found.unversioned.is_empty() {
         Vec::new()
@@ -316,16 +327,22 @@ fn nested_lib_pythons(root: &Root, top: &Path) -> Vec<(PyVersion, PathBuf)> {
     found
 }
 
-/// A PATH must exist and be reached without symlinks: following one could leave the root.
+/// A PATH must exist and be reached without symlinks: following one could leave the root. A
+/// `.py` symlink itself is a source like those the walk meets (`%py_byte_compile DIR/*.py`
+/// names them): read with its target resolved inside the root, its pycs beside the link.
 fn check_path(root: &Root, p: &Path) -> Result<(), Error> {
+    use rustix::fs::FileType;
     let path = display_in_root(p);
     match root.lstat(p) {
-        Ok(st)
-            if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink =>
-        {
-            Err(Error::Symlink { path })
-        }
-        Ok(_) => Ok(()),
+        Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+            FileType::Symlink if !crate::plan::has_py_suffix(p) => Err(Error::Symlink { path }),
+            FileType::Directory => Ok(()),
+            _ if crate::plan::has_py_suffix(p) => Ok(()),
+            _ => {
+                log::warn!("{path}: not a Python source (*.py), skipped");
+                Ok(())
+            }
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Missing {
             path,
             root: root.path().to_path_buf(),

@@ -31,6 +31,7 @@ For every pyc under the root (or the PATHs):
              interrupted write (pyclink's .pyclink-*.tmp, importlib's NAME.pyc.NNN); no pyc
              outside __pycache__ beside its source (import never reads it), and none without a
              source unless --allow-sourceless
+
 With -o LEVEL, every source pyclink compile would compile (the same trees, --python-version,
 --exclude) must also have a pyc at each LEVEL. Sources that do not compile are counted, not
 reported: they have no pyc (a pyc for one is a code-mismatch). Python 2 pycs are left alone.
@@ -59,7 +60,8 @@ Examples:
 /// `pyclink verify`.
 #[derive(Args, Debug, Default)]
 pub struct VerifyArgs {
-    /// Check only these paths inside the root (directories or files) [default: the whole root]
+    /// Check only these paths inside the root: directories, pycs, or sources (NAME.py: its
+    /// pycs) [default: the whole root]
     #[arg(value_name = "PATH")]
     paths: Vec<PathBuf>,
 

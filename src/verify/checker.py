@@ -53,9 +53,14 @@ _ATTRS = tuple(a for a in (
 ) if hasattr(_CODE, a) and not (a == 'co_lnotab' and hasattr(_CODE, 'co_linetable')))
 
 
-def _short(v):
+def _short(v, limit=60):
     r = repr(v)
-    return r if len(r) <= 60 else r[:57] + '...'
+    if len(r) <= limit:
+        return r
+    if type(v) in (str, bytes):
+        # The ellipsis goes inside the quotes: a quote left open misreads the rest of the line.
+        return r[:limit - 4] + '...' + r[-1]
+    return r[:limit - 3] + '...'
 
 
 def _bits(x):
@@ -136,7 +141,8 @@ def _wrong_filenames(code, dfile):
         total += 1
         if type(c.co_filename) is not str or c.co_filename != dfile:
             bad += 1
-            name = _short(c.co_filename)
+            # In full up to a long path's length: the path is the whole point of the message.
+            name = _short(c.co_filename, 4200)
             if len(names) < MAX_NAMES and name not in names:
                 names.append(name)
         for k in c.co_consts:
@@ -204,7 +210,7 @@ def handle(req):
                 try:
                     codes[level] = compile(src, dfile, 'exec', dont_inherit=True, optimize=level)
                 except (Exception, RecursionError, MemoryError) as exc:
-                    return compile_error(exc)
+                    return compile_error(exc, src)
     fresh = Fresh(codes)
     out = [b'K']
     loaded = {}

@@ -102,6 +102,14 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
         interpreters = found.interpreters;
         let planned = plan::plan(root, &found.trees, &excludes);
         for (_, e) in planned.errors {
+            // The scan walked the same directories and reported what it could not read.
+            if report
+                .problems
+                .iter()
+                .any(|p| p.kind == Kind::Unreadable && p.path == e.path)
+            {
+                continue;
+            }
             report.problems.push(Problem::new(
                 Kind::Unreadable,
                 e.path,
@@ -329,7 +337,11 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
 fn check_path(root: &Root, path: &std::path::Path) -> Result<(), Error> {
     let shown = display_in_root(path);
     match root.lstat(path) {
-        Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode).is_symlink() => {
+        // A `.py` symlink is a source like any (compiling accepts it as a PATH too).
+        Ok(st)
+            if rustix::fs::FileType::from_raw_mode(st.st_mode).is_symlink()
+                && !plan::has_py_suffix(path) =>
+        {
             Err(Error::Symlink { path: shown })
         }
         Ok(_) => Ok(()),

@@ -194,6 +194,8 @@ fn file_kind(ft: std::fs::FileType) -> &'static str {
         "a FIFO"
     } else if ft.is_socket() {
         "a socket"
+    } else if ft.is_file() {
+        "a regular file"
     } else {
         "a device"
     }
@@ -214,7 +216,7 @@ pub fn scan(root: &Root, tops: &[PathBuf], excludes: &Excludes) -> Scan {
                     scan.problems.push(Problem::new(
                         Kind::Unreadable,
                         display_in_root(rel),
-                        format!("cannot read: {e}"),
+                        format!("cannot read: {}", Root::walk_error_reason(&e)),
                     ));
                     continue;
                 }
@@ -237,26 +239,103 @@ pub fn scan(root: &Root, tops: &[PathBuf], excludes: &Excludes) -> Scan {
                 }
                 continue;
             }
-            let name = entry.file_name();
-            if is_temp_name(name) {
-                scan.problems.push(Problem::new(
-                    Kind::Partial,
-                    display_in_root(&rel),
-                    "a temp file left by an interrupted pyclink run (the next pyclink run removes it)",
-                ));
-            } else if in_pycache {
-                scan.pycache_entry(root, &rel, name, ft, excludes);
-            } else if name == PYCACHE && !ft.is_dir() {
-                scan.stray(&rel, format!("{}, not a directory", file_kind(ft)));
-            } else if name.as_bytes().ends_with(b".pyc") {
-                scan.legacy_pyc(root, &rel, ft, excludes);
-            }
+            scan.entry(root, &rel, entry.file_name(), ft, excludes);
+        }
+        if std::fs::symlink_metadata(root.host_path(top)).is_ok_and(|m| !m.is_dir()) {
+            scan.pycs_of_source(root, top, excludes);
         }
     }
     scan
 }
 
 impl Scan {
+    /// Sort one non-directory entry of the walk.
+    fn entry(
+        &mut self,
+        root: &Root,
+        rel: &Path,
+        name: &OsStr,
+        ft: std::fs::FileType,
+        excludes: &Excludes,
+    ) {
+        let in_pycache = rel
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|n| n == PYCACHE);
+        if is_temp_name(name) {
+            // Compiling cleans up only `__pycache__`; elsewhere (a legacy pyc rewritten by
+            // `normalize`) the file stays until someone deletes it.
+            let fate = if in_pycache {
+                "the next pyclink run removes it"
+            } else {
+                "outside __pycache__ no pyclink run removes it; delete it"
+            };
+            self.problems.push(Problem::new(
+                Kind::Partial,
+                display_in_root(rel),
+                format!("a temp file left by an interrupted pyclink run ({fate})"),
+            ));
+        } else if in_pycache {
+            self.pycache_entry(root, rel, name, ft, excludes);
+        } else if name == PYCACHE && !ft.is_dir() {
+            self.stray(rel, format!("{}, not a directory", file_kind(ft)));
+        } else if name.as_bytes().ends_with(b".pyc") {
+            self.legacy_pyc(root, rel, ft, excludes);
+        }
+    }
+
+    /// A PATH that names a source (`DIR/NAME.py`) stands for its module: the pycs of every
+    /// cache tag in `DIR/__pycache__`, and a legacy `DIR/NAME.pyc`, which the walk of the file
+    /// alone never meets.
+    fn pycs_of_source(&mut self, root: &Root, source: &Path, excludes: &Excludes) {
+        let (Some(dir), Some(stem)) = (source.parent(), source.file_stem()) else {
+            return;
+        };
+        if !crate::plan::has_py_suffix(source) {
+            return;
+        }
+        let mut prefix = stem.as_bytes().to_vec();
+        prefix.push(b'.');
+        let legacy = source.with_extension("pyc");
+        if let Ok(m) = std::fs::symlink_metadata(root.host_path(&legacy)) {
+            let name = legacy.file_name().unwrap_or_default();
+            self.entry(root, &legacy, name, m.file_type(), excludes);
+        }
+        let pycache = dir.join(PYCACHE);
+        let Ok(m) = std::fs::symlink_metadata(root.host_path(&pycache)) else {
+            return;
+        };
+        if !m.is_dir() {
+            return self.entry(root, &pycache, OsStr::new(PYCACHE), m.file_type(), excludes);
+        }
+        let entries = match std::fs::read_dir(root.host_path(&pycache)) {
+            Ok(entries) => entries,
+            Err(e) => {
+                return self.problems.push(Problem::new(
+                    Kind::Unreadable,
+                    display_in_root(&pycache),
+                    format!("cannot read: {e}"),
+                ))
+            }
+        };
+        let mut mine: Vec<(OsString, std::fs::FileType)> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().as_bytes().starts_with(&prefix))
+            .filter_map(|e| Some((e.file_name(), e.file_type().ok()?)))
+            .collect();
+        mine.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, ft) in mine {
+            // `a.b.TAG.pyc` starts with `a.`, but is module `a.b`'s.
+            let ours = match parse_cache_name(name.as_bytes()) {
+                CacheName::Pyc { stem: s, .. } => s == stem.as_bytes(),
+                _ => true,
+            };
+            if ours {
+                self.entry(root, &pycache.join(&name), &name, ft, excludes);
+            }
+        }
+    }
+
     fn stray(&mut self, rel: &Path, why: String) {
         self.problems
             .push(Problem::new(Kind::Stray, display_in_root(rel), why));

@@ -109,10 +109,26 @@ def hello():
 
 # The answer for a source that does not compile: b"E", u32 line, str exception type, str message
 # (the same in both protocols).
-def compile_error(exc):
+def compile_error(exc, src):
     line = 0
     msg = str(exc)
     if isinstance(exc, SyntaxError):
         line = exc.lineno or 0
         msg = exc.msg or msg
+    if line <= 0 and isinstance(exc, (SyntaxError, ValueError)):
+        line = _blamed_line(src)
     return [b'E', _u32(max(0, line)), _str(type(exc).__name__), _str(msg)]
+
+
+def _blamed_line(src):
+    """The line of an error CPython gives none for (line 0 or None): a NUL byte (ValueError
+    before 3.11.4), an unknown or conflicting coding cookie. Errors are promised as path:line.
+    Bytes only: no str is made, so the worker's interning history is untouched."""
+    nul = src.find(b'\0')
+    if nul >= 0:
+        return src.count(b'\n', 0, nul) + 1
+    for n, text in enumerate(src.split(b'\n', 2)[:2], 1):
+        text = text.lstrip(b' \t\f')
+        if text.startswith(b'#') and (b'coding:' in text or b'coding=' in text):
+            return n
+    return 1

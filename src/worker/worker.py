@@ -164,7 +164,7 @@ def handle(req, pristine):
     try:
         return compile_levels(src, dfile, mask, same, pristine)
     except (Exception, RecursionError, MemoryError) as exc:   # one bad file never ends the worker
-        return compile_error(exc)
+        return compile_error(exc, src)
 
 
 def compile_child(zreq_w, zack_r):
