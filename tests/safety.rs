@@ -506,21 +506,53 @@ fn python_for(uid: u32, h: &Host) -> Option<PathBuf> {
     })
 }
 
+/// The uid the unprivileged-user tests run pyclink as.
+const NOBODY: u32 = 65534;
+
+/// For a test that runs pyclink as [`NOBODY`]: the host and a python that user can run, or
+/// None (and the test's SKIP line printed) where that cannot be done.
+fn as_nobody(test: &str) -> Option<(Host, PathBuf)> {
+    if !rustix::process::geteuid().is_root() {
+        println!("SKIP {test}: needs root to switch to an unprivileged user");
+        return None;
+    }
+    let h = host();
+    let Some(python) = python_for(NOBODY, &h) else {
+        println!(
+            "SKIP {test}: no python{} that uid {NOBODY} can run (setpriv missing?)",
+            h.version
+        );
+        return None;
+    };
+    Some((h, python))
+}
+
+/// `setpriv` running pyclink as [`NOBODY`] (no groups), with `args`, on `root` chowned to it.
+fn pyclink_as_nobody(root: &Path, args: &[&str]) -> Command {
+    assert!(Command::new("chown")
+        .args(["-R", &format!("{NOBODY}:{NOBODY}")])
+        .arg(root)
+        .status()
+        .unwrap()
+        .success());
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid",
+        &NOBODY.to_string(),
+        "--regid",
+        &NOBODY.to_string(),
+    ])
+    .args(["--clear-groups", "--", env!("CARGO_BIN_EXE_pyclink")])
+    .args(args);
+    c
+}
+
 /// As an unprivileged user (CI runs as root, where permissions do not bite): an unreadable
 /// source and a read-only directory are reported, everything else is compiled.
 #[test]
 fn unreadable_file_and_readonly_directory_as_unprivileged_user() {
-    const NOBODY: u32 = 65534;
-    let skip = |why: &str| println!("SKIP unreadable_file_and_readonly_directory: {why}");
-    if !rustix::process::geteuid().is_root() {
-        return skip("needs root to switch to an unprivileged user");
-    }
-    let h = host();
-    let Some(python) = python_for(NOBODY, &h) else {
-        return skip(&format!(
-            "no python{} that uid {NOBODY} can run (setpriv missing?)",
-            h.version
-        ));
+    let Some((h, python)) = as_nobody("unreadable_file_and_readonly_directory") else {
+        return;
     };
     let t = tempfile::tempdir().unwrap();
     std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -536,34 +568,22 @@ fn unreadable_file_and_readonly_directory_as_unprivileged_user() {
             ("ro/b.py", "x = 3\n"),
         ],
     );
-    assert!(Command::new("chown")
-        .args(["-R", &format!("{NOBODY}:{NOBODY}")])
-        .arg(&root)
-        .status()
-        .unwrap()
-        .success());
     std::fs::set_permissions(
         site.join("unreadable.py"),
         std::fs::Permissions::from_mode(0o000),
     )
     .unwrap();
     std::fs::set_permissions(site.join("ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
-    let bin = env!("CARGO_BIN_EXE_pyclink");
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid",
-        &NOBODY.to_string(),
-        "--regid",
-        &NOBODY.to_string(),
-        "--clear-groups",
-        "--",
-        bin,
-    ])
-    .arg("--buildroot")
-    .arg(&root)
-    .arg("--interpreter")
-    .arg(format!("{}={}", h.version, python.display()));
-    let out = run(&mut cmd);
+    let interp = format!("{}={}", h.version, python.display());
+    let out = run(&mut pyclink_as_nobody(
+        &root,
+        &[
+            "--buildroot",
+            root.to_str().unwrap(),
+            "--interpreter",
+            &interp,
+        ],
+    ));
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     let rel = format!("/usr/lib/python{}/site-packages", h.version);
@@ -598,45 +618,28 @@ fn unreadable_file_and_readonly_directory_as_unprivileged_user() {
 /// inside the root and the OS's reason (no host path, no library wording).
 #[test]
 fn verify_reports_an_unreadable_directory_once() {
-    const NOBODY: u32 = 65534;
-    let skip = |why: &str| println!("SKIP verify_reports_an_unreadable_directory_once: {why}");
-    if !rustix::process::geteuid().is_root() {
-        return skip("needs root to switch to an unprivileged user");
-    }
-    let h = host();
-    let Some(python) = python_for(NOBODY, &h) else {
-        return skip(&format!("no python{} that uid {NOBODY} can run", h.version));
+    let Some((h, python)) = as_nobody("verify_reports_an_unreadable_directory_once") else {
+        return;
     };
     let t = tempfile::tempdir().unwrap();
     std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let root = t.path().join("root");
     let site = site_of(&h, &root);
     write_files(&site, &[("pkg/a.py", "x = 1\n")]);
-    assert!(Command::new("chown")
-        .args(["-R", &format!("{NOBODY}:{NOBODY}")])
-        .arg(&root)
-        .status()
-        .unwrap()
-        .success());
     std::fs::set_permissions(site.join("pkg"), std::fs::Permissions::from_mode(0o000)).unwrap();
-    let out = run(Command::new("setpriv")
-        .args([
-            "--reuid",
-            &NOBODY.to_string(),
-            "--regid",
-            &NOBODY.to_string(),
-        ])
-        .args([
-            "--clear-groups",
-            "--",
-            env!("CARGO_BIN_EXE_pyclink"),
+    let interp = format!("{}={}", h.version, python.display());
+    let out = run(&mut pyclink_as_nobody(
+        &root,
+        &[
             "verify",
-        ])
-        .arg("--buildroot")
-        .arg(&root)
-        .arg("--interpreter")
-        .arg(format!("{}={}", h.version, python.display()))
-        .args(["-o", "0"]));
+            "--buildroot",
+            root.to_str().unwrap(),
+            "--interpreter",
+            &interp,
+            "-o",
+            "0",
+        ],
+    ));
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("/pkg")).collect();
