@@ -714,7 +714,7 @@ fn touch_sources(dir: &Path, when: std::time::SystemTime) -> usize {
 /// remains; pyc-audit prints OK for the packages that were rewritten; and everything else is
 /// untouched (same inodes, mtimes, sizes), so the audit that covered it before still holds.
 /// Iteration 0 (and every 50th) makes the whole stdlib stale and audits all of it; the others
-/// make 3 random packages of at most 200 sources stale. 40 iterations by default (a few minutes
+/// make 3 random packages of at most 200 sources stale. 30 iterations by default (a few minutes
 /// on 2 idle cores); PYCLINK_KILL_ITERATIONS=500 for a longer hunt.
 #[test]
 fn kill_9_at_random_moments() {
@@ -722,7 +722,7 @@ fn kill_9_at_random_moments() {
     let iterations: usize = std::env::var("PYCLINK_KILL_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(30);
     let seed: u64 = std::env::var("PYCLINK_KILL_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
