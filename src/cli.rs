@@ -128,12 +128,14 @@ file + rename). A pyc whose magic number names no CPython 3.6+ format (PyPy, Pyt
 alone and counted. One that does not parse is an error (exit 1).
 
 Exit status: 0 success; 1 some pyc could not be read, parsed or rewritten; 2 the run could not
-proceed (bad option, no build root).";
+proceed (bad option, no build root, a PATH missing or under a symlink).";
 
 /// `pyclink normalize`.
 #[derive(Args, Debug, Default)]
 pub struct NormalizeArgs {
-    /// Restrict the run to these paths inside the build root [default: the whole root]
+    /// Restrict the run to these paths inside the build root: directories, pycs, or sources
+    /// (NAME.py: its pycs); each must exist and be reached through no symlink, as for verify
+    /// [default: the whole root]
     #[arg(value_name = "PATH")]
     paths: Vec<PathBuf>,
 

@@ -334,7 +334,9 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
 }
 
 /// A PATH must exist in the root, through no symlink (it would lead outside what is checked).
-fn check_path(root: &Root, path: &std::path::Path) -> Result<(), Error> {
+/// `normalize` refuses its PATHs with this too: it rewrites what it finds, so a PATH through a
+/// symlink must never reach the host's files.
+pub(crate) fn check_path(root: &Root, path: &std::path::Path) -> Result<(), Error> {
     let shown = display_in_root(path);
     match root.lstat(path) {
         // A `.py` symlink is a source like any (compiling accepts it as a PATH too).

@@ -126,6 +126,11 @@ fn parse_cache_name(name: &[u8]) -> CacheName<'_> {
     }
 }
 
+/// Whether `name` (in `__pycache__`) is a pyc of the module `stem`, of any cache tag or level.
+pub(crate) fn is_cache_pyc_of(name: &[u8], stem: &[u8]) -> bool {
+    matches!(parse_cache_name(name), CacheName::Pyc { stem: s, .. } if s == stem)
+}
+
 trait SplitBytes {
     fn rsplit_once_bytes(&self, sep: &[u8]) -> Option<(&[u8], &[u8])>;
 }
