@@ -1131,6 +1131,36 @@ fn a_source_path_checks_its_modules_pycs() {
     assert_eq!(found.len(), 1, "{found:#?}");
 }
 
+/// Report 2, item 8: an `--interpreter` that cannot start stops the run (exit 2, one message,
+/// as when compiling) instead of making every pyc of its version a problem; with -o, a source
+/// that has pycs and is required is counted once in "needed for N sources".
+#[test]
+fn an_interpreter_that_cannot_start_is_fatal() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    compile_app(&root, &h, &[]);
+    let given = format!("{}=/nonexistent", h.version);
+    for extra in [&[][..], &["-o", "0", "--python-version", &h.version][..]] {
+        let (out, json) = verify(&root, &[&["--interpreter", &given][..], extra].concat());
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stdout(&out));
+        let err = stderr(&out);
+        assert_eq!(
+            err.matches("no usable interpreter").count(),
+            1,
+            "{extra:?}: {err}"
+        );
+        // The app tree's five sources, whether or not -o also requires them.
+        assert!(err.contains("(needed for 5 sources)"), "{extra:?}: {err}");
+        assert!(
+            json["fatal_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("/nonexistent")),
+            "{json}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The interface.
 

@@ -43,7 +43,7 @@ unknown-tag (a cache tag or magic number with no interpreter here), unreadable, 
 (the interpreter crashed or hung on it twice).
 
 Exit status: 0 every pyc is right; 1 problems found; 2 the check could not run (bad option, no
-such root or PATH, no interpreter for a version -o needs).";
+such root or PATH, an --interpreter that cannot start, no interpreter for a version -o needs).";
 
 pub const EXAMPLES: &str = "\
 Examples:

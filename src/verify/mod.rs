@@ -147,19 +147,25 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
     if opts.allow_sourceless {
         versions.extend(sourceless_versions.iter().flatten());
     }
-    let mut needed: BTreeMap<PyVersion, u64> = BTreeMap::new();
+    // The sources of each version, counted once: a module with pycs that -o also requires is
+    // one source, not two.
+    let mut sources: BTreeMap<PyVersion, BTreeSet<PathBuf>> = BTreeMap::new();
     for key in scan.modules.keys() {
         if let Some(v) = scan::version_of_tag(&key.tag) {
-            *needed.entry(v).or_insert(0) += 1;
+            sources.entry(v).or_default().insert(key.source());
         }
     }
     for job in &required_jobs {
-        *needed.entry(job.version).or_insert(0) += 1;
+        sources
+            .entry(job.version)
+            .or_default()
+            .insert(job.rel.clone());
     }
-    for v in &versions {
-        needed.entry(*v).or_insert(1);
-    }
-    let (targets, unavailable) = select(root, &needed, &interpreters, opts.timeout);
+    let needed: BTreeMap<PyVersion, u64> = versions
+        .iter()
+        .map(|v| (*v, sources.get(v).map_or(1, |s| s.len().max(1) as u64)))
+        .collect();
+    let (targets, unavailable) = select(root, &needed, &interpreters, opts.timeout)?;
     if let Some(v) = required_jobs
         .iter()
         .map(|j| j.version)
@@ -362,13 +368,19 @@ pub(crate) fn check_path(root: &Root, path: &std::path::Path) -> Result<(), Erro
     }
 }
 
+/// Why a version has no interpreter.
+type Unavailable = BTreeMap<PyVersion, String>;
+
 /// The interpreter of each version, chosen as for compiling; for the others, why there is none.
+/// An `--interpreter` that does not work is the user's mistake, not a property of the pycs: it
+/// stops the run (as when compiling), rather than turning every pyc of its version into a
+/// problem.
 fn select(
     root: &Root,
     versions: &BTreeMap<PyVersion, u64>,
     given: &BTreeMap<PyVersion, PathBuf>,
     timeout: Duration,
-) -> (BTreeMap<PyVersion, Target>, BTreeMap<PyVersion, String>) {
+) -> Result<(BTreeMap<PyVersion, Target>, Unavailable), Error> {
     let mut targets = BTreeMap::new();
     let mut unavailable = BTreeMap::new();
     for (&version, &sources) in versions {
@@ -391,6 +403,9 @@ fn select(
             }
             Err(mut e) => {
                 e.sources = sources;
+                if e.given.is_some() {
+                    return Err(discover::Error::NoInterpreter(vec![e]).into());
+                }
                 let hint = match version.implementation {
                     Implementation::CPython => format!(
                         "; give --interpreter {}.{}=PATH",
@@ -410,5 +425,5 @@ fn select(
             );
         }
     }
-    (targets, unavailable)
+    Ok((targets, unavailable))
 }
