@@ -1131,6 +1131,29 @@ fn a_source_path_checks_its_modules_pycs() {
     assert_eq!(found.len(), 1, "{found:#?}");
 }
 
+/// Report 2, items 11 and 12: a file named twice is checked once, and a pyc PATH is checked
+/// quietly (with -o, as its source's module), not called "not a Python source".
+#[test]
+fn a_file_named_twice_counts_once_and_a_pyc_path_is_quiet() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    compile_app(&root, &h, &[]);
+    let v = h.version.as_str();
+    let docs = root.join("opt/app/docs.py");
+    let json = assert_accepted(&root, &["/opt/app/docs.py", docs.to_str().unwrap()]);
+    assert_eq!(json["pycs_checked"], 3);
+    let pyc = format!("opt/app/__pycache__/docs.{}.pyc", h.tag);
+    let (out, json) = verify(&root, &["-o", "0", "--python-version", v, &pyc]);
+    assert_eq!(out.status.code(), Some(0), "{json}");
+    assert_eq!(json["pycs_checked"], 1);
+    assert!(
+        !stderr(&out).contains("not a Python source"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// Report 2, item 8: an `--interpreter` that cannot start stops the run (exit 2, one message,
 /// as when compiling) instead of making every pyc of its version a problem; with -o, a source
 /// that has pycs and is required is counted once in "needed for N sources".

@@ -60,8 +60,9 @@ Examples:
 /// `pyclink verify`.
 #[derive(Args, Debug, Default)]
 pub struct VerifyArgs {
-    /// Check only these paths inside the root: directories, pycs, or sources (NAME.py: its
-    /// pycs) [default: the whole root]
+    /// Check only these paths inside the root: directories, pycs (with -o: their source's
+    /// module), or sources (NAME.py: its pycs); a path named twice counts once [default: the
+    /// whole root]
     #[arg(value_name = "PATH")]
     paths: Vec<PathBuf>,
 
@@ -137,7 +138,11 @@ pub struct VerifyInvocation {
 impl VerifyArgs {
     pub fn into_invocation(self) -> Result<Invocation, UsageError> {
         let buildroot = existing_buildroot(self.buildroot)?;
-        let paths = paths_in_root(&buildroot, &self.paths)?;
+        let mut paths = paths_in_root(&buildroot, &self.paths)?;
+        // One file named twice (`/usr/x.py` and `%{buildroot}/usr/x.py`) is checked once, as
+        // compiling compiles it once.
+        let mut seen = std::collections::BTreeSet::new();
+        paths.retain(|p| seen.insert(p.clone()));
         let required = if self.optimize.is_empty() {
             None
         } else {

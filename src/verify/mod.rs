@@ -89,10 +89,21 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
     let mut interpreters = opts.interpreters.clone();
     let mut required_jobs = Vec::new();
     if opts.required.is_some() {
+        // A pyc PATH stands for its module's source here: the source is what `-o` requires
+        // pycs of, and discover would call the pyc "not a Python source".
+        let sources: Vec<PathBuf> = opts
+            .paths
+            .iter()
+            .map(|p| {
+                source_of_pyc(p)
+                    .filter(|s| root.lstat(s).is_ok())
+                    .unwrap_or_else(|| p.clone())
+            })
+            .collect();
         let found = discover::discover(
             root,
             discover::Asked {
-                paths: &opts.paths,
+                paths: &sources,
                 python_versions: &opts.python_versions,
                 interpreters: &opts.interpreters,
                 unversioned_interpreters: &opts.unversioned_interpreters,
@@ -337,6 +348,22 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     report.seal();
     Ok(report)
+}
+
+/// The source of a pyc path: `DIR/__pycache__/NAME.TAG[.opt-N].pyc` or a legacy `DIR/NAME.pyc`
+/// is `DIR/NAME.py`.
+fn source_of_pyc(pyc: &std::path::Path) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = pyc.file_name()?.as_bytes();
+    let dir = pyc.parent()?;
+    let (dir, stem) = if dir.file_name() == Some(std::ffi::OsStr::new("__pycache__")) {
+        (dir.parent()?, scan::cache_pyc_stem(name)?)
+    } else {
+        (dir, name.strip_suffix(b".pyc")?)
+    };
+    let mut source = stem.to_vec();
+    source.extend_from_slice(b".py");
+    Some(dir.join(std::ffi::OsStr::from_bytes(&source)))
 }
 
 /// A PATH must exist in the root, through no symlink (it would lead outside what is checked).
