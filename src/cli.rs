@@ -128,12 +128,14 @@ file + rename). A pyc whose magic number names no CPython 3.6+ format (PyPy, Pyt
 alone and counted. One that does not parse is an error (exit 1).
 
 Exit status: 0 success; 1 some pyc could not be read, parsed or rewritten; 2 the run could not
-proceed (bad option, no build root).";
+proceed (bad option, no build root, a PATH missing or under a symlink).";
 
 /// `pyclink normalize`.
 #[derive(Args, Debug, Default)]
 pub struct NormalizeArgs {
-    /// Restrict the run to these paths inside the build root [default: the whole root]
+    /// Restrict the run to these paths inside the build root: directories, pycs, or sources
+    /// (NAME.py: its pycs); each must exist and be reached through no symlink, as for verify
+    /// [default: the whole root]
     #[arg(value_name = "PATH")]
     paths: Vec<PathBuf>,
 
@@ -398,6 +400,12 @@ pub enum UsageError {
     LiveSystem(PathBuf),
     #[error("{0}")]
     Path(#[from] PathError),
+    #[error(
+        "'{0}' was taken as a PATH, and the build root {root} has none: options go after the \
+         subcommand (`pyclink {0} -q ...`, not `pyclink -q {0} ...`)",
+        root = .1.display()
+    )]
+    SubcommandAfterOption(String, PathBuf),
 }
 
 /// Where a value came from: a flag, or a key of the config file.
@@ -445,7 +453,25 @@ impl Cli {
             Some(Command::Compile(a)) => a.into_invocation(),
             Some(Command::Normalize(a)) => a.into_invocation(),
             Some(Command::Verify(a)) => a.into_invocation(),
-            None => self.compile.into_invocation(),
+            None => {
+                // clap knows a subcommand only in first place: after an option, `verify` is
+                // the default subcommand's PATH. The root rarely holds such a PATH, so its
+                // absence means the option was misplaced.
+                let first = self.compile.paths.first().cloned();
+                let invocation = self.compile.into_invocation()?;
+                if let (Some(first), Invocation::Compile { settings, .. }) = (first, &invocation) {
+                    let name = first.to_string_lossy();
+                    if ["compile", "normalize", "verify"].contains(&name.as_ref())
+                        && settings.buildroot.join(&first).symlink_metadata().is_err()
+                    {
+                        return Err(UsageError::SubcommandAfterOption(
+                            name.into_owned(),
+                            settings.buildroot.clone(),
+                        ));
+                    }
+                }
+                Ok(invocation)
+            }
         }
     }
 }
@@ -781,6 +807,22 @@ mod tests {
             .contains("never the live system"));
         let twice = parse(&["--buildroot", root, "--errors", "fail", "--errors", "warn"]).unwrap();
         assert_eq!(twice.errors, ErrorPolicy::Warn, "the last value wins");
+        // Report 2, item 10: a subcommand after an option is a misplaced option, unless the
+        // root holds such a PATH.
+        for sub in ["verify", "normalize", "compile"] {
+            let e = parse(&["-q", sub, "--buildroot", root]).err().unwrap();
+            assert!(
+                e.contains(&format!(
+                    "options go after the subcommand (`pyclink {sub} -q"
+                )),
+                "{e}"
+            );
+        }
+        std::fs::create_dir(t.path().join("verify")).unwrap();
+        assert_eq!(
+            parse(&["--buildroot", root, "verify"]).unwrap().paths,
+            vec![PathBuf::from("verify")]
+        );
         assert!(parse(&["--buildroot", "/nonexistent/root"])
             .err()
             .unwrap()

@@ -10,15 +10,18 @@ use std::fmt::Write;
 use std::os::unix::ffi::OsStrExt;
 
 /// `name` as UTF-8 text: valid UTF-8 as it is (control characters included, for the JSON to
-/// encode), each byte that is not UTF-8 as `\xNN`.
+/// encode), each byte that is not UTF-8 as `\xNN`, and a backslash as `\\`, so that the name
+/// with byte 0xff and the one spelled `\xff` stay two names.
 pub fn path_text(name: &OsStr) -> Cow<'_, str> {
     let bytes = name.as_bytes();
     if let Ok(s) = std::str::from_utf8(bytes) {
-        return Cow::Borrowed(s);
+        if !s.contains('\\') {
+            return Cow::Borrowed(s);
+        }
     }
     let mut out = String::with_capacity(bytes.len() + 8);
     for chunk in bytes.utf8_chunks() {
-        out.push_str(chunk.valid());
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
         for b in chunk.invalid() {
             let _ = write!(out, "\\x{b:02x}");
         }
@@ -28,8 +31,10 @@ pub fn path_text(name: &OsStr) -> Cow<'_, str> {
 
 /// `line` safe to print as one line: every control character (C0, DEL, C1) escaped, `\n`,
 /// `\r` and `\t` by name, the others as `\x1b` (C1 as `\u{9b}`, unlike a raw byte's `\x9b`).
+/// The bidirectional controls too (`\u{202e}`): printed raw, they reorder the rest of the line
+/// on a terminal, so that a name shows as another.
 pub fn printable(line: &str) -> Cow<'_, str> {
-    if !line.chars().any(char::is_control) {
+    if !line.chars().any(needs_escape) {
         return Cow::Borrowed(line);
     }
     let mut out = String::with_capacity(line.len() + 8);
@@ -41,13 +46,18 @@ pub fn printable(line: &str) -> Cow<'_, str> {
             c if c.is_control() && (c as u32) < 0x80 => {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             }
-            c if c.is_control() => {
+            c if needs_escape(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),
         }
     }
     Cow::Owned(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
@@ -63,5 +73,24 @@ mod tests {
         assert_eq!(printable("tab\there\u{9b}é"), "tab\\there\\u{9b}é");
         assert!(matches!(printable("/usr/lib/é.py"), Cow::Borrowed(_)));
         assert!(matches!(path_text(OsStr::new("plain")), Cow::Borrowed(_)));
+    }
+
+    /// Report 2, items 3 and 15: the byte 0xff and a literal `\xff` print differently, and
+    /// bidirectional controls are escaped (but a backslash in a message line is left alone).
+    #[test]
+    fn escapes_are_unambiguous() {
+        let byte = path_text(OsStr::from_bytes(b"bad\xffname.py")).into_owned();
+        let literal = path_text(OsStr::from_bytes(br"bad\xffname.py")).into_owned();
+        assert_eq!(byte, r"bad\xffname.py");
+        assert_eq!(literal, r"bad\\xffname.py");
+        assert_eq!(path_text(OsStr::from_bytes(b"a\\\xff")), r"a\\\xff");
+        assert_eq!(
+            printable("x\u{202e}y\u{2066}\u{200f}.py"),
+            r"x\u{202e}y\u{2066}\u{200f}.py"
+        );
+        assert_eq!(
+            printable(r"SyntaxError: '\N' escape"),
+            r"SyntaxError: '\N' escape"
+        );
     }
 }

@@ -72,7 +72,10 @@ fn normalize(n: &pyclink::cli::NormalizeInvocation, json: Option<&JsonTarget>) -
         Ok(r) => r,
         Err(e) => return fatal(&e.to_string(), json),
     };
-    let report = pyclink::normalize::normalize(&root, &n.options);
+    let report = match pyclink::normalize::normalize(&root, &n.options) {
+        Ok(r) => r,
+        Err(e) => return fatal(&e.to_string(), json),
+    };
     finish(
         n.quiet,
         &(report.line() + "\n"),

@@ -84,9 +84,9 @@ impl Report {
     /// The build-log line.
     pub fn line(&self) -> String {
         format!(
-            "pyclink normalize: {} pyc ({} files): {} rewritten, {} hardlinked, {} left alone (unknown format), {}",
+            "pyclink normalize: {} pyc ({}): {} rewritten, {} hardlinked, {} left alone (unknown format), {}",
             self.pycs,
-            self.inodes,
+            plural(self.inodes, "file"),
             self.rewritten,
             self.linked,
             self.unsupported.len(),
@@ -101,8 +101,13 @@ struct Found {
     inode: (u64, u64),
 }
 
-/// Normalize and link every pyc under `root` (or `opts.paths`).
-pub fn normalize(root: &Root, opts: &Options) -> Report {
+/// Normalize and link every pyc under `root` (or `opts.paths`). A PATH that is missing, or
+/// reached through a symlink, is refused as `verify` refuses it (the same check, the same
+/// message).
+pub fn normalize(root: &Root, opts: &Options) -> Result<Report, crate::verify::Error> {
+    for path in &opts.paths {
+        crate::verify::check_path(root, path)?;
+    }
     let mut report = Report::new(root.path().display().to_string());
     let errors = Mutex::new(Vec::new());
     let found = walk(root, &opts.paths, &errors);
@@ -175,7 +180,7 @@ pub fn normalize(root: &Root, opts: &Options) -> Report {
         log::error!("{e}");
     }
     report.exit_code = i32::from(!report.errors.is_empty());
-    report
+    Ok(report)
 }
 
 /// Run `work` on every item, on up to `jobs` threads.
@@ -201,7 +206,18 @@ fn walk(root: &Root, paths: &[PathBuf], errors: &Mutex<Vec<String>>) -> Vec<Foun
     };
     let mut found = Vec::new();
     for top in tops {
-        for entry in root.walk(&top) {
+        // A source PATH stands for its module, as in `verify`: its pycs in `__pycache__` (of
+        // every cache tag and level) and a legacy `NAME.pyc` beside it.
+        let module = module_of_source(root, &top);
+        let walked = match &module {
+            Some((dir, _)) => vec![dir.join("__pycache__"), top.with_extension("pyc")],
+            None => vec![top.clone()],
+        };
+        for entry in walked
+            .iter()
+            .filter(|w| module.is_none() || root.lstat(w).is_ok())
+            .flat_map(|w| root.walk(w))
+        {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
@@ -216,13 +232,21 @@ fn walk(root: &Root, paths: &[PathBuf], errors: &Mutex<Vec<String>>) -> Vec<Foun
                     continue;
                 }
             };
-            let is_pyc = entry.file_name().as_bytes().ends_with(b".pyc");
-            if !is_pyc || !entry.file_type().is_file() {
+            let name = entry.file_name().as_bytes();
+            if !name.ends_with(b".pyc") || !entry.file_type().is_file() {
                 continue;
             }
             let Ok(rel) = entry.path().strip_prefix(root.path()) else {
                 continue;
             };
+            if let Some((dir, stem)) = &module {
+                let legacy = rel == top.with_extension("pyc");
+                let cached = rel.parent() == Some(&dir.join("__pycache__"))
+                    && crate::verify::scan::is_cache_pyc_of(name, stem.as_bytes());
+                if !(legacy || cached) {
+                    continue;
+                }
+            }
             let Ok(meta) = entry.metadata() else { continue };
             use std::os::unix::fs::MetadataExt;
             found.push(Found {
@@ -232,6 +256,20 @@ fn walk(root: &Root, paths: &[PathBuf], errors: &Mutex<Vec<String>>) -> Vec<Foun
         }
     }
     found
+}
+
+/// The directory and module name of a PATH that names a source file (`DIR/NAME.py`).
+fn module_of_source(root: &Root, top: &Path) -> Option<(PathBuf, OsString)> {
+    let is_dir = root
+        .lstat(top)
+        .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir());
+    if is_dir || !crate::plan::has_py_suffix(top) {
+        return None;
+    }
+    Some((
+        top.parent().unwrap_or(Path::new("")).to_path_buf(),
+        top.file_stem()?.to_os_string(),
+    ))
 }
 
 enum Rewrite {

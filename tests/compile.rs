@@ -1126,3 +1126,50 @@ fn rerun_line_and_why_pycs_are_rewritten() {
     assert!(line.contains("3 up to date), 0 errors\n"), "{line}");
     assert!(!line.contains("MiB"), "{line}");
 }
+
+/// Report 2, items 1, 9, 13 and 14: normalize refuses a PATH through a symlink that leads out
+/// of the root and a missing PATH as verify does (exit 2, `fatal_error`), and a source PATH
+/// stands for its module's pycs.
+#[test]
+fn normalize_paths_are_resolved_as_verify_resolves_them() {
+    let h = host();
+    let (t, root, site) = site_root(&h, &[("a.py", NEITHER), ("ab.py", NEITHER)]);
+    let outside = t.path().join("outside");
+    std::fs::create_dir_all(outside.join("pkg/__pycache__")).unwrap();
+    std::fs::write(outside.join("pkg/__pycache__/o.cpython-312.pyc"), b"x").unwrap();
+    std::fs::create_dir_all(root.join("usr/share")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("usr/share/out")).unwrap();
+    for (path, why) in [
+        ("/usr/share/out/pkg", "symlink"),
+        ("/usr/share/out", "symlink"),
+        ("/usr/share/nothere", "does not exist in the build root"),
+    ] {
+        let out = run(pyclink()
+            .args(["normalize", "--buildroot"])
+            .arg(&root)
+            .args(["--summary-json", "-", path]));
+        assert_eq!(out.status.code(), Some(2), "{path}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            v["fatal_error"].as_str().is_some_and(|e| e.contains(why)),
+            "{path}: {v}"
+        );
+        assert!(stderr(&out).contains(why), "{path}: {}", stderr(&out));
+    }
+
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["-o", "0", "--no-normalize"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(pyclink()
+        .args(["normalize", "--no-link", "--buildroot"])
+        .arg(&root)
+        .arg(site.join("a.py")));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("pyclink normalize: 1 pyc (1 file):"),
+        "{}",
+        stdout(&out)
+    );
+}

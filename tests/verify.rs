@@ -939,17 +939,11 @@ fn rejects_unknown_tags() {
     );
     assert_eq!(found.len(), 3, "{found:#?}");
 
+    // A given interpreter that cannot start stops the run (an_interpreter_that_cannot_start_is_fatal).
     let given = format!("{}=/nonexistent/python", h.version);
-    let found = assert_rejected(
-        &root,
-        &["--interpreter", &given],
-        &[(
-            "unknown-tag",
-            &format!("plain.{}.pyc", h.tag),
-            "no usable interpreter",
-        )],
-    );
-    assert!(found.len() > 3);
+    let (out, _) = verify(&root, &["--interpreter", &given]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no usable interpreter"));
     // The interpreter given by path is the one used.
     let given = format!("{}={}", h.version, h.python.display());
     let (_, json) = verify(&root, &["--interpreter", &given, APP]);
@@ -1129,6 +1123,59 @@ fn a_source_path_checks_its_modules_pycs() {
         )],
     );
     assert_eq!(found.len(), 1, "{found:#?}");
+}
+
+/// Report 2, items 11 and 12: a file named twice is checked once, and a pyc PATH is checked
+/// quietly (with -o, as its source's module), not called "not a Python source".
+#[test]
+fn a_file_named_twice_counts_once_and_a_pyc_path_is_quiet() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    compile_app(&root, &h, &[]);
+    let v = h.version.as_str();
+    let docs = root.join("opt/app/docs.py");
+    let json = assert_accepted(&root, &["/opt/app/docs.py", docs.to_str().unwrap()]);
+    assert_eq!(json["pycs_checked"], 3);
+    let pyc = format!("opt/app/__pycache__/docs.{}.pyc", h.tag);
+    let (out, json) = verify(&root, &["-o", "0", "--python-version", v, &pyc]);
+    assert_eq!(out.status.code(), Some(0), "{json}");
+    assert_eq!(json["pycs_checked"], 1);
+    assert!(
+        !stderr(&out).contains("not a Python source"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Report 2, item 8: an `--interpreter` that cannot start stops the run (exit 2, one message,
+/// as when compiling) instead of making every pyc of its version a problem; with -o, a source
+/// that has pycs and is required is counted once in "needed for N sources".
+#[test]
+fn an_interpreter_that_cannot_start_is_fatal() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    compile_app(&root, &h, &[]);
+    let given = format!("{}=/nonexistent", h.version);
+    for extra in [&[][..], &["-o", "0", "--python-version", &h.version][..]] {
+        let (out, json) = verify(&root, &[&["--interpreter", &given][..], extra].concat());
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stdout(&out));
+        let err = stderr(&out);
+        assert_eq!(
+            err.matches("no usable interpreter").count(),
+            1,
+            "{extra:?}: {err}"
+        );
+        // The app tree's five sources, whether or not -o also requires them.
+        assert!(err.contains("(needed for 5 sources)"), "{extra:?}: {err}");
+        assert!(
+            json["fatal_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("/nonexistent")),
+            "{json}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

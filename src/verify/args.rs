@@ -43,7 +43,7 @@ unknown-tag (a cache tag or magic number with no interpreter here), unreadable, 
 (the interpreter crashed or hung on it twice).
 
 Exit status: 0 every pyc is right; 1 problems found; 2 the check could not run (bad option, no
-such root or PATH, no interpreter for a version -o needs).";
+such root or PATH, an --interpreter that cannot start, no interpreter for a version -o needs).";
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -60,8 +60,9 @@ Examples:
 /// `pyclink verify`.
 #[derive(Args, Debug, Default)]
 pub struct VerifyArgs {
-    /// Check only these paths inside the root: directories, pycs, or sources (NAME.py: its
-    /// pycs) [default: the whole root]
+    /// Check only these paths inside the root: directories, pycs (with -o: their source's
+    /// module), or sources (NAME.py: its pycs); a path named twice counts once [default: the
+    /// whole root]
     #[arg(value_name = "PATH")]
     paths: Vec<PathBuf>,
 
@@ -137,7 +138,11 @@ pub struct VerifyInvocation {
 impl VerifyArgs {
     pub fn into_invocation(self) -> Result<Invocation, UsageError> {
         let buildroot = existing_buildroot(self.buildroot)?;
-        let paths = paths_in_root(&buildroot, &self.paths)?;
+        let mut paths = paths_in_root(&buildroot, &self.paths)?;
+        // One file named twice (`/usr/x.py` and `%{buildroot}/usr/x.py`) is checked once, as
+        // compiling compiles it once.
+        let mut seen = std::collections::BTreeSet::new();
+        paths.retain(|p| seen.insert(p.clone()));
         let required = if self.optimize.is_empty() {
             None
         } else {

@@ -89,10 +89,21 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
     let mut interpreters = opts.interpreters.clone();
     let mut required_jobs = Vec::new();
     if opts.required.is_some() {
+        // A pyc PATH stands for its module's source here: the source is what `-o` requires
+        // pycs of, and discover would call the pyc "not a Python source".
+        let sources: Vec<PathBuf> = opts
+            .paths
+            .iter()
+            .map(|p| {
+                source_of_pyc(p)
+                    .filter(|s| root.lstat(s).is_ok())
+                    .unwrap_or_else(|| p.clone())
+            })
+            .collect();
         let found = discover::discover(
             root,
             discover::Asked {
-                paths: &opts.paths,
+                paths: &sources,
                 python_versions: &opts.python_versions,
                 interpreters: &opts.interpreters,
                 unversioned_interpreters: &opts.unversioned_interpreters,
@@ -147,19 +158,25 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
     if opts.allow_sourceless {
         versions.extend(sourceless_versions.iter().flatten());
     }
-    let mut needed: BTreeMap<PyVersion, u64> = BTreeMap::new();
+    // The sources of each version, counted once: a module with pycs that -o also requires is
+    // one source, not two.
+    let mut sources: BTreeMap<PyVersion, BTreeSet<PathBuf>> = BTreeMap::new();
     for key in scan.modules.keys() {
         if let Some(v) = scan::version_of_tag(&key.tag) {
-            *needed.entry(v).or_insert(0) += 1;
+            sources.entry(v).or_default().insert(key.source());
         }
     }
     for job in &required_jobs {
-        *needed.entry(job.version).or_insert(0) += 1;
+        sources
+            .entry(job.version)
+            .or_default()
+            .insert(job.rel.clone());
     }
-    for v in &versions {
-        needed.entry(*v).or_insert(1);
-    }
-    let (targets, unavailable) = select(root, &needed, &interpreters, opts.timeout);
+    let needed: BTreeMap<PyVersion, u64> = versions
+        .iter()
+        .map(|v| (*v, sources.get(v).map_or(1, |s| s.len().max(1) as u64)))
+        .collect();
+    let (targets, unavailable) = select(root, &needed, &interpreters, opts.timeout)?;
     if let Some(v) = required_jobs
         .iter()
         .map(|j| j.version)
@@ -333,8 +350,26 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
     Ok(report)
 }
 
+/// The source of a pyc path: `DIR/__pycache__/NAME.TAG[.opt-N].pyc` or a legacy `DIR/NAME.pyc`
+/// is `DIR/NAME.py`.
+fn source_of_pyc(pyc: &std::path::Path) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = pyc.file_name()?.as_bytes();
+    let dir = pyc.parent()?;
+    let (dir, stem) = if dir.file_name() == Some(std::ffi::OsStr::new("__pycache__")) {
+        (dir.parent()?, scan::cache_pyc_stem(name)?)
+    } else {
+        (dir, name.strip_suffix(b".pyc")?)
+    };
+    let mut source = stem.to_vec();
+    source.extend_from_slice(b".py");
+    Some(dir.join(std::ffi::OsStr::from_bytes(&source)))
+}
+
 /// A PATH must exist in the root, through no symlink (it would lead outside what is checked).
-fn check_path(root: &Root, path: &std::path::Path) -> Result<(), Error> {
+/// `normalize` refuses its PATHs with this too: it rewrites what it finds, so a PATH through a
+/// symlink must never reach the host's files.
+pub(crate) fn check_path(root: &Root, path: &std::path::Path) -> Result<(), Error> {
     let shown = display_in_root(path);
     match root.lstat(path) {
         // A `.py` symlink is a source like any (compiling accepts it as a PATH too).
@@ -360,13 +395,19 @@ fn check_path(root: &Root, path: &std::path::Path) -> Result<(), Error> {
     }
 }
 
+/// Why a version has no interpreter.
+type Unavailable = BTreeMap<PyVersion, String>;
+
 /// The interpreter of each version, chosen as for compiling; for the others, why there is none.
+/// An `--interpreter` that does not work is the user's mistake, not a property of the pycs: it
+/// stops the run (as when compiling), rather than turning every pyc of its version into a
+/// problem.
 fn select(
     root: &Root,
     versions: &BTreeMap<PyVersion, u64>,
     given: &BTreeMap<PyVersion, PathBuf>,
     timeout: Duration,
-) -> (BTreeMap<PyVersion, Target>, BTreeMap<PyVersion, String>) {
+) -> Result<(BTreeMap<PyVersion, Target>, Unavailable), Error> {
     let mut targets = BTreeMap::new();
     let mut unavailable = BTreeMap::new();
     for (&version, &sources) in versions {
@@ -389,6 +430,9 @@ fn select(
             }
             Err(mut e) => {
                 e.sources = sources;
+                if e.given.is_some() {
+                    return Err(discover::Error::NoInterpreter(vec![e]).into());
+                }
                 let hint = match version.implementation {
                     Implementation::CPython => format!(
                         "; give --interpreter {}.{}=PATH",
@@ -408,5 +452,5 @@ fn select(
             );
         }
     }
-    (targets, unavailable)
+    Ok((targets, unavailable))
 }

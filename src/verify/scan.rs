@@ -126,6 +126,19 @@ fn parse_cache_name(name: &[u8]) -> CacheName<'_> {
     }
 }
 
+/// Whether `name` (in `__pycache__`) is a pyc of the module `stem`, of any cache tag or level.
+pub(crate) fn is_cache_pyc_of(name: &[u8], stem: &[u8]) -> bool {
+    cache_pyc_stem(name) == Some(stem)
+}
+
+/// The module of a pyc name in `__pycache__` (`NAME.TAG[.opt-N].pyc`).
+pub(crate) fn cache_pyc_stem(name: &[u8]) -> Option<&[u8]> {
+    match parse_cache_name(name) {
+        CacheName::Pyc { stem, .. } => Some(stem),
+        _ => None,
+    }
+}
+
 trait SplitBytes {
     fn rsplit_once_bytes(&self, sep: &[u8]) -> Option<(&[u8], &[u8])>;
 }
