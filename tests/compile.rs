@@ -478,6 +478,10 @@ fn source_file_paths_including_symlinks() {
     write_files(&app, &[("a.py", "x = 1\n"), ("README.txt", "hello\n")]);
     std::os::unix::fs::symlink("a.py", app.join("b.py")).unwrap();
     std::os::unix::fs::symlink("/nonexistent.py", app.join("gone.py")).unwrap();
+    // A loop and a link to a directory are no sources either: skipped, as compileall does.
+    std::os::unix::fs::symlink("loop2.py", app.join("loop1.py")).unwrap();
+    std::os::unix::fs::symlink("loop1.py", app.join("loop2.py")).unwrap();
+    std::os::unix::fs::symlink(".", app.join("dirlink.py")).unwrap();
     let out = run(pyclink()
         .arg("--buildroot")
         .arg(&root)
@@ -485,9 +489,30 @@ fn source_file_paths_including_symlinks() {
             "--interpreter",
             &format!("{}={}", h.version, h.python.display()),
         ])
-        .args(["a.py", "b.py", "gone.py", "README.txt"].map(|n| app.join(n))));
+        .args(
+            [
+                "a.py",
+                "b.py",
+                "gone.py",
+                "README.txt",
+                "loop1.py",
+                "dirlink.py",
+            ]
+            .map(|n| app.join(n)),
+        ));
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("/usr/share/foo/loop1.py: a symlink loop; not compiled"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "/usr/share/foo/dirlink.py: a symlink to a directory or other non-file; not compiled"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("error"), "{err}");
     for name in ["a", "b"] {
         assert!(
             pycs(&app, name, &h.tag).iter().all(|p| p.exists()),
