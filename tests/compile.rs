@@ -1151,3 +1151,32 @@ fn rerun_line_and_why_pycs_are_rewritten() {
     assert!(line.contains("3 up to date), 0 errors\n"), "{line}");
     assert!(!line.contains("MiB"), "{line}");
 }
+
+/// A PATH that holds a versioned tree covers the rest of it too, as `compileall DIR` does: the
+/// tree for its version, the rest as a private directory. Verify's `-o` asks for the same pycs.
+#[test]
+fn a_path_holding_a_versioned_tree_covers_the_rest() {
+    let h = host();
+    let (_t, root, site) = site_root(&h, &[("b.py", NEITHER)]);
+    let app = root.join("usr/share/foo");
+    write_files(&app, &[("a.py", NEITHER)]);
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--dry-run", "/usr"]));
+    let listing = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(listing.contains("/usr/share/foo/a.py"), "{listing}");
+    assert!(listing.contains("site-packages/b.py"), "{listing}");
+    let out = run(pyclink().arg("--buildroot").arg(&root).arg("/usr"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(pycs(&app, "a", &h.tag).iter().all(|p| p.exists()));
+    assert!(pycs(&site, "b", &h.tag).iter().all(|p| p.exists()));
+    let out = run(pyclink()
+        .arg("verify")
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["-o", "0,1,2", "/usr"]));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("6 pyc checked"), "{}", stdout(&out));
+}
