@@ -68,8 +68,10 @@ fn prepare(settings: &Settings) -> Result<Prepared, Error> {
     let excludes = plan::Excludes::new(&settings.excludes)?;
     let plan = plan::plan(&root, &found.trees, &excludes);
     // 1b. An interpreter for every version that has sources.
+    let unreadable = plan.errors.iter().map(|(v, _)| *v).collect();
     let interpreters = interpreter::select_all(
         &plan.sources_per_version(),
+        &unreadable,
         &found.interpreters,
         &root,
         settings.timeout,
