@@ -1180,3 +1180,23 @@ fn a_path_holding_a_versioned_tree_covers_the_rest() {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("6 pyc checked"), "{}", stdout(&out));
 }
+
+/// An `-x` pattern that excludes nothing is named; the build root's own spelling of a path
+/// pattern (`%{buildroot}/usr/...`) is one that does exclude.
+#[test]
+fn an_exclude_that_matches_nothing_is_named() {
+    let h = host();
+    let (_t, root, site) = site_root(&h, &[("keep/a.py", NEITHER), ("skip/b.py", NEITHER)]);
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("--dry-run")
+        .arg("-x")
+        .arg(site.join("skip"))
+        .args(["-x", "nosuch*.py"]));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(!stdout(&out).contains("skip/b.py"), "{}", stdout(&out));
+    assert!(err.contains("-x nosuch*.py matched nothing"), "{err}");
+    assert_eq!(err.matches("matched nothing").count(), 1, "{err}");
+}
