@@ -28,6 +28,7 @@ What is compiled:
   and pypyX.Y trees: each with its own version. Debian's usr/lib/python3/dist-packages and any
   PATH outside those trees: for the versions given with --python-version, else those given with
   --interpreter, else every Python 3 version found in the root, else the host's python3.
+  A PATH covers every source under it: /usr means its versioned trees and the rest of /usr.
   Directory symlinks are never followed; a .py symlink is read through, resolved inside the root.
 
 Which interpreter compiles version X.Y:

@@ -187,17 +187,24 @@ pub enum PathError {
 /// as compileall's `-s ROOT -p /` names them). `..` is refused everywhere: it is the one way a
 /// plain path can leave the root.
 pub fn root_relative(root: &Path, given: &Path) -> Result<PathBuf, PathError> {
+    // Root and PATH are compared as absolute, lexically normal paths (`./S`, `S` and `/cwd/S`
+    // are one root), never through symlinks inside the root: spelling the same root two ways
+    // used to turn `S/usr/x` into `/S/usr/x`.
+    let abs_root = lexical(&std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()));
+    let canon_root = root.canonicalize().unwrap_or_else(|_| abs_root.clone());
+    let under_root = |p: &Path| -> Option<PathBuf> {
+        let p = lexical(p);
+        p.strip_prefix(&abs_root)
+            .or_else(|_| p.strip_prefix(&canon_root))
+            .ok()
+            .map(Path::to_path_buf)
+    };
     let rel = if given.is_absolute() {
-        let abs_root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-        let canon_root = root.canonicalize().unwrap_or_else(|_| abs_root.clone());
-        given
-            .strip_prefix(&abs_root)
-            .or_else(|_| given.strip_prefix(&canon_root))
-            .unwrap_or_else(|_| given.strip_prefix("/").unwrap_or(given))
+        under_root(given).unwrap_or_else(|| given.strip_prefix("/").unwrap_or(given).into())
     } else {
-        match given.strip_prefix(root) {
-            Ok(r) if root.is_relative() && root.join(given).symlink_metadata().is_err() => r,
-            _ => given,
+        match std::path::absolute(given).ok().and_then(|a| under_root(&a)) {
+            Some(r) if root.join(given).symlink_metadata().is_err() => r,
+            _ => given.to_path_buf(),
         }
     };
     if rel.components().any(|c| c == Component::ParentDir) {
@@ -207,6 +214,11 @@ pub fn root_relative(root: &Path, given: &Path) -> Result<PathBuf, PathError> {
         .components()
         .filter(|c| matches!(c, Component::Normal(_)))
         .collect())
+}
+
+/// `p` without `.` components and repeated `/` (`..` is kept: it is refused, not resolved).
+fn lexical(p: &Path) -> PathBuf {
+    p.components().filter(|c| *c != Component::CurDir).collect()
 }
 
 /// The path as the installed system will see it: `/` + the root-relative path.
@@ -253,6 +265,31 @@ mod tests {
             .to_string()
             .contains(".."));
         assert!(root_relative(root, Path::new("/tmp/br/../etc")).is_err());
+        assert_eq!(
+            root_relative(root, Path::new("/tmp/./br//usr/lib")).unwrap(),
+            PathBuf::from("usr/lib")
+        );
+    }
+
+    /// `./S/x`, `S/x` with `--buildroot ./S` or `--buildroot /cwd/S`: one root, one path.
+    #[test]
+    fn root_spellings_are_one_root() {
+        let cwd = std::env::current_dir().unwrap();
+        let t = tempfile::tempdir_in(&cwd).unwrap();
+        let name = t.path().file_name().unwrap();
+        std::fs::create_dir_all(t.path().join("usr/share/foo")).unwrap();
+        let want = PathBuf::from("usr/share/foo");
+        let plain = Path::new(name).to_path_buf();
+        let dotted = Path::new(".").join(name);
+        for root in [plain.clone(), dotted.clone(), t.path().to_path_buf()] {
+            for given in [plain.join("usr/share/foo"), dotted.join("usr/share/foo")] {
+                assert_eq!(
+                    root_relative(&root, &given).unwrap(),
+                    want,
+                    "{root:?} {given:?}"
+                );
+            }
+        }
     }
 
     #[test]

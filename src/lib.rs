@@ -65,11 +65,14 @@ fn prepare(settings: &Settings) -> Result<Prepared, Error> {
         },
     )?;
     // 2. Plan: every tree's sources, version by version, largest first.
-    let excludes = plan::Excludes::new(&settings.excludes)?;
+    let excludes = plan::Excludes::in_root(&settings.excludes, Some(&settings.buildroot))?;
     let plan = plan::plan(&root, &found.trees, &excludes);
+    excludes.warn_unused();
     // 1b. An interpreter for every version that has sources.
+    let unreadable = plan.errors.iter().map(|(v, _)| *v).collect();
     let interpreters = interpreter::select_all(
         &plan.sources_per_version(),
+        &unreadable,
         &found.interpreters,
         &root,
         settings.timeout,

@@ -64,13 +64,61 @@ pub struct BadExclude {
 pub struct Excludes {
     paths: GlobSet,
     names: GlobSet,
+    /// The patterns as given, in the order of `path_ix` then `name_ix`.
+    patterns: Vec<String>,
+    path_ix: Vec<usize>,
+    name_ix: Vec<usize>,
+    /// Which patterns excluded something, for "matched nothing".
+    hits: Vec<std::sync::atomic::AtomicBool>,
+}
+
+/// A path pattern spelled as PATHs are: `%{buildroot}/usr/x`, `./usr/x`, `usr//x`, `usr/x/`
+/// all mean `/usr/x` (the build root stripped as text: a pattern is no file to look up).
+fn pattern_in_root(buildroot: Option<&Path>, p: &str) -> String {
+    let mut p = p.to_string();
+    if let Some(root) = buildroot {
+        let given = root.display().to_string();
+        let abs = std::path::absolute(root)
+            .map(|a| a.display().to_string())
+            .unwrap_or_default();
+        for prefix in [abs.as_str(), given.trim_start_matches("./")] {
+            let prefix = prefix.trim_end_matches('/');
+            let bare = p.trim_start_matches("./");
+            if !prefix.is_empty() && bare.starts_with(&format!("{prefix}/")) {
+                p = bare[prefix.len()..].to_string();
+                break;
+            }
+        }
+    }
+    while p.contains("//") {
+        p = p.replace("//", "/");
+    }
+    while let Some(rest) = p.strip_prefix("./") {
+        p = rest.to_string();
+    }
+    p = p.replace("/./", "/");
+    if p.len() > 1 && p.ends_with('/') {
+        p.pop();
+    }
+    p
 }
 
 impl Excludes {
     pub fn new(patterns: &[String]) -> Result<Excludes, BadExclude> {
+        Excludes::in_root(patterns, None)
+    }
+
+    pub fn in_root(patterns: &[String], buildroot: Option<&Path>) -> Result<Excludes, BadExclude> {
         let mut paths = GlobSetBuilder::new();
         let mut names = GlobSetBuilder::new();
-        for p in patterns {
+        let (mut path_ix, mut name_ix) = (Vec::new(), Vec::new());
+        for (i, given) in patterns.iter().enumerate() {
+            let normal = if given.contains('/') {
+                pattern_in_root(buildroot, given)
+            } else {
+                given.clone()
+            };
+            let p = &normal;
             let rooted;
             let glob = if p.contains('/') && !p.starts_with(['/', '*']) {
                 rooted = format!("/{p}");
@@ -83,13 +131,15 @@ impl Excludes {
                 .backslash_escape(true)
                 .build()
                 .map_err(|source| BadExclude {
-                    pattern: p.clone(),
+                    pattern: given.clone(),
                     source,
                 })?;
             if p.contains('/') {
                 paths.add(glob);
+                path_ix.push(i);
             } else {
                 names.add(glob);
+                name_ix.push(i);
             }
         }
         let build = |b: GlobSetBuilder| {
@@ -101,12 +151,44 @@ impl Excludes {
         Ok(Excludes {
             paths: build(paths)?,
             names: build(names)?,
+            patterns: patterns.to_vec(),
+            path_ix,
+            name_ix,
+            hits: patterns.iter().map(|_| Default::default()).collect(),
         })
     }
 
     pub fn matches(&self, rel: &Path) -> bool {
-        let name_hit = rel.file_name().is_some_and(|n| self.names.is_match(n));
-        name_hit || self.paths.is_match(display_in_root(rel))
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut hit = false;
+        if let Some(n) = rel.file_name() {
+            for i in self.names.matches(n) {
+                self.hits[self.name_ix[i]].store(true, Relaxed);
+                hit = true;
+            }
+        }
+        for i in self.paths.matches(display_in_root(rel)) {
+            self.hits[self.path_ix[i]].store(true, Relaxed);
+            hit = true;
+        }
+        hit
+    }
+
+    /// The patterns that excluded nothing so far.
+    pub fn unused(&self) -> Vec<&str> {
+        self.patterns
+            .iter()
+            .zip(&self.hits)
+            .filter(|(_, h)| !h.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|(p, _)| p.as_str())
+            .collect()
+    }
+
+    /// A pattern that excluded nothing is most likely misspelt: say so, once per pattern.
+    pub fn warn_unused(&self) {
+        for p in self.unused() {
+            log::warn!("-x {p} matched nothing");
+        }
     }
 }
 
@@ -251,6 +333,21 @@ mod tests {
         assert!(!ex.matches(Path::new("usr/lib/python3.12/site-packages/idna/a.py")));
         let ex = Excludes::new(&["*/tests/*".into()]).unwrap();
         assert!(ex.matches(Path::new("usr/share/app/tests/t.py")));
+        // Spelled as PATHs are: the build root, ./, //, a trailing /.
+        for p in [
+            "/tmp/br/usr/lib/x/*",
+            "./usr/lib/x/*",
+            "usr//lib/x/*",
+            "usr/lib/x/",
+        ] {
+            let ex = Excludes::in_root(&[p.into()], Some(Path::new("/tmp/br"))).unwrap();
+            assert!(ex.unused() == [p]);
+            assert!(
+                ex.matches(Path::new("usr/lib/x/a.py")) || ex.matches(Path::new("usr/lib/x")),
+                "{p}"
+            );
+            assert!(ex.unused().is_empty(), "{p}");
+        }
         assert!(Excludes::new(&["[".into()])
             .unwrap_err()
             .to_string()

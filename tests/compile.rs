@@ -478,6 +478,10 @@ fn source_file_paths_including_symlinks() {
     write_files(&app, &[("a.py", "x = 1\n"), ("README.txt", "hello\n")]);
     std::os::unix::fs::symlink("a.py", app.join("b.py")).unwrap();
     std::os::unix::fs::symlink("/nonexistent.py", app.join("gone.py")).unwrap();
+    // A loop and a link to a directory are no sources either: skipped, as compileall does.
+    std::os::unix::fs::symlink("loop2.py", app.join("loop1.py")).unwrap();
+    std::os::unix::fs::symlink("loop1.py", app.join("loop2.py")).unwrap();
+    std::os::unix::fs::symlink(".", app.join("dirlink.py")).unwrap();
     let out = run(pyclink()
         .arg("--buildroot")
         .arg(&root)
@@ -485,9 +489,30 @@ fn source_file_paths_including_symlinks() {
             "--interpreter",
             &format!("{}={}", h.version, h.python.display()),
         ])
-        .args(["a.py", "b.py", "gone.py", "README.txt"].map(|n| app.join(n))));
+        .args(
+            [
+                "a.py",
+                "b.py",
+                "gone.py",
+                "README.txt",
+                "loop1.py",
+                "dirlink.py",
+            ]
+            .map(|n| app.join(n)),
+        ));
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("/usr/share/foo/loop1.py: a symlink loop; not compiled"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "/usr/share/foo/dirlink.py: a symlink to a directory or other non-file; not compiled"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("error"), "{err}");
     for name in ["a", "b"] {
         assert!(
             pycs(&app, name, &h.tag).iter().all(|p| p.exists()),
@@ -1172,4 +1197,53 @@ fn normalize_paths_are_resolved_as_verify_resolves_them() {
         "{}",
         stdout(&out)
     );
+}
+
+/// A PATH that holds a versioned tree covers the rest of it too, as `compileall DIR` does: the
+/// tree for its version, the rest as a private directory. Verify's `-o` asks for the same pycs.
+#[test]
+fn a_path_holding_a_versioned_tree_covers_the_rest() {
+    let h = host();
+    let (_t, root, site) = site_root(&h, &[("b.py", NEITHER)]);
+    let app = root.join("usr/share/foo");
+    write_files(&app, &[("a.py", NEITHER)]);
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--dry-run", "/usr"]));
+    let listing = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(listing.contains("/usr/share/foo/a.py"), "{listing}");
+    assert!(listing.contains("site-packages/b.py"), "{listing}");
+    let out = run(pyclink().arg("--buildroot").arg(&root).arg("/usr"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(pycs(&app, "a", &h.tag).iter().all(|p| p.exists()));
+    assert!(pycs(&site, "b", &h.tag).iter().all(|p| p.exists()));
+    let out = run(pyclink()
+        .arg("verify")
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["-o", "0,1,2", "/usr"]));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("6 pyc checked"), "{}", stdout(&out));
+}
+
+/// An `-x` pattern that excludes nothing is named; the build root's own spelling of a path
+/// pattern (`%{buildroot}/usr/...`) is one that does exclude.
+#[test]
+fn an_exclude_that_matches_nothing_is_named() {
+    let h = host();
+    let (_t, root, site) = site_root(&h, &[("keep/a.py", NEITHER), ("skip/b.py", NEITHER)]);
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("--dry-run")
+        .arg("-x")
+        .arg(site.join("skip"))
+        .args(["-x", "nosuch*.py"]));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(!stdout(&out).contains("skip/b.py"), "{}", stdout(&out));
+    assert!(err.contains("-x nosuch*.py matched nothing"), "{err}");
+    assert_eq!(err.matches("matched nothing").count(), 1, "{err}");
 }

@@ -653,6 +653,37 @@ fn verify_reports_an_unreadable_directory_once() {
     );
 }
 
+/// As an unprivileged user: a version whose only tree cannot be read gets the "cannot read"
+/// error, not also "no sources in this run; not used" for its interpreter.
+#[test]
+fn an_unreadable_tree_does_not_make_its_interpreter_unused() {
+    let Some((h, python)) = as_nobody("an_unreadable_tree_does_not_make_its_interpreter_unused")
+    else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    write_files(&site, &[("a.py", "x = 1\n")]);
+    let lib = site.parent().unwrap().to_path_buf();
+    std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let interp = format!("{}={}", h.version, python.display());
+    let out = run(&mut pyclink_as_nobody(
+        &root,
+        &[
+            "--buildroot",
+            root.to_str().unwrap(),
+            "--interpreter",
+            &interp,
+        ],
+    ));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot read"), "{err}");
+    assert!(!err.contains("not used"), "{err}");
+}
+
 // ----------------------------------------------------------------------------------------
 // Faults
 

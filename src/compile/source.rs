@@ -171,6 +171,14 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
                     display_in_root(&job.rel)
                 ))));
             }
+            // A loop is no source either, and compileall skips it too: a package shipping
+            // one must not fail its build over it.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                return Ok(Step::Done(Outcome::Skipped(format!(
+                    "{}: a symlink loop; not compiled",
+                    display_in_root(&job.rel)
+                ))));
+            }
             Err(e) => {
                 return Err(io_fail(
                     "cannot follow the symlink inside the build root",
@@ -183,6 +191,13 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
     };
     let st = fstat(&file).map_err(|e| io_fail("cannot stat", e.into()))?;
     if !is_regular(&st) {
+        // A link to a directory (or device) is skipped like the non-files the walk meets.
+        if job.symlink {
+            return Ok(Step::Done(Outcome::Skipped(format!(
+                "{}: a symlink to a directory or other non-file; not compiled",
+                display_in_root(&job.rel)
+            ))));
+        }
         return Err(fail(Problem::NotRegular));
     }
 

@@ -74,9 +74,11 @@ impl fmt::Display for NotFound {
 }
 
 /// The interpreter of every version in `needed` (with its number of sources): `given` ones
-/// as named, the others found. Every version that has none is reported at once.
+/// as named, the others found. Every version that has none is reported at once. `unreadable`:
+/// versions whose trees could not all be read, whose unused interpreters go unmentioned.
 pub fn select_all(
     needed: &BTreeMap<PyVersion, u64>,
+    unreadable: &BTreeSet<PyVersion>,
     given: &BTreeMap<PyVersion, PathBuf>,
     root: &Root,
     timeout: Duration,
@@ -99,7 +101,11 @@ pub fn select_all(
             }
         }
     }
-    let unused: BTreeSet<&PyVersion> = given.keys().filter(|v| !needed.contains_key(v)).collect();
+    // "No sources" beside "cannot read" contradicts it: the sources may well be there.
+    let unused: BTreeSet<&PyVersion> = given
+        .keys()
+        .filter(|v| !needed.contains_key(v) && !unreadable.contains(v))
+        .collect();
     for v in unused {
         log::warn!(
             "--interpreter {v}={}: no {v} sources in this run; not used",

@@ -186,6 +186,9 @@ pub struct Found {
     /// `lib/pythonX.Y` under the PATHs), whether or not PATHs restrict the run to other trees:
     /// the versions the package's code runs on.
     pub versions_in_root: BTreeSet<PyVersion>,
+    /// Trees of versions pyclink does not compile, inside an unversioned tree: left out of it
+    /// (a python2.7 tree is not compiled for Python 3 either).
+    pub left_out: Vec<PathBuf>,
 }
 
 /// Scan the root. With `paths`, only those paths are compiled (each must exist): a path that
@@ -239,14 +242,7 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, Error> {
     };
     for p in paths {
         check_path(root, p)?;
-        let inside: Vec<&Tree> = all
-            .versioned
-            .iter()
-            .filter(|t| t.dir.starts_with(p))
-            .collect();
-        if !inside.is_empty() {
-            chosen.versioned.extend(inside.into_iter().cloned());
-        } else if let Some(t) = all.versioned.iter().find(|t| p.starts_with(&t.dir)) {
+        if let Some(t) = all.versioned.iter().find(|t| p.starts_with(&t.dir)) {
             chosen.versioned.push(Tree::new(t.version, p.clone()));
         } else if let Some(version) = lib_python_version(p) {
             // Inside a virtualenv's (or another prefix's) lib/pythonX.Y.
@@ -254,18 +250,25 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, Error> {
             chosen.versions_in_root.insert(version);
             chosen.versioned.push(Tree::new(version, p.clone()));
         } else {
-            // A private directory: any lib/pythonX.Y below it (a bundled virtualenv) belongs
-            // to that version; the rest is unversioned.
+            // Like `compileall DIR`, a PATH covers every source under it: any lib/pythonX.Y
+            // below it (the prefix's own, a bundled virtualenv) belongs to that version, and
+            // the rest is compiled as a private directory. A PATH holding versioned trees used
+            // to mean only those trees, silently leaving out the rest (`/usr` without
+            // `/usr/share`).
             for (version, dir) in nested_lib_pythons(root, p) {
                 if version.is_supported() {
                     chosen.versions_in_root.insert(version);
                     chosen.versioned.push(Tree::new(version, dir));
                 } else {
-                    chosen.skipped.push(format!(
+                    let why = format!(
                         "{}: {}; not compiled",
                         display_in_root(&dir),
                         version.unsupported_reason()
-                    ));
+                    );
+                    if !chosen.skipped.contains(&why) {
+                        chosen.skipped.push(why);
+                    }
+                    chosen.left_out.push(dir);
                 }
             }
             chosen.unversioned.push(p.clone());
@@ -398,8 +401,10 @@ pub fn expand(found: &Found, targets: &[PyVersion]) -> Vec<Tree> {
         let skip: Vec<PathBuf> = found
             .versioned
             .iter()
-            .filter(|t| t.dir.starts_with(dir))
-            .map(|t| t.dir.clone())
+            .map(|t| &t.dir)
+            .chain(&found.left_out)
+            .filter(|t| t.starts_with(dir))
+            .cloned()
             .collect();
         trees.extend(targets.iter().map(|&version| Tree {
             version,
@@ -483,10 +488,13 @@ mod tests {
         let f = find_trees(&root, &[PathBuf::from("usr/share/app")]).unwrap();
         assert!(f.versioned.is_empty());
         assert_eq!(f.versions_in_root.len(), 2);
-        // A parent of trees means those trees.
+        // A parent of trees means those trees, and the rest of it as a private directory.
         let f = find_trees(&root, &[PathBuf::from("usr")]).unwrap();
         assert_eq!(f.versioned.len(), 2);
-        assert!(f.unversioned.is_empty());
+        assert_eq!(f.unversioned, vec![PathBuf::from("usr")]);
+        let trees = expand(&f, &[PyVersion::cpython(3, 12)]);
+        let usr = trees.iter().find(|t| t.dir == Path::new("usr")).unwrap();
+        assert_eq!(usr.skip.len(), 2);
         assert!(find_trees(&root, &[PathBuf::from("usr/nope")])
             .unwrap_err()
             .to_string()
@@ -509,7 +517,14 @@ mod tests {
         // Found on its own (no PATH), it is reported and left alone.
         let f = find_trees(&root, &[PathBuf::from("usr")]).unwrap();
         assert_eq!(f.versioned.len(), 1);
-        assert!(f.skipped.iter().any(|s| s.contains("python2.7")));
+        assert_eq!(
+            f.skipped.iter().filter(|s| s.contains("python2.7")).count(),
+            1
+        );
+        // Nor is it compiled as part of the private rest of the PATH.
+        let trees = expand(&f, &[PyVersion::cpython(3, 12)]);
+        let usr = trees.iter().find(|t| t.dir == Path::new("usr")).unwrap();
+        assert!(usr.skip.contains(&PathBuf::from("usr/lib/python2.7")));
     }
 
     #[test]
