@@ -1112,6 +1112,12 @@ fn a_source_path_checks_its_modules_pycs() {
     );
     let json = assert_accepted(&root, &["-o", "0,1,2", "--python-version", v, docs]);
     assert_eq!(json["pycs_checked"], 3);
+    // A source named as a PATH beats -x, as it does for compiling (report 2, item 4).
+    let json = assert_accepted(
+        &root,
+        &["-o", "0,1,2", "--python-version", v, "-x", "docs.py", docs],
+    );
+    assert_eq!(json["pycs_checked"], 3);
     std::fs::remove_file(&levels(&app(&root), "docs", &h)[2]).unwrap();
     let found = assert_rejected(
         &root,

@@ -255,7 +255,10 @@ pub fn scan(root: &Root, tops: &[PathBuf], excludes: &Excludes) -> Scan {
             scan.entry(root, &rel, entry.file_name(), ft, excludes);
         }
         if std::fs::symlink_metadata(root.host_path(top)).is_ok_and(|m| !m.is_dir()) {
-            scan.pycs_of_source(root, top, excludes);
+            // A source named as a PATH is compiled whatever -x says, so its pycs are checked
+            // whatever -x says too.
+            let none = Excludes::new(&[]).expect("no pattern is always valid");
+            scan.pycs_of_source(root, top, &none);
         }
     }
     scan
