@@ -509,9 +509,10 @@ fn python_for(uid: u32, h: &Host) -> Option<PathBuf> {
 /// The uid the unprivileged-user tests run pyclink as.
 const NOBODY: u32 = 65534;
 
-/// For a test that runs pyclink as [`NOBODY`]: the host and a python that user can run, or
-/// None (and the test's SKIP line printed) where that cannot be done.
-fn as_nobody(test: &str) -> Option<(Host, PathBuf)> {
+/// For a test that runs pyclink as [`NOBODY`]: the host, a python that user can run, a temp
+/// dir that user can enter, and in it a root and its site-packages path; or None (and the
+/// test's SKIP line printed) where that cannot be done.
+fn as_nobody(test: &str) -> Option<(Host, PathBuf, tempfile::TempDir, PathBuf, PathBuf)> {
     if !rustix::process::geteuid().is_root() {
         println!("SKIP {test}: needs root to switch to an unprivileged user");
         return None;
@@ -524,7 +525,11 @@ fn as_nobody(test: &str) -> Option<(Host, PathBuf)> {
         );
         return None;
     };
-    Some((h, python))
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    Some((h, python, t, root, site))
 }
 
 /// `setpriv` running pyclink as [`NOBODY`] (no groups), with `args`, on `root` chowned to it.
@@ -551,13 +556,10 @@ fn pyclink_as_nobody(root: &Path, args: &[&str]) -> Command {
 /// source and a read-only directory are reported, everything else is compiled.
 #[test]
 fn unreadable_file_and_readonly_directory_as_unprivileged_user() {
-    let Some((h, python)) = as_nobody("unreadable_file_and_readonly_directory") else {
+    let Some((h, python, _t, root, site)) = as_nobody("unreadable_file_and_readonly_directory")
+    else {
         return;
     };
-    let t = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let root = t.path().join("root");
-    let site = site_of(&h, &root);
     write_files(
         &site,
         &[
@@ -618,13 +620,11 @@ fn unreadable_file_and_readonly_directory_as_unprivileged_user() {
 /// inside the root and the OS's reason (no host path, no library wording).
 #[test]
 fn verify_reports_an_unreadable_directory_once() {
-    let Some((h, python)) = as_nobody("verify_reports_an_unreadable_directory_once") else {
+    let Some((h, python, _t, root, site)) =
+        as_nobody("verify_reports_an_unreadable_directory_once")
+    else {
         return;
     };
-    let t = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let root = t.path().join("root");
-    let site = site_of(&h, &root);
     write_files(&site, &[("pkg/a.py", "x = 1\n")]);
     std::fs::set_permissions(site.join("pkg"), std::fs::Permissions::from_mode(0o000)).unwrap();
     let interp = format!("{}={}", h.version, python.display());
@@ -657,14 +657,11 @@ fn verify_reports_an_unreadable_directory_once() {
 /// error, not also "no sources in this run; not used" for its interpreter.
 #[test]
 fn an_unreadable_tree_does_not_make_its_interpreter_unused() {
-    let Some((h, python)) = as_nobody("an_unreadable_tree_does_not_make_its_interpreter_unused")
+    let Some((h, python, _t, root, site)) =
+        as_nobody("an_unreadable_tree_does_not_make_its_interpreter_unused")
     else {
         return;
     };
-    let t = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let root = t.path().join("root");
-    let site = site_of(&h, &root);
     write_files(&site, &[("a.py", "x = 1\n")]);
     let lib = site.parent().unwrap().to_path_buf();
     std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o000)).unwrap();
