@@ -98,8 +98,12 @@ fn main() {
         eprintln!("marshal_speed: python{version} not found (pyenv prefix {version}, PATH)");
         std::process::exit(2);
     };
-    let (x, y) = version.split_once('.').expect("X.Y");
-    let v = (x.parse().unwrap(), y.parse().unwrap());
+    let v = version
+        .parse()
+        .ok()
+        .and_then(pyclink::python::table::facts)
+        .and_then(|f| f.marshal)
+        .expect("a version whose marshal format the version table knows");
 
     eprintln!(
         "compiling the {version} stdlib at levels 0, 1, 2 with {} ...",

@@ -66,7 +66,7 @@ fn prepare(settings: &Settings) -> Result<Prepared, Error> {
     )?;
     // 2. Plan: every tree's sources, version by version, largest first.
     let excludes = plan::Excludes::in_root(&settings.excludes, Some(&settings.buildroot))?;
-    let plan = plan::plan(&root, &found.trees, &excludes);
+    let plan = plan::plan(&root, &found.trees, &found.unsupported, &excludes);
     excludes.warn_unused();
     // 1b. An interpreter for every version that has sources.
     let unreadable = plan.errors.iter().map(|(v, _)| *v).collect();
@@ -178,6 +178,7 @@ pub fn run(settings: &Settings) -> Result<RunReport, Error> {
             interpreter: c.launch.program.display().to_string(),
             cache_tag: c.target.format.cache_tag.clone(),
             invalidation_mode: c.target.invalidation.name(),
+            unvalidated: c.target.unvalidated.clone(),
         })
     });
     let schedule = Schedule {
@@ -212,12 +213,8 @@ fn compilers(
             invalidation_mode_for(settings.invalidation_mode, version, format.supports_hash())
                 .map_err(|mode| Error::NoHashBasedPycs { version, mode })?;
         let identity = compile::cache::interpreter_identity(hello, &interpreter.launch);
-        // PyPy's marshal format is its own (its magic numbers name no CPython layout).
-        let normalize = (settings.normalize
-            && hello.py_version().implementation == python::Implementation::CPython)
-            .then_some((hello.version.0, hello.version.1))
-            .filter(|v| python::marshal::SUPPORTED.contains(v));
-        let target = Target::new(format, invalidation, identity, normalize);
+        let policy = python::table::policy(version, format.magic);
+        let target = Target::new(format, invalidation, identity, &policy, settings.normalize);
         compilers.insert(version, Compiler::new(interpreter, target));
     }
     Ok(compilers)

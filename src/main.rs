@@ -63,8 +63,15 @@ fn compile(settings: &pyclink::settings::Settings, json: Option<&JsonTarget>) ->
         Ok(r) => r,
         Err(e) => return fatal(&e.to_string(), json),
     };
-    let lines: String = report.versions.iter().map(|v| v.line() + "\n").collect();
-    finish(settings.quiet, &lines, json, &report, report.exit_code)
+    // -q keeps the lines of versions whose pycs are raw for want of validation: a packager
+    // must see that the version table does not vouch for them.
+    let lines: String = report
+        .versions
+        .iter()
+        .filter(|v| !settings.quiet || v.unvalidated.is_some())
+        .map(|v| v.line() + "\n")
+        .collect();
+    finish(false, &lines, json, &report, report.exit_code)
 }
 
 fn normalize(n: &pyclink::cli::NormalizeInvocation, json: Option<&JsonTarget>) -> ExitCode {

@@ -295,20 +295,19 @@ fn rewrite_inode(
     file.read_to_end(&mut pyc)?;
     let unsupported = || {
         Rewrite::Unsupported(format!(
-            "magic number {:02x?} names no CPython 3.6+ pyc format; left alone",
+            "magic number {:02x?} names no pyc format pyclink reads (see the version table); left alone",
             &pyc[..4.min(pyc.len())]
         ))
     };
-    let (version, header_len) = match marshal::pyc_layout(&pyc) {
+    let (format, header_len) = match marshal::pyc_layout(&pyc) {
         Ok(layout) => layout,
         Err(marshal::Error::UnknownMagic(_)) => return Ok(unsupported()),
         Err(e) => return Err(std::io::Error::other(format!("not a valid pyc: {e}"))),
     };
     let (header, body) = pyc.split_at(header_len);
-    let normal = match normalizer.normalize(body, version) {
+    let normal = match normalizer.normalize(body, format) {
         Ok(std::borrow::Cow::Borrowed(_)) => return Ok(Rewrite::Unchanged),
         Ok(std::borrow::Cow::Owned(b)) => [header, &b[..]].concat(),
-        Err(marshal::Error::UnsupportedVersion(_)) => return Ok(unsupported()),
         Err(e) => {
             return Err(std::io::Error::other(format!(
                 "its marshal data does not parse: {e}"

@@ -33,6 +33,8 @@ pub struct Plan {
     pub skipped: Vec<String>,
     /// Every `__pycache__` directory met (root-relative).
     pub pycache_dirs: Vec<PathBuf>,
+    /// Sources in trees of versions pyclink does not compile (see [`plan`]).
+    pub unsupported_sources: BTreeMap<PyVersion, u64>,
 }
 
 impl Plan {
@@ -192,12 +194,40 @@ impl Excludes {
     }
 }
 
-/// List the jobs of `trees`.
-pub fn plan(root: &Root, trees: &[Tree], excludes: &Excludes) -> Plan {
+/// List the jobs of `trees`. The sources of `unsupported` trees (versions pyclink does not
+/// compile) are counted, not planned: each such tree that holds any is an error, since its
+/// package would ship those sources without pycs.
+pub fn plan(root: &Root, trees: &[Tree], unsupported: &[Tree], excludes: &Excludes) -> Plan {
     let mut plan = Plan::default();
     let mut seen: HashSet<(PyVersion, PathBuf)> = HashSet::new();
     for tree in trees {
         walk_tree(root, tree, excludes, &mut seen, &mut plan);
+    }
+    for tree in unsupported {
+        let mut its = Plan::default();
+        walk_tree(root, tree, excludes, &mut seen, &mut its);
+        let sources = its.jobs.len() as u64;
+        if sources == 0 {
+            log::info!(
+                "{}: no {} sources; nothing to compile",
+                display_in_root(&tree.dir),
+                tree.version
+            );
+            continue;
+        }
+        *plan.unsupported_sources.entry(tree.version).or_default() += sources;
+        plan.errors.push((
+            tree.version,
+            FileError::new(
+                &tree.dir,
+                None,
+                Problem::Unsupported {
+                    sources,
+                    why: tree.version.unsupported_reason(),
+                    exclude: format!("{}/*", display_in_root(&tree.dir)),
+                },
+            ),
+        ));
     }
     // Version by version, so only one version's workers are alive at a time (the pool retires a
     // version's workers once its sources are handed out); within a version largest first, so
@@ -382,6 +412,7 @@ mod tests {
         let p = plan(
             &root,
             std::slice::from_ref(&tree),
+            &[],
             &Excludes::new(&["skipme".into()]).unwrap(),
         );
         let rels: Vec<_> = p

@@ -57,6 +57,18 @@ pub enum Problem {
     /// No worker could be started for it.
     #[error("cannot start a {program} worker: {failure}")]
     NoWorker { program: String, failure: Failure },
+    /// A tree of a version pyclink does not compile holds sources (the path is the tree's).
+    #[error(
+        "{} not compiled: {why}. Compile them with their own tools, or leave them out: \
+         -x '{exclude}' (or in the config file's exclude; in an RPM spec, \
+         %global _pyclink_exclude {exclude})",
+        plural(*.sources, "source")
+    )]
+    Unsupported {
+        sources: u64,
+        why: String,
+        exclude: String,
+    },
 }
 
 /// How the retry of a source whose worker failed went wrong.
@@ -83,6 +95,7 @@ impl Problem {
             Problem::Warning { .. } => "warning",
             Problem::Io { .. } => "io",
             Problem::NotRegular => "not-regular",
+            Problem::Unsupported { .. } => "unsupported-version",
             Problem::Worker { .. } | Problem::NoWorker { .. } | Problem::BadMarshal { .. } => {
                 "worker"
             }
@@ -160,6 +173,10 @@ pub struct VersionReport {
     pub bytes_apparent: u64,
     /// ...and counting each inode once.
     pub bytes_stored: u64,
+    /// What this version's pycs get because the version table has not validated pyclink's
+    /// normal form or level prediction for it (raw interpreter bytes, every level compiled),
+    /// and why; `null` for a validated version.
+    pub unvalidated: Option<String>,
 }
 
 impl VersionReport {
@@ -201,6 +218,9 @@ impl VersionReport {
                 mib(self.bytes_apparent),
                 mib(self.bytes_stored)
             );
+        }
+        if let Some(why) = &self.unvalidated {
+            line += &format!("; {why}");
         }
         line
     }
@@ -285,6 +305,7 @@ pub struct VersionInfo {
     pub interpreter: String,
     pub cache_tag: String,
     pub invalidation_mode: &'static str,
+    pub unvalidated: Option<String>,
 }
 
 /// The outcomes of a run, collected as they come (in completion order).
@@ -317,6 +338,7 @@ impl Tally {
                 r.interpreter = i.interpreter;
                 r.cache_tag = i.cache_tag;
                 r.invalidation_mode = i.invalidation_mode.into();
+                r.unvalidated = i.unvalidated;
             }
             versions.insert(version, r);
         }
@@ -335,6 +357,16 @@ impl Tally {
             policy: settings.errors,
             unusable_dirs: BTreeMap::new(),
         };
+        for (version, sources) in std::mem::take(&mut plan.unsupported_sources) {
+            tally
+                .versions
+                .entry(version)
+                .or_insert_with(|| VersionReport {
+                    version: version.to_string(),
+                    ..Default::default()
+                })
+                .sources += sources;
+        }
         for (version, e) in std::mem::take(&mut plan.errors) {
             tally.error(version, e);
         }

@@ -1,4 +1,4 @@
-//! The marshal normal form on real data: every installed CPython 3.6-3.13 compiles a sample of
+//! The marshal normal form on real data: every installed CPython 3.6-3.15 compiles a sample of
 //! its own standard library at levels 0, 1 and 2; the Rust normalizer must give bytes that the
 //! interpreter loads to a recursively equal code object, that are a fixed point, that do not
 //! depend on the compiling process's history, that equal a naive second implementation, and
@@ -16,7 +16,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use pyclink::python::marshal::{self, Normalizer, Version};
+use pyclink::python::marshal::{self, Format, Normalizer};
+use pyclink::python::table;
 
 const DRIVER: &str = include_str!("marshal_normalize/driver.py");
 
@@ -99,8 +100,10 @@ fn check_version(version: &str) -> Option<usize> {
     let mut out = Stream(std::io::BufReader::new(child.stdout.take().unwrap()));
 
     let magic: [u8; 4] = out.bytes(4).try_into().unwrap();
-    let v = marshal::version_from_magic(magic).expect("the interpreter's magic is known");
-    assert_eq!(format!("{}.{}", v.0, v.1), version, "magic {magic:02x?}");
+    let facts = table::by_magic(magic).expect("the interpreter's magic is in the version table");
+    assert_eq!(facts.version.short(), version, "magic {magic:02x?}");
+    let v = facts.marshal.expect("the table reads its marshal data");
+    let header_len = facts.header_len;
     let mut records = Vec::new();
     loop {
         let pass = out.u8();
@@ -128,7 +131,7 @@ fn check_version(version: &str) -> Option<usize> {
     }
 
     // add-det is slow (about 13 ms of CPU per pyc here): let it run meanwhile.
-    let add_det_run = start_add_det(tmp.path(), magic, v, &records);
+    let add_det_run = start_add_det(tmp.path(), magic, header_len, &records);
 
     let mut normalizer = Normalizer::new();
     let mut normal = Vec::new();
@@ -235,7 +238,7 @@ fn check_version(version: &str) -> Option<usize> {
 /// The visitor sees every code object of the raw data with its file name, name and first
 /// line, in the order Python's traversal gives; in normal form, an equal code object may be
 /// a reference to an earlier one, so only the set is compared there.
-fn check_code_objects(n: &mut Normalizer, r: &Record, normal: &[u8], v: Version, what: &str) {
+fn check_code_objects(n: &mut Normalizer, r: &Record, normal: &[u8], v: Format, what: &str) {
     let seen: Vec<(Vec<u8>, Vec<u8>, i32)> = n
         .code_objects(&r.body, v)
         .unwrap_or_else(|e| panic!("{what}: {e}"))
@@ -282,7 +285,7 @@ struct AddDetRun {
 fn start_add_det(
     tmp: &Path,
     magic: [u8; 4],
-    v: Version,
+    header_len: usize,
     records: &[Record],
 ) -> Result<AddDetRun, String> {
     let Some(add_det) = add_det() else {
@@ -296,7 +299,7 @@ fn start_add_det(
     for (i, r) in records.iter().enumerate() {
         // Magic, then zeros for flags (3.7+), mtime and source size: add-det keeps the header.
         let mut pyc = magic.to_vec();
-        pyc.resize(marshal::header_len(v), 0);
+        pyc.resize(header_len, 0);
         pyc.extend_from_slice(&r.body);
         let p = dir.join(format!("m{i}.cpython.pyc"));
         std::fs::write(&p, &pyc).unwrap();
@@ -363,13 +366,19 @@ version_tests! {
     cpython_3_11 => "3.11", false;
     cpython_3_12 => "3.12", false;
     cpython_3_13 => "3.13", false;
+    cpython_3_14 => "3.14", false;
+    cpython_3_15 => "3.15", false;
 }
 
 /// The host's python3 is always checked, whatever its version.
 #[test]
 fn host_python3() {
     let v = common::host_python3_version();
-    if !["3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13"].contains(&v.as_str()) {
+    if ![
+        "3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15",
+    ]
+    .contains(&v.as_str())
+    {
         check_version(&v).expect("the host python3 is always tested");
     }
 }

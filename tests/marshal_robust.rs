@@ -11,7 +11,8 @@ mod oracle;
 use std::borrow::Cow;
 use std::process::Command;
 
-use pyclink::python::marshal::{Normalizer, Version};
+use pyclink::python::marshal::{Format, Normalizer};
+use pyclink::python::{table, PyVersion};
 
 /// xorshift64*: small, fast, reproducible.
 struct Rng(u64);
@@ -31,10 +32,22 @@ impl Rng {
     }
 }
 
-const VERSIONS: [Version; 4] = [(3, 6), (3, 8), (3, 11), (3, 14)];
+/// Every marshal format the version table knows.
+fn formats() -> Vec<Format> {
+    let mut f: Vec<Format> = table::all().into_iter().filter_map(|f| f.marshal).collect();
+    f.dedup();
+    f
+}
+
+/// CPython 3.`minor`'s format.
+fn cpython(minor: u32) -> Format {
+    table::facts(PyVersion::cpython(3, minor))
+        .and_then(|f| f.marshal)
+        .unwrap()
+}
 
 /// Marshal data of a few modules compiled by the host's python3, at levels 0 and 2.
-fn real_samples() -> (Version, Vec<Vec<u8>>) {
+fn real_samples() -> (Format, Vec<Vec<u8>>) {
     let v = common::host_python3_version();
     let python = common::find_python(&v).expect("the host python3");
     let script = r#"
@@ -72,13 +85,14 @@ for name in ("keyword.py", "colorsys.py", "fnmatch.py", "shlex.py", "textwrap.py
         "too few samples from {}",
         python.display()
     );
-    let (x, y) = v.split_once('.').unwrap();
-    ((x.parse().unwrap(), y.parse().unwrap()), samples)
+    let version: PyVersion = v.parse().unwrap();
+    let format = table::facts(version).and_then(|f| f.marshal).unwrap();
+    (format, samples)
 }
 
 /// Feed `data` to every entry point; on success the result must be a fixed point and agree
 /// with the naive implementation. Returns whether it was accepted.
-fn exercise(n: &mut Normalizer, data: &[u8], v: Version) -> bool {
+fn exercise(n: &mut Normalizer, data: &[u8], v: Format) -> bool {
     let _ = n.code_objects(data, v);
     let _ = n.is_normal(data, v);
     match n.normalize(data, v) {
@@ -105,6 +119,7 @@ fn exercise(n: &mut Normalizer, data: &[u8], v: Version) -> bool {
 fn random_bytes_never_panic() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut n = Normalizer::new();
+    let formats = formats();
     // Biased towards type codes, so the walk gets past the first byte.
     let alphabet = b"0NFTS.iIfgxylstrua)Az([{<>Zc:\x00\x01\x02\x03\x80\xa9\xda\xe3\xff";
     let mut accepted = 0;
@@ -119,7 +134,7 @@ fn random_bytes_never_panic() {
                 }
             })
             .collect();
-        let v = VERSIONS[round % VERSIONS.len()];
+        let v = formats[round % formats.len()];
         accepted += usize::from(exercise(&mut n, &data, v));
     }
     println!("random bytes: 30000 cases, {accepted} accepted");
@@ -130,6 +145,7 @@ fn mutated_real_data_never_panics() {
     let (host, samples) = real_samples();
     let mut rng = Rng(0xD1B5_4A32_D192_ED03);
     let mut n = Normalizer::new();
+    let formats = formats();
     for s in &samples {
         assert!(exercise(&mut n, s, host), "real data must be accepted");
     }
@@ -166,7 +182,7 @@ fn mutated_real_data_never_panics() {
                 d[i..i + 4].copy_from_slice(&[0xff, 0xff, 0xff, rng.next() as u8]);
             }
         }
-        for v in [host, VERSIONS[rng.below(VERSIONS.len())]] {
+        for v in [host, formats[rng.below(formats.len())]] {
             cases += 1;
             accepted += usize::from(exercise(&mut n, &d, v));
         }
@@ -281,10 +297,10 @@ fn generated_structures_match_the_naive_normal_form() {
         g.object(0);
         let data = g.out.clone();
         assert!(
-            exercise(&mut n, &data, (3, 11)),
+            exercise(&mut n, &data, cpython(11)),
             "valid data refused: {data:02x?}"
         );
-        changed += usize::from(!n.is_normal(&data, (3, 11)).unwrap());
+        changed += usize::from(!n.is_normal(&data, cpython(11)).unwrap());
     }
     println!("generated: 20000 structures, {changed} changed by normalizing");
     assert!(

@@ -1,5 +1,7 @@
-//! Every installed CPython 3.6-3.13 compiles a small stdlib root that pyc-audit accepts; the
-//! host's python3 is always tested; two versions in one root are compiled by one run.
+//! Every Python the version table knows (CPython 3.6-3.15, PyPy 3.9 and 3.11) compiles a small
+//! stdlib root that `pyclink verify` (and pyc-audit, where present) accepts, each found where it
+//! is installed or skipped with the reason; the host's python3 is always tested; two versions in
+//! one root are compiled by one run.
 
 mod common;
 use common::*;
@@ -16,15 +18,13 @@ fn audit_version(version: &str) {
     assert!(out.status.success(), "pyclink failed for {version}");
     let line = stdout(&out);
     assert!(
-        line.starts_with(&format!("pyclink: python{version}: ")),
+        line.starts_with(&format!("pyclink: {}: ", command_of(version))),
         "summary line: {line}"
     );
     assert!(line.contains(" 0 errors"), "{line}");
-    assert_audit_ok(
-        &root,
-        &[format!("{version}:usr/lib64/python{version}")],
-        &[],
-    );
+    // Every version in the table is validated: nothing is written raw.
+    assert!(!line.contains("raw"), "{line}");
+    assert_audit_ok(&root, &[format!("{version}:{}", stdlib_dir(version))], &[]);
     assert!(temp_files(&root).is_empty());
 }
 
@@ -43,6 +43,10 @@ version_tests! {
     audit_python3_11 => "3.11",
     audit_python3_12 => "3.12",
     audit_python3_13 => "3.13",
+    audit_python3_14 => "3.14",
+    audit_python3_15 => "3.15",
+    audit_pypy3_9 => "pypy3.9",
+    audit_pypy3_11 => "pypy3.11",
 }
 
 /// Never skipped: the machine's own python3, whatever version it is.
@@ -64,7 +68,22 @@ fn audit_host_python3() {
     audit_version(&v);
 }
 
-const LISTED: [&str; 8] = ["3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13"];
+const LISTED: [&str; 12] = [
+    "3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15", "pypy3.9",
+    "pypy3.11",
+];
+
+/// The tests above cover every version the table says pyclink compiles and has validated (the
+/// free-threaded builds, which no interpreter here runs, are covered by tests/free_threaded.rs).
+#[test]
+fn every_validated_version_has_its_test() {
+    let validated: Vec<String> = pyclink::python::table::all()
+        .into_iter()
+        .filter(|f| f.normal_form_validated)
+        .map(|f| f.version.short())
+        .collect();
+    assert_eq!(validated, LISTED, "the version table and this file's list");
+}
 
 #[test]
 fn two_versions_in_one_root() {

@@ -71,7 +71,7 @@ impl Cache {
         let mut h = Sha256::new();
         h.update(KEY_VERSION);
         h.update(identity);
-        h.update([req.levels.bits(), req.same.bits()]);
+        h.update([req.levels.bits(), req.hints()]);
         h.update((req.dfile.len() as u64).to_le_bytes());
         h.update(req.dfile);
         h.update(Sha256::digest(req.source));
@@ -287,6 +287,7 @@ mod tests {
             dfile,
             levels: Levels::ALL,
             same: IdenticalLevels::nothing(),
+            fresh_process: false,
         }
     }
 

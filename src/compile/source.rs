@@ -43,8 +43,14 @@ pub struct Target {
     /// The interpreter's identity (see `cache::interpreter_identity`).
     pub identity: [u8; 32],
     /// Rewrite the marshalled code into add-determinism's normal form (see `python::marshal`),
-    /// read as this version's layout; `None` keeps the interpreter's bytes.
-    pub normalize: Option<marshal::Version>,
+    /// read in this format; `None` keeps the interpreter's bytes.
+    pub normalize: Option<marshal::Format>,
+    /// Level prediction is validated for this version (see `python::table`).
+    pub predict: bool,
+    /// Compile each source in a fresh fork of the worker (see `python::table::Determinism`).
+    pub fresh_process: bool,
+    /// What the version table has not validated for this version (see `table::Policy`).
+    pub unvalidated: Option<String>,
     /// What the pycs' provenance records name: the interpreter and how its bytes were treated.
     seal_identity: [u8; 32],
 }
@@ -54,19 +60,27 @@ impl Target {
         format: PycFormat,
         invalidation: InvalidationMode,
         identity: [u8; 32],
-        normalize: Option<marshal::Version>,
+        policy: &crate::python::table::Policy,
+        normalize: bool,
     ) -> Target {
+        let normalize = policy.normalize.filter(|_| normalize);
         let mut h = Sha256::new();
         h.update(identity);
         match normalize {
-            Some((major, minor)) => h.update(format!("normalized as {major}.{minor}")),
+            Some(f) => h.update(format!("normalized as {f:?}")),
             None => h.update("raw"),
+        }
+        if policy.fresh_process {
+            h.update("fresh process per source");
         }
         Target {
             format,
             invalidation,
             identity,
             normalize,
+            predict: policy.predict,
+            fresh_process: policy.fresh_process,
+            unvalidated: policy.unvalidated.clone(),
             seal_identity: h.finalize().into(),
         }
     }
@@ -115,7 +129,8 @@ pub struct Prepared {
     seal: Seal,
     same: IdenticalLevels,
     levels: Levels,
-    normalize: Option<marshal::Version>,
+    fresh_process: bool,
+    normalize: Option<marshal::Format>,
 }
 
 impl Prepared {
@@ -126,6 +141,7 @@ impl Prepared {
             dfile: &self.seal.dfile,
             levels: self.levels,
             same: self.same,
+            fresh_process: self.fresh_process,
         }
     }
 }
@@ -240,7 +256,7 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
     };
     drop(file);
 
-    let same = if opts.predict {
+    let same = if opts.predict && target.predict {
         predict(&source).same
     } else {
         IdenticalLevels::nothing()
@@ -255,6 +271,7 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
         source,
         same,
         levels: opts.levels,
+        fresh_process: target.fresh_process,
         normalize: target.normalize,
     }))
 }
@@ -305,11 +322,11 @@ fn try_finish(
     } = prepared;
     let bodies: Vec<Cow<[u8]>> = match normalize {
         None => code.bodies().map(Cow::Borrowed).collect(),
-        Some(version) => NORMALIZER.with_borrow_mut(|n| {
+        Some(format) => NORMALIZER.with_borrow_mut(|n| {
             code.bodies()
                 .zip(&names)
                 .map(|(body, (level, _))| {
-                    n.normalize(body, version).map_err(|error| {
+                    n.normalize(body, format).map_err(|error| {
                         fail(
                             0,
                             Problem::BadMarshal {

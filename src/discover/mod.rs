@@ -2,6 +2,9 @@
 //! ([`discover`]), and which interpreter compiles each version ([`interpreter`]).
 
 pub mod interpreter;
+pub mod targets;
+
+pub use targets::{DIST_PACKAGES, PYPY_DIST_PACKAGES};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -41,17 +44,48 @@ pub enum Error {
         second: PathBuf,
     },
     #[error(
-        "no python3 on PATH to choose a version for {trees}; give --python-version X.Y or --interpreter"
+        "no {command} on PATH to choose a version for {trees}; give --python-version or --interpreter"
     )]
-    NoHostPython3 { trees: String },
-    #[error("the host's python3 ({}), asked which version {trees} are compiled for: {failure}", path.display())]
-    HostPython3 {
+    NoHostDefault {
+        command: &'static str,
+        trees: String,
+    },
+    #[error("{}, asked which version {trees} are compiled for: {failure}", path.display())]
+    HostDefault {
         path: PathBuf,
         trees: String,
         failure: Failure,
     },
+    #[error(
+        "{trees}: {} sources, and no {} version to compile them for: give --python-version or --interpreter with one{}",
+        flavour_name(*.implementation),
+        flavour_name(*.implementation),
+        pypy_hint(*.implementation)
+    )]
+    NoVersionOfFlavour {
+        trees: String,
+        implementation: Implementation,
+    },
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     NoInterpreter(Vec<interpreter::NotFound>),
+}
+
+fn flavour_name(i: Implementation) -> &'static str {
+    match i {
+        Implementation::CPython => "CPython",
+        Implementation::PyPy => "PyPy",
+    }
+}
+
+/// PyPy never reads a CPython pyc: say what Debian does instead.
+fn pypy_hint(i: Implementation) -> &'static str {
+    match i {
+        Implementation::CPython => "",
+        Implementation::PyPy => {
+            " (pypyX.Y); Debian compiles PyPy's public modules at install time with pypy3compile, \
+             so a package can also leave them out with -x"
+        }
+    }
 }
 
 /// What the command line says about versions and interpreters.
@@ -72,6 +106,9 @@ pub struct Asked<'a> {
 #[derive(Debug)]
 pub struct Discovery {
     pub trees: Vec<Tree>,
+    /// Trees of versions pyclink does not compile: an error (a warning under `--errors warn`)
+    /// where they hold sources, since those would ship without pycs.
+    pub unsupported: Vec<Tree>,
     pub interpreters: BTreeMap<PyVersion, PathBuf>,
 }
 
@@ -98,60 +135,49 @@ pub fn discover(root: &Root, asked: Asked) -> Result<Discovery, Error> {
     }
     let found = find_trees(root, asked.paths)?;
     let shown_root = root.path().display();
-    if found.versioned.is_empty() && found.unversioned.is_empty() {
-        // One message: "python2.7 not compiled" then "no Python trees found" contradict.
-        match found.skipped.as_slice() {
-            [] => log::warn!("no Python trees found in {shown_root}"),
-            skipped => log::warn!(
-                "no Python tree to compile in {shown_root}: {}",
-                skipped.join("; ")
-            ),
-        }
-    } else {
-        for s in &found.skipped {
-            log::warn!("{s}");
-        }
+    if found.versioned.is_empty() && found.unversioned.is_empty() && found.unsupported.is_empty() {
+        log::warn!("no Python trees found in {shown_root}");
     }
-    let targets = if found.unversioned.is_empty() {
-        Vec::new()
-    } else {
-        let shown = found
+    let mut trees = found.versioned.clone();
+    for implementation in [Implementation::CPython, Implementation::PyPy] {
+        let dirs: Vec<&PathBuf> = found
             .unversioned
+            .iter()
+            .filter(|u| u.implementation == implementation)
+            .map(|u| &u.dir)
+            .collect();
+        if dirs.is_empty() {
+            continue;
+        }
+        let shown = dirs
             .iter()
             .map(|p| display_in_root(p))
             .collect::<Vec<_>>()
             .join(", ");
         let given: Vec<PyVersion> = interpreters.keys().copied().collect();
-        let (targets, why) = unversioned_targets(&named, &given, &found.versions_in_root, || {
-            host_python3(&shown, asked.timeout)
-        })?;
+        let targets_asked = targets::Asked {
+            named: &named,
+            given: &given,
+            in_root: &found.versions_in_root,
+        };
+        let (targets, why) =
+            targets::unversioned_targets(implementation, targets_asked, &shown, asked.timeout)?;
         let names: Vec<String> = targets.iter().map(ToString::to_string).collect();
         log::info!("{shown} compiled for {} ({why})", names.join(", "));
-        targets
-    };
+        for dir in dirs {
+            trees.extend(expand(&found, dir, &targets));
+        }
+    }
     Ok(Discovery {
-        trees: expand(&found, &targets),
+        trees,
+        unsupported: found.unsupported,
         interpreters,
-    })
-}
-
-/// The version of the host's `python3`, for trees that name none.
-fn host_python3(trees: &str, timeout: Duration) -> Result<PyVersion, Error> {
-    let program = interpreter::find_on_path("python3").ok_or_else(|| Error::NoHostPython3 {
-        trees: trees.to_string(),
-    })?;
-    interpreter::version_of(&program, timeout).map_err(|failure| Error::HostPython3 {
-        path: program,
-        trees: trees.to_string(),
-        failure,
     })
 }
 
 /// Where versioned library directories live (`PREFIX/lib*/pythonX.Y`); `app` is Flatpak's.
 const PREFIXES: &[&str] = &["usr", "usr/local", "app"];
 const LIBDIRS: &[&str] = &["lib", "lib64"];
-/// Debian's public module directory, shared by every installed Python 3.
-pub const DIST_PACKAGES: &str = "usr/lib/python3/dist-packages";
 
 /// A directory (root-relative) whose sources are compiled for one version.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,17 +204,31 @@ impl Tree {
 pub struct Found {
     /// `usr/lib64/python3.12` and the like.
     pub versioned: Vec<Tree>,
-    /// Debian's dist-packages and PATHs outside any versioned tree.
-    pub unversioned: Vec<PathBuf>,
-    /// Things seen and deliberately left alone, for the log.
-    pub skipped: Vec<String>,
+    /// Debian's dist-packages (CPython's and PyPy's) and PATHs outside any versioned tree.
+    pub unversioned: Vec<Unversioned>,
+    /// Trees of versions pyclink does not compile (`python2.7`, `python3.5`), wherever found.
+    pub unsupported: Vec<Tree>,
     /// Every supported version with a tree anywhere in the root (the standard prefixes, and any
     /// `lib/pythonX.Y` under the PATHs), whether or not PATHs restrict the run to other trees:
     /// the versions the package's code runs on.
     pub versions_in_root: BTreeSet<PyVersion>,
-    /// Trees of versions pyclink does not compile, inside an unversioned tree: left out of it
-    /// (a python2.7 tree is not compiled for Python 3 either).
-    pub left_out: Vec<PathBuf>,
+}
+
+/// A tree whose version is not in its path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unversioned {
+    pub dir: PathBuf,
+    /// Compiled by versions of this implementation only (see [`targets::flavour`]).
+    pub implementation: Implementation,
+}
+
+impl Unversioned {
+    fn new(dir: PathBuf) -> Unversioned {
+        Unversioned {
+            implementation: targets::flavour(&dir),
+            dir,
+        }
+    }
 }
 
 /// Scan the root. With `paths`, only those paths are compiled (each must exist): a path that
@@ -212,31 +252,22 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, Error> {
                     continue;
                 };
                 let rel = dir.join(&name);
-                if !is_real_dir(root, &rel) {
-                    continue;
-                }
-                if version.is_supported() {
-                    all.versioned.push(Tree::new(version, rel));
-                } else {
-                    all.skipped.push(format!(
-                        "{}: {}; not compiled",
-                        display_in_root(&rel),
-                        version.unsupported_reason()
-                    ));
+                if is_real_dir(root, &rel) {
+                    all.add_versioned(Tree::new(version, rel));
                 }
             }
         }
     }
-    if is_real_dir(root, Path::new(DIST_PACKAGES)) {
-        all.unversioned.push(PathBuf::from(DIST_PACKAGES));
+    for dist in [DIST_PACKAGES, PYPY_DIST_PACKAGES] {
+        if is_real_dir(root, Path::new(dist)) {
+            all.unversioned.push(Unversioned::new(PathBuf::from(dist)));
+        }
     }
-    all.versions_in_root = all.versioned.iter().map(|t| t.version).collect();
     if paths.is_empty() {
         return Ok(all);
     }
 
     let mut chosen = Found {
-        skipped: all.skipped,
         versions_in_root: all.versions_in_root,
         ..Found::default()
     };
@@ -247,8 +278,7 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, Error> {
         } else if let Some(version) = lib_python_version(p) {
             // Inside a virtualenv's (or another prefix's) lib/pythonX.Y.
             refuse_unsupported(version, p)?;
-            chosen.versions_in_root.insert(version);
-            chosen.versioned.push(Tree::new(version, p.clone()));
+            chosen.add_versioned(Tree::new(version, p.clone()));
         } else {
             // Like `compileall DIR`, a PATH covers every source under it: any lib/pythonX.Y
             // below it (the prefix's own, a bundled virtualenv) belongs to that version, and
@@ -256,25 +286,26 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, Error> {
             // to mean only those trees, silently leaving out the rest (`/usr` without
             // `/usr/share`).
             for (version, dir) in nested_lib_pythons(root, p) {
-                if version.is_supported() {
-                    chosen.versions_in_root.insert(version);
-                    chosen.versioned.push(Tree::new(version, dir));
-                } else {
-                    let why = format!(
-                        "{}: {}; not compiled",
-                        display_in_root(&dir),
-                        version.unsupported_reason()
-                    );
-                    if !chosen.skipped.contains(&why) {
-                        chosen.skipped.push(why);
-                    }
-                    chosen.left_out.push(dir);
-                }
+                chosen.add_versioned(Tree::new(version, dir));
             }
-            chosen.unversioned.push(p.clone());
+            chosen.unversioned.push(Unversioned::new(p.clone()));
         }
     }
     Ok(chosen)
+}
+
+impl Found {
+    /// A `pythonX.Y` tree: compiled, or kept apart if pyclink does not compile its version.
+    fn add_versioned(&mut self, tree: Tree) {
+        if !tree.version.is_supported() {
+            if !self.unsupported.contains(&tree) {
+                self.unsupported.push(tree);
+            }
+            return;
+        }
+        self.versions_in_root.insert(tree.version);
+        self.versioned.push(tree);
+    }
 }
 
 /// A PATH the user named explicitly that belongs to a Python pyclink cannot compile for is an
@@ -363,56 +394,25 @@ fn is_real_dir(root: &Root, rel: &Path) -> bool {
     })
 }
 
-/// The versions unversioned trees (dist-packages, private directories) are compiled for, and why:
-/// those named with `--python-version`; else the CPython 3 versions given with `--interpreter`;
-/// else every CPython 3 version found anywhere in the root (whatever PATHs restrict the run to:
-/// the package's code runs on the package's Python); else the host's `python3` (asked through
-/// `host_python3`). One rule for every entry point: the CLI, the RPM hook, `%py_byte_compile`
-/// (which passes `--interpreter`) and `dh_pyclink`.
-pub fn unversioned_targets(
-    named: &[PyVersion],
-    interpreters: &[PyVersion],
-    in_root: &BTreeSet<PyVersion>,
-    host_python3: impl FnOnce() -> Result<PyVersion, Error>,
-) -> Result<(Vec<PyVersion>, &'static str), Error> {
-    let py3 = |v: &&PyVersion| v.implementation == Implementation::CPython && v.major == 3;
-    if !named.is_empty() {
-        let set: BTreeSet<PyVersion> = named.iter().copied().collect();
-        return Ok((set.into_iter().collect(), "named with --python-version"));
-    }
-    let given: BTreeSet<PyVersion> = interpreters.iter().filter(py3).copied().collect();
-    if !given.is_empty() {
-        return Ok((given.into_iter().collect(), "given with --interpreter"));
-    }
-    let found: Vec<PyVersion> = in_root.iter().filter(py3).copied().collect();
-    if !found.is_empty() {
-        return Ok((found, "the Python 3 versions found in the build root"));
-    }
-    Ok((
-        vec![host_python3()?],
-        "no Python 3 tree in the build root: the host's python3",
-    ))
-}
-
-/// Every tree with its version: versioned ones as found, unversioned ones once per target.
-pub fn expand(found: &Found, targets: &[PyVersion]) -> Vec<Tree> {
-    let mut trees = found.versioned.clone();
-    for dir in &found.unversioned {
-        let skip: Vec<PathBuf> = found
-            .versioned
-            .iter()
-            .map(|t| &t.dir)
-            .chain(&found.left_out)
-            .filter(|t| t.starts_with(dir))
-            .cloned()
-            .collect();
-        trees.extend(targets.iter().map(|&version| Tree {
+/// An unversioned tree once per target version, without the versioned (and unsupported)
+/// trees inside it, which are compiled for their own versions or not at all.
+pub fn expand(found: &Found, dir: &Path, targets: &[PyVersion]) -> Vec<Tree> {
+    let skip: Vec<PathBuf> = found
+        .versioned
+        .iter()
+        .chain(&found.unsupported)
+        .map(|t| &t.dir)
+        .filter(|t| t.starts_with(dir))
+        .cloned()
+        .collect();
+    targets
+        .iter()
+        .map(|&version| Tree {
             version,
-            dir: dir.clone(),
+            dir: dir.to_path_buf(),
             skip: skip.clone(),
-        }));
-    }
-    trees
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -453,8 +453,14 @@ mod tests {
                 ("python3.12".to_string(), "usr/lib64/python3.12".to_string()),
             ]
         );
-        assert_eq!(f.unversioned, vec![PathBuf::from(DIST_PACKAGES)]);
-        assert!(f.skipped[0].contains("python2.7"));
+        assert_eq!(dirs_of(&f.unversioned), [DIST_PACKAGES]);
+        assert_eq!(
+            f.unsupported,
+            [Tree::new(
+                PyVersion::cpython(2, 7),
+                "usr/lib/python2.7".into()
+            )]
+        );
     }
 
     #[test]
@@ -479,7 +485,7 @@ mod tests {
                 "usr/lib64/python3.12/site-packages/foo".into()
             )]
         );
-        assert_eq!(f.unversioned, vec![PathBuf::from("usr/share/app")]);
+        assert_eq!(dirs_of(&f.unversioned), ["usr/share/app"]);
         // The versions the package runs on are those of the whole root, not only of the PATHs.
         assert_eq!(
             f.versions_in_root,
@@ -491,8 +497,8 @@ mod tests {
         // A parent of trees means those trees, and the rest of it as a private directory.
         let f = find_trees(&root, &[PathBuf::from("usr")]).unwrap();
         assert_eq!(f.versioned.len(), 2);
-        assert_eq!(f.unversioned, vec![PathBuf::from("usr")]);
-        let trees = expand(&f, &[PyVersion::cpython(3, 12)]);
+        assert_eq!(dirs_of(&f.unversioned), ["usr"]);
+        let trees = expand(&f, Path::new("usr"), &[PyVersion::cpython(3, 12)]);
         let usr = trees.iter().find(|t| t.dir == Path::new("usr")).unwrap();
         assert_eq!(usr.skip.len(), 2);
         assert!(find_trees(&root, &[PathBuf::from("usr/nope")])
@@ -514,15 +520,12 @@ mod tests {
                 "{err}"
             );
         }
-        // Found on its own (no PATH), it is reported and left alone.
+        // Found inside a PATH, it is kept apart (plan makes its sources an error).
         let f = find_trees(&root, &[PathBuf::from("usr")]).unwrap();
         assert_eq!(f.versioned.len(), 1);
-        assert_eq!(
-            f.skipped.iter().filter(|s| s.contains("python2.7")).count(),
-            1
-        );
+        assert_eq!(f.unsupported.len(), 1);
         // Nor is it compiled as part of the private rest of the PATH.
-        let trees = expand(&f, &[PyVersion::cpython(3, 12)]);
+        let trees = expand(&f, Path::new("usr"), &[PyVersion::cpython(3, 12)]);
         let usr = trees.iter().find(|t| t.dir == Path::new("usr")).unwrap();
         assert!(usr.skip.contains(&PathBuf::from("usr/lib/python2.7")));
     }
@@ -556,9 +559,9 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(f.unversioned, vec![PathBuf::from("opt/app")]);
+        assert_eq!(dirs_of(&f.unversioned), ["opt/app"]);
         assert!(f.versions_in_root.contains(&PyVersion::cpython(3, 12)));
-        let trees = expand(&f, &[PyVersion::cpython(3, 11)]);
+        let trees = expand(&f, Path::new("opt/app"), &[PyVersion::cpython(3, 11)]);
         let app = trees
             .iter()
             .find(|t| t.dir == Path::new("opt/app"))
@@ -568,18 +571,37 @@ mod tests {
     }
 
     #[test]
-    fn unversioned_target_order() {
-        let v311 = PyVersion::cpython(3, 11);
-        let v312 = PyVersion::cpython(3, 12);
-        let found = BTreeSet::from([v312, PyVersion::cpython(2, 7)]);
-        let never = || -> Result<PyVersion, Error> { panic!("host python3 must not be asked") };
-        let targets = |named: &[PyVersion], given: &[PyVersion], found| {
-            unversioned_targets(named, given, found, never).unwrap().0
-        };
-        assert_eq!(targets(&[v311], &[v312], &found), vec![v311]);
-        assert_eq!(targets(&[], &[v311], &found), vec![v311]);
-        assert_eq!(targets(&[], &[], &found), vec![v312]);
-        let host = unversioned_targets(&[], &[], &BTreeSet::new(), || Ok(v311)).unwrap();
-        assert_eq!(host.0, vec![v311]);
+    fn free_threaded_and_pypy_trees() {
+        let (_t, root) = root_with(&[
+            "usr/lib64/python3.14t/site-packages",
+            "usr/lib64/python3.14",
+            "usr/lib64/python3.12t",
+            "usr/lib/pypy3/dist-packages",
+            "usr/lib/python3.5",
+        ]);
+        let f = find_trees(&root, &[]).unwrap();
+        let versions: Vec<String> = f.versioned.iter().map(|t| t.version.to_string()).collect();
+        assert_eq!(versions, ["python3.14", "python3.14t"]);
+        // No CPython has a free-threaded 3.12, and 3.5 is too old: kept apart, not compiled.
+        let unsupported: Vec<String> = f
+            .unsupported
+            .iter()
+            .map(|t| t.version.to_string())
+            .collect();
+        assert_eq!(unsupported, ["python3.5", "python3.12t"]);
+        assert_eq!(
+            f.unversioned,
+            [Unversioned {
+                dir: PYPY_DIST_PACKAGES.into(),
+                implementation: Implementation::PyPy
+            }]
+        );
+        // A PATH inside PyPy's dist-packages stays PyPy's.
+        let f = find_trees(&root, &[PathBuf::from("usr/lib/pypy3/dist-packages")]).unwrap();
+        assert_eq!(f.unversioned[0].implementation, Implementation::PyPy);
+    }
+
+    fn dirs_of(u: &[Unversioned]) -> Vec<String> {
+        u.iter().map(|u| u.dir.display().to_string()).collect()
     }
 }

@@ -46,12 +46,29 @@ use crate::report::plural;
 
 pub use code::{CodeInfo, MarshalStr};
 
-/// A Python version as `(major, minor)`.
-pub type Version = (u32, u32);
+/// How one version's marshal data is laid out: what [`crate::python::table`] says of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Format {
+    pub layout: CodeLayout,
+    /// `TYPE_SLICE` (marshal version 5, CPython 3.14).
+    pub slices: bool,
+    /// `TYPE_FROZENDICT` (marshal version 6, CPython 3.15): a dict's NULL-terminated pairs,
+    /// registered for references when it starts, like a frozenset.
+    pub frozendicts: bool,
+}
 
-/// The versions whose marshal data this module reads and normalizes. 3.14 is read with the
-/// 3.11 code layout plus `TYPE_SLICE` (marshal version 5).
-pub const SUPPORTED: std::ops::RangeInclusive<Version> = (3, 6)..=(3, 14);
+/// The fields of a code object, in the order `marshal` writes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CodeLayout {
+    /// CPython 3.6 and 3.7.
+    Py36,
+    /// CPython 3.8 to 3.10 (`co_posonlyargcount`), and PyPy 3.9.
+    Py38,
+    /// CPython 3.11 on (`co_qualname`, localsplus, the exception table).
+    Py311,
+    /// PyPy 3.11: 3.8's fields plus `co_qualname` and the exception table.
+    PyPy311,
+}
 
 /// CPython's limit on nesting when reading (`MAX_MARSHAL_STACK_DEPTH`, non-Windows): data
 /// nested deeper cannot be loaded, so it is refused here too.
@@ -60,8 +77,6 @@ pub const MAX_DEPTH: usize = 2000;
 /// Why marshal data could not be walked. Offsets count from the start of the marshal body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Error {
-    /// Not a version [`SUPPORTED`] here.
-    UnsupportedVersion(Version),
     /// The data ends inside an object.
     Truncated { offset: usize, needed: usize },
     /// A type code that marshal does not write (or not for this version).
@@ -90,7 +105,7 @@ pub enum Error {
     TooLarge { len: usize },
     /// A code object field that must be a string is not (only [`code_objects`] checks).
     NotAString { offset: usize, field: &'static str },
-    /// A pyc whose magic number names no supported version.
+    /// A pyc whose magic number names no version whose marshal data pyclink reads.
     UnknownMagic([u8; 4]),
     /// A pyc shorter than its header.
     ShortHeader { len: usize, header: usize },
@@ -99,9 +114,6 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::UnsupportedVersion((x, y)) => {
-                write!(f, "marshal data of Python {x}.{y} is not supported")
-            }
             Error::Truncated { offset, needed } => write!(
                 f,
                 "marshal data truncated: {} needed at offset {offset}",
@@ -162,51 +174,6 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// The CPython version (`(3, minor)`) whose pycs start with `magic`.
-///
-/// Each 3.x release owns a block of magic numbers (development versions use the numbers
-/// below the release's own); the blocks come from CPython's `_bootstrap_external.py` /
-/// `pycore_magic_number.h`. `None` for anything else: Python 2, numbers above the last known
-/// block, and PyPy, whose magic is its own counter (`pypy_incremental_magic`, below 3000)
-/// that names neither a CPython version nor CPython's code-object layout.
-pub fn version_from_magic(magic: [u8; 4]) -> Option<Version> {
-    if magic[2..] != *b"\r\n" {
-        return None;
-    }
-    let minor = match u16::from_le_bytes([magic[0], magic[1]]) {
-        3000..=3140 => 0,
-        3141..=3159 => 1,
-        3160..=3189 => 2,
-        3190..=3249 => 3,
-        3250..=3319 => 4,
-        3320..=3359 => 5,
-        3360..=3389 => 6,
-        3390..=3399 => 7,
-        3400..=3419 => 8,
-        3420..=3429 => 9,
-        3430..=3449 => 10,
-        3450..=3499 => 11,
-        3500..=3549 => 12,
-        3550..=3599 => 13,
-        3600..=3649 => 14,
-        3650..=3699 => 15,
-        _ => return None,
-    };
-    Some((3, minor))
-}
-
-/// The length of a pyc header for `version`: PEP 552 (3.7) made it 16 bytes, 3.3 added the
-/// source size (12), before that 8.
-pub fn header_len(version: Version) -> usize {
-    if version >= (3, 7) {
-        16
-    } else if version >= (3, 3) {
-        12
-    } else {
-        8
-    }
-}
-
 /// Walks and normalizes marshal data, keeping its buffers between calls: one per thread in a
 /// loop over many pycs allocates only while files grow.
 #[derive(Default)]
@@ -226,9 +193,9 @@ impl Normalizer {
     pub fn normalize<'a>(
         &mut self,
         body: &'a [u8],
-        version: Version,
+        format: Format,
     ) -> Result<Cow<'a, [u8]>, Error> {
-        self.walker.walk(body, version, true, false)?;
+        self.walker.walk(body, format, true, false)?;
         self.number_references();
         let (out, _, _) = self.walker.output();
         if out[..] == *body {
@@ -239,8 +206,8 @@ impl Normalizer {
     }
 
     /// Whether `body` is in normal form (valid marshal data that [`normalize`] leaves as is).
-    pub fn is_normal(&mut self, body: &[u8], version: Version) -> Result<bool, Error> {
-        Ok(matches!(self.normalize(body, version)?, Cow::Borrowed(_)))
+    pub fn is_normal(&mut self, body: &[u8], format: Format) -> Result<bool, Error> {
+        Ok(matches!(self.normalize(body, format)?, Cow::Borrowed(_)))
     }
 
     /// Every code object in `body`, outermost first (the order they start in the data). A
@@ -248,9 +215,9 @@ impl Normalizer {
     pub fn code_objects<'a>(
         &mut self,
         body: &'a [u8],
-        version: Version,
+        format: Format,
     ) -> Result<Vec<CodeInfo<'a>>, Error> {
-        self.walker.walk(body, version, false, true)?;
+        self.walker.walk(body, format, false, true)?;
         code::code_infos(&self.walker, body)
     }
 
@@ -286,22 +253,22 @@ impl Normalizer {
 }
 
 /// [`Normalizer::normalize`] with fresh buffers.
-pub fn normalize(body: &[u8], version: Version) -> Result<Cow<'_, [u8]>, Error> {
-    Normalizer::new().normalize(body, version)
+pub fn normalize(body: &[u8], format: Format) -> Result<Cow<'_, [u8]>, Error> {
+    Normalizer::new().normalize(body, format)
 }
 
 /// [`Normalizer::is_normal`] with fresh buffers.
-pub fn is_normal(body: &[u8], version: Version) -> Result<bool, Error> {
-    Normalizer::new().is_normal(body, version)
+pub fn is_normal(body: &[u8], format: Format) -> Result<bool, Error> {
+    Normalizer::new().is_normal(body, format)
 }
 
 /// [`Normalizer::code_objects`] with fresh buffers.
-pub fn code_objects(body: &[u8], version: Version) -> Result<Vec<CodeInfo<'_>>, Error> {
-    Normalizer::new().code_objects(body, version)
+pub fn code_objects(body: &[u8], format: Format) -> Result<Vec<CodeInfo<'_>>, Error> {
+    Normalizer::new().code_objects(body, format)
 }
 
-/// The version and header length of a whole pyc file, from its magic number.
-pub fn pyc_layout(pyc: &[u8]) -> Result<(Version, usize), Error> {
+/// The marshal format and header length of a whole pyc file, from its magic number.
+pub fn pyc_layout(pyc: &[u8]) -> Result<(Format, usize), Error> {
     let magic: [u8; 4] = match pyc.get(..4) {
         Some(m) => [m[0], m[1], m[2], m[3]],
         None => {
@@ -311,21 +278,23 @@ pub fn pyc_layout(pyc: &[u8]) -> Result<(Version, usize), Error> {
             })
         }
     };
-    let version = version_from_magic(magic).ok_or(Error::UnknownMagic(magic))?;
-    let header = header_len(version);
+    let facts = crate::python::table::by_magic(magic);
+    let Some((format, header)) = facts.and_then(|f| Some((f.marshal?, f.header_len))) else {
+        return Err(Error::UnknownMagic(magic));
+    };
     if pyc.len() < header {
         return Err(Error::ShortHeader {
             len: pyc.len(),
             header,
         });
     }
-    Ok((version, header))
+    Ok((format, header))
 }
 
 /// A whole pyc file (header and body) in normal form; the header is kept as it is.
 pub fn normalize_pyc(pyc: &[u8]) -> Result<Cow<'_, [u8]>, Error> {
-    let (version, header) = pyc_layout(pyc)?;
-    Ok(match normalize(&pyc[header..], version)? {
+    let (format, header) = pyc_layout(pyc)?;
+    Ok(match normalize(&pyc[header..], format)? {
         Cow::Borrowed(_) => Cow::Borrowed(pyc),
         Cow::Owned(body) => {
             let mut v = Vec::with_capacity(header + body.len());

@@ -1,5 +1,6 @@
-//! Which Python a tree belongs to: implementation plus `X.Y`, as spelled in directory names
-//! (`python3.12`, `pypy3.10`) and on the command line (`3.12`, `pypy3.10`).
+//! Which Python a tree belongs to: implementation, `X.Y` and build (the free-threaded `t`), as
+//! spelled in directory names (`python3.12`, `python3.14t`, `pypy3.10`) and on the command line
+//! (`3.12`, `3.14t`, `pypy3.10`). What pyclink knows about each version is in [`super::table`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,6 +16,9 @@ pub struct PyVersion {
     pub implementation: Implementation,
     pub major: u32,
     pub minor: u32,
+    /// A free-threaded build (PEP 703: `--disable-gil`, `sys.abiflags` holds `t`), which has
+    /// its own interpreter (`python3.14t`) and library directory (`lib64/python3.14t`).
+    pub free_threaded: bool,
 }
 
 impl PyVersion {
@@ -23,59 +27,84 @@ impl PyVersion {
             implementation: Implementation::CPython,
             major,
             minor,
+            free_threaded: false,
+        }
+    }
+
+    pub fn pypy(major: u32, minor: u32) -> Self {
+        PyVersion {
+            implementation: Implementation::PyPy,
+            ..PyVersion::cpython(major, minor)
+        }
+    }
+
+    /// The same version's free-threaded build.
+    pub fn free_threaded(self) -> Self {
+        PyVersion {
+            free_threaded: true,
+            ..self
         }
     }
 
     /// The command name of this version's interpreter, which is also its library directory name.
     pub fn command(&self) -> String {
+        let t = if self.free_threaded { "t" } else { "" };
         match self.implementation {
-            Implementation::CPython => format!("python{}.{}", self.major, self.minor),
-            Implementation::PyPy => format!("pypy{}.{}", self.major, self.minor),
+            Implementation::CPython => format!("python{}.{}{t}", self.major, self.minor),
+            Implementation::PyPy => format!("pypy{}.{}{t}", self.major, self.minor),
         }
     }
 
-    /// Parse a library directory name: `python3.12` or `pypy3.10`.
+    /// `X.Y`, or `X.Yt` for a free-threaded build: how `--interpreter` and `--python-version`
+    /// spell a CPython version.
+    pub fn short(&self) -> String {
+        let t = if self.free_threaded { "t" } else { "" };
+        match self.implementation {
+            Implementation::CPython => format!("{}.{}{t}", self.major, self.minor),
+            Implementation::PyPy => self.command(),
+        }
+    }
+
+    /// Whether pyclink compiles this version at all (the version table decides).
+    pub fn is_supported(&self) -> bool {
+        super::table::unsupported_reason(*self).is_none()
+    }
+
+    /// Why pyclink does not compile this version, for messages.
+    pub fn unsupported_reason(&self) -> String {
+        super::table::unsupported_reason(*self).unwrap_or_else(|| format!("{self} is supported"))
+    }
+
+    /// Parse a library directory name: `python3.12`, `python3.14t` or `pypy3.10`.
     pub fn from_dir_name(name: &str) -> Option<Self> {
         if let Some(rest) = name.strip_prefix("python") {
-            parse_xy(rest).map(|(x, y)| PyVersion::cpython(x, y))
-        } else if let Some(rest) = name.strip_prefix("pypy") {
-            parse_xy(rest).map(|(major, minor)| PyVersion {
-                implementation: Implementation::PyPy,
-                major,
-                minor,
+            parse_xy(rest).map(|(x, y, t)| PyVersion {
+                free_threaded: t,
+                ..PyVersion::cpython(x, y)
             })
+        } else if let Some(rest) = name.strip_prefix("pypy") {
+            // PyPy has no free-threaded build.
+            parse_xy(rest)
+                .filter(|&(_, _, t)| !t)
+                .map(|(x, y, _)| PyVersion::pypy(x, y))
         } else {
             None
         }
     }
-
-    /// pyclink writes PEP 3147 `__pycache__` files (Python 3.2 on) and its worker needs 3.6.
-    pub fn is_supported(&self) -> bool {
-        match self.implementation {
-            Implementation::CPython => (self.major, self.minor) >= (3, 6),
-            Implementation::PyPy => self.major >= 3,
-        }
-    }
-
-    /// Why a version is not compiled, for messages.
-    pub fn unsupported_reason(&self) -> String {
-        let why = if self.major < 3 {
-            "Python 2 writes NAME.pyc beside the source, not PEP 3147 __pycache__ files; \
-             leave it to the Python 2 tools"
-        } else {
-            "pyclink compiles for Python 3.6 and later"
-        };
-        format!("{self} is not supported ({why})")
-    }
 }
 
-fn parse_xy(s: &str) -> Option<(u32, u32)> {
+/// `X.Y` or `X.Yt`: the digits and whether the free-threaded `t` follows.
+fn parse_xy(s: &str) -> Option<(u32, u32, bool)> {
     let (x, y) = s.split_once('.')?;
+    let (y, t) = match y.strip_suffix('t') {
+        Some(y) => (y, true),
+        None => (y, false),
+    };
     let digits = |t: &str| !t.is_empty() && t.len() <= 3 && t.bytes().all(|b| b.is_ascii_digit());
     if !digits(x) || !digits(y) {
         return None;
     }
-    Some((x.parse().ok()?, y.parse().ok()?))
+    Some((x.parse().ok()?, y.parse().ok()?, t))
 }
 
 impl fmt::Display for PyVersion {
@@ -87,14 +116,19 @@ impl fmt::Display for PyVersion {
 impl FromStr for PyVersion {
     type Err = String;
 
-    /// `3.12`, `python3.12`, `pypy3.10`.
+    /// `3.12`, `3.14t`, `python3.12`, `python3.14t`, `pypy3.10`.
     fn from_str(s: &str) -> Result<Self, String> {
         let parsed = match parse_xy(s) {
-            Some((x, y)) => Some(PyVersion::cpython(x, y)),
+            Some((x, y, t)) => Some(PyVersion {
+                free_threaded: t,
+                ..PyVersion::cpython(x, y)
+            }),
             None => PyVersion::from_dir_name(s),
         };
         parsed.ok_or_else(|| {
-            format!("'{s}' is not a Python version (expected X.Y, pythonX.Y or pypyX.Y)")
+            format!(
+                "'{s}' is not a Python version (expected X.Y, X.Yt, pythonX.Y, pythonX.Yt or pypyX.Y)"
+            )
         })
     }
 }
@@ -116,6 +150,12 @@ mod tests {
         let pypy: PyVersion = "pypy3.10".parse().unwrap();
         assert_eq!(pypy.implementation, Implementation::PyPy);
         assert_eq!(pypy.to_string(), "pypy3.10");
+        for ft in ["3.14t", "python3.14t"] {
+            let v: PyVersion = ft.parse().unwrap();
+            assert_eq!(v, PyVersion::cpython(3, 14).free_threaded());
+            assert_eq!(v.to_string(), "python3.14t");
+            assert_eq!(v.short(), "3.14t");
+        }
         for bad in [
             "3",
             "3.",
@@ -126,6 +166,9 @@ mod tests {
             "py3.1",
             "3.x",
             "python3.12-config",
+            "3.14tt",
+            "3.t",
+            "pypy3.11t",
         ] {
             assert!(bad.parse::<PyVersion>().is_err(), "{bad} should not parse");
         }
@@ -137,9 +180,11 @@ mod tests {
             PyVersion::from_dir_name("python2.7"),
             Some(PyVersion::cpython(2, 7))
         );
-        assert!(!PyVersion::cpython(2, 7).is_supported());
-        assert!(!PyVersion::cpython(3, 5).is_supported());
-        assert!(PyVersion::cpython(3, 6).is_supported());
+        assert_eq!(
+            PyVersion::from_dir_name("python3.14t"),
+            Some(PyVersion::cpython(3, 14).free_threaded())
+        );
+        assert_eq!(PyVersion::from_dir_name("pypy3.11t"), None);
         assert_eq!(PyVersion::from_dir_name("python3"), None);
         assert_eq!(PyVersion::from_dir_name("site-packages"), None);
     }

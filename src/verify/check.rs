@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::fstat;
 
 use crate::fsroot::{display_in_root, in_root_bytes, is_regular, open_file_nofollow, Root};
-use crate::python::marshal;
+
 use crate::python::pyc::{mtime_field, PycFormat};
 use crate::python::{Levels, PyVersion};
 use crate::worker::{Hello, Launch};
@@ -384,8 +384,8 @@ fn check_magic(target: &Target, data: &[u8]) -> Result<(), (Kind, String)> {
         return Ok(());
     }
     let magic = [data[0], data[1], data[2], data[3]];
-    let whose = match marshal::version_from_magic(magic) {
-        Some((x, y)) => format!(", a Python {x}.{y} magic number"),
+    let whose = match crate::python::table::by_magic(magic) {
+        Some(f) => format!(", a {} magic number", f.version),
         None => String::new(),
     };
     let (x, y, z) = target.hello.version;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crate::discover::{self, interpreter};
 use crate::fsroot::{display_in_root, Root};
 use crate::plan::{self, BadExclude, Excludes};
-use crate::python::{marshal, Implementation, Levels, PyVersion};
+use crate::python::{Implementation, Levels, PyVersion};
 
 pub use args::{VerifyArgs, VerifyInvocation};
 use check::{Job, Target};
@@ -111,7 +111,7 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
             },
         )?;
         interpreters = found.interpreters;
-        let planned = plan::plan(root, &found.trees, &excludes);
+        let planned = plan::plan(root, &found.trees, &found.unsupported, &excludes);
         for (_, e) in planned.errors {
             // The scan walked the same directories and reported what it could not read.
             if report
@@ -153,7 +153,7 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
     let sourceless_versions: Vec<Option<PyVersion>> = scan
         .sourceless
         .iter()
-        .map(|s| marshal::version_from_magic(s.magic).map(|(x, y)| PyVersion::cpython(x, y)))
+        .map(|s| crate::python::table::by_magic(s.magic).map(|f| f.version))
         .collect();
     if opts.allow_sourceless {
         versions.extend(sourceless_versions.iter().flatten());

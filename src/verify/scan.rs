@@ -167,10 +167,10 @@ pub fn version_of_tag(tag: &str) -> Option<PyVersion> {
     if minor.len() > 1 && minor.starts_with('0') {
         return None;
     }
-    Some(PyVersion {
-        implementation,
-        major: major.parse().ok()?,
-        minor: minor.parse().ok()?,
+    let (major, minor) = (major.parse().ok()?, minor.parse().ok()?);
+    Some(match implementation {
+        Implementation::CPython => PyVersion::cpython(major, minor),
+        Implementation::PyPy => PyVersion::pypy(major, minor),
     })
 }
 

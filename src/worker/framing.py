@@ -103,6 +103,7 @@ def hello():
         'pid=%d' % os.getpid(),
         'executable=%s' % sys.executable,
         'build=%s' % ' '.join(sys.version.split()),
+        'abiflags=%s' % getattr(sys, 'abiflags', ''),
     ]
     return '\n'.join(lines).encode('utf-8', 'backslashreplace')
 

@@ -358,6 +358,7 @@ fn placeholder_hello() -> Hello {
         implementation: String::new(),
         executable: String::new(),
         build: String::new(),
+        free_threaded: false,
         format: PycFormat {
             magic: [0; 4],
             cache_tag: String::new(),

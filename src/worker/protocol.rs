@@ -11,6 +11,10 @@ use crate::python::{Implementation, Levels, PyVersion};
 /// A level's length field meaning "the same bytes as the previous requested level".
 pub const SAME_AS_PREVIOUS: u32 = u32::MAX;
 
+/// The hint bit asking for the source to be compiled in a fresh fork of the worker, which then
+/// serves the next request from another fresh fork (see `python::table::Determinism`).
+pub const FRESH_PROCESS: u8 = 4;
+
 /// What the hello hashes with `_imp.source_hash` to tell SipHash-1-3 from 2-4.
 pub const HASH_PROBE_INPUT: &[u8] = b"pyclink";
 
@@ -44,6 +48,8 @@ pub struct Hello {
     pub executable: String,
     /// `sys.version`: release, build date and compiler, on one line.
     pub build: String,
+    /// `sys.abiflags` has a `t`: a free-threaded build.
+    pub free_threaded: bool,
     pub format: PycFormat,
 }
 
@@ -57,6 +63,7 @@ impl Hello {
             implementation,
             major: self.version.0,
             minor: self.version.1,
+            free_threaded: self.free_threaded,
         }
     }
 
@@ -90,6 +97,9 @@ impl Hello {
             implementation: get("implementation")?.to_string(),
             executable: get("executable")?.to_string(),
             build: get("build")?.to_string(),
+            // Only worker scripts of this pyclink speak to it, but a hello without the line
+            // (an interpreter with no sys.abiflags says "") is a GIL build.
+            free_threaded: get("abiflags").is_ok_and(|f| f.contains('t')),
             format: PycFormat {
                 magic,
                 cache_tag: get("cache_tag")?.to_string(),
@@ -119,6 +129,15 @@ pub struct Request<'a> {
     pub levels: Levels,
     /// Levels certainly identical to the one below (see `predict`).
     pub same: IdenticalLevels,
+    /// Compile it in a fresh fork of the worker.
+    pub fresh_process: bool,
+}
+
+impl Request<'_> {
+    /// The hints byte: which levels are certainly identical, and [`FRESH_PROCESS`].
+    pub fn hints(&self) -> u8 {
+        self.same.bits() | if self.fresh_process { FRESH_PROCESS } else { 0 }
+    }
 }
 
 /// The answer for one source.
@@ -177,7 +196,7 @@ pub fn encode_request<'a>(req: &Request<'a>) -> Result<(Vec<u8>, &'a [u8]), Prot
     let mut head = Vec::with_capacity(10 + dfile.len());
     head.extend_from_slice(&frame_len.to_le_bytes());
     head.push(req.levels.bits());
-    head.push(req.same.bits());
+    head.push(req.hints());
     head.extend_from_slice(&(dfile.len() as u32).to_le_bytes());
     head.extend_from_slice(dfile);
     Ok((head, source))
@@ -329,6 +348,7 @@ mod tests {
             SAME_AS_PREVIOUS as u64
         );
         assert_eq!(int(&assignment("_JOIN_LIMIT")), PIPE_SIZE as u64);
+        assert_eq!(int(&assignment("FRESH_PROCESS")), FRESH_PROCESS as u64);
         let probe = format!(
             "_imp.source_hash(raw_magic, b'{}')",
             std::str::from_utf8(HASH_PROBE_INPUT).unwrap()
@@ -354,6 +374,7 @@ mod tests {
             "source_hash_probe",
             "executable",
             "build",
+            "abiflags",
         ] {
             assert!(
                 py.contains(&format!("'{key}=")),

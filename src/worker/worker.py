@@ -24,8 +24,9 @@
 #   hello     worker -> pyclink, once at start: "key=value" lines (see hello()).
 #   request   pyclink -> worker: u8 level mask (bit L = optimize level L), u8 hints (bit 0:
 #             level 1 is certainly identical to level 0, bit 1: level 2 to level 1, as pyclink
-#             proved from the source), u32 dfile length, dfile bytes (UTF-8 with
-#             surrogateescape), then the source bytes (rest of the frame).
+#             proved from the source; bit 2, FRESH_PROCESS: compile it in a fresh compile
+#             child), u32 dfile length, dfile bytes (UTF-8 with surrogateescape), then the
+#             source bytes (rest of the frame).
 #   response  worker -> pyclink, one per request:
 #             b"K", per requested level in ascending order: u32 length + marshal.dumps(code), or
 #                   u32 0xFFFFFFFF: the same bytes as the previous requested level (not compiled);
@@ -71,6 +72,15 @@ def _interning_is_permanent():
 
 _PERMANENT_INTERNING = _interning_is_permanent()
 
+# PyPy holds interned strings weakly: whether a name is still interned when marshal writes it
+# (and so its type code) depends on when the collector last ran, that is on everything the
+# process allocated before, the zygote's reading of hand-overs included. A full collection in
+# the zygote before each fork (no compile child shares its pages then) starts every compile
+# child from the same heap. Not on CPython, whose zygote must stay in compileall's state.
+_HOLDS_INTERNED_WEAKLY = sys.implementation.name == 'pypy'
+if _HOLDS_INTERNED_WEAKLY:
+    import gc as _gc
+
 
 # The one-character strings whose interning can depend on history, in two tuples: ASCII ones
 # other than name characters (the compiler interns every constant made of name characters,
@@ -107,6 +117,7 @@ def _history_sensitive(consts):
 
 
 SAME_AS_PREVIOUS = 0xFFFFFFFF
+FRESH_PROCESS = 4
 
 
 def _same_as(level, prev, same):
@@ -170,8 +181,10 @@ def handle(req, pristine):
 def compile_child(zreq_w, zack_r):
     """Serve pyclink: requests on stdin, answers on stdout; history-sensitive sources go to
     the zygote (zreq_w), which acknowledges on zack_r once the pristine answer is out. Once a
-    source has interned a one-character string the zygote had not, the child tells the zygote
-    (an empty frame) and ends, and the zygote forks a fresh one for the next request."""
+    source has interned a one-character string the zygote had not, or after a request marked
+    FRESH_PROCESS (PyPy, whose every interned name shows in later sources' bytes), the child
+    tells the zygote (an empty frame) and ends, and the zygote forks a fresh one for the next
+    request. A fresh child has compiled nothing, so it serves a FRESH_PROCESS request as is."""
     while True:
         req = _read_frame(0)
         if not req:
@@ -183,7 +196,7 @@ def compile_child(zreq_w, zack_r):
                 os._exit(3)
         else:
             _write_frame(_OUT_FD, resp)
-        if _one_char_interning() != _INTERNING_AT_START:
+        if req[1] & FRESH_PROCESS or _one_char_interning() != _INTERNING_AT_START:
             _write_frame(zreq_w, [])
             return
 
@@ -211,6 +224,8 @@ def exit_like(status):
 def start_compile_child():
     """Fork a compile child from the (pristine) zygote; returns its pid and the zygote's ends
     of the hand-over pipes."""
+    if _HOLDS_INTERNED_WEAKLY:
+        _gc.collect()
     zreq_r, zreq_w = os.pipe()
     zack_r, zack_w = os.pipe()
     child = os.fork()

@@ -18,11 +18,19 @@ pub fn shared_tools_dir() -> Option<PathBuf> {
     d.join("pyc-audit").is_file().then_some(d)
 }
 
+/// pyclink, with the project's interpreter cache on PATH (after everything else), so that it
+/// finds those interpreters as it finds the host's.
 pub fn pyclink() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pyclink"));
     c.env_remove("SOURCE_DATE_EPOCH")
         .env_remove("RPM_BUILD_ROOT")
         .env_remove("PYCLINK_CONFIG");
+    if let Some(dir) = interpreters_dir() {
+        let mut paths: Vec<PathBuf> =
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
+        paths.push(dir.join("bin"));
+        c.env("PATH", std::env::join_paths(paths).unwrap());
+    }
     c
 }
 
@@ -47,31 +55,100 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// The interpreter for X.Y as the shared tools find it: `pyenv prefix X.Y`, then PATH.
+/// Where `scripts/fetch-interpreters` keeps the Pythons it takes from Debian unstable's binary
+/// packages (CPython 3.14 and 3.15, PyPy 3.11): `$PYCLINK_INTERPRETERS`, else
+/// `~/.cache/pyclink/interpreters` (`$XDG_CACHE_HOME` if set). Its `bin` holds one command per
+/// version.
+pub fn interpreters_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("PYCLINK_INTERPRETERS") {
+        Some(d) => PathBuf::from(d),
+        None => match std::env::var_os("XDG_CACHE_HOME") {
+            Some(c) => PathBuf::from(c).join("pyclink/interpreters"),
+            None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/pyclink/interpreters"),
+        },
+    };
+    dir.join("bin").is_dir().then_some(dir)
+}
+
+/// The command of a version as the tests name it: `3.12` → `python3.12`, `pypy3.11` as is.
+pub fn command_of(version: &str) -> String {
+    if version.starts_with("pypy") {
+        version.to_string()
+    } else {
+        format!("python{version}")
+    }
+}
+
+/// Where [`make_buildroot`] puts a version's stdlib: Fedora's `usr/lib64/pythonX.Y` for
+/// CPython, Debian's `usr/lib/pypyX.Y` for PyPy.
+pub fn stdlib_dir(version: &str) -> String {
+    if version.starts_with("pypy") {
+        format!("usr/lib/{version}")
+    } else {
+        format!("usr/lib64/python{version}")
+    }
+}
+
+/// The interpreter for a version (`3.12`, `3.14t`, `pypy3.11`): `pyenv prefix X.Y`, then PATH,
+/// then the project's own cache of Debian unstable's builds ([`interpreters_dir`]); for PyPy
+/// also Debian's plain `pypy3` on PATH when it is that version.
 pub fn find_python(version: &str) -> Option<PathBuf> {
-    if let Ok(out) = Command::new("pyenv").args(["prefix", version]).output() {
-        if out.status.success() {
-            let prefix = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            let p = Path::new(&prefix)
-                .join("bin")
-                .join(format!("python{version}"));
-            if p.exists() {
-                return Some(p);
+    let command = command_of(version);
+    if !version.starts_with("pypy") {
+        if let Ok(out) = Command::new("pyenv").args(["prefix", version]).output() {
+            if out.status.success() {
+                let prefix = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                let p = Path::new(&prefix).join("bin").join(&command);
+                if p.exists() {
+                    return Some(p);
+                }
             }
         }
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .filter(|d| !d.ends_with("shims"))
-        .map(|d| d.join(format!("python{version}")))
-        .find(|p| p.exists())
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let on_path = |name: &str| {
+        std::env::split_paths(&path)
+            .filter(|d| !d.ends_with("shims"))
+            .map(|d| d.join(name))
+            .find(|p| p.exists())
+    };
+    if let Some(p) = on_path(&command) {
+        return Some(p);
+    }
+    if let Some(p) = interpreters_dir()
+        .map(|d| d.join("bin").join(&command))
+        .filter(|p| p.exists())
+    {
+        return Some(p);
+    }
+    let pypy3 = on_path("pypy3").filter(|_| version.starts_with("pypy3."))?;
+    let out = Command::new(&pypy3)
+        .args([
+            "-c",
+            "import sys; print('pypy%d.%d' % sys.version_info[:2])",
+        ])
+        .output()
+        .ok()?;
+    (String::from_utf8_lossy(&out.stdout).trim() == version).then_some(pypy3)
 }
 
-/// The interpreter for X.Y, or None after printing why the caller skips.
+/// The interpreter for a version, or None after printing why the caller skips.
 pub fn python_or_skip(version: &str, test: &str) -> Option<PathBuf> {
     let p = find_python(version);
     if p.is_none() {
-        println!("SKIP {test}: Python {version} is not installed here (neither `pyenv prefix {version}` nor python{version} on PATH)");
+        let command = command_of(version);
+        let why = if version.starts_with("3.14")
+            || version.starts_with("3.15")
+            || version == "pypy3.11"
+        {
+            "; scripts/fetch-interpreters gets it from Debian unstable"
+        } else {
+            ""
+        };
+        println!(
+            "SKIP {test}: {command} is not installed here (not in pyenv, on PATH or in the \
+             project's interpreter cache{why})"
+        );
     }
     p
 }
@@ -129,7 +206,9 @@ pub fn make_buildroot(dest: &Path, versions: &[&str], corpus: Corpus) {
             PathBuf::from(lines.next().unwrap()),
             PathBuf::from(lines.next().unwrap()),
         );
-        let lib64 = dest.join(format!("usr/lib64/python{v}"));
+        // CPython's stdlib as Fedora's lib64 tree; PyPy's where Debian puts it.
+        let command = command_of(v);
+        let lib64 = dest.join(stdlib_dir(v));
         let skip = |rel: &Path| {
             let first = rel
                 .components()
@@ -149,7 +228,7 @@ pub fn make_buildroot(dest: &Path, versions: &[&str], corpus: Corpus) {
         } else {
             copy_tree(&stdlib, &lib64, &skip);
         }
-        let site = dest.join(format!("usr/lib/python{v}/site-packages"));
+        let site = dest.join(format!("usr/lib/{command}/site-packages"));
         match corpus {
             Corpus::Small | Corpus::Stdlib => {}
             Corpus::StdlibAnd(entries) => {
@@ -165,7 +244,7 @@ pub fn make_buildroot(dest: &Path, versions: &[&str], corpus: Corpus) {
         }
         let bin = dest.join("usr/bin");
         std::fs::create_dir_all(&bin).unwrap();
-        let link = bin.join(format!("python{v}"));
+        let link = bin.join(&command);
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&exe, &link).unwrap();
     }
@@ -235,7 +314,8 @@ pub fn audit(root: &Path, expects: &[String], extra: &[&str]) -> (bool, String) 
             (ok && audit_ok, text)
         }
         None => {
-            text += "== pyc-audit: not found (PYCLINK_SHARED_TOOLS, ../shared/tools); skipped\n";
+            text += "== pyc-audit: not found (PYCLINK_SHARED_TOOLS, ../shared/tools) or not for \
+                     PyPy; skipped\n";
             (ok, text)
         }
     }
@@ -373,6 +453,10 @@ fn verify_expects(root: &Path, expects: &[String], extra: &[&str]) -> (bool, Str
 /// pyc-audit alone, where it exists: (printed OK, its output); None where it is not found.
 pub fn pyc_audit(root: &Path, expects: &[String], extra: &[&str]) -> Option<(bool, String)> {
     let tools = shared_tools_dir()?;
+    // pyc-audit knows CPython only; `pyclink verify` alone checks PyPy's pycs.
+    if expects.iter().any(|e| e.starts_with("pypy")) {
+        return None;
+    }
     // Run the driver with the host's interpreter directly: through the pyenv shim its
     // `#!/usr/bin/env python3` costs a bash start-up per call.
     let mut c = match find_python(&host_python3_version()) {
@@ -386,6 +470,12 @@ pub fn pyc_audit(root: &Path, expects: &[String], extra: &[&str]) -> Option<(boo
     c.arg(root);
     for e in expects {
         c.args(["--expect", e]);
+        // It finds pyenv's interpreters itself; name those of the project's cache.
+        let version = e.split_once(':').map_or(e.as_str(), |(v, _)| v);
+        let named = extra.iter().any(|x| x.starts_with(&format!("{version}=")));
+        if let Some(py) = find_python(version).filter(|_| !named) {
+            c.arg("--python").arg(format!("{version}={}", py.display()));
+        }
     }
     c.args(extra);
     let out = run(&mut c);

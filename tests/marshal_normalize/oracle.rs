@@ -3,6 +3,7 @@
 //! by its fully expanded bytes (no flags, no references), and write it the way add-det does.
 //! Quadratic in nesting depth and only for valid data written by CPython: fine for tests.
 
+use pyclink::python::marshal::{CodeLayout, Format};
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
@@ -21,7 +22,7 @@ struct Reader<'a> {
     d: &'a [u8],
     pos: usize,
     refs: Vec<Option<Rc<Obj>>>,
-    version: (u32, u32),
+    format: Format,
 }
 
 impl Reader<'_> {
@@ -95,12 +96,12 @@ impl Reader<'_> {
                             parts.push(Part::Child(self.read()));
                         }
                     }
-                    b':' if self.version >= (3, 14) => {
+                    b':' if self.format.slices => {
                         for _ in 0..3 {
                             parts.push(Part::Child(self.read()));
                         }
                     }
-                    b'{' => loop {
+                    b'{' | b'}' if code == b'{' || self.format.frozendicts => loop {
                         let key = self.read();
                         let end = matches!(*key, Obj::Single(b'0'));
                         parts.push(Part::Child(key));
@@ -111,21 +112,23 @@ impl Reader<'_> {
                     },
                     b'c' => {
                         // true: a 4-byte integer field, false: an object.
-                        let layout: &[bool] = if self.version >= (3, 11) {
-                            &[
+                        let layout: &[bool] = match self.format.layout {
+                            CodeLayout::Py311 => &[
                                 true, true, true, true, true, false, false, false, false, false,
                                 false, false, false, true, false, false,
-                            ]
-                        } else if self.version >= (3, 8) {
-                            &[
+                            ],
+                            CodeLayout::Py38 => &[
                                 true, true, true, true, true, true, false, false, false, false,
                                 false, false, false, false, true, false,
-                            ]
-                        } else {
-                            &[
+                            ],
+                            CodeLayout::PyPy311 => &[
+                                true, true, true, true, true, true, false, false, false, false,
+                                false, false, false, false, false, true, false, false,
+                            ],
+                            CodeLayout::Py36 => &[
                                 true, true, true, true, true, false, false, false, false, false,
                                 false, false, false, true, false,
-                            ]
+                            ],
                         };
                         for &int in layout {
                             parts.push(if int {
@@ -148,12 +151,12 @@ impl Reader<'_> {
     }
 }
 
-pub fn read(data: &[u8], version: (u32, u32)) -> Rc<Obj> {
+pub fn read(data: &[u8], format: Format) -> Rc<Obj> {
     let mut r = Reader {
         d: data,
         pos: 0,
         refs: Vec::new(),
-        version,
+        format,
     };
     let obj = r.read();
     assert_eq!(r.pos, data.len(), "oracle: trailing bytes");
@@ -229,9 +232,9 @@ impl Writer {
 }
 
 /// The normal form, computed the slow and obvious way.
-pub fn normalize(data: &[u8], version: (u32, u32)) -> Vec<u8> {
+pub fn normalize(data: &[u8], format: Format) -> Vec<u8> {
     let mut w = Writer::default();
-    w.write(&read(data, version));
+    w.write(&read(data, format));
     let number: HashMap<usize, u32> = w
         .referenced
         .iter()

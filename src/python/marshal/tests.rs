@@ -4,7 +4,18 @@
 
 use super::*;
 
-const V: Version = (3, 11);
+/// CPython 3.`minor`'s marshal format, as the version table gives it.
+fn fmt(minor: u32) -> Format {
+    crate::python::table::facts(crate::python::PyVersion::cpython(3, minor))
+        .and_then(|f| f.marshal)
+        .unwrap()
+}
+
+const V: Format = Format {
+    layout: CodeLayout::Py311,
+    slices: false,
+    frozendicts: false,
+};
 
 fn z(s: &str) -> Vec<u8> {
     let mut v = vec![b'z', s.len() as u8];
@@ -98,8 +109,16 @@ fn cat(parts: &[Vec<u8>]) -> Vec<u8> {
 }
 
 fn norm(data: &[u8]) -> Vec<u8> {
-    let out = normalize(data, V).unwrap_or_else(|e| panic!("{e}: {data:02x?}"));
-    let again = normalize(&out, V).unwrap();
+    norm_as(data, V)
+}
+
+fn norm15(data: &[u8]) -> Vec<u8> {
+    norm_as(data, fmt(15))
+}
+
+fn norm_as(data: &[u8], format: Format) -> Vec<u8> {
+    let out = normalize(data, format).unwrap_or_else(|e| panic!("{e}: {data:02x?}"));
+    let again = normalize(&out, format).unwrap();
     assert!(
         matches!(again, Cow::Borrowed(_)),
         "not idempotent: {out:02x?} became {again:02x?}"
@@ -274,7 +293,7 @@ fn code_objects_are_walked_per_version() {
         1,
     );
     // The outer file name starts after its consts, so the inner reference is invalid...
-    assert!(code_objects(&outer, (3, 8)).is_err());
+    assert!(code_objects(&outer, fmt(8)).is_err());
     // ...but a reference from a later sibling field works.
     let outer = {
         let mut v = code38(
@@ -288,7 +307,7 @@ fn code_objects_are_walked_per_version() {
         v.extend(code38(t(&[]), r(0), zi("g"), 9));
         v
     };
-    let codes = code_objects(&outer, (3, 8)).unwrap();
+    let codes = code_objects(&outer, fmt(8)).unwrap();
     assert_eq!(codes.len(), 2);
     assert_eq!(codes[0].name.bytes, b"<module>");
     assert!(codes[0].offset < codes[1].offset);
@@ -301,7 +320,7 @@ fn code_objects_are_walked_per_version() {
         "/p/m\u{FFFD}\u{FFFD}\u{FFFD}.py"
     );
     // The same bytes read with the 3.11 layout are something else.
-    assert!(code_objects(&outer, (3, 11)).is_err());
+    assert!(code_objects(&outer, fmt(11)).is_err());
 }
 
 #[test]
@@ -397,12 +416,27 @@ fn corrupt_inputs_are_typed_errors() {
         assert!(check(&e), "{data:02x?}: {e:?}");
         assert!(!e.to_string().is_empty());
     }
+    // Slices exist from 3.14 on, frozendicts from 3.15 on.
+    assert!(normalize(b":NNN", fmt(14)).is_ok());
     assert!(matches!(
-        normalize(b"N", (3, 5)),
-        Err(Error::UnsupportedVersion((3, 5)))
+        normalize(b":NNN", fmt(13)),
+        Err(Error::UnknownType { code: b':', .. })
     ));
-    // Slices exist from 3.14 on.
-    assert!(normalize(b":NNN", (3, 14)).is_ok());
+    let fd = cat(&[vec![b'}'], z("k"), int(1), vec![b'0']]);
+    assert!(normalize(&fd, fmt(15)).is_ok());
+    assert!(matches!(
+        normalize(&fd, fmt(14)),
+        Err(Error::UnknownType { code: b'}', .. })
+    ));
+    // Two equal frozendicts are one object in the normal form, flagged where it starts; a
+    // frozendict that refers to itself cannot be loaded.
+    let two = t(&[fd.clone(), fd.clone()]);
+    assert_eq!(norm15(&two), t(&[f(fd.clone()), r(0)]));
+    let looped = cat(&[vec![b'}' | 0x80], vec![b'N'], r(0), vec![b'0']]);
+    assert!(matches!(
+        normalize(&looped, fmt(15)),
+        Err(Error::RecursiveRef { .. })
+    ));
 }
 
 #[test]
@@ -424,38 +458,6 @@ fn nesting_is_bounded_like_marshal_loads() {
         normalize(&nest(1_000_000), V),
         Err(Error::TooDeep { .. })
     ));
-}
-
-#[test]
-fn magic_numbers() {
-    let m = |n: u16| {
-        let b = n.to_le_bytes();
-        [b[0], b[1], b'\r', b'\n']
-    };
-    let releases = [
-        (3379, (3, 6)),
-        (3394, (3, 7)),
-        (3413, (3, 8)),
-        (3425, (3, 9)),
-        (3439, (3, 10)),
-        (3495, (3, 11)),
-        (3531, (3, 12)),
-        (3571, (3, 13)),
-        (3627, (3, 14)),
-        (3310, (3, 4)),
-        (3351, (3, 5)),
-    ];
-    for (n, v) in releases {
-        assert_eq!(version_from_magic(m(n)), Some(v), "{n}");
-    }
-    assert_eq!(version_from_magic(m(62211)), None); // 2.7
-    assert_eq!(version_from_magic(m(384)), None); // PyPy 3.10
-    assert_eq!(version_from_magic(m(3900)), None);
-    let mut bad = m(3495);
-    bad[3] = 0;
-    assert_eq!(version_from_magic(bad), None);
-    assert_eq!(header_len((3, 6)), 12);
-    assert_eq!(header_len((3, 7)), 16);
 }
 
 #[test]

@@ -21,7 +21,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::ops::Range;
 
 use super::code::CodeFields;
-use super::{Error, Version, MAX_DEPTH, SUPPORTED};
+use super::{CodeLayout, Error, Format, MAX_DEPTH};
 
 pub(super) const FLAG_REF: u8 = 0x80;
 
@@ -60,6 +60,12 @@ const CODE_3_8: &[Field] = &[
     Int, Int, Int, Int, Int, Int, // argcount posonlyargcount kwonlyargcount nlocals stacksize flags
     Obj, Obj, Obj, Obj, Obj, Obj, // code consts names varnames freevars cellvars
     Filename, Name, FirstLineNo, Obj, // lnotab (3.10: linetable)
+];
+#[rustfmt::skip]
+const CODE_PYPY_3_11: &[Field] = &[
+    Int, Int, Int, Int, Int, Int, // argcount posonlyargcount kwonlyargcount nlocals stacksize flags
+    Obj, Obj, Obj, Obj, Obj, Obj, // code consts names varnames freevars cellvars
+    Filename, Name, Qualname, FirstLineNo, Obj, Obj, // linetable exceptiontable
 ];
 #[rustfmt::skip]
 const CODE_3_11: &[Field] = &[
@@ -137,6 +143,7 @@ pub(super) struct Walker {
     pending: Vec<u32>,
     layout: &'static [Field],
     slices: bool,
+    frozendicts: bool,
 
     collect_codes: bool,
     codes: Vec<CodeFields>,
@@ -264,17 +271,14 @@ impl Walker {
     pub(super) fn walk(
         &mut self,
         data: &[u8],
-        version: Version,
+        format: Format,
         emit: bool,
         collect_codes: bool,
     ) -> Result<(), Error> {
-        if !SUPPORTED.contains(&version) {
-            return Err(Error::UnsupportedVersion(version));
-        }
         if data.len() > MAX_INPUT {
             return Err(Error::TooLarge { len: data.len() });
         }
-        self.reset(version, emit, collect_codes);
+        self.reset(format, emit, collect_codes);
         if emit {
             self.out.reserve(data.len() + data.len() / 8);
         }
@@ -320,7 +324,7 @@ impl Walker {
         Ok(())
     }
 
-    fn reset(&mut self, version: Version, emit: bool, collect_codes: bool) {
+    fn reset(&mut self, format: Format, emit: bool, collect_codes: bool) {
         if self.seed == 0 {
             self.seed = RandomState::new().hash_one(0x5eed_u64) | 1;
         }
@@ -337,13 +341,13 @@ impl Walker {
         self.copied = 0;
         self.emit = emit;
         self.collect_codes = collect_codes;
-        self.slices = version >= (3, 14);
-        self.layout = if version >= (3, 11) {
-            CODE_3_11
-        } else if version >= (3, 8) {
-            CODE_3_8
-        } else {
-            CODE_3_6
+        self.slices = format.slices;
+        self.frozendicts = format.frozendicts;
+        self.layout = match format.layout {
+            CodeLayout::Py36 => CODE_3_6,
+            CodeLayout::Py38 => CODE_3_8,
+            CodeLayout::Py311 => CODE_3_11,
+            CodeLayout::PyPy311 => CODE_PYPY_3_11,
         };
         for code in SINGLETONS {
             self.new_class(code, true, 0, 0, NONE);
@@ -390,6 +394,7 @@ impl Walker {
             b')' => Some(Expect::Items(cur.byte()? as u32)),
             b'(' | b'[' | b'<' | b'>' => Some(Expect::Items(cur.size()? as u32)),
             b'{' => Some(Expect::DictKey),
+            b'}' if self.frozendicts => Some(Expect::DictKey),
             b'c' => Some(Expect::Code(0)),
             b':' if self.slices => Some(Expect::Items(3)),
             _ => {
