@@ -125,6 +125,12 @@ fn nothing_outside_the_root_is_touched() {
     assert!(!site.join("__pycache__/outside.cpython").exists());
 }
 
+/// The same, with symlinks in the root resolved without openat2 (Linux before 5.6, seccomp).
+#[test]
+fn nothing_outside_the_root_is_touched_without_openat2() {
+    fsroot::without_openat2(nothing_outside_the_root_is_touched);
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -158,6 +164,12 @@ fn paths_leaving_the_root_are_refused() {
         !site_of(&h, &root).join("__pycache__").exists(),
         "nothing runs when a PATH is refused"
     );
+}
+
+/// The same, with symlinks in the root resolved without openat2 (Linux before 5.6, seccomp).
+#[test]
+fn paths_leaving_the_root_are_refused_without_openat2() {
+    fsroot::without_openat2(paths_leaving_the_root_are_refused);
 }
 
 // ----------------------------------------------------------------------------------------
@@ -1624,4 +1636,161 @@ fn control_characters_in_names_are_escaped() {
             stdout(&out)
         );
     }
+}
+
+// ----------------------------------------------------------------------------------------
+// Without openat2, and the live system by any name (report 3, items 4 and 5)
+
+/// Item 4: where openat2 is missing (Linux before 5.6) or filtered (seccomp answering ENOSYS,
+/// or EPERM as older container runtimes do), `.py` symlinks of every shape and the root's own
+/// interpreter resolve inside the root exactly as with openat2: the same interpreter, the same
+/// messages, the same pycs, the same verify report. Forced with PYCLINK_NO_OPENAT2, and found
+/// out alone under a real seccomp filter.
+#[test]
+fn without_openat2_symlinks_and_the_roots_python_resolve_as_with_it() {
+    let test = "without_openat2_symlinks_and_the_roots_python_resolve_as_with_it";
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let outside = t.path().join("outside");
+    write_files(&outside, &[("secret.py", "SECRET = 'outside'\n")]);
+    let program = fsroot::root_with_its_own_python(&h, &root);
+    let app = root.join("usr/share/app");
+    write_files(
+        &app,
+        &[
+            ("real.py", "WHERE = 'real'\n"),
+            ("sub/inner.py", "'''doc'''\nassert True\nWHERE = 'inner'\n"),
+        ],
+    );
+    let up = "../".repeat(12);
+    let out_rel = format!(
+        "{}{}",
+        "../".repeat(app.components().count() - 1),
+        outside.join("secret.py").strip_prefix("/").unwrap().display()
+    );
+    assert!(app.join(&out_rel).exists(), "on the host it leads out");
+    std::fs::create_dir(app.join(".chain")).unwrap();
+    for i in 0..=40 {
+        let next = if i == 40 {
+            "../real.py".to_string()
+        } else {
+            format!("c{}", i + 1)
+        };
+        symlink(next, app.join(format!(".chain/c{i}"))).unwrap();
+    }
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        app.join(".fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    let links: Vec<(&str, String)> = vec![
+        ("abs.py", "/usr/share/app/real.py".into()),
+        ("rel.py", "sub/../sub/inner.py".into()),
+        ("up.py", format!("{up}usr/share/app/real.py")),
+        ("via_bin.py", "/usr/bin/../share/app/real.py".into()),
+        // The link itself counts: 40 links in all, then 41, the kernel's limit.
+        ("forty.py", ".chain/c2".into()),
+        ("forty_one.py", ".chain/c1".into()),
+        ("loop.py", "loop.py".into()),
+        ("host.py", outside.join("secret.py").display().to_string()),
+        ("out_rel.py", out_rel),
+        ("dir.py", "sub".into()),
+        ("fifo.py", "/usr/share/app/.fifo".into()),
+        ("trail.py", "real.py/".into()),
+    ];
+    for (name, target) in &links {
+        symlink(target, app.join(name)).unwrap();
+    }
+
+    let mut first: Option<(fsroot::Resolution, String, Vec<String>, _, serde_json::Value)> = None;
+    for how in fsroot::resolutions(test) {
+        let mut c = pyclink();
+        c.arg("--buildroot")
+            .arg(&root)
+            .args(["--errors", "warn", "--force", "-v", "usr/share/app"]);
+        let out = run(&mut fsroot::resolved_by(c, how));
+        let err = stderr(&out);
+        assert!(out.status.success(), "{how:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "{} (the build root's /usr/bin/python{}), cache tag",
+                program.display(),
+                h.version
+            )),
+            "{how:?}: the root's own interpreter is used: {err}"
+        );
+        match how {
+            fsroot::Resolution::Openat2 => assert!(!err.contains("openat2"), "{err}"),
+            fsroot::Resolution::Forced => assert!(
+                err.contains("PYCLINK_NO_OPENAT2 is set: symlinks inside the build root are resolved one component at a time"),
+                "{err}"
+            ),
+            fsroot::Resolution::Seccomp(errno) => assert!(
+                err.contains(&format!(
+                    "openat2 is not usable here ({}): symlinks inside the build root are resolved one component at a time",
+                    std::io::Error::from_raw_os_error(errno)
+                )),
+                "{err}"
+            ),
+        }
+        let mut lines: Vec<String> = err
+            .lines()
+            .filter(|l| l.contains("/usr/share/app/"))
+            .map(String::from)
+            .collect();
+        lines.sort();
+        let pycs = pyc_contents(&app);
+        let mut v = pyclink();
+        v.args(["verify", "--buildroot"])
+            .arg(&root)
+            .args(["-o", "0,1,2", "--summary-json", "-", "usr/share/app"]);
+        // Its exit status is verify's own business (it reports the links that are no
+        // sources); the report must be the same whatever resolves them.
+        let verified = run(&mut fsroot::resolved_by(v, how));
+        let mut report: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
+        report["elapsed_seconds"] = 0.into();
+        match &first {
+            None => first = Some((how, stdout(&out), lines, pycs, report)),
+            Some((was, out0, lines0, pycs0, report0)) => {
+                assert_eq!(out0, &stdout(&out), "{how:?} vs {was:?}: the summary");
+                assert_eq!(lines0, &lines, "{how:?} vs {was:?}: the messages");
+                assert!(pycs0 == &pycs, "{how:?} vs {was:?}: the pycs differ");
+                assert_eq!(report0, &report, "{how:?} vs {was:?}: verify's report");
+            }
+        }
+    }
+
+    // What the runs agreed on is right: read inside the root, never outside it.
+    let (_, _, lines, pycs, report) = first.unwrap();
+    let text = lines.join("\n");
+    for name in ["abs", "rel", "up", "via_bin", "forty", "real"] {
+        let pyc = &pycs[&PathBuf::from(format!("__pycache__/{name}.{}.pyc", h.tag))];
+        let want: &[u8] = if name == "rel" { b"inner" } else { b"real" };
+        assert!(contains(pyc, want), "{name}");
+    }
+    assert!(!pycs.values().any(|p| contains(p, b"outside")));
+    for (name, why) in [
+        ("forty_one.py", "a symlink loop; not compiled"),
+        ("loop.py", "a symlink loop; not compiled"),
+        ("host.py", "a dangling symlink: "),
+        ("out_rel.py", "a dangling symlink: "),
+        ("dir.py", "a symlink to a directory or other non-file; not compiled"),
+        ("fifo.py", "a symlink to a directory or other non-file; not compiled"),
+        ("trail.py", "cannot follow the symlink inside the build root: Not a directory"),
+    ] {
+        assert!(
+            text.contains(&format!("/usr/share/app/{name}: {why}")),
+            "{name}: {text}"
+        );
+    }
+    let problems = report["problems"].as_array().unwrap();
+    for name in ["abs", "rel", "up", "via_bin", "forty", "real"] {
+        let path = format!("/usr/share/app/{name}.py");
+        assert!(!problems.iter().any(|p| p["path"] == path), "{report}");
+    }
+    assert_eq!(report["pycs_checked"], 21, "{report}");
 }

@@ -7,6 +7,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod fsroot;
+
 /// `$PYCLINK_SHARED_TOOLS`, or `../shared/tools` next to the repository, if it holds
 /// pyc-audit: the external oracle, run in addition to `pyclink verify` where it exists. None
 /// (and the cross-check skipped) where it does not.
@@ -23,6 +25,7 @@ pub fn pyclink() -> Command {
     c.env_remove("SOURCE_DATE_EPOCH")
         .env_remove("RPM_BUILD_ROOT")
         .env_remove("PYCLINK_CONFIG");
+    fsroot::apply(&mut c);
     c
 }
 
