@@ -315,6 +315,20 @@ fn open_chain(root: BorrowedFd<'_>, chain: &[Vec<u8>]) -> io::Result<Option<Owne
     Ok(cur)
 }
 
+/// Whether `path` is the running system's `/`, by identity (device and inode of the opened
+/// directory against those of `/`), not by spelling: `//`, `/proc/self/root`, a symlink to `/`,
+/// a bind mount of `/` and a second mount of the root filesystem all are.
+pub fn is_host_root(path: &Path) -> io::Result<bool> {
+    let dir = openat(
+        CWD,
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let (here, slash) = (fstat(&dir)?, statat(CWD, "/", AtFlags::empty())?);
+    Ok((here.st_dev, here.st_ino) == (slash.st_dev, slash.st_ino))
+}
+
 /// Open a direct subdirectory without following a symlink.
 pub fn open_subdir(dir: impl AsFd, name: &OsStr) -> io::Result<OwnedFd> {
     Ok(openat(dir, name, DIR_FLAGS, Mode::empty())?)
@@ -755,5 +769,23 @@ mod tests {
         assert!(!forces_walk(Some(OsStr::new("0"))));
         assert!(forces_walk(Some(OsStr::new("1"))));
         assert!(forces_walk(Some(OsStr::new("yes"))));
+    }
+
+    /// `/` by any spelling is the running system; a directory elsewhere, or one that holds `/`
+    /// through a symlink inside it, is not. (A bind mount: tests/safety.rs, which can mount.)
+    #[test]
+    fn the_host_root_is_known_by_identity() {
+        let t = tempfile::tempdir().unwrap();
+        symlink("/", t.path().join("slash")).unwrap();
+        std::fs::create_dir(t.path().join("d")).unwrap();
+        for p in ["/", "//", "/usr/..", "/proc/self/root", "/proc/self/root/"] {
+            assert!(is_host_root(Path::new(p)).unwrap(), "{p}");
+        }
+        assert!(is_host_root(&t.path().join("slash")).unwrap());
+        assert!(is_host_root(&t.path().join("slash/.")).unwrap());
+        assert!(!is_host_root(t.path()).unwrap());
+        assert!(!is_host_root(&t.path().join("d")).unwrap());
+        assert!(!is_host_root(Path::new("/usr")).unwrap());
+        assert!(is_host_root(&t.path().join("missing")).is_err());
     }
 }

@@ -1794,3 +1794,148 @@ fn without_openat2_symlinks_and_the_roots_python_resolve_as_with_it() {
     }
     assert_eq!(report["pycs_checked"], 21, "{report}");
 }
+
+/// Item 5: the running system's `/` is known by identity (device and inode), not by spelling:
+/// `//`, `/usr/..`, `/proc/self/root`, a symlink to `/` and a real bind mount of `/` are refused
+/// as the root of compile (`--dry-run`, `$RPM_BUILD_ROOT` and the config file's `buildroot`
+/// too) and normalize, as `/` is, with the JSON's `fatal_error`. verify reads an installed
+/// prefix with `--buildroot /` on purpose: through each spelling it gives the report `/`
+/// gives. The RPM hook leaves each alone, as it leaves `/`. Every run is restricted to an
+/// empty directory, so that even a broken guard has nothing of the live system to touch.
+#[test]
+fn the_live_system_is_known_by_identity_in_every_subcommand() {
+    let test = "the_live_system_is_known_by_identity_in_every_subcommand";
+    let h = host();
+    let Some(t) = fsroot::tempdir_on_the_root_filesystem() else {
+        println!("SKIP {test}: no temp dir on the filesystem of /");
+        return;
+    };
+    let empty = t.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let prefix = t.path().join("prefix/lib/app");
+    write_files(&prefix, &[("plain.py", "X = 1\n"), ("pkg/sub.py", "'''d'''\n")]);
+    let out = run(Command::new(&h.python)
+        .args(["-m", "compileall", "-q"])
+        .arg(&prefix));
+    assert!(out.status.success());
+    symlink("/", t.path().join("slash")).unwrap();
+    let bound = t.path().join("bound");
+    std::fs::create_dir(&bound).unwrap();
+    let mut spellings: Vec<(PathBuf, bool)> = ["/", "//", "/usr/..", "/proc/self/root"]
+        .iter()
+        .map(|s| (PathBuf::from(s), false))
+        .collect();
+    spellings.push((t.path().join("slash"), false));
+    if fsroot::bind_mounts_work(test) {
+        spellings.push((bound.clone(), true));
+    }
+    let go = |cmd: Command, bind: bool| -> std::process::Output {
+        match bind {
+            true => run(&mut fsroot::with_root_bound_at(&bound, &cmd)),
+            false => run(&mut { cmd }),
+        }
+    };
+    let verify_json = |out: &std::process::Output, spelling: &Path| {
+        assert!(!stdout(out).is_empty(), "{spelling:?}: {}", stderr(out));
+        let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["elapsed_seconds"] = 0.into();
+        v["buildroot"] = "".into();
+        // The root's interpreter is named by the path it was run by.
+        let text = v.to_string().replace(&format!("{}/", bound.display()), "/");
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    let config = t.path().join("pyclink.toml");
+    let mut verified_at_slash = None;
+    for (spelling, bind) in &spellings {
+        let s = spelling.as_path();
+        let refused = |out: &std::process::Output, what: &str| {
+            assert_eq!(out.status.code(), Some(2), "{what} {s:?}: {}", stderr(out));
+            assert!(
+                stderr(out).contains("is the running system's /")
+                    && stderr(out).contains("never the live system"),
+                "{what} {s:?}: {}",
+                stderr(out)
+            );
+        };
+        let mut compile = pyclink();
+        compile
+            .arg("--buildroot")
+            .arg(s)
+            .args(["--summary-json", "-"])
+            .arg(&empty);
+        let out = go(compile, *bind);
+        refused(&out, "compile");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            json["fatal_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("never the live system")),
+            "{s:?}: {json}"
+        );
+        let mut dry = pyclink();
+        dry.arg("--buildroot").arg(s).arg("--dry-run");
+        let out = go(dry, *bind);
+        refused(&out, "compile --dry-run");
+        assert!(stdout(&out).is_empty(), "{s:?}: nothing listed");
+        let mut env = pyclink();
+        env.env("RPM_BUILD_ROOT", s).arg(&empty);
+        refused(&go(env, *bind), "$RPM_BUILD_ROOT");
+        std::fs::write(
+            &config,
+            format!("buildroot = {:?}\n", s.to_str().unwrap()),
+        )
+        .unwrap();
+        let mut cfg = pyclink();
+        cfg.arg("--config").arg(&config).arg(&empty);
+        refused(&go(cfg, *bind), "buildroot in the config file");
+        let mut normalize = pyclink();
+        normalize
+            .args(["normalize", "--summary-json", "-", "--buildroot"])
+            .arg(s)
+            .arg(&empty);
+        let out = go(normalize, *bind);
+        refused(&out, "normalize");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["schema"], "pyclink-normalize", "{s:?}");
+        assert!(
+            json["fatal_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("never the live system")),
+            "{s:?}: {json}"
+        );
+
+        let mut verify = pyclink();
+        verify
+            .args(["verify", "--summary-json", "-", "--buildroot"])
+            .arg(s)
+            .arg(&prefix);
+        let out = go(verify, *bind);
+        let report = verify_json(&out, s);
+        assert_eq!(report["pycs_checked"], 2, "{s:?}: {report}");
+        match &verified_at_slash {
+            None => verified_at_slash = Some((out.status.code(), report)),
+            Some((code, at_slash)) => {
+                assert_eq!(code, &out.status.code(), "verify {s:?} vs /");
+                assert_eq!(at_slash, &report, "verify {s:?} vs /");
+            }
+        }
+
+        let mut hook = Command::new("bash");
+        hook.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("macros/brp-pyclink"))
+            .env("RPM_BUILD_ROOT", s)
+            .env("PYCLINK", env!("CARGO_BIN_EXE_pyclink"))
+            // Should the guard fail, the clamping finds nothing newer than this to touch.
+            .env("SOURCE_DATE_EPOCH", "4000000000");
+        let out = go(hook, *bind);
+        assert!(out.status.success(), "the hook with {s:?}: {}", stderr(&out));
+        assert!(
+            out.stdout.is_empty() && out.stderr.is_empty(),
+            "the hook leaves {s:?} alone silently: {}",
+            stderr(&out)
+        );
+    }
+    assert!(
+        std::fs::read_dir(&bound).unwrap().next().is_none(),
+        "the bind mount is gone"
+    );
+}
