@@ -636,7 +636,11 @@ mod tests {
         let outside_rel = format!(
             "{}{}",
             "../".repeat(share.components().count()),
-            outside.join("secret.py").strip_prefix("/").unwrap().display()
+            outside
+                .join("secret.py")
+                .strip_prefix("/")
+                .unwrap()
+                .display()
         );
         assert!(
             share.join(&outside_rel).exists(),
@@ -649,7 +653,10 @@ mod tests {
             ("slashes.py", "//usr//share///real.py".into()),
             ("up_in.py", format!("{up}usr/share/real.py")),
             ("up_out.py", outside_rel.clone()),
-            ("host_abs.py", outside.join("secret.py").display().to_string()),
+            (
+                "host_abs.py",
+                outside.join("secret.py").display().to_string(),
+            ),
             ("host_dir", outside.display().to_string()),
             ("dirlink", "../lib/dir".into()),
             ("absdir", "/usr/lib/dir".into()),
@@ -737,7 +744,14 @@ mod tests {
         // The expected answers, so that the comparison is not between two wrong ones.
         let errno = |rel: &str| open(rel, Resolver::Walk).unwrap_err();
         let file = |rel: &str| open(rel, Resolver::Walk).unwrap();
-        for rel in ["abs.py", "rel.py", "dots.py", "slashes.py", "up_in.py", "c1.py"] {
+        for rel in [
+            "abs.py",
+            "rel.py",
+            "dots.py",
+            "slashes.py",
+            "up_in.py",
+            "c1.py",
+        ] {
             let (dev, ino, _) = file(&format!("usr/share/{rel}"));
             assert_eq!((dev, ino), (real.dev(), real.ino()), "{rel}");
         }
@@ -753,7 +767,12 @@ mod tests {
         assert_eq!(errno("usr/share/c0.py"), loop_, "one link over the limit");
         assert_eq!(errno("usr/share/loop1.py"), loop_);
         assert_eq!(errno("usr/share/self.py"), loop_);
-        for rel in ["up_out.py", "host_abs.py", "host_dir/secret.py", "dangling.py"] {
+        for rel in [
+            "up_out.py",
+            "host_abs.py",
+            "host_dir/secret.py",
+            "dangling.py",
+        ] {
             assert_eq!(errno(&format!("usr/share/{rel}")), noent, "{rel}");
         }
         for rel in ["trail_file.py", "dot_after_file.py", "through_file.py"] {

@@ -1667,7 +1667,11 @@ fn without_openat2_symlinks_and_the_roots_python_resolve_as_with_it() {
     let out_rel = format!(
         "{}{}",
         "../".repeat(app.components().count() - 1),
-        outside.join("secret.py").strip_prefix("/").unwrap().display()
+        outside
+            .join("secret.py")
+            .strip_prefix("/")
+            .unwrap()
+            .display()
     );
     assert!(app.join(&out_rel).exists(), "on the host it leads out");
     std::fs::create_dir(app.join(".chain")).unwrap();
@@ -1706,12 +1710,22 @@ fn without_openat2_symlinks_and_the_roots_python_resolve_as_with_it() {
         symlink(target, app.join(name)).unwrap();
     }
 
-    let mut first: Option<(fsroot::Resolution, String, Vec<String>, _, serde_json::Value)> = None;
+    let mut first: Option<(
+        fsroot::Resolution,
+        String,
+        Vec<String>,
+        _,
+        serde_json::Value,
+    )> = None;
     for how in fsroot::resolutions(test) {
         let mut c = pyclink();
-        c.arg("--buildroot")
-            .arg(&root)
-            .args(["--errors", "warn", "--force", "-v", "usr/share/app"]);
+        c.arg("--buildroot").arg(&root).args([
+            "--errors",
+            "warn",
+            "--force",
+            "-v",
+            "usr/share/app",
+        ]);
         let out = run(&mut fsroot::resolved_by(c, how));
         let err = stderr(&out);
         assert!(out.status.success(), "{how:?}: {err}");
@@ -1745,9 +1759,13 @@ fn without_openat2_symlinks_and_the_roots_python_resolve_as_with_it() {
         lines.sort();
         let pycs = pyc_contents(&app);
         let mut v = pyclink();
-        v.args(["verify", "--buildroot"])
-            .arg(&root)
-            .args(["-o", "0,1,2", "--summary-json", "-", "usr/share/app"]);
+        v.args(["verify", "--buildroot"]).arg(&root).args([
+            "-o",
+            "0,1,2",
+            "--summary-json",
+            "-",
+            "usr/share/app",
+        ]);
         // Its exit status is verify's own business (it reports the links that are no
         // sources); the report must be the same whatever resolves them.
         let verified = run(&mut fsroot::resolved_by(v, how));
@@ -1778,9 +1796,18 @@ fn without_openat2_symlinks_and_the_roots_python_resolve_as_with_it() {
         ("loop.py", "a symlink loop; not compiled"),
         ("host.py", "a dangling symlink: "),
         ("out_rel.py", "a dangling symlink: "),
-        ("dir.py", "a symlink to a directory or other non-file; not compiled"),
-        ("fifo.py", "a symlink to a directory or other non-file; not compiled"),
-        ("trail.py", "cannot follow the symlink inside the build root: Not a directory"),
+        (
+            "dir.py",
+            "a symlink to a directory or other non-file; not compiled",
+        ),
+        (
+            "fifo.py",
+            "a symlink to a directory or other non-file; not compiled",
+        ),
+        (
+            "trail.py",
+            "cannot follow the symlink inside the build root: Not a directory",
+        ),
     ] {
         assert!(
             text.contains(&format!("/usr/share/app/{name}: {why}")),
@@ -1813,7 +1840,10 @@ fn the_live_system_is_known_by_identity_in_every_subcommand() {
     let empty = t.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let prefix = t.path().join("prefix/lib/app");
-    write_files(&prefix, &[("plain.py", "X = 1\n"), ("pkg/sub.py", "'''d'''\n")]);
+    write_files(
+        &prefix,
+        &[("plain.py", "X = 1\n"), ("pkg/sub.py", "'''d'''\n")],
+    );
     let out = run(Command::new(&h.python)
         .args(["-m", "compileall", "-q"])
         .arg(&prefix));
@@ -1880,11 +1910,7 @@ fn the_live_system_is_known_by_identity_in_every_subcommand() {
         let mut env = pyclink();
         env.env("RPM_BUILD_ROOT", s).arg(&empty);
         refused(&go(env, *bind), "$RPM_BUILD_ROOT");
-        std::fs::write(
-            &config,
-            format!("buildroot = {:?}\n", s.to_str().unwrap()),
-        )
-        .unwrap();
+        std::fs::write(&config, format!("buildroot = {:?}\n", s.to_str().unwrap())).unwrap();
         let mut cfg = pyclink();
         cfg.arg("--config").arg(&config).arg(&empty);
         refused(&go(cfg, *bind), "buildroot in the config file");
@@ -1927,7 +1953,11 @@ fn the_live_system_is_known_by_identity_in_every_subcommand() {
             // Should the guard fail, the clamping finds nothing newer than this to touch.
             .env("SOURCE_DATE_EPOCH", "4000000000");
         let out = go(hook, *bind);
-        assert!(out.status.success(), "the hook with {s:?}: {}", stderr(&out));
+        assert!(
+            out.status.success(),
+            "the hook with {s:?}: {}",
+            stderr(&out)
+        );
         assert!(
             out.stdout.is_empty() && out.stderr.is_empty(),
             "the hook leaves {s:?} alone silently: {}",

@@ -245,7 +245,11 @@ pub fn root_with_its_own_python(h: &super::Host, root: &Path) -> PathBuf {
         )
         .output()
         .unwrap();
-    assert!(out.status.success(), "cannot ask {:?} for its paths", h.python);
+    assert!(
+        out.status.success(),
+        "cannot ask {:?} for its paths",
+        h.python
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let v: Vec<&str> = text.lines().collect();
     let (exe, stdlib, libdir, soname, shared) = (v[0], v[1], v[2], v[3], v[4] == "1");
