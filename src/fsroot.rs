@@ -121,8 +121,8 @@ impl Root {
             Resolver::Openat2 => {
                 match openat2(&self.fd, rel, flags, Mode::empty(), ResolveFlags::IN_ROOT) {
                     // EAGAIN: a rename or mount raced with a `..`, and the kernel asks for a
-                    // retry; ENOSYS: the filter that hides openat2 came after the probe. The
-                    // walk answers both with the same containment.
+                    // retry; ENOSYS: a seccomp filter installed after the probe. The walk
+                    // answers both with the same containment.
                     Err(Errno::AGAIN | Errno::NOSYS) => open_walking(self.fd(), rel, flags)?,
                     other => other?,
                 }
@@ -180,8 +180,8 @@ fn choose_resolver(root: BorrowedFd<'_>) -> Resolver {
     // nothing and needs no permission on it (no LSM or fanotify open hook runs for O_PATH). So
     // any error is openat2 itself being unusable: ENOSYS before Linux 5.6 and from most
     // seccomp profiles, EPERM from container runtimes' older default profiles (and EACCES from
-    // some). Deciding here, and not on a source's EPERM, keeps a real per-file EPERM
-    // (fanotify, an immutable file) an error about that file instead of a silent retry.
+    // some). Deciding here, and not on a source's EPERM, keeps a real per-file EPERM (a
+    // fanotify permission event denied) an error about that file instead of a silent retry.
     match openat2(
         root,
         ".",
@@ -210,8 +210,10 @@ fn forces_walk(value: Option<&OsStr>) -> bool {
 /// `O_NOFOLLOW` from the directory before it; a symlink is read and its target walked in its
 /// place: an absolute one from the root, `..` never above the root, at most [`MAX_SYMLINKS`]
 /// links. Every directory on the way is one reached this way, so the walk cannot leave the root
-/// whatever the links say or however the tree changes meanwhile (a race gives an error, never
-/// a file outside). Errors are the kernel's: ENOENT, ENOTDIR, ELOOP.
+/// whatever the links say or however the tree changes meanwhile (a race can give an error or
+/// another file of the root, never one outside). Errors are the kernel's: ENOENT, ENOTDIR,
+/// ELOOP. (One difference: `RESOLVE_IN_ROOT` refuses procfs magic links, which the walk reads
+/// as the text they show, resolved inside the root like any link.)
 fn open_walking(root: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
     if rel.as_os_str().is_empty() {
         return Err(Errno::NOENT.into());
@@ -316,8 +318,8 @@ fn open_chain(root: BorrowedFd<'_>, chain: &[Vec<u8>]) -> io::Result<Option<Owne
 }
 
 /// Whether `path` is the running system's `/`, by identity (device and inode of the opened
-/// directory against those of `/`), not by spelling: `//`, `/proc/self/root`, a symlink to `/`,
-/// a bind mount of `/` and a second mount of the root filesystem all are.
+/// directory against those of `/`), not by spelling: `//`, `/proc/self/root`, a symlink to `/`
+/// and a bind mount of `/` all are (and another mount of the filesystem whose top `/` is).
 pub fn is_host_root(path: &Path) -> io::Result<bool> {
     let dir = openat(
         CWD,
