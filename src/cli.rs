@@ -481,8 +481,10 @@ impl Cli {
 /// running system's `/`.
 fn resolve_buildroot(given: Option<PathBuf>) -> Result<PathBuf, UsageError> {
     let buildroot = existing_buildroot(given)?;
-    // pyclink writes into the root: the running system is never one.
-    if buildroot.canonicalize().is_ok_and(|p| p == Path::new("/")) {
+    // pyclink writes into the root: the running system is never one, however it is spelled
+    // (a bind mount of `/` has another name and the same device and inode). A root that cannot
+    // be opened is not `/`; opening it later says why.
+    if crate::fsroot::is_host_root(&buildroot).unwrap_or(false) {
         return Err(UsageError::LiveSystem(buildroot));
     }
     Ok(buildroot)

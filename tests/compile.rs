@@ -466,6 +466,12 @@ fn paths_and_excludes_restrict_the_run() {
     assert!(stderr(&out).contains(".."));
 }
 
+/// The same, with symlinks in the root resolved without openat2 (Linux before 5.6, seccomp).
+#[test]
+fn paths_and_excludes_restrict_the_run_without_openat2() {
+    fsroot::without_openat2(paths_and_excludes_restrict_the_run);
+}
+
 /// `%py_byte_compile python3 %{buildroot}/usr/share/foo/*.py` as the shell expands it: a `.py`
 /// symlink among the files is compiled as the tree walk compiles it (read in the root, its
 /// pycs beside the link), a dangling one is skipped as dangling, and a file that is not a Python
@@ -539,6 +545,12 @@ fn source_file_paths_including_symlinks() {
     let out = run(pyclink().arg("--buildroot").arg(&root).arg(app.join("dir")));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("is a symlink"), "{}", stderr(&out));
+}
+
+/// The same, with symlinks in the root resolved without openat2 (Linux before 5.6, seccomp).
+#[test]
+fn source_file_paths_including_symlinks_without_openat2() {
+    fsroot::without_openat2(source_file_paths_including_symlinks);
 }
 
 /// A regular file named `__pycache__` is called what it is, when compiling and verifying.
@@ -622,6 +634,12 @@ fn a_broken_root_interpreter_is_named_at_verbose() {
         "{err}"
     );
     assert!(pycs(&site, "m", &h.tag)[0].exists());
+}
+
+/// The same, with symlinks in the root resolved without openat2 (Linux before 5.6, seccomp).
+#[test]
+fn a_broken_root_interpreter_is_named_at_verbose_without_openat2() {
+    fsroot::without_openat2(a_broken_root_interpreter_is_named_at_verbose);
 }
 
 #[test]
@@ -1197,6 +1215,12 @@ fn normalize_paths_are_resolved_as_verify_resolves_them() {
         "{}",
         stdout(&out)
     );
+}
+
+/// The same, with symlinks in the root resolved without openat2 (Linux before 5.6, seccomp).
+#[test]
+fn normalize_paths_are_resolved_as_verify_resolves_them_without_openat2() {
+    fsroot::without_openat2(normalize_paths_are_resolved_as_verify_resolves_them);
 }
 
 /// A PATH that holds a versioned tree covers the rest of it too, as `compileall DIR` does: the

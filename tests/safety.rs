@@ -125,6 +125,12 @@ fn nothing_outside_the_root_is_touched() {
     assert!(!site.join("__pycache__/outside.cpython").exists());
 }
 
+/// The same, with symlinks in the root resolved without openat2 (Linux before 5.6, seccomp).
+#[test]
+fn nothing_outside_the_root_is_touched_without_openat2() {
+    fsroot::without_openat2(nothing_outside_the_root_is_touched);
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -158,6 +164,12 @@ fn paths_leaving_the_root_are_refused() {
         !site_of(&h, &root).join("__pycache__").exists(),
         "nothing runs when a PATH is refused"
     );
+}
+
+/// The same, with symlinks in the root resolved without openat2 (Linux before 5.6, seccomp).
+#[test]
+fn paths_leaving_the_root_are_refused_without_openat2() {
+    fsroot::without_openat2(paths_leaving_the_root_are_refused);
 }
 
 // ----------------------------------------------------------------------------------------
@@ -1624,4 +1636,336 @@ fn control_characters_in_names_are_escaped() {
             stdout(&out)
         );
     }
+}
+
+// ----------------------------------------------------------------------------------------
+// Without openat2, and the live system by any name (report 3, items 4 and 5)
+
+/// Item 4: where openat2 is missing (Linux before 5.6) or filtered (seccomp answering ENOSYS,
+/// or EPERM as older container runtimes do), `.py` symlinks of every shape and the root's own
+/// interpreter resolve inside the root exactly as with openat2: the same interpreter, the same
+/// messages, the same pycs, the same verify report. Forced with PYCLINK_NO_OPENAT2, and found
+/// out alone under a real seccomp filter.
+#[test]
+fn without_openat2_symlinks_and_the_roots_python_resolve_as_with_it() {
+    let test = "without_openat2_symlinks_and_the_roots_python_resolve_as_with_it";
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let outside = t.path().join("outside");
+    write_files(&outside, &[("secret.py", "SECRET = 'outside'\n")]);
+    let program = fsroot::root_with_its_own_python(&h, &root);
+    let app = root.join("usr/share/app");
+    write_files(
+        &app,
+        &[
+            ("real.py", "WHERE = 'real'\n"),
+            ("sub/inner.py", "'''doc'''\nassert True\nWHERE = 'inner'\n"),
+        ],
+    );
+    let up = "../".repeat(12);
+    let out_rel = format!(
+        "{}{}",
+        "../".repeat(app.components().count() - 1),
+        outside
+            .join("secret.py")
+            .strip_prefix("/")
+            .unwrap()
+            .display()
+    );
+    assert!(app.join(&out_rel).exists(), "on the host it leads out");
+    std::fs::create_dir(app.join(".chain")).unwrap();
+    for i in 0..=40 {
+        let next = if i == 40 {
+            "../real.py".to_string()
+        } else {
+            format!("c{}", i + 1)
+        };
+        symlink(next, app.join(format!(".chain/c{i}"))).unwrap();
+    }
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        app.join(".fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    let links: Vec<(&str, String)> = vec![
+        ("abs.py", "/usr/share/app/real.py".into()),
+        ("rel.py", "sub/../sub/inner.py".into()),
+        ("up.py", format!("{up}usr/share/app/real.py")),
+        ("via_bin.py", "/usr/bin/../share/app/real.py".into()),
+        // The link itself counts: 40 links in all, then 41, the kernel's limit.
+        ("forty.py", ".chain/c2".into()),
+        ("forty_one.py", ".chain/c1".into()),
+        ("loop.py", "loop.py".into()),
+        ("host.py", outside.join("secret.py").display().to_string()),
+        ("out_rel.py", out_rel),
+        ("dir.py", "sub".into()),
+        ("fifo.py", "/usr/share/app/.fifo".into()),
+        ("trail.py", "real.py/".into()),
+    ];
+    for (name, target) in &links {
+        symlink(target, app.join(name)).unwrap();
+    }
+
+    let mut first: Option<(
+        fsroot::Resolution,
+        String,
+        Vec<String>,
+        _,
+        serde_json::Value,
+    )> = None;
+    for how in fsroot::resolutions(test) {
+        let mut c = pyclink();
+        c.arg("--buildroot").arg(&root).args([
+            "--errors",
+            "warn",
+            "--force",
+            "-v",
+            "usr/share/app",
+        ]);
+        let out = run(&mut fsroot::resolved_by(c, how));
+        let err = stderr(&out);
+        assert!(out.status.success(), "{how:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "{} (the build root's /usr/bin/python{}), cache tag",
+                program.display(),
+                h.version
+            )),
+            "{how:?}: the root's own interpreter is used: {err}"
+        );
+        match how {
+            fsroot::Resolution::Openat2 => assert!(!err.contains("openat2"), "{err}"),
+            fsroot::Resolution::Forced => assert!(
+                err.contains("PYCLINK_NO_OPENAT2 is set: symlinks inside the build root are resolved one component at a time"),
+                "{err}"
+            ),
+            fsroot::Resolution::Seccomp(errno) => assert!(
+                err.contains(&format!(
+                    "openat2 is not usable here ({}): symlinks inside the build root are resolved one component at a time",
+                    std::io::Error::from_raw_os_error(errno)
+                )),
+                "{err}"
+            ),
+        }
+        let mut lines: Vec<String> = err
+            .lines()
+            .filter(|l| l.contains("/usr/share/app/"))
+            .map(String::from)
+            .collect();
+        lines.sort();
+        let pycs = pyc_contents(&app);
+        let mut v = pyclink();
+        v.args(["verify", "--buildroot"]).arg(&root).args([
+            "-o",
+            "0,1,2",
+            "--summary-json",
+            "-",
+            "usr/share/app",
+        ]);
+        // Its exit status is verify's own business (it reports the links that are no
+        // sources); the report must be the same whatever resolves them.
+        let verified = run(&mut fsroot::resolved_by(v, how));
+        let mut report: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
+        report["elapsed_seconds"] = 0.into();
+        match &first {
+            None => first = Some((how, stdout(&out), lines, pycs, report)),
+            Some((was, out0, lines0, pycs0, report0)) => {
+                assert_eq!(out0, &stdout(&out), "{how:?} vs {was:?}: the summary");
+                assert_eq!(lines0, &lines, "{how:?} vs {was:?}: the messages");
+                assert!(pycs0 == &pycs, "{how:?} vs {was:?}: the pycs differ");
+                assert_eq!(report0, &report, "{how:?} vs {was:?}: verify's report");
+            }
+        }
+    }
+
+    // What the runs agreed on is right: read inside the root, never outside it.
+    let (_, _, lines, pycs, report) = first.unwrap();
+    let text = lines.join("\n");
+    for name in ["abs", "rel", "up", "via_bin", "forty", "real"] {
+        let pyc = &pycs[&PathBuf::from(format!("__pycache__/{name}.{}.pyc", h.tag))];
+        let want: &[u8] = if name == "rel" { b"inner" } else { b"real" };
+        assert!(contains(pyc, want), "{name}");
+    }
+    assert!(!pycs.values().any(|p| contains(p, b"outside")));
+    for (name, why) in [
+        ("forty_one.py", "a symlink loop; not compiled"),
+        ("loop.py", "a symlink loop; not compiled"),
+        ("host.py", "a dangling symlink: "),
+        ("out_rel.py", "a dangling symlink: "),
+        (
+            "dir.py",
+            "a symlink to a directory or other non-file; not compiled",
+        ),
+        (
+            "fifo.py",
+            "a symlink to a directory or other non-file; not compiled",
+        ),
+        (
+            "trail.py",
+            "cannot follow the symlink inside the build root: Not a directory",
+        ),
+    ] {
+        assert!(
+            text.contains(&format!("/usr/share/app/{name}: {why}")),
+            "{name}: {text}"
+        );
+    }
+    let problems = report["problems"].as_array().unwrap();
+    for name in ["abs", "rel", "up", "via_bin", "forty", "real"] {
+        let path = format!("/usr/share/app/{name}.py");
+        assert!(!problems.iter().any(|p| p["path"] == path), "{report}");
+    }
+    assert_eq!(report["pycs_checked"], 21, "{report}");
+}
+
+/// Item 5: the running system's `/` is known by identity (device and inode), not by spelling:
+/// `//`, `/usr/..`, `/proc/self/root`, a symlink to `/` and a real bind mount of `/` are refused
+/// as the root of compile (`--dry-run`, `$RPM_BUILD_ROOT` and the config file's `buildroot`
+/// too) and normalize, as `/` is, with the JSON's `fatal_error`. verify reads an installed
+/// prefix with `--buildroot /` on purpose: through each spelling it gives the report `/`
+/// gives. The RPM hook leaves each alone, as it leaves `/`. Every run is restricted to an
+/// empty directory, so that even a broken guard has nothing of the live system to touch.
+#[test]
+fn the_live_system_is_known_by_identity_in_every_subcommand() {
+    let test = "the_live_system_is_known_by_identity_in_every_subcommand";
+    let h = host();
+    let Some(t) = fsroot::tempdir_on_the_root_filesystem() else {
+        println!("SKIP {test}: no temp dir on the filesystem of /");
+        return;
+    };
+    let empty = t.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let prefix = t.path().join("prefix/lib/app");
+    write_files(
+        &prefix,
+        &[("plain.py", "X = 1\n"), ("pkg/sub.py", "'''d'''\n")],
+    );
+    let out = run(Command::new(&h.python)
+        .args(["-m", "compileall", "-q"])
+        .arg(&prefix));
+    assert!(out.status.success());
+    symlink("/", t.path().join("slash")).unwrap();
+    let bound = t.path().join("bound");
+    std::fs::create_dir(&bound).unwrap();
+    let mut spellings: Vec<(PathBuf, bool)> = ["/", "//", "/usr/..", "/proc/self/root"]
+        .iter()
+        .map(|s| (PathBuf::from(s), false))
+        .collect();
+    spellings.push((t.path().join("slash"), false));
+    if fsroot::bind_mounts_work(test) {
+        spellings.push((bound.clone(), true));
+    }
+    let go = |cmd: Command, bind: bool| -> std::process::Output {
+        match bind {
+            true => run(&mut fsroot::with_root_bound_at(&bound, &cmd)),
+            false => run(&mut { cmd }),
+        }
+    };
+    let verify_json = |out: &std::process::Output, spelling: &Path| {
+        assert!(!stdout(out).is_empty(), "{spelling:?}: {}", stderr(out));
+        let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["elapsed_seconds"] = 0.into();
+        v["buildroot"] = "".into();
+        // The root's interpreter is named by the path it was run by.
+        let text = v.to_string().replace(&format!("{}/", bound.display()), "/");
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    let config = t.path().join("pyclink.toml");
+    let mut verified_at_slash = None;
+    for (spelling, bind) in &spellings {
+        let s = spelling.as_path();
+        let refused = |out: &std::process::Output, what: &str| {
+            assert_eq!(out.status.code(), Some(2), "{what} {s:?}: {}", stderr(out));
+            assert!(
+                stderr(out).contains("is the running system's /")
+                    && stderr(out).contains("never the live system"),
+                "{what} {s:?}: {}",
+                stderr(out)
+            );
+        };
+        let mut compile = pyclink();
+        compile
+            .arg("--buildroot")
+            .arg(s)
+            .args(["--summary-json", "-"])
+            .arg(&empty);
+        let out = go(compile, *bind);
+        refused(&out, "compile");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            json["fatal_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("never the live system")),
+            "{s:?}: {json}"
+        );
+        let mut dry = pyclink();
+        dry.arg("--buildroot").arg(s).arg("--dry-run");
+        let out = go(dry, *bind);
+        refused(&out, "compile --dry-run");
+        assert!(stdout(&out).is_empty(), "{s:?}: nothing listed");
+        let mut env = pyclink();
+        env.env("RPM_BUILD_ROOT", s).arg(&empty);
+        refused(&go(env, *bind), "$RPM_BUILD_ROOT");
+        std::fs::write(&config, format!("buildroot = {:?}\n", s.to_str().unwrap())).unwrap();
+        let mut cfg = pyclink();
+        cfg.arg("--config").arg(&config).arg(&empty);
+        refused(&go(cfg, *bind), "buildroot in the config file");
+        let mut normalize = pyclink();
+        normalize
+            .args(["normalize", "--summary-json", "-", "--buildroot"])
+            .arg(s)
+            .arg(&empty);
+        let out = go(normalize, *bind);
+        refused(&out, "normalize");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["schema"], "pyclink-normalize", "{s:?}");
+        assert!(
+            json["fatal_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("never the live system")),
+            "{s:?}: {json}"
+        );
+
+        let mut verify = pyclink();
+        verify
+            .args(["verify", "--summary-json", "-", "--buildroot"])
+            .arg(s)
+            .arg(&prefix);
+        let out = go(verify, *bind);
+        let report = verify_json(&out, s);
+        assert_eq!(report["pycs_checked"], 2, "{s:?}: {report}");
+        match &verified_at_slash {
+            None => verified_at_slash = Some((out.status.code(), report)),
+            Some((code, at_slash)) => {
+                assert_eq!(code, &out.status.code(), "verify {s:?} vs /");
+                assert_eq!(at_slash, &report, "verify {s:?} vs /");
+            }
+        }
+
+        let mut hook = Command::new("bash");
+        hook.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("macros/brp-pyclink"))
+            .env("RPM_BUILD_ROOT", s)
+            .env("PYCLINK", env!("CARGO_BIN_EXE_pyclink"))
+            // Should the guard fail, the clamping finds nothing newer than this to touch.
+            .env("SOURCE_DATE_EPOCH", "4000000000");
+        let out = go(hook, *bind);
+        assert!(
+            out.status.success(),
+            "the hook with {s:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            out.stdout.is_empty() && out.stderr.is_empty(),
+            "the hook leaves {s:?} alone silently: {}",
+            stderr(&out)
+        );
+    }
+    assert!(
+        std::fs::read_dir(&bound).unwrap().next().is_none(),
+        "the bind mount is gone"
+    );
 }

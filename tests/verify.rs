@@ -415,6 +415,68 @@ fn accepts_an_installed_prefix_at_the_real_root() {
     assert_eq!(json["pycs_checked"], 9);
 }
 
+/// The same, with symlinks in the root resolved without openat2 (Linux before 5.6, seccomp).
+#[test]
+fn accepts_an_installed_prefix_at_the_real_root_without_openat2() {
+    fsroot::without_openat2(accepts_an_installed_prefix_at_the_real_root);
+}
+
+/// A `.py` symlink's pycs are checked against its target as resolved inside the root, never
+/// the host's file: an absolute link (whose path also exists on the host, with other code) and
+/// one that climbs above the root are accepted while their target in the root matches, and
+/// stale once it changes.
+#[test]
+fn symlinked_sources_are_checked_against_their_target_in_the_root() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    let shadow = t.path().join("shadow/mod.py");
+    write_files(shadow.parent().unwrap(), &[("mod.py", "WHERE = 'host'\n")]);
+    write_files(
+        &root.join(shadow.parent().unwrap().strip_prefix("/").unwrap()),
+        &[("mod.py", "WHERE = 'root'\n")],
+    );
+    let app = app(&root);
+    std::os::unix::fs::symlink(&shadow, app.join("shadowed.py")).unwrap();
+    std::os::unix::fs::symlink("/opt/app/plain.py", app.join("abs.py")).unwrap();
+    let up = "../".repeat(10);
+    std::os::unix::fs::symlink(format!("{up}opt/app/docs.py"), app.join("up.py")).unwrap();
+    compile_app(&root, &h, &[]);
+    let json = assert_accepted(&root, &["-o", "0,1,2", APP]);
+    assert_eq!(json["pycs_checked"], 24, "{json}");
+
+    // The host's file changes: nothing to see. The root's targets change: their links' pycs
+    // are stale.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(100);
+    std::fs::write(&shadow, "WHERE = 'host, changed'\n").unwrap();
+    assert_accepted(&root, &["-o", "0,1,2", APP]);
+    for target in [
+        root.join(shadow.strip_prefix("/").unwrap()),
+        app.join("plain.py"),
+        app.join("docs.py"),
+    ] {
+        std::fs::write(&target, "CHANGED = True\n").unwrap();
+        set_mtime(&target, later);
+    }
+    let wanted: Vec<(String, String)> = ["shadowed", "abs", "up"]
+        .iter()
+        .flat_map(|n| {
+            ["", ".opt-1", ".opt-2"].map(|l| ("stale".into(), format!("{n}.{}{l}.pyc", h.tag)))
+        })
+        .collect();
+    let wanted: Vec<(&str, &str, &str)> = wanted
+        .iter()
+        .map(|(k, p)| (k.as_str(), p.as_str(), ""))
+        .collect();
+    assert_rejected(&root, &["-o", "0,1,2", APP], &wanted);
+}
+
+/// The same, with symlinks in the root resolved without openat2 (Linux before 5.6, seccomp).
+#[test]
+fn symlinked_sources_are_checked_against_their_target_in_the_root_without_openat2() {
+    fsroot::without_openat2(symlinked_sources_are_checked_against_their_target_in_the_root);
+}
+
 // ---------------------------------------------------------------------------------------------
 // What it rejects, one check at a time.
 

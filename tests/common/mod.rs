@@ -7,6 +7,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod fsroot;
+
 /// `$PYCLINK_SHARED_TOOLS`, or `../shared/tools` next to the repository, if it holds
 /// pyc-audit: the external oracle, run in addition to `pyclink verify` where it exists. None
 /// (and the cross-check skipped) where it does not.
@@ -31,6 +33,7 @@ pub fn pyclink() -> Command {
         paths.push(dir.join("bin"));
         c.env("PATH", std::env::join_paths(paths).unwrap());
     }
+    fsroot::apply(&mut c);
     c
 }
 
