@@ -252,7 +252,9 @@ pub struct CompileArgs {
     summary_json: Option<PathBuf>,
 
     /// Keep compiled results in DIR, keyed by interpreter, source bytes, path and levels, so a
-    /// rebuild of the same sources skips the interpreters. Safe to share between runs at once
+    /// rebuild of the same sources skips the interpreters. DIR must be new, empty or a pyclink
+    /// cache (it is marked with a CACHEDIR.TAG), and writable by no one but this user and root.
+    /// Runs at once may share it
     #[arg(long, value_name = "DIR", env = "PYCLINK_CACHE")]
     cache: Option<PathBuf>,
 
@@ -260,6 +262,17 @@ pub struct CompileArgs {
     /// [default: 1G]
     #[arg(long, value_name = "SIZE")]
     cache_max_size: Option<String>,
+
+    /// Use a --cache DIR that other users can write (group- or world-writable, or owned by
+    /// another user), with a warning: they decide what the build ships. Without it, such a DIR
+    /// is refused
+    #[arg(long)]
+    cache_shared: bool,
+
+    /// Only read the --cache: store, evict and remove nothing (a shared cache filled by a
+    /// trusted job). A cache this user cannot write is used so, with a warning
+    #[arg(long)]
+    cache_read_only: bool,
 
     /// Read settings from a TOML file (the command line wins)
     #[arg(long, value_name = "FILE", env = "PYCLINK_CONFIG")]
@@ -632,6 +645,8 @@ impl CompileArgs {
             summary_json: self.summary_json.or(cfg.summary_json.clone()),
             cache: self.cache.or(cfg.cache.clone()),
             cache_max_size,
+            cache_shared: self.cache_shared || cfg.cache_shared.unwrap_or(false),
+            cache_read_only: self.cache_read_only || cfg.cache_read_only.unwrap_or(false),
             timeout,
             quiet: self.quiet || cfg.quiet.unwrap_or(false),
         };

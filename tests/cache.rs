@@ -31,6 +31,18 @@ fn hits_misses(summary: &serde_json::Value) -> (u64, u64) {
     )
 }
 
+/// The entries of a cache (`XX/YYYY...`), in name order.
+fn entry_files(cache: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(cache)
+        .min_depth(2)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().to_path_buf())
+        .collect()
+}
+
 fn fresh_root(t: &Path, name: &str, version: &str, files: &[(&str, &str)]) -> PathBuf {
     let root = t.join(name);
     let site = root.join(format!("usr/lib/python{version}/site-packages"));
@@ -163,12 +175,7 @@ fn corrupt_entries_are_ignored() {
     let cache = t.path().join("cache");
     let first = fresh_root(t.path(), "first", &h.version, FILES);
     run_cached(&first, &cache, &[]);
-    let entries: Vec<PathBuf> = walkdir::WalkDir::new(&cache)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.path().to_path_buf())
-        .collect();
+    let entries = entry_files(&cache);
     assert_eq!(entries.len(), 4);
     let mut bytes = std::fs::read(&entries[0]).unwrap();
     let mid = bytes.len() / 2;
@@ -254,10 +261,8 @@ fn the_cache_stays_under_its_limit() {
     let kept = s["cache"]["bytes_after"].as_u64().unwrap();
     assert!(kept <= 2 << 20, "{kept} bytes kept");
     assert!(s["cache"]["evicted"].as_u64().unwrap() > 0);
-    let on_disk: u64 = walkdir::WalkDir::new(&cache)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file())
+    let on_disk: u64 = entry_files(&cache)
+        .iter()
         .map(|e| e.metadata().unwrap().len())
         .sum();
     assert_eq!(on_disk, kept);
