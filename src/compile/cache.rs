@@ -222,10 +222,7 @@ impl Cache {
         };
         let st = fstat(&fd)?;
         if let Some(who) = writable_by_others(&st, rustix::process::geteuid().as_raw()) {
-            let writers = format!(
-                "it is writable by {who} (mode {:04o})",
-                st.st_mode & 0o7777
-            );
+            let writers = format!("it is writable by {who} (mode {:04o})", st.st_mode & 0o7777);
             if !opts.shared {
                 return Err(Refused::Untrusted(writers));
             }
@@ -501,7 +498,7 @@ impl Cache {
     pub fn trim(&self) -> CacheStats {
         let mut entries = Vec::new();
         let mut foreign = 0;
-        for top in dir_names(&*self.fd) {
+        for top in dir_names(&self.fd) {
             let top = OsStr::from_bytes(&top);
             if top == TAG_NAME {
                 continue;
@@ -532,7 +529,7 @@ impl Cache {
                         if is_hex(name, 62)
                             && FileType::from_raw_mode(st.st_mode) == FileType::RegularFile =>
                     {
-                        let mtime = (st.st_mtime as i64, st.st_mtime_nsec as i64);
+                        let mtime = (st.st_mtime, st.st_mtime_nsec);
                         entries.push((mtime, st.st_size as u64, top.to_owned(), name.to_owned()));
                     }
                     Ok(_) => foreign += 1,
@@ -550,7 +547,7 @@ impl Cache {
                 if total <= goal {
                     break;
                 }
-                if open.as_ref().is_none_or(|(s, _)| s != sub) {
+                if !matches!(&open, Some((s, _)) if s == sub) {
                     open = open_subdir(&*self.fd, sub).ok().map(|fd| (sub.clone(), fd));
                 }
                 if let Some((_, dir)) = &open {
