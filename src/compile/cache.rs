@@ -242,7 +242,13 @@ impl Cache {
             read_only = true;
         }
         let fd = Arc::new(fd);
-        match read_tag(&fd)? {
+        let mut tag = read_tag(&fd)?;
+        if tag.is_none() && !is_empty(&fd)? {
+            // A run starting at the same time may have just tagged it (the tag comes before
+            // any entry).
+            tag = read_tag(&fd)?;
+        }
+        match tag {
             Some(FORMAT) => {}
             Some(other) => {
                 log::warn!(
