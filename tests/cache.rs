@@ -1,6 +1,9 @@
 //! `--cache`: a changed source, path, level set or interpreter misses; a hit gives the same
 //! bytes as a compile (pyc-audit accepts them); corrupt entries are dropped; two runs can share
-//! a cache; it stays under its size limit.
+//! a cache; it stays under its size limit. And the cache is untrusted storage: a directory that
+//! is not pyclink's is refused and untouched, symlinks are never followed inside it, odd
+//! entries neither block nor are read, an entry under another key is not used, and a cache
+//! other users can write is refused unless `--cache-shared`.
 
 mod common;
 use common::*;
