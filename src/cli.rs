@@ -252,7 +252,9 @@ pub struct CompileArgs {
     summary_json: Option<PathBuf>,
 
     /// Keep compiled results in DIR, keyed by interpreter, source bytes, path and levels, so a
-    /// rebuild of the same sources skips the interpreters. Safe to share between runs at once
+    /// rebuild of the same sources skips the interpreters. DIR must be new, empty or already
+    /// pyclink's (marked with a CACHEDIR.TAG); one that other users can write is refused (see
+    /// --cache-shared). Runs at once may share it
     #[arg(long, value_name = "DIR", env = "PYCLINK_CACHE")]
     cache: Option<PathBuf>,
 
@@ -260,6 +262,17 @@ pub struct CompileArgs {
     /// [default: 1G]
     #[arg(long, value_name = "SIZE")]
     cache_max_size: Option<String>,
+
+    /// Use a --cache DIR that other users can write, with a warning: whoever writes it decides
+    /// what the build ships. Without it, such a DIR is refused: world-writable, writable by its
+    /// group and not this user's, or owned by a user other than this one and root
+    #[arg(long)]
+    cache_shared: bool,
+
+    /// Only read the --cache: store, evict and remove nothing (a shared cache filled by a
+    /// trusted job). A cache this user cannot write is used so, with a warning
+    #[arg(long)]
+    cache_read_only: bool,
 
     /// Read settings from a TOML file (the command line wins)
     #[arg(long, value_name = "FILE", env = "PYCLINK_CONFIG")]
@@ -634,6 +647,8 @@ impl CompileArgs {
             summary_json: self.summary_json.or(cfg.summary_json.clone()),
             cache: self.cache.or(cfg.cache.clone()),
             cache_max_size,
+            cache_shared: self.cache_shared || cfg.cache_shared.unwrap_or(false),
+            cache_read_only: self.cache_read_only || cfg.cache_read_only.unwrap_or(false),
             timeout,
             quiet: self.quiet || cfg.quiet.unwrap_or(false),
         };
@@ -880,6 +895,25 @@ mod tests {
             "--interpreter 3.12=: the PATH after '=' is empty"
         );
         assert!(err(&["--timeout", "-5"]).starts_with("--timeout -5: must be a positive"));
+    }
+
+    #[test]
+    fn cache_options_from_flags_and_config() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_str().unwrap();
+        let s = parse(&["--buildroot", root, "--cache", "c"]).unwrap();
+        assert!(!s.cache_shared && !s.cache_read_only);
+        let s = parse(&["--buildroot", root, "--cache-shared", "--cache-read-only"]).unwrap();
+        assert!(s.cache_shared && s.cache_read_only);
+        let cfg = t.path().join("c.toml");
+        std::fs::write(
+            &cfg,
+            "cache = \"c\"\ncache-shared = true\ncache-read-only = true\n",
+        )
+        .unwrap();
+        let s = parse(&["--buildroot", root, "--config", cfg.to_str().unwrap()]).unwrap();
+        assert!(s.cache_shared && s.cache_read_only);
+        assert_eq!(s.cache, Some(PathBuf::from("c")));
     }
 
     #[test]

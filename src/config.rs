@@ -15,6 +15,8 @@
 //! summary-json = "/tmp/pyclink.json"
 //! cache = "/var/cache/pyclink"
 //! cache-max-size = "2G"
+//! cache-shared = false
+//! cache-read-only = false
 //! quiet = false
 //! verbose = 1
 //!
@@ -55,6 +57,8 @@ pub struct ConfigFile {
     pub cache: Option<PathBuf>,
     /// Bytes, or with K/M/G/T: "2G".
     pub cache_max_size: Option<String>,
+    pub cache_shared: Option<bool>,
+    pub cache_read_only: Option<bool>,
     /// Seconds.
     #[serde(default, deserialize_with = "seconds")]
     pub timeout: Option<f64>,

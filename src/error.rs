@@ -21,10 +21,13 @@ pub enum Error {
         version: PyVersion,
         mode: InvalidationMode,
     },
-    #[error("cannot use the cache directory {}: {source}", dir.display())]
+    #[error(
+        "cannot use the cache directory {}: {source}",
+        crate::escape::printable(&crate::escape::path_text(dir.as_os_str()))
+    )]
     Cache {
         dir: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: crate::compile::cache::Refused,
     },
 }

@@ -163,14 +163,18 @@ pub fn run(settings: &Settings) -> Result<RunReport, Error> {
 
     // 3-4. Compile, write and link, tallying every outcome as it comes.
     let cache = match &settings.cache {
-        Some(dir) => {
-            Some(
-                Cache::open(dir, settings.cache_max_size).map_err(|source| Error::Cache {
-                    dir: dir.clone(),
-                    source,
-                })?,
-            )
-        }
+        Some(dir) => Cache::open(
+            dir,
+            compile::cache::Options {
+                max_bytes: settings.cache_max_size,
+                shared: settings.cache_shared,
+                read_only: settings.cache_read_only,
+            },
+        )
+        .map_err(|source| Error::Cache {
+            dir: dir.clone(),
+            source,
+        })?,
         None => None,
     };
     let mut tally = Tally::new(settings, &mut plan, stale_temps, |v| {

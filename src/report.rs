@@ -491,13 +491,15 @@ impl Tally {
         log_timing(wall, timing);
         if let Some(s) = &cache {
             log::info!(
-                "cache {}: {} hits, {} misses, {} stored, {} corrupt entries dropped, {} evicted, {:.1} MiB kept",
+                "cache {}{}: {} hits, {} misses, {} stored, {} bad entries rejected, {} evicted, {} other names left alone, {:.1} MiB kept",
                 s.dir,
+                if s.read_only { " (read-only)" } else { "" },
                 s.hits,
                 s.misses,
                 s.stored,
                 s.rejected,
                 s.evicted,
+                s.foreign,
                 s.bytes_after as f64 / (1 << 20) as f64
             );
         }

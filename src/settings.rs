@@ -38,6 +38,10 @@ pub struct Settings {
     /// `--cache DIR`: reuse compiled results across runs.
     pub cache: Option<PathBuf>,
     pub cache_max_size: u64,
+    /// `--cache-shared`: accept a cache that other users can write (with a warning).
+    pub cache_shared: bool,
+    /// `--cache-read-only`: hits only; nothing stored, evicted or removed.
+    pub cache_read_only: bool,
     /// How long one file may take in a worker before the worker is restarted.
     pub timeout: Duration,
     pub quiet: bool,

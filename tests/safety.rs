@@ -491,36 +491,6 @@ fn huge_module_and_pathological_nesting() {
         .exists());
 }
 
-/// A python that the unprivileged user can run (pyenv's may live under a private /root).
-fn python_for(uid: u32, h: &Host) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let mut candidates = vec![h.python.clone()];
-    for dir in std::env::split_paths(&path) {
-        candidates.push(dir.join(format!("python{}", h.version)));
-    }
-    candidates.into_iter().find(|p| {
-        // Exec'd from a shell already running as that user: setpriv's own exec can reach
-        // programs the user itself cannot.
-        Command::new("setpriv")
-            .args([
-                "--reuid",
-                &uid.to_string(),
-                "--regid",
-                &uid.to_string(),
-                "--clear-groups",
-                "--",
-            ])
-            .args(["sh", "-c", "exec \"$0\" -c pass"])
-            .arg(p)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
-/// The uid the unprivileged-user tests run pyclink as.
-const NOBODY: u32 = 65534;
-
 /// For a test that runs pyclink as [`NOBODY`]: the host, a python that user can run, a temp
 /// dir that user can enter, and in it a root and its site-packages path; or None (and the
 /// test's SKIP line printed) where that cannot be done.

@@ -235,7 +235,7 @@ impl CompileThread<'_> {
                 return Some((i, prepared, None));
             };
             let req = prepared.request();
-            let key = Cache::key(&compiler.target.identity, &req);
+            let key = cache::Key::new(&compiler.target.identity, &req);
             if let Some(payload) = cache.get(&key) {
                 match parse_response(payload, req.levels.len()) {
                     Ok(compiled) => {

@@ -782,3 +782,34 @@ pub fn package_cargo_target() -> PackageTarget {
         _lock: lock,
     }
 }
+
+/// The uid the unprivileged-user tests run pyclink as.
+pub const NOBODY: u32 = 65534;
+
+/// `setpriv` running `program` as `uid` (its gid the same, no other groups).
+pub fn as_uid(uid: u32, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid", &uid.to_string(), "--regid", &uid.to_string()])
+        .args(["--clear-groups", "--"])
+        .arg(program);
+    c
+}
+
+/// A python that the unprivileged user can run (pyenv's may live under a private /root).
+pub fn python_for(uid: u32, h: &Host) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    let mut candidates = vec![h.python.clone()];
+    for dir in std::env::split_paths(&path) {
+        candidates.push(dir.join(format!("python{}", h.version)));
+    }
+    candidates.into_iter().find(|p| {
+        // Exec'd from a shell already running as that user: setpriv's own exec can reach
+        // programs the user itself cannot.
+        as_uid(uid, "sh")
+            .args(["-c", "exec \"$0\" -c pass"])
+            .arg(p)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
