@@ -9,6 +9,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -347,6 +348,9 @@ impl Drop for TempFile {
     }
 }
 
+/// The name of a new temp file: `.pyclink-PID-SEQ.tmp`, both numbers in plain decimal. The
+/// format is strict so that [`is_temp_name`] can recognize exactly these names: stale-temp
+/// cleanup deletes what it recognizes, and a user's `.pyclink-backup.tmp` is not ours.
 fn temp_name() -> OsString {
     static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let pid = PID.get_or_init(std::process::id);
@@ -354,9 +358,33 @@ fn temp_name() -> OsString {
     OsString::from(format!("{TEMP_PREFIX}{pid}-{seq}{TEMP_SUFFIX}"))
 }
 
+/// Whether `name` is one that [`temp_name`] makes: the prefix, a process id (a positive u32),
+/// `-`, a sequence number (a u64), the suffix; numbers without sign or leading zeros, as Rust
+/// prints them. Nothing else: these are the only names stale-temp cleanup may delete.
 pub fn is_temp_name(name: &OsStr) -> bool {
-    let s = name.to_string_lossy();
-    s.starts_with(TEMP_PREFIX) && s.ends_with(TEMP_SUFFIX)
+    let Some(middle) = name
+        .as_bytes()
+        .strip_prefix(TEMP_PREFIX.as_bytes())
+        .and_then(|n| n.strip_suffix(TEMP_SUFFIX.as_bytes()))
+    else {
+        return false;
+    };
+    let mut parts = middle.split(|&b| b == b'-');
+    let (Some(pid), Some(seq), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    canonical_decimal::<u32>(pid).is_some_and(|p| p > 0) && canonical_decimal::<u64>(seq).is_some()
+}
+
+/// `digits` as a number if it is exactly how Rust prints one: ASCII digits, no sign, no
+/// leading zero (but `0` itself), within the type's range.
+fn canonical_decimal<T: std::str::FromStr>(digits: &[u8]) -> Option<T> {
+    let plain = !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || digits.len() == 1);
+    plain
+        .then(|| std::str::from_utf8(digits).ok()?.parse().ok())
+        .flatten()
 }
 
 /// Remove the temp files a killed run left in these `__pycache__` directories (root-relative);
@@ -398,23 +426,39 @@ pub fn remove_stale_temps(root: &Root, pycache_dirs: &[PathBuf]) -> usize {
     removed
 }
 
-/// Remove a temp file left by an earlier run (killed before it could rename it). A temp file
-/// whose writer is alive is locked and left alone. Returns whether it was removed.
+/// Remove a temp file left by an earlier run (killed before it could rename it). Only a
+/// regular file with one of pyclink's temp names ([`is_temp_name`]) is ours: anything else (a
+/// user's file, a symlink, a FIFO, a directory) is left alone, and so is a temp file whose
+/// writer is alive (it holds the lock). Returns whether it was removed.
 pub fn remove_stale_temp(dir: impl AsFd, name: &OsStr) -> io::Result<bool> {
+    if !is_temp_name(name) {
+        return Ok(false);
+    }
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let fd = match openat(&dir, name, flags, Mode::empty()) {
         Ok(fd) => fd,
-        Err(Errno::NOENT) => return Ok(false),
+        // A symlink (O_NOFOLLOW) is no temp file of ours.
+        Err(Errno::NOENT | Errno::LOOP) => return Ok(false),
         Err(e) => return Err(e.into()),
     };
-    match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {
-            unlinkat(&dir, name, AtFlags::empty())?;
-            Ok(true)
-        }
-        Err(Errno::WOULDBLOCK) => Ok(false),
-        Err(e) => Err(e.into()),
+    let ours = fstat(&fd)?;
+    if !crate::fsroot::is_regular(&ours) {
+        return Ok(false);
     }
+    match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(Errno::WOULDBLOCK) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    // The name may have been taken by another file since it was opened (another run's
+    // cleanup removed ours and a new temp file got the name): unlink only the file locked.
+    match statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if st.st_dev == ours.st_dev && st.st_ino == ours.st_ino => {}
+        Ok(_) | Err(Errno::NOENT) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    unlinkat(&dir, name, AtFlags::empty())?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -588,6 +632,88 @@ mod tests {
         assert!(leftovers(&t).is_empty());
         assert!(is_temp_name(OsStr::new(".pyclink-12-3.tmp")));
         assert!(!is_temp_name(OsStr::new("m.cpython-311.pyc")));
+    }
+
+    /// Issue 22, item 9: the names pyclink makes are recognized, and nothing else is: a user's
+    /// `.pyclink-backup-of-settings.tmp` is not deleted.
+    #[test]
+    fn temp_names_are_recognized_exactly() {
+        for _ in 0..1000 {
+            let name = temp_name();
+            assert!(is_temp_name(&name), "{name:?}");
+        }
+        let pid = std::process::id();
+        for name in [
+            format!(".pyclink-{pid}-0.tmp"),
+            format!(".pyclink-4294967295-{}.tmp", u64::MAX),
+            ".pyclink-1-1.tmp".to_string(),
+        ] {
+            assert!(is_temp_name(OsStr::new(&name)), "{name}");
+        }
+        for name in [
+            ".pyclink-backup-of-settings.tmp",
+            ".pyclink-.tmp",
+            ".pyclink--.tmp",
+            ".pyclink-1-.tmp",
+            ".pyclink--1.tmp",
+            ".pyclink-1.tmp",
+            ".pyclink-1-2-3.tmp",
+            ".pyclink-0-1.tmp",
+            ".pyclink-01-1.tmp",
+            ".pyclink-1-01.tmp",
+            ".pyclink-+1-1.tmp",
+            ".pyclink-1-+1.tmp",
+            ".pyclink- 1-1.tmp",
+            ".pyclink-4294967296-1.tmp",
+            ".pyclink-1-18446744073709551616.tmp",
+            ".pyclink-1-1.tmp.bak",
+            ".pyclink-1-1.TMP",
+            ".pyclink-1-1.tmp~",
+            "x.pyclink-1-1.tmp",
+            "pyclink-1-1.tmp",
+            ".pyclink-\u{661}-1.tmp",
+        ] {
+            assert!(!is_temp_name(OsStr::new(name)), "{name}");
+        }
+        assert!(!is_temp_name(OsStr::from_bytes(b".pyclink-1-1\xff.tmp")));
+    }
+
+    /// Cleanup removes only a regular file with one of pyclink's names: a user's file, and a
+    /// symlink, FIFO or directory named like a temp file, stay.
+    #[test]
+    fn stale_temp_cleanup_leaves_what_is_not_ours() {
+        let (t, dir) = setup();
+        let user = ".pyclink-backup-of-settings.tmp";
+        std::fs::write(t.path().join(user), b"settings").unwrap();
+        assert!(!remove_stale_temp(&*dir, OsStr::new(user)).unwrap());
+        assert_eq!(std::fs::read(t.path().join(user)).unwrap(), b"settings");
+
+        let target = t.path().join("target");
+        std::fs::write(&target, b"kept").unwrap();
+        std::os::unix::fs::symlink(&target, t.path().join(".pyclink-7-1.tmp")).unwrap();
+        rustix::fs::mknodat(
+            &*dir,
+            ".pyclink-7-2.tmp",
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        std::fs::create_dir(t.path().join(".pyclink-7-3.tmp")).unwrap();
+        for name in [".pyclink-7-1.tmp", ".pyclink-7-2.tmp", ".pyclink-7-3.tmp"] {
+            assert!(
+                !remove_stale_temp(&*dir, OsStr::new(name)).unwrap(),
+                "{name}"
+            );
+            assert!(
+                std::fs::symlink_metadata(t.path().join(name)).is_ok(),
+                "{name} removed"
+            );
+        }
+        assert_eq!(std::fs::read(&target).unwrap(), b"kept");
+        std::fs::write(t.path().join(".pyclink-7-4.tmp"), b"half").unwrap();
+        assert!(remove_stale_temp(&*dir, OsStr::new(".pyclink-7-4.tmp")).unwrap());
+        assert!(!t.path().join(".pyclink-7-4.tmp").exists());
     }
 
     #[test]
