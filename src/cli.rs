@@ -8,6 +8,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::compile::cache::parse_size;
 use crate::config::{ConfigError, ConfigFile};
+use crate::escape::{path_text, printable, shown};
 use crate::fsroot::{root_relative, PathError};
 use crate::python::PyVersion;
 use crate::python::{InvalidationMode, Levels};
@@ -371,7 +372,7 @@ pub fn json_target(matches: &clap::ArgMatches) -> Option<JsonTarget> {
     let buildroot = path_arg("buildroot")
         .or(cfg_root)
         .or_else(|| std::env::var_os("RPM_BUILD_ROOT").map(PathBuf::from))
-        .map_or_else(String::new, |p| p.display().to_string());
+        .map_or_else(String::new, |p| path_text(p.as_os_str()).into_owned());
     Some(JsonTarget {
         path: path_arg("summary_json").or(cfg_json)?,
         kind,
@@ -389,14 +390,14 @@ pub enum UsageError {
     Config(#[from] ConfigError),
     #[error("no build root: give --buildroot DIR or set RPM_BUILD_ROOT")]
     NoBuildRoot,
-    #[error("the build root {} does not exist", .0.display())]
+    #[error("the build root {} does not exist", shown(.0))]
     NoSuchBuildRoot(PathBuf),
-    #[error("the build root {} is not a directory", .0.display())]
+    #[error("the build root {} is not a directory", shown(.0))]
     BuildRootNotADirectory(PathBuf),
     #[error(
         "the build root {} is the running system's /; pyclink compiles package build roots \
          (RPM_BUILD_ROOT, debian/PKG), never the live system",
-        .0.display()
+        shown(.0)
     )]
     LiveSystem(PathBuf),
     #[error("{0}")]
@@ -404,7 +405,7 @@ pub enum UsageError {
     #[error(
         "'{0}' was taken as a PATH, and the build root {root} has none: options go after the \
          subcommand (`pyclink {0} -q ...`, not `pyclink -q {0} ...`)",
-        root = .1.display()
+        root = shown(.1)
     )]
     SubcommandAfterOption(String, PathBuf),
 }
@@ -421,10 +422,12 @@ impl Origin<'_> {
         value: impl std::fmt::Display,
         message: impl Into<String>,
     ) -> UsageError {
+        // The value as typed may hold anything, a newline included: one message, one line.
+        let value = printable(&value.to_string()).into_owned();
         let origin = match self {
             Origin::Flag(flag) => format!("{flag} {value}"),
             Origin::Config(file, key) => {
-                format!("config file {}: {key} = {value}", file.display())
+                format!("config file {}: {key} = {value}", shown(*file))
             }
         };
         UsageError::Value {
@@ -461,6 +464,7 @@ impl Cli {
                 let first = self.compile.paths.first().cloned();
                 let invocation = self.compile.into_invocation()?;
                 if let (Some(first), Invocation::Compile { settings, .. }) = (first, &invocation) {
+                    // Not a message: compared with the subcommands' names.
                     let name = first.to_string_lossy();
                     if ["compile", "normalize", "verify"].contains(&name.as_ref())
                         && settings.buildroot.join(&first).symlink_metadata().is_err()
@@ -580,8 +584,8 @@ impl CompileArgs {
             // Checked here, where the config file can be named: later failures say only
             // which interpreter failed.
             if !v.is_file() {
-                let shown = format!("\"{k}\" = {:?}", v.display().to_string());
-                return Err(origin.error(shown, "no such file"));
+                let given = format!("\"{k}\" = \"{}\"", shown(&v));
+                return Err(origin.error(given, "no such file"));
             }
             interpreters.insert(version, v);
         }

@@ -67,13 +67,13 @@ pub struct ConfigFile {
 /// message names the line and quotes it).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the config file {}: {source}", path.display())]
+    #[error("cannot read the config file {}: {source}", crate::escape::shown(path))]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("config file {}: {source}", path.display())]
+    #[error("config file {}: {source}", crate::escape::shown(path))]
     Parse {
         path: PathBuf,
         #[source]

@@ -21,7 +21,10 @@ pub enum Error {
         version: PyVersion,
         mode: InvalidationMode,
     },
-    #[error("cannot use the cache directory {}: {source}", dir.display())]
+    #[error(
+        "cannot use the cache directory {}: {source}",
+        crate::escape::shown(dir)
+    )]
     Cache {
         dir: PathBuf,
         #[source]

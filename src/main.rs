@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::FromArgMatches;
 
 use pyclink::cli::{Invocation, JsonTarget, ReportKind};
-use pyclink::escape::printable;
+use pyclink::escape::{printable, shown};
 use pyclink::report::RunReport;
 
 fn main() -> ExitCode {
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
             .create(true)
             .open(path)
         {
-            return fatal(&format!("cannot write {}: {e}", path.display()), None);
+            return fatal(&format!("cannot write {}: {e}", shown(path)), None);
         }
     }
     match &invocation {
@@ -147,7 +147,7 @@ fn finish(
     }
     if let Some(j) = json {
         if let Err(e) = write_json(&j.path, report) {
-            return fatal(&format!("cannot write {}: {e}", j.path.display()), None);
+            return fatal(&format!("cannot write {}: {e}", shown(&j.path)), None);
         }
     }
     ExitCode::from(code as u8)
@@ -217,11 +217,7 @@ fn fatal(msg: &str, json: Option<&JsonTarget>) -> ExitCode {
             ReportKind::Verify => write_json(&j.path, &pyclink::verify::Report::failed(root, msg)),
         };
         if let Err(e) = written {
-            let _ = writeln!(
-                err,
-                "pyclink: error: cannot write {}: {e}",
-                j.path.display()
-            );
+            let _ = writeln!(err, "pyclink: error: cannot write {}: {e}", shown(&j.path));
         }
     }
     ExitCode::from(2)

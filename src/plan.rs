@@ -77,8 +77,10 @@ pub struct Excludes {
 fn pattern_in_root(buildroot: Option<&Path>, p: &str) -> String {
     let mut p = p.to_string();
     if let Some(root) = buildroot {
+        // Not a message: the root as text, to strip from a pattern typed with it.
         let given = root.display().to_string();
         let abs = std::path::absolute(root)
+            // Not a message either.
             .map(|a| a.display().to_string())
             .unwrap_or_default();
         for prefix in [abs.as_str(), given.trim_start_matches("./")] {

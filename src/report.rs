@@ -325,7 +325,7 @@ impl Tally {
         }
         let mut tally = Tally {
             run: RunReport {
-                buildroot: settings.buildroot.display().to_string(),
+                buildroot: crate::escape::path_text(settings.buildroot.as_os_str()).into_owned(),
                 levels: settings.levels.iter().collect(),
                 stale_temps_removed,
                 skipped: std::mem::take(&mut plan.skipped),
@@ -413,9 +413,8 @@ impl Tally {
     fn error(&mut self, version: PyVersion, e: FileError) {
         match &e.problem {
             Problem::Io { what, source } if *what == PYCACHE_UNUSABLE => {
-                let dir = Path::new(&e.path)
-                    .parent()
-                    .map_or_else(String::new, |d| d.display().to_string());
+                // `e.path` is already text (see `display_in_root`): its directory, as text.
+                let dir = e.path.rsplit_once('/').map_or("", |(d, _)| d).to_string();
                 self.unusable_dirs
                     .entry(dir)
                     .or_insert_with(|| (source.to_string(), 0))

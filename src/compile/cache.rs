@@ -123,7 +123,10 @@ impl Cache {
     /// Store a payload; failures only cost a later miss.
     pub fn put(&self, key: &Key, payload: &[u8]) {
         if let Err(e) = self.try_put(key, payload) {
-            log::warn!("cache: cannot store into {}: {e}", self.dir.display());
+            log::warn!(
+                "cache: cannot store into {}: {e}",
+                crate::escape::shown(&self.dir)
+            );
         }
     }
 
@@ -186,7 +189,7 @@ impl Cache {
             }
         }
         CacheStats {
-            dir: self.dir.display().to_string(),
+            dir: crate::escape::path_text(self.dir.as_os_str()).into_owned(),
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             stored: self.stored.load(Ordering::Relaxed),

@@ -8,6 +8,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -163,7 +164,7 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
             // nothing): there is no source here to compile, and the host's file is not it.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let target = rustix::fs::readlinkat(&dir, name, Vec::new())
-                    .map(|t| t.to_string_lossy().into_owned())
+                    .map(|t| crate::escape::shown(OsStr::from_bytes(t.as_bytes())).to_string())
                     .unwrap_or_else(|_| "its target".into());
                 return Ok(Step::Done(Outcome::Skipped(format!(
                     "{}: a dangling symlink: {target} does not exist in the build root; \
@@ -394,7 +395,7 @@ fn all_up_to_date(
     // an inode already checked is not read or hashed again.
     let mut seen: Vec<((u64, u64), Vec<u8>, u8)> = Vec::with_capacity(names.len());
     for (level, name) in names {
-        let shown = name.to_string_lossy();
+        let shown = crate::escape::shown(name);
         let why = |what: &str| Err(format!("{shown}: {what}"));
         let Ok(mut f) = open_file_nofollow(&cache, name) else {
             return why("missing (or not a regular file)");

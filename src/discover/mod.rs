@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::escape::{shown, shown_in_root};
 use crate::fsroot::{display_in_root, Root};
 use crate::python::{Implementation, PyVersion};
 use crate::worker::Failure;
@@ -14,7 +15,7 @@ use crate::worker::Failure;
 /// Why the trees (or the interpreters) of a run cannot be decided.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path} does not exist in the build root {}", root.display())]
+    #[error("{path} does not exist in the build root {}", shown(root))]
     Missing { path: String, root: PathBuf },
     #[error(
         "{path} is a symlink and not a .py file; give the path it stands for inside the build root"
@@ -32,9 +33,13 @@ pub enum Error {
     },
     #[error("{path} is a {version} tree: {}", version.unsupported_reason())]
     Unsupported { path: String, version: PyVersion },
-    #[error("--interpreter {}: {failure}", path.display())]
+    #[error("--interpreter {}: {failure}", shown(path))]
     Probe { path: PathBuf, failure: Failure },
-    #[error("two interpreters given for {version}: {} and {}", first.display(), second.display())]
+    #[error(
+        "two interpreters given for {version}: {} and {}",
+        shown(first),
+        shown(second)
+    )]
     TwoInterpreters {
         version: PyVersion,
         first: PathBuf,
@@ -44,7 +49,10 @@ pub enum Error {
         "no python3 on PATH to choose a version for {trees}; give --python-version X.Y or --interpreter"
     )]
     NoHostPython3 { trees: String },
-    #[error("the host's python3 ({}), asked which version {trees} are compiled for: {failure}", path.display())]
+    #[error(
+        "the host's python3 ({}), asked which version {trees} are compiled for: {failure}",
+        shown(path)
+    )]
     HostPython3 {
         path: PathBuf,
         trees: String,
@@ -97,7 +105,7 @@ pub fn discover(root: &Root, asked: Asked) -> Result<Discovery, Error> {
         named.push(version);
     }
     let found = find_trees(root, asked.paths)?;
-    let shown_root = root.path().display();
+    let shown_root = shown(root.path());
     if found.versioned.is_empty() && found.unversioned.is_empty() {
         // One message: "python2.7 not compiled" then "no Python trees found" contradict.
         match found.skipped.as_slice() {
@@ -118,7 +126,7 @@ pub fn discover(root: &Root, asked: Asked) -> Result<Discovery, Error> {
         let shown = found
             .unversioned
             .iter()
-            .map(|p| display_in_root(p))
+            .map(|p| shown_in_root(p))
             .collect::<Vec<_>>()
             .join(", ");
         let given: Vec<PyVersion> = interpreters.keys().copied().collect();
@@ -284,7 +292,7 @@ fn refuse_unsupported(version: PyVersion, p: &Path) -> Result<(), Error> {
         return Ok(());
     }
     Err(Error::Unsupported {
-        path: display_in_root(p),
+        path: shown_in_root(p),
         version,
     })
 }
@@ -335,7 +343,7 @@ fn nested_lib_pythons(root: &Root, top: &Path) -> Vec<(PyVersion, PathBuf)> {
 /// names them): read with its target resolved inside the root, its pycs beside the link.
 fn check_path(root: &Root, p: &Path) -> Result<(), Error> {
     use rustix::fs::FileType;
-    let path = display_in_root(p);
+    let path = shown_in_root(p);
     match root.lstat(p) {
         Ok(st) => match FileType::from_raw_mode(st.st_mode) {
             FileType::Symlink if !crate::plan::has_py_suffix(p) => Err(Error::Symlink { path }),

@@ -98,7 +98,7 @@ pub fn write_pycs(
                 Err(e) if refuses_links(&e) => {
                     log::debug!(
                         "hardlink refused ({e}); writing a copy of {}",
-                        file.name.to_string_lossy()
+                        crate::escape::shown(&file.name)
                     );
                     let copy = TempFile::create(dir, mode)?;
                     copy.write_all(&[header, file.body])?;
