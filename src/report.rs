@@ -54,6 +54,10 @@ pub enum Problem {
         level: u8,
         error: crate::python::marshal::Error,
     },
+    /// Some of its pycs could not be put in place (the others were written): each one, as
+    /// seen inside the root, and why.
+    #[error("{}", write_failures(.0))]
+    WritePycs(Vec<(String, std::io::Error)>),
     /// No worker could be started for it.
     #[error("cannot start a {program} worker: {failure}")]
     NoWorker { program: String, failure: Failure },
@@ -64,6 +68,14 @@ pub enum Problem {
 pub enum Retry {
     AlsoFailed(Failure),
     CannotStart { program: String, failure: Failure },
+}
+
+fn write_failures(failed: &[(String, std::io::Error)]) -> String {
+    failed
+        .iter()
+        .map(|(pyc, e)| format!("cannot write {pyc}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn worker_failure(first: &Failure, retry: &Retry) -> String {
@@ -81,7 +93,7 @@ impl Problem {
         match self {
             Problem::DoesNotCompile { .. } => "does-not-compile",
             Problem::Warning { .. } => "warning",
-            Problem::Io { .. } => "io",
+            Problem::Io { .. } | Problem::WritePycs(_) => "io",
             Problem::NotRegular => "not-regular",
             Problem::Worker { .. } | Problem::NoWorker { .. } | Problem::BadMarshal { .. } => {
                 "worker"
@@ -374,6 +386,7 @@ impl Tally {
                 version: job.version.to_string(),
                 ..Default::default()
             });
+        let mut write_error = None;
         match outcome {
             Outcome::UpToDate { pycs } => {
                 r.up_to_date += pycs;
@@ -385,6 +398,7 @@ impl Tally {
                 compiled,
                 warnings,
                 from_cache,
+                error,
             } => {
                 r.add_written(stats);
                 if from_cache {
@@ -399,6 +413,7 @@ impl Tally {
                     log::warn!("{w}");
                     self.run.warnings.push(w.to_string());
                 }
+                write_error = error;
             }
             Outcome::Skipped(why) => {
                 log::warn!("{why}");
@@ -406,6 +421,9 @@ impl Tally {
                 self.run.skipped.push(why);
             }
             Outcome::Failed(e) => self.error(job.version, e),
+        }
+        if let Some(e) = write_error {
+            self.error(job.version, e);
         }
     }
 

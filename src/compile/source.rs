@@ -97,6 +97,8 @@ pub enum Outcome {
         warnings: Vec<FileError>,
         /// The compiled levels came from `--cache`, not from an interpreter.
         from_cache: bool,
+        /// The pycs that could not be put in place (the others were, and are in `stats`).
+        error: Option<FileError>,
     },
     /// Deliberately not compiled (a `.py` symlink whose target is not in the root).
     Skipped(String),
@@ -330,15 +332,29 @@ fn try_finish(
         .collect();
 
     let cache = open_cache_dir(&dir).map_err(|e| io_fail(crate::report::PYCACHE_UNUSABLE, e))?;
-    let stats = write_pycs(
+    let written = write_pycs(
         &Arc::new(cache),
         &header,
         &files,
         link,
         permissions,
         Some(&seal),
-    )
-    .map_err(|e| io_fail("cannot write pyc", e))?;
+    );
+    // The levels that were written count as written, and the source gets one error naming
+    // each pyc that was not.
+    let error = (!written.failed.is_empty()).then(|| {
+        let cache_dir = split(&job.rel).0.join(PYCACHE);
+        fail(
+            0,
+            Problem::WritePycs(
+                written
+                    .failed
+                    .into_iter()
+                    .map(|f| (display_in_root(&cache_dir.join(f.name)), f.source))
+                    .collect(),
+            ),
+        )
+    });
     // CPython reports some warnings of one file from its last line up.
     let mut in_order: Vec<_> = code.warnings.iter().collect();
     in_order.sort_by_key(|w| w.line);
@@ -355,10 +371,11 @@ fn try_finish(
         })
         .collect();
     Ok(Outcome::Written {
-        stats,
+        stats: written.stats,
         compiled: code.compiled as u64,
         warnings,
         from_cache: false,
+        error,
     })
 }
 

@@ -60,9 +60,27 @@ pub struct PycFile<'a> {
     pub body: &'a [u8],
 }
 
-/// Write `files` (each `header` + body) into the open `__pycache__` directory `dir`. `mode` is the requested file mode
-/// (the process umask applies, as for py_compile). With `link`, identical contents share an inode.
-/// With a `seal`, each file carries pyclink's provenance record (see `provenance`).
+/// A pyc that could not be put in place (its old file, if any, is as it was), and why.
+#[derive(Debug)]
+pub struct PycError {
+    pub name: OsString,
+    pub source: io::Error,
+}
+
+/// What writing one source's pycs did: the figures of the names now in place, and every
+/// name that could not be replaced. One level failing does not stop the others.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub stats: WriteStats,
+    pub failed: Vec<PycError>,
+}
+
+/// Write `files` (each `header` + body) into the open `__pycache__` directory `dir`. `mode` is
+/// the requested file mode (the process umask applies, as for py_compile). With `link`,
+/// identical contents share an inode. With a `seal`, each file carries pyclink's provenance
+/// record (see `provenance`). The figures count only what is in place afterwards: a level that
+/// cannot be replaced (an immutable file, a directory in its place) is in `failed`, and the
+/// other levels are written all the same.
 pub fn write_pycs(
     dir: &Arc<OwnedFd>,
     header: &[u8],
@@ -70,53 +88,115 @@ pub fn write_pycs(
     link: bool,
     mode: u32,
     seal: Option<&Seal>,
-) -> io::Result<WriteStats> {
+) -> Written {
+    let mut out = Written::default();
     // Two runs on one root may rewrite the same source at once. Holding the directory's lock
     // while this source's names change keeps its levels consistent: one run's linked set, never
     // level 0 from one run and an identical but separate opt-1 from the other.
-    let _lock = DirLock::take(dir)?;
-    let mut stats = WriteStats::default();
+    let _lock = match DirLock::take(dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            out.fail_all(files.iter().map(|f| &f.name), &e);
+            return out;
+        }
+    };
     for group in identical_groups(files, link) {
         let first = &files[group[0]];
+        let size = (header.len() + first.body.len()) as u64;
         // The levels this content is the output of (the same for a copy, where links fail).
         let record = seal.map(|s| {
             let mask = group.iter().fold(0u8, |m, &i| m | 1 << files[i].level);
             s.record(mask, header, first.body)
         });
-        let temp = TempFile::create(dir, mode)?;
-        temp.write_all(&[header, first.body])?;
-        temp.set_record(record.as_deref())?;
-        stats.written += 1;
-        stats.stored_bytes += (header.len() + first.body.len()) as u64;
+        let temp = match TempFile::create(dir, mode).and_then(|t| {
+            t.write_all(&[header, first.body])?;
+            t.set_record(record.as_deref())?;
+            Ok(t)
+        }) {
+            Ok(t) => t,
+            Err(e) => {
+                out.fail_all(group.iter().map(|&i| &files[i].name), &e);
+                continue;
+            }
+        };
+        // Names of this group that are now this inode.
+        let mut linked = 0;
         for &i in &group[1..] {
             let file = &files[i];
-            match temp.link_new() {
-                Ok(alias) => {
-                    alias.rename_to(&file.name)?;
-                    stats.linked += 1;
-                }
+            let placed = match temp.link_new() {
+                Ok(alias) => alias.rename_to(&file.name).map(|()| linked += 1),
                 Err(e) if refuses_links(&e) => {
                     log::debug!(
                         "hardlink refused ({e}); writing a copy of {}",
                         crate::escape::shown(&file.name)
                     );
-                    let copy = TempFile::create(dir, mode)?;
-                    copy.write_all(&[header, file.body])?;
-                    copy.set_record(record.as_deref())?;
-                    copy.rename_to(&file.name)?;
-                    stats.copied += 1;
-                    stats.stored_bytes += (header.len() + file.body.len()) as u64;
+                    write_copy(
+                        dir,
+                        mode,
+                        &[header, file.body],
+                        record.as_deref(),
+                        &file.name,
+                    )
+                    .map(|()| {
+                        out.stats.copied += 1;
+                        out.stats.stored_bytes += size;
+                        out.stats.apparent_bytes += size;
+                    })
                 }
-                Err(e) => return Err(e),
+                Err(e) => Err(e),
+            };
+            if let Err(source) = placed {
+                out.failed.push(PycError {
+                    name: file.name.clone(),
+                    source,
+                });
             }
         }
-        temp.rename_to(&first.name)?;
-        stats.apparent_bytes += group
-            .iter()
-            .map(|&i| (header.len() + files[i].body.len()) as u64)
-            .sum::<u64>();
+        match temp.rename_to(&first.name) {
+            Ok(()) => linked += 1,
+            Err(source) => out.failed.push(PycError {
+                name: first.name.clone(),
+                source,
+            }),
+        }
+        // One of the names holding the new inode counts as written, the others as links.
+        if linked > 0 {
+            out.stats.written += 1;
+            out.stats.linked += linked - 1;
+            out.stats.stored_bytes += size;
+            out.stats.apparent_bytes += size * linked;
+        }
     }
-    Ok(stats)
+    out
+}
+
+impl Written {
+    fn fail_all<'a>(&mut self, names: impl Iterator<Item = &'a OsString>, e: &io::Error) {
+        for name in names {
+            self.failed.push(PycError {
+                name: name.clone(),
+                // io::Error is not Clone; the errno is what the message needs.
+                source: e.raw_os_error().map_or_else(
+                    || io::Error::new(e.kind(), e.to_string()),
+                    io::Error::from_raw_os_error,
+                ),
+            });
+        }
+    }
+}
+
+/// A separate file with `parts` as its content, renamed to `name` (where a link is refused).
+fn write_copy(
+    dir: &Arc<OwnedFd>,
+    mode: u32,
+    parts: &[&[u8]],
+    record: Option<&[u8]>,
+    name: &OsStr,
+) -> io::Result<()> {
+    let copy = TempFile::create(dir, mode)?;
+    copy.write_all(parts)?;
+    copy.set_record(record)?;
+    copy.rename_to(name)
 }
 
 /// An exclusive `flock` on a directory, released on drop.
@@ -510,6 +590,11 @@ mod tests {
         }
     }
 
+    fn ok(w: Written) -> WriteStats {
+        assert!(w.failed.is_empty(), "{:?}", w.failed);
+        w.stats
+    }
+
     fn ino(t: &tempfile::TempDir, name: &str) -> u64 {
         std::fs::metadata(t.path().join(name)).unwrap().ino()
     }
@@ -531,7 +616,7 @@ mod tests {
             pyc("m.opt-1.pyc", b"BB"),
             pyc("m.opt-2.pyc", b"AAA"),
         ];
-        let s = write_pycs(&dir, b"", &files, true, 0o644, None).unwrap();
+        let s = ok(write_pycs(&dir, b"", &files, true, 0o644, None));
         assert_eq!((s.written, s.linked, s.copied), (2, 1, 0));
         assert_eq!((s.apparent_bytes, s.stored_bytes), (8, 5));
         assert_eq!(ino(&t, "m.pyc"), ino(&t, "m.opt-2.pyc"));
@@ -547,15 +632,14 @@ mod tests {
         std::fs::write(outside.path(), b"precious").unwrap();
         std::os::unix::fs::symlink(outside.path(), t.path().join("m.pyc")).unwrap();
         std::fs::write(t.path().join("m.opt-1.pyc"), b"old").unwrap();
-        write_pycs(
+        ok(write_pycs(
             &dir,
             b"",
             &[pyc("m.pyc", b"new"), pyc("m.opt-1.pyc", b"new")],
             true,
             0o644,
             None,
-        )
-        .unwrap();
+        ));
         assert_eq!(std::fs::read(outside.path()).unwrap(), b"precious");
         assert!(std::fs::symlink_metadata(t.path().join("m.pyc"))
             .unwrap()
@@ -563,18 +647,57 @@ mod tests {
         assert_eq!(ino(&t, "m.pyc"), ino(&t, "m.opt-1.pyc"));
     }
 
+    /// Issue 22, item 6: a level that cannot be replaced (here a directory in its place) is
+    /// named, and the other levels are written and counted, whether they share its content or
+    /// not.
+    #[test]
+    fn a_level_that_cannot_be_replaced_does_not_stop_the_others() {
+        let (t, dir) = setup();
+        std::fs::create_dir_all(t.path().join("m.opt-1.pyc/inside")).unwrap();
+        let files = [
+            pyc("m.pyc", b"AAA"),
+            pyc("m.opt-1.pyc", b"BB"),
+            pyc("m.opt-2.pyc", b"C"),
+        ];
+        let w = write_pycs(&dir, b"", &files, true, 0o644, None);
+        let names: Vec<&OsString> = w.failed.iter().map(|f| &f.name).collect();
+        assert_eq!(names, ["m.opt-1.pyc"]);
+        let s = w.stats;
+        assert_eq!((s.written, s.linked, s.copied), (2, 0, 0));
+        assert_eq!((s.apparent_bytes, s.stored_bytes), (4, 4));
+        assert_eq!(std::fs::read(t.path().join("m.pyc")).unwrap(), b"AAA");
+        assert_eq!(std::fs::read(t.path().join("m.opt-2.pyc")).unwrap(), b"C");
+        assert!(t.path().join("m.opt-1.pyc/inside").is_dir());
+        assert!(leftovers(&t).is_empty());
+
+        // All three identical, the first name blocked: the other two are one inode.
+        let files = [
+            pyc("n.pyc", b"XY"),
+            pyc("n.opt-1.pyc", b"XY"),
+            pyc("n.opt-2.pyc", b"XY"),
+        ];
+        std::fs::create_dir_all(t.path().join("n.pyc/inside")).unwrap();
+        let w = write_pycs(&dir, b"", &files, true, 0o644, None);
+        let names: Vec<&OsString> = w.failed.iter().map(|f| &f.name).collect();
+        assert_eq!(names, ["n.pyc"]);
+        let s = w.stats;
+        assert_eq!((s.written, s.linked, s.copied), (1, 1, 0));
+        assert_eq!((s.apparent_bytes, s.stored_bytes), (4, 2));
+        assert_eq!(ino(&t, "n.opt-1.pyc"), ino(&t, "n.opt-2.pyc"));
+        assert!(leftovers(&t).is_empty());
+    }
+
     #[test]
     fn no_link_writes_separate_files() {
         let (t, dir) = setup();
-        let s = write_pycs(
+        let s = ok(write_pycs(
             &dir,
             b"",
             &[pyc("a.pyc", b"X"), pyc("a.opt-1.pyc", b"X")],
             false,
             0o644,
             None,
-        )
-        .unwrap();
+        ));
         assert_eq!((s.written, s.linked), (2, 0));
         assert_ne!(ino(&t, "a.pyc"), ino(&t, "a.opt-1.pyc"));
     }
@@ -592,7 +715,7 @@ mod tests {
         ];
         let s = write_pycs(&dir, b"", &files, true, 0o644, None);
         test_hooks::force_link_error(None);
-        let s = s.unwrap();
+        let s = ok(s);
         assert_eq!((s.written, s.linked, s.copied), (1, 0, 2));
         assert_eq!(s.stored_bytes, 3);
         assert_ne!(ino(&t, "a.pyc"), ino(&t, "a.opt-1.pyc"));
@@ -613,7 +736,11 @@ mod tests {
             None,
         );
         test_hooks::force_link_error(None);
-        assert!(r.is_err());
+        // The link fails, so opt-1 is not written; level 0 still is, and counted so.
+        assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
+        assert_eq!(r.failed[0].name, "a.opt-1.pyc");
+        assert_eq!((r.stats.written, r.stats.linked), (1, 0));
+        assert!(t.path().join("a.pyc").exists() && !t.path().join("a.opt-1.pyc").exists());
         assert!(
             leftovers(&t).is_empty(),
             "temp files left: {:?}",
@@ -719,15 +846,14 @@ mod tests {
     #[test]
     fn mode_follows_request_under_umask() {
         let (t, dir) = setup();
-        write_pycs(
+        ok(write_pycs(
             &dir,
             b"",
             &[pyc("r.pyc", b"X")],
             true,
             0o100755 | 0o200,
             None,
-        )
-        .unwrap();
+        ));
         let mode = std::fs::metadata(t.path().join("r.pyc")).unwrap().mode() & 0o777;
         // Read, not set: umask is process-wide and the tests run in parallel threads.
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
