@@ -3,20 +3,20 @@
 //!
 //! ```toml
 //! optimize = [0, 1]
-//! jobs = 4                      # 0: one per CPU
+//! jobs = 4                      # 0: one per CPU; at most 1024
 //! invalidation-mode = "checked-hash"
 //! exclude = ["*/tests/*", "/usr/lib/python3.12/test"]
 //! errors = "warn"
 //! no-link = false
 //! no-normalize = false
 //! compile-every-level = false
-//! timeout = 300
+//! timeout = 300                # seconds, 0.001 to 86400
 //! python-version = ["3.12"]
 //! summary-json = "/tmp/pyclink.json"
 //! cache = "/var/cache/pyclink"
 //! cache-max-size = "2G"
 //! quiet = false
-//! verbose = 1
+//! verbose = 1                  # 0 to 2
 //!
 //! [interpreters]
 //! "3.12" = "/usr/bin/python3.12"
