@@ -81,9 +81,10 @@ Config file (--config or $PYCLINK_CONFIG), the same settings in TOML:
   [interpreters]
   \"3.12\" = \"/usr/bin/python3.12\"
 
-Logging: errors and compiler warnings are always shown (-q: errors only); -v adds the
+Logging: errors and warnings (a source that does not compile, also with --errors warn; compiler
+warnings; skipped files) are always shown; -q leaves out only the summary lines; -v adds the
 interpreters chosen and where the time went; -vv each source's decision (why its pycs are
-rewritten); RUST_LOG overrides.";
+rewritten). RUST_LOG replaces these levels.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -158,7 +159,7 @@ pub struct NormalizeArgs {
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
 
-    /// Print only errors (no summary line)
+    /// Leave out the summary line; errors and warnings are still printed
     #[arg(short, long)]
     quiet: bool,
 
@@ -272,7 +273,8 @@ pub struct CompileArgs {
     #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
     timeout: Option<f64>,
 
-    /// Print only errors (no summary lines)
+    /// Leave out the summary lines; errors and warnings (also those of --errors warn) are still
+    /// printed
     #[arg(short, long)]
     quiet: bool,
 

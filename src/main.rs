@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         Ok(i) => i,
         Err(e) => return fatal(&e.to_string(), json),
     };
-    init_logging(invocation.quiet(), invocation.verbose());
+    init_logging(invocation.verbose());
     if let Err(e) = pyclink::cleanup::install_signal_handler() {
         log::warn!("cannot catch SIGINT/SIGTERM ({e}); an interrupt may leave temp files for the next run to remove");
     }
@@ -153,11 +153,12 @@ fn finish(
     ExitCode::from(code as u8)
 }
 
-fn init_logging(quiet: bool, verbose: u8) {
-    let level = match (quiet, verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
+/// Errors and warnings are always logged: `-q` only drops the summary lines (see `finish`). A
+/// quiet level that hid them would let a build with `--errors warn` drop pycs in silence.
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
         _ => "debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))

@@ -118,7 +118,7 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
 
-    /// Print only the problems (no summary line)
+    /// Leave out the summary line; problems and warnings are still printed
     #[arg(short, long)]
     quiet: bool,
 
