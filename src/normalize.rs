@@ -420,8 +420,8 @@ fn link_modules(
                     done.linked += 1;
                     files[i].1 = files[j].1;
                 }
-                Err(e) if refuses_links(&e) => done.refused += 1,
-                Err(e) => done.failed.push((
+                Err(LinkError::Link(e)) if refuses_links(&e) => done.refused += 1,
+                Err(LinkError::Link(e) | LinkError::Replace(e)) => done.failed.push((
                     dir.join(files[i].0),
                     std::io::Error::new(
                         e.kind(),
@@ -453,9 +453,20 @@ fn read_regular(dir: &OwnedFd, name: &OsStr) -> std::io::Result<Option<(Inode, V
     Ok(Some(((st.st_dev as u64, st.st_ino as u64), bytes)))
 }
 
+/// Why `link_over` failed: making the link (where EPERM, EXDEV... mean that the filesystem
+/// does not do hardlinks, and the levels are left separate) or putting it in place of the old
+/// name (where EPERM means an immutable file: an error, never a filesystem without links).
+enum LinkError {
+    Link(std::io::Error),
+    Replace(std::io::Error),
+}
+
 /// Make `name` a hardlink to `to` (both in `dir`), atomically.
-fn link_over(dir: &Arc<OwnedFd>, to: &OsStr, name: &OsStr) -> std::io::Result<()> {
-    TempFile::link_existing(dir, to)?.rename_to(name)
+fn link_over(dir: &Arc<OwnedFd>, to: &OsStr, name: &OsStr) -> Result<(), LinkError> {
+    TempFile::link_existing(dir, to)
+        .map_err(LinkError::Link)?
+        .rename_to(name)
+        .map_err(LinkError::Replace)
 }
 
 fn split(rel: &Path) -> (&Path, &OsStr) {

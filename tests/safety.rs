@@ -1625,3 +1625,271 @@ fn control_characters_in_names_are_escaped() {
         );
     }
 }
+
+// ----------------------------------------------------------------------------------------
+// Issue 22: honest figures (item 6), escaped paths (item 8), exact temp names (item 9)
+
+/// `chattr +i` on files and directories, undone on drop (else the temp dir cannot be
+/// removed).
+struct Immutable(Vec<PathBuf>);
+
+impl Immutable {
+    /// Make `path` immutable; false where the filesystem or the user cannot.
+    fn add(&mut self, path: &Path) -> bool {
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            self.0.push(path.to_path_buf());
+        }
+        ok
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = Command::new("chattr").arg("-i").arg(p).status();
+        }
+    }
+}
+
+/// Whether `chattr +i` works in `dir` (root, on a filesystem with the attribute).
+fn chattr_works(dir: &Path) -> bool {
+    let probe = dir.join("chattr-probe");
+    std::fs::write(&probe, "x").unwrap();
+    // The guard undoes it at the end of the statement.
+    let works = Immutable(Vec::new()).add(&probe);
+    let _ = std::fs::remove_file(&probe);
+    works
+}
+
+fn inode_of(p: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p).ok().map(|m| m.ino())
+}
+
+/// Item 6: a level whose pyc cannot be replaced (an immutable file; a directory in its place)
+/// is named in the error, the other levels are written, and the summary line and the JSON
+/// count exactly the names this run put in place.
+#[test]
+fn a_pyc_that_cannot_be_replaced_is_named_and_the_rest_counted() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    // both: three different levels; plain: three identical; docs: 0 = 1, 2 apart.
+    write_files(
+        &site,
+        &[
+            ("both.py", "\"\"\"doc\"\"\"\nassert 1\nx = 1\n"),
+            ("plain.py", "x = 1\n"),
+            ("docs.py", "\"\"\"doc\"\"\"\nx = 1\n"),
+        ],
+    );
+    assert!(run(pyclink().arg("--buildroot").arg(&root))
+        .status
+        .success());
+    let both = pycs(&site, "both", &h.tag);
+    let plain = pycs(&site, "plain", &h.tag);
+    let docs = pycs(&site, "docs", &h.tag);
+    let sp = format!("/usr/lib/python{}/site-packages", h.version);
+
+    // The first of an identical group is a directory: its two links are still written.
+    std::fs::remove_file(&plain[0]).unwrap();
+    std::fs::create_dir_all(plain[0].join("inside")).unwrap();
+    let mut immutable = Immutable(Vec::new());
+    let chattr = chattr_works(t.path());
+    if chattr {
+        assert!(immutable.add(&both[1]));
+    } else {
+        println!(
+            "SKIP a_pyc_that_cannot_be_replaced (immutable part): chattr +i does not work in {} \
+             (needs root and ext4/xfs/btrfs); a directory stands in for the immutable pyc",
+            t.path().display()
+        );
+        std::fs::remove_file(&both[1]).unwrap();
+        std::fs::create_dir(&both[1]).unwrap();
+    }
+    let names: Vec<&PathBuf> = both.iter().chain(&plain).chain(&docs).collect();
+    let before: Vec<Option<u64>> = names.iter().map(|p| inode_of(p)).collect();
+    let old_opt1 = std::fs::symlink_metadata(&both[1]).unwrap();
+
+    let json = t.path().join("s.json");
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--force", "--summary-json"])
+        .arg(&json));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let blocked = if chattr {
+        "Operation not permitted"
+    } else {
+        "Is a directory"
+    };
+    for want in [
+        format!(
+            "pyclink: error: {sp}/both.py: cannot write {sp}/__pycache__/both.{}.opt-1.pyc: {blocked}",
+            h.tag
+        ),
+        format!(
+            "pyclink: error: {sp}/plain.py: cannot write {sp}/__pycache__/plain.{}.pyc: Is a directory",
+            h.tag
+        ),
+    ] {
+        assert!(err.lines().any(|l| l.starts_with(&want)), "no {want:?} in:\n{err}");
+    }
+
+    // On disk: every name but the two blocked ones is a new file.
+    let replaced = names
+        .iter()
+        .zip(&before)
+        .filter(|(p, old)| inode_of(p) != **old && inode_of(p).is_some())
+        .count();
+    assert_eq!(replaced, 7);
+    assert_eq!(
+        std::fs::symlink_metadata(&both[1])
+            .unwrap()
+            .modified()
+            .unwrap(),
+        old_opt1.modified().unwrap()
+    );
+    assert!(plain[0].join("inside").is_dir());
+    assert_eq!(inode_of(&plain[1]), inode_of(&plain[2]));
+    assert_ne!(inode_of(&both[0]), inode_of(&both[2]));
+    assert!(temp_files(&root).is_empty());
+
+    // The figures are what is on disk: 7 names, of which 2 are links of another.
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let r = &v["versions"][0];
+    let figures = |k: &str| r[k].as_u64().unwrap();
+    assert_eq!(
+        ["pyc", "written", "hardlinked", "copied", "errors"].map(figures),
+        [7, 5, 2, 0, 2],
+        "{r}"
+    );
+    assert_eq!(
+        figures("written") + figures("hardlinked") + figures("copied"),
+        replaced as u64
+    );
+    let details = v["error_details"].as_array().unwrap();
+    assert!(details.iter().all(|d| d["kind"] == "io"), "{details:?}");
+    assert!(
+        stdout(&out).contains("7 pyc (5 written, 2 hardlinked, 0 copied), 2 errors"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// Item 6 in `normalize`: a name that cannot be replaced does not keep the inode's other
+/// names (nor the directory's other modules) from being rewritten or linked, is named in its
+/// own error, and the figures count what was done.
+#[test]
+fn normalize_counts_what_it_did_when_a_name_cannot_be_replaced() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    if !chattr_works(t.path()) {
+        println!(
+            "SKIP normalize_counts_what_it_did: chattr +i does not work in {} (needs root and \
+             ext4/xfs/btrfs)",
+            t.path().display()
+        );
+        return;
+    }
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    write_files(
+        &site,
+        &[
+            ("a/m.py", "x = 1\n"),
+            ("b/m.py", "x = 1\n"),
+            ("n.py", "y = 2\n"),
+            ("o.py", "z = 3\n"),
+        ],
+    );
+    assert!(
+        run(pyclink().arg("--buildroot").arg(&root).arg("--no-link"))
+            .status
+            .success()
+    );
+    let mut immutable = Immutable(Vec::new());
+
+    // Pass 1: one inode named in a/ and in b/, out of the normal form (the raw marshal bytes
+    // of --no-normalize flag the top code object FLAG_REF, which nothing references again);
+    // b/__pycache__ is immutable.
+    assert!(run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--no-link", "--no-normalize", "--force"])
+        .arg(site.join("a")))
+    .status
+    .success());
+    let a = pycs(&site.join("a"), "m", &h.tag);
+    let raw = a
+        .iter()
+        .filter(|p| std::fs::read(p).unwrap()[16] == b'c' | 0x80)
+        .count();
+    assert!(raw > 0, "the raw marshal bytes flag the top code object");
+    let a0 = a[0].clone();
+    assert_eq!(std::fs::read(&a0).unwrap()[16], b'c' | 0x80);
+    let b0 = pycs(&site.join("b"), "m", &h.tag)[0].clone();
+    // b/ holds only that name, so that linking levels has nothing to do there.
+    for p in pycs(&site.join("b"), "m", &h.tag) {
+        std::fs::remove_file(p).unwrap();
+    }
+    std::fs::hard_link(&a0, &b0).unwrap();
+    assert!(immutable.add(&site.join("b/__pycache__")));
+
+    // Pass 2: n's levels are separate files; its opt-1 is immutable, so it cannot become a
+    // link, but its opt-2 can, and so can every level of o.
+    let n = pycs(&site, "n", &h.tag);
+    let o = pycs(&site, "o", &h.tag);
+    assert!(immutable.add(&n[1]));
+
+    let json = t.path().join("n.json");
+    let out = run(pyclink()
+        .args(["normalize", "--buildroot"])
+        .arg(&root)
+        .arg("--summary-json")
+        .arg(&json));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    // a/m's inodes, each in the normal form now; the one named in b/ too counts once.
+    assert_eq!(v["rewritten"], raw, "{v}");
+    // a/m's two other levels, n's opt-2 and o's two other levels.
+    assert_eq!(v["linked"], 5, "{v}");
+    let errors: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    let sp = format!("/usr/lib/python{}/site-packages", h.version);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].starts_with(&format!(
+            "{sp}/__pycache__/n.{}.opt-1.pyc: cannot make it a hardlink of its identical level n.{}.pyc: ",
+            h.tag, h.tag
+        )),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].starts_with(&format!(
+            "{sp}/b/__pycache__/m.{}.pyc: cannot replace it with its normal form: ",
+            h.tag
+        )),
+        "{errors:?}"
+    );
+    // On disk: a/ holds the normal form, b/ the old bytes; n.opt-2 and o's levels are links.
+    assert_eq!(std::fs::read(&a0).unwrap()[16], b'c');
+    assert_eq!(std::fs::read(&b0).unwrap()[16], b'c' | 0x80);
+    assert_ne!(inode_of(&a0), inode_of(&b0));
+    assert_eq!(inode_of(&n[0]), inode_of(&n[2]));
+    assert_ne!(inode_of(&n[0]), inode_of(&n[1]));
+    assert!(inode_of(&o[0]) == inode_of(&o[1]) && inode_of(&o[1]) == inode_of(&o[2]));
+    assert!(temp_files(&root).is_empty());
+}
