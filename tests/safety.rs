@@ -1893,3 +1893,54 @@ fn normalize_counts_what_it_did_when_a_name_cannot_be_replaced() {
     assert!(inode_of(&o[0]) == inode_of(&o[1]) && inode_of(&o[1]) == inode_of(&o[2]));
     assert!(temp_files(&root).is_empty());
 }
+
+/// Item 9: a run removes the temp files a killed run left in `__pycache__`, and nothing else
+/// that merely looks like one: a user's `.pyclink-backup-of-settings.tmp`, near-miss names, a
+/// symlink or directory with a temp file's name.
+#[test]
+fn stale_temp_cleanup_removes_only_pyclinks_temp_files() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    write_files(&site, &[("m.py", "x = 1\n")]);
+    let cache = site.join("__pycache__");
+    std::fs::create_dir_all(&cache).unwrap();
+    let stale = [".pyclink-4242-0.tmp", ".pyclink-1-18446744073709551615.tmp"];
+    let kept = [
+        ".pyclink-backup-of-settings.tmp",
+        ".pyclink-4242-0.tmp.orig",
+        ".pyclink-04242-0.tmp",
+        ".pyclink-4242-0-1.tmp",
+        ".pyclink-0-1.tmp",
+    ];
+    for name in stale.iter().chain(&kept) {
+        std::fs::write(cache.join(name), "user data").unwrap();
+    }
+    let outside = t.path().join("outside.txt");
+    std::fs::write(&outside, "precious").unwrap();
+    symlink(&outside, cache.join(".pyclink-4243-1.tmp")).unwrap();
+    std::fs::create_dir(cache.join(".pyclink-4243-2.tmp")).unwrap();
+
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--summary-json", "-"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["stale_temps_removed"], 2, "{v}");
+    for name in stale {
+        assert!(!cache.join(name).exists(), "{name} left");
+    }
+    for name in kept {
+        assert_eq!(
+            std::fs::read_to_string(cache.join(name)).unwrap(),
+            "user data",
+            "{name}"
+        );
+    }
+    assert!(std::fs::symlink_metadata(cache.join(".pyclink-4243-1.tmp")).is_ok());
+    assert!(cache.join(".pyclink-4243-2.tmp").is_dir());
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+    assert!(pycs(&site, "m", &h.tag)[0].exists());
+}
