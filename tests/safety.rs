@@ -1944,3 +1944,201 @@ fn stale_temp_cleanup_removes_only_pyclinks_temp_files() {
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
     assert!(pycs(&site, "m", &h.tag)[0].exists());
 }
+
+/// Item 8: every path in every message is escaped by one function. Each fatal error is
+/// driven with a build root, cache, config, JSON or interpreter path (or a PATH inside the
+/// root) whose name holds a newline and the byte 0xff: the newline must not forge a second
+/// `pyclink: error:` line, nor 0xff come out as U+FFFD.
+#[test]
+fn fatal_errors_escape_every_path() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let odd = |prefix: &str| {
+        let mut v = prefix.as_bytes().to_vec();
+        v.extend_from_slice(b"\nforged\xff");
+        OsString::from_vec(v)
+    };
+    // How the odd part prints.
+    let shown = r"\nforged\xff";
+
+    // A root with an odd name and a source of the host's version in it.
+    let root = t.path().join(odd("root"));
+    let site = site_of(&h, &root);
+    write_files(&site, &[("a.py", "x = 1\n")]);
+    let file = t.path().join(odd("file"));
+    std::fs::write(&file, "").unwrap();
+    let live = t.path().join(odd("live"));
+    symlink("/", &live).unwrap();
+    let missing = t.path().join(odd("missing"));
+    let bad_toml = t.path().join(odd("bad.toml"));
+    std::fs::write(&bad_toml, "jobs = \n").unwrap();
+    let jobs_toml = t.path().join(odd("jobs.toml"));
+    std::fs::write(&jobs_toml, "jobs = 5000\n").unwrap();
+    let interp_toml = t.path().join("interp.toml");
+    std::fs::write(
+        &interp_toml,
+        format!(
+            "[interpreters]\n\"{}\" = \"/no\\nsuch\\u00ff\"\n",
+            h.version
+        ),
+    )
+    .unwrap();
+    // clap takes --interpreter as UTF-8: a newline and a bidirectional control, not 0xff.
+    let no_python = t.path().join("python\nforged\u{202e}");
+    let mut odd_path = b"usr/share/".to_vec();
+    odd_path.extend_from_slice(odd("p").as_bytes());
+    let odd_path = OsString::from_vec(odd_path);
+    std::fs::create_dir_all(root.join("usr/share")).unwrap();
+    symlink(t.path(), root.join("usr/share").join(odd("link"))).unwrap();
+    let mut linked = b"usr/share/".to_vec();
+    linked.extend_from_slice(odd("link").as_bytes());
+    let linked = OsString::from_vec(linked);
+    let dotdot = OsString::from_vec(b"usr/..\n\xff/../x".to_vec());
+
+    let a = |s: &str| OsString::from(s);
+    let p = |p: &Path| p.as_os_str().to_os_string();
+    let cases: Vec<(Vec<OsString>, String)> = vec![
+        (
+            vec![a("--buildroot"), p(&missing)],
+            format!("missing{shown} does not exist"),
+        ),
+        (
+            vec![a("--buildroot"), p(&file)],
+            format!("file{shown} is not a directory"),
+        ),
+        (
+            vec![a("--buildroot"), p(&live)],
+            format!("live{shown} is the running system's /"),
+        ),
+        (
+            vec![a("--buildroot"), p(&root), a("--config"), p(&missing)],
+            format!(
+                "cannot read the config file {}",
+                t.path().join("missing").display()
+            ) + shown,
+        ),
+        (
+            vec![a("--buildroot"), p(&root), a("--config"), p(&bad_toml)],
+            format!("bad.toml{shown}: TOML parse error"),
+        ),
+        (
+            vec![a("--buildroot"), p(&root), a("--config"), p(&jobs_toml)],
+            format!("jobs.toml{shown}: jobs = 5000: "),
+        ),
+        (
+            vec![a("--buildroot"), p(&root), a("--config"), p(&interp_toml)],
+            "= \"/no\\nsuch\u{ff}\": no such file".to_string(),
+        ),
+        (
+            vec![a("--buildroot"), p(&root), a("--cache"), p(&file)],
+            format!(
+                "cannot use the cache directory {}",
+                t.path().join("file").display()
+            ) + shown,
+        ),
+        (
+            vec![
+                a("--buildroot"),
+                p(&root),
+                a("--summary-json"),
+                p(&missing.join("s.json")),
+            ],
+            format!(
+                "cannot write {}{shown}/s.json",
+                t.path().join("missing").display()
+            ),
+        ),
+        (
+            vec![a("--buildroot"), p(&root), odd_path.clone()],
+            format!("/usr/share/p{shown} does not exist in the build root "),
+        ),
+        (
+            vec![a("--buildroot"), p(&root), linked.clone()],
+            format!("/usr/share/link{shown} is a symlink"),
+        ),
+        (
+            vec![a("--buildroot"), p(&root), dotdot.clone()],
+            r"'usr/..\n\xff/../x' contains '..'".into(),
+        ),
+        (
+            vec![a("--buildroot"), p(&root), a("--interpreter"), {
+                let mut v = format!("{}=", h.version).into_bytes();
+                v.extend_from_slice(no_python.as_os_str().as_bytes());
+                OsString::from_vec(v)
+            }],
+            format!(
+                r"--interpreter {}\nforged\u{{202e}}: ",
+                t.path().join("python").display()
+            ),
+        ),
+        (
+            vec![
+                a("--buildroot"),
+                p(&root),
+                a("--interpreter"),
+                p(&no_python),
+            ],
+            format!(
+                r"--interpreter {}\nforged\u{{202e}}: ",
+                t.path().join("python").display()
+            ),
+        ),
+        (
+            vec![a("-q"), a("verify"), a("--buildroot"), p(&root)],
+            "has none: options go after".to_string(),
+        ),
+        (
+            vec![a("verify"), a("--buildroot"), p(&missing)],
+            format!("missing{shown} does not exist"),
+        ),
+        (
+            vec![a("verify"), a("--buildroot"), p(&root), odd_path.clone()],
+            format!("/usr/share/p{shown} does not exist in the build root "),
+        ),
+        (
+            vec![a("verify"), a("--buildroot"), p(&root), linked.clone()],
+            format!("/usr/share/link{shown} is, or lies under, a symlink"),
+        ),
+        (
+            vec![a("normalize"), a("--buildroot"), p(&missing)],
+            format!("missing{shown} does not exist"),
+        ),
+        (
+            vec![a("normalize"), a("--buildroot"), p(&root), odd_path.clone()],
+            format!("/usr/share/p{shown} does not exist in the build root "),
+        ),
+    ];
+    let json = t.path().join("fatal.json");
+    for (args, says) in cases {
+        let _ = std::fs::remove_file(&json);
+        let mut cmd = pyclink();
+        cmd.args(&args);
+        if !args.iter().any(|a| a == "--summary-json") {
+            cmd.arg("--summary-json").arg(&json);
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = std::str::from_utf8(&out.stderr)
+            .unwrap_or_else(|e| panic!("{args:?}: stderr is not UTF-8 ({e}): {:?}", out.stderr));
+        assert!(!err.contains('\u{fffd}'), "{args:?}: U+FFFD in:\n{err}");
+        assert!(
+            err.lines().all(|l| l.starts_with("pyclink: ")) && !err.contains("\nforged"),
+            "{args:?}: a forged line in:\n{err}"
+        );
+        assert!(err.contains(&says), "{args:?}: no {says:?} in:\n{err}");
+        if let Ok(text) = std::fs::read_to_string(&json) {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let fatal = v["fatal_error"].as_str().unwrap_or_default();
+            assert!(
+                !fatal.contains('\u{fffd}') && !fatal.contains('\n') || fatal.contains("TOML"),
+                "{args:?}: {fatal:?}"
+            );
+            assert!(!v["buildroot"]
+                .as_str()
+                .unwrap_or_default()
+                .contains('\u{fffd}'));
+        }
+    }
+}
