@@ -1340,6 +1340,28 @@ fn dh_pyclink_shows_errors_under_dh_quiet_and_terse() {
     );
 }
 
+/// Issue 22, item 7: pyclink refuses -j above 1024 as a typo; a builder's parallel= is none,
+/// so dh_pyclink caps it (and reads a value that is no number as one job).
+#[test]
+fn dh_pyclink_caps_parallel_at_what_pyclink_takes() {
+    let (_dir, src) = installed_sample_tree();
+    for (parallel, jobs) in [
+        ("5000", "1024"),
+        ("1024", "1024"),
+        ("0", "1"),
+        ("many", "1"),
+    ] {
+        let out = dh_pyclink(
+            &src,
+            &["--no-act", "-ppyclinksample"],
+            &[("DEB_BUILD_OPTIONS", &format!("parallel={parallel}"))],
+        );
+        assert!(out.status.success(), "{parallel}: {}", stderr(&out));
+        let want = format!("\tpyclink --buildroot debian/{SAMPLE} --jobs {jobs} ");
+        assert!(stdout(&out).contains(&want), "{parallel}: {}", stdout(&out));
+    }
+}
+
 #[test]
 fn dh_pyclink_all_compiles_every_tree_and_skips_empty_packages() {
     let (_dir, src) = installed_sample_tree();
