@@ -435,7 +435,8 @@ impl Origin<'_> {
         };
         UsageError::Value {
             origin,
-            message: message.into(),
+            // It may quote the value again ("'3.1\n2' is not a Python version").
+            message: printable(&message.into()).into_owned(),
         }
     }
 }

@@ -48,7 +48,12 @@ impl Plan {
 
 /// An `--exclude` pattern that is not a glob.
 #[derive(Debug, thiserror::Error)]
-#[error("bad --exclude pattern '{pattern}': {source}")]
+// The pattern as typed (also in globset's message) may hold a newline: one message, one line.
+#[error(
+    "bad --exclude pattern '{}': {}",
+    crate::escape::printable(pattern),
+    crate::escape::printable(&source.to_string())
+)]
 pub struct BadExclude {
     pub pattern: String,
     #[source]

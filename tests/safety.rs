@@ -2085,6 +2085,20 @@ fn fatal_errors_escape_every_path() {
                 t.path().join("python").display()
             ),
         ),
+        // Values echoed in a message are one line too.
+        (
+            vec![a("--buildroot"), p(&root), a("-x"), a("a[\nforged")],
+            r"bad --exclude pattern 'a[\nforged': ".to_string(),
+        ),
+        (
+            vec![
+                a("--buildroot"),
+                p(&root),
+                a("--python-version"),
+                a("3.1\nforged"),
+            ],
+            r"--python-version 3.1\nforged: ".to_string(),
+        ),
         (
             vec![a("-q"), a("verify"), a("--buildroot"), p(&root)],
             "has none: options go after".to_string(),
