@@ -759,12 +759,22 @@ const TIMEOUTS_ARE: &str = "the time limit per source is a number of seconds fro
 pub(crate) fn timeout_from(given: Option<(f64, Origin)>) -> Result<Duration, UsageError> {
     let secs = match given {
         Some((t, origin)) if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&t) => {
-            return Err(origin.error(t, TIMEOUTS_ARE))
+            return Err(origin.error(seconds_text(t), TIMEOUTS_ARE))
         }
         Some((t, _)) => t,
         None => 300.0,
     };
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Seconds as a user would have typed them: `300`, `2.5`, `1e30` (f64's Display spells 1e30
+/// with 31 digits and -1e-300 with 300).
+fn seconds_text(t: f64) -> String {
+    if t.fract() == 0.0 && t.abs() < 1e15 {
+        format!("{}", t as i64)
+    } else {
+        format!("{t:?}")
+    }
 }
 
 /// A version pyclink can compile for, from `X.Y`, `pythonX.Y` or `pypyX.Y`.
@@ -1139,10 +1149,7 @@ mod tests {
         }
         for bad in ["1e19", "0", "-5", "inf"] {
             let e = err(&["verify", "--buildroot", root, "--timeout", bad]).unwrap_err();
-            assert_eq!(
-                e,
-                format!("--timeout {}: {TIMEOUTS_ARE}", bad.parse::<f64>().unwrap())
-            );
+            assert_eq!(e, format!("--timeout {bad}: {TIMEOUTS_ARE}"));
         }
         let e = err(&["verify", "--buildroot", root, "-o", "3"]).unwrap_err();
         assert!(

@@ -1336,3 +1336,66 @@ fn quiet_never_hides_errors_or_warnings() {
     );
     assert!(stdout(&out).is_empty(), "{}", stdout(&out));
 }
+
+/// Issue 22, item 7: a number out of bounds is refused with exit 2, a message naming the flag
+/// or the config file and key, and the JSON's fatal_error; `--timeout 1e19` and
+/// `timeout = 1e30` used to panic (exit 101) in compile and in verify.
+#[test]
+fn numbers_out_of_bounds_are_refused_never_a_panic() {
+    let h = host();
+    let (t, root, _site) = site_root(&h, &[("a.py", NEITHER)]);
+    assert!(run(pyclink().arg("--buildroot").arg(&root))
+        .status
+        .success());
+    let cfg = t.path().join("c.toml");
+    std::fs::write(&cfg, "timeout = 1e30\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let json = t.path().join("s.json");
+    let cases: [(&[&str], &str); 9] = [
+        (&["--timeout", "1e19"], "--timeout 1e19: "),
+        (&["--config", cfg], "c.toml: timeout = 1e30: "),
+        (&["verify", "--timeout", "1e19"], "--timeout 1e19: "),
+        (&["verify", "--timeout", "-1e-300"], "--timeout -1e-300: "),
+        (&["--cache-max-size", "1e30"], "--cache-max-size 1e30: "),
+        (&["--cache-max-size", "-1"], "--cache-max-size -1: "),
+        (
+            &["-j", "99999999999999999999"],
+            "--jobs 99999999999999999999: ",
+        ),
+        (&["verify", "-j", "-1"], "--jobs -1: "),
+        (&["normalize", "-j", "1025"], "--jobs 1025: "),
+    ];
+    for (args, says) in cases {
+        let _ = std::fs::remove_file(&json);
+        let (sub, rest) = match args[0] {
+            "verify" | "normalize" => (Some(args[0]), &args[1..]),
+            _ => (None, args),
+        };
+        let out = run(pyclink()
+            .args(sub)
+            .arg("--buildroot")
+            .arg(&root)
+            .args(rest)
+            .arg("--summary-json")
+            .arg(&json));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.starts_with("pyclink: error: "), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: no {says:?} in {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(v["exit_code"], 2, "{args:?}");
+        assert!(
+            v["fatal_error"].as_str().unwrap().contains(says.trim_end()),
+            "{args:?}: {v}"
+        );
+    }
+    // The bounds themselves are accepted, and the run goes on.
+    let out = run(pyclink().arg("verify").arg("--buildroot").arg(&root).args([
+        "--timeout",
+        "86400",
+        "-j",
+        "1024",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+}
