@@ -1299,7 +1299,8 @@ fn quiet_never_hides_errors_or_warnings() {
     }
 
     // verify -q: each problem is printed; so is the warning that nothing was found.
-    std::fs::write(site.join("good.py"), "x = 2\n").unwrap();
+    // Another size, so that the header is stale within the same second too.
+    std::fs::write(site.join("good.py"), "x = 22\n").unwrap();
     let out = run(pyclink().args(["verify", "-q", "--buildroot"]).arg(&root));
     assert_eq!(out.status.code(), Some(1));
     let good_pyc = format!("{sp}/__pycache__/good.{}.pyc: stale: ", h.tag);
