@@ -28,7 +28,7 @@ For every pyc under the root (or the PATHs):
   links      levels of one source with identical bytes are one file (hardlinks), and levels
              that are one file compile to the same code
   strays     every file in __pycache__ is a pyc of a source beside it; no temp file left by an
-             interrupted write (pyclink's .pyclink-*.tmp, importlib's NAME.pyc.NNN); no pyc
+             interrupted write (pyclink's .pyclink-PID-SEQ.tmp, importlib's NAME.pyc.NNN); no pyc
              outside __pycache__ beside its source (import never reads it), and none without a
              source unless --allow-sourceless
 
