@@ -8,6 +8,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::compile::cache::parse_size;
 use crate::config::{ConfigError, ConfigFile};
+use crate::escape::{path_text, printable, shown};
 use crate::fsroot::{root_relative, PathError};
 use crate::python::PyVersion;
 use crate::python::{InvalidationMode, Levels};
@@ -80,9 +81,10 @@ Config file (--config or $PYCLINK_CONFIG), the same settings in TOML:
   [interpreters]
   \"3.12\" = \"/usr/bin/python3.12\"
 
-Logging: errors and compiler warnings are always shown (-q: errors only); -v adds the
+Logging: errors and warnings (a source that does not compile, also with --errors warn; compiler
+warnings; skipped files) are always shown; -q leaves out only the summary lines; -v adds the
 interpreters chosen and where the time went; -vv each source's decision (why its pycs are
-rewritten); RUST_LOG overrides.";
+rewritten). RUST_LOG replaces these levels.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -157,7 +159,7 @@ pub struct NormalizeArgs {
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
 
-    /// Print only errors (no summary line)
+    /// Leave out the summary line; errors and warnings are still printed
     #[arg(short, long)]
     quiet: bool,
 
@@ -258,9 +260,10 @@ pub struct CompileArgs {
     #[arg(long, value_name = "DIR", env = "PYCLINK_CACHE")]
     cache: Option<PathBuf>,
 
-    /// Trim the cache to SIZE after each run, least recently used first (K, M, G, T)
-    /// [default: 1G]
-    #[arg(long, value_name = "SIZE")]
+    /// Trim the cache to SIZE after each run, least recently used first (K, M, G, T; at most
+    /// 1024T) [default: 1G]
+    // A string with hyphen values allowed, so that `-1` gets the flag's own message.
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
     cache_max_size: Option<String>,
 
     /// Use a --cache DIR that other users can write, with a warning: whoever writes it decides
@@ -279,11 +282,12 @@ pub struct CompileArgs {
     config: Option<PathBuf>,
 
     /// Seconds one source may take in a worker before the worker is restarted and the source
-    /// retried once [default: 300]
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    /// retried once, from 0.001 to 86400 [default: 300]
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
     timeout: Option<f64>,
 
-    /// Print only errors (no summary lines)
+    /// Leave out the summary lines; errors and warnings (also those of --errors warn) are still
+    /// printed
     #[arg(short, long)]
     quiet: bool,
 
@@ -384,7 +388,7 @@ pub fn json_target(matches: &clap::ArgMatches) -> Option<JsonTarget> {
     let buildroot = path_arg("buildroot")
         .or(cfg_root)
         .or_else(|| std::env::var_os("RPM_BUILD_ROOT").map(PathBuf::from))
-        .map_or_else(String::new, |p| p.display().to_string());
+        .map_or_else(String::new, |p| path_text(p.as_os_str()).into_owned());
     Some(JsonTarget {
         path: path_arg("summary_json").or(cfg_json)?,
         kind,
@@ -402,14 +406,14 @@ pub enum UsageError {
     Config(#[from] ConfigError),
     #[error("no build root: give --buildroot DIR or set RPM_BUILD_ROOT")]
     NoBuildRoot,
-    #[error("the build root {} does not exist", .0.display())]
+    #[error("the build root {} does not exist", shown(.0))]
     NoSuchBuildRoot(PathBuf),
-    #[error("the build root {} is not a directory", .0.display())]
+    #[error("the build root {} is not a directory", shown(.0))]
     BuildRootNotADirectory(PathBuf),
     #[error(
         "the build root {} is the running system's /; pyclink compiles package build roots \
          (RPM_BUILD_ROOT, debian/PKG), never the live system",
-        .0.display()
+        shown(.0)
     )]
     LiveSystem(PathBuf),
     #[error("{0}")]
@@ -417,7 +421,7 @@ pub enum UsageError {
     #[error(
         "'{0}' was taken as a PATH, and the build root {root} has none: options go after the \
          subcommand (`pyclink {0} -q ...`, not `pyclink -q {0} ...`)",
-        root = .1.display()
+        root = shown(.1)
     )]
     SubcommandAfterOption(String, PathBuf),
 }
@@ -434,15 +438,18 @@ impl Origin<'_> {
         value: impl std::fmt::Display,
         message: impl Into<String>,
     ) -> UsageError {
+        // The value as typed may hold anything, a newline included: one message, one line.
+        let value = printable(&value.to_string()).into_owned();
         let origin = match self {
             Origin::Flag(flag) => format!("{flag} {value}"),
             Origin::Config(file, key) => {
-                format!("config file {}: {key} = {value}", file.display())
+                format!("config file {}: {key} = {value}", shown(*file))
             }
         };
         UsageError::Value {
             origin,
-            message: message.into(),
+            // It may quote the value again ("'3.1\n2' is not a Python version").
+            message: printable(&message.into()).into_owned(),
         }
     }
 }
@@ -474,6 +481,7 @@ impl Cli {
                 let first = self.compile.paths.first().cloned();
                 let invocation = self.compile.into_invocation()?;
                 if let (Some(first), Invocation::Compile { settings, .. }) = (first, &invocation) {
+                    // Not a message: compared with the subcommands' names.
                     let name = first.to_string_lossy();
                     if ["compile", "normalize", "verify"].contains(&name.as_ref())
                         && settings.buildroot.join(&first).symlink_metadata().is_err()
@@ -541,8 +549,16 @@ fn jobs_from(given: Option<(usize, Origin)>) -> Result<usize, UsageError> {
 
 const JOBS_ARE: &str = "-j takes a number of workers from 0 (one per CPU) to 1024";
 
+/// The largest --cache-max-size: a size that large is a typo, and sizes that overflow a u64
+/// must not wrap or saturate into a different limit in silence.
+pub const MAX_CACHE_SIZE: u64 = 1 << 50;
+
+const CACHE_SIZES_ARE: &str = "the cache size is at most 1024T (1 PiB)";
+
+const VERBOSE_IS: &str = "verbose is 0, 1 (like -v) or 2 (like -vv)";
+
 /// `-j` as typed (clap would call `-1` an unknown option).
-fn jobs_arg(s: Option<String>) -> Result<Option<usize>, UsageError> {
+pub(crate) fn jobs_arg(s: Option<String>) -> Result<Option<usize>, UsageError> {
     s.map(|s| {
         s.trim()
             .parse::<usize>()
@@ -595,8 +611,8 @@ impl CompileArgs {
             // Checked here, where the config file can be named: later failures say only
             // which interpreter failed.
             if !v.is_file() {
-                let shown = format!("\"{k}\" = {:?}", v.display().to_string());
-                return Err(origin.error(shown, "no such file"));
+                let given = format!("\"{k}\" = \"{}\"", shown(&v));
+                return Err(origin.error(given, "no such file"));
             }
             interpreters.insert(version, v);
         }
@@ -624,8 +640,18 @@ impl CompileArgs {
             "--cache-max-size",
             cfg_path,
         ) {
-            Some((size, origin)) => parse_size(&size).map_err(|e| origin.error(&size, e))?,
+            Some((size, origin)) => match parse_size(&size) {
+                Ok(bytes) if bytes <= MAX_CACHE_SIZE => bytes,
+                Ok(_) => return Err(origin.error(&size, CACHE_SIZES_ARE)),
+                Err(e) => return Err(origin.error(&size, e)),
+            },
             None => 1 << 30,
+        };
+        let cfg_verbose = match (cfg.verbose, cfg_path) {
+            (Some(v), Some(path)) if v > 2 => {
+                return Err(Origin::Config(path, "verbose").error(v, VERBOSE_IS))
+            }
+            (v, _) => v.unwrap_or(0),
         };
 
         let settings = Settings {
@@ -654,7 +680,7 @@ impl CompileArgs {
         };
         Ok(Invocation::Compile {
             settings,
-            verbose: self.verbose.max(cfg.verbose.unwrap_or(0)),
+            verbose: self.verbose.max(cfg_verbose),
         })
     }
 }
@@ -737,16 +763,35 @@ pub(crate) fn versions_from(
         .collect()
 }
 
+/// The bounds of --timeout, in seconds. Below a millisecond no interpreter even starts; a day
+/// per source is more than any compile needs, even emulated, and far from where a deadline
+/// (now + timeout) overflows.
+pub const MIN_TIMEOUT: f64 = 0.001;
+pub const MAX_TIMEOUT: f64 = 86_400.0;
+
+const TIMEOUTS_ARE: &str = "the time limit per source is a number of seconds from 0.001 to 86400 \
+     (one day)";
+
 /// The --timeout for one source, if given (with where it came from); else 300 seconds.
 pub(crate) fn timeout_from(given: Option<(f64, Origin)>) -> Result<Duration, UsageError> {
     let secs = match given {
-        Some((t, origin)) if !(t.is_finite() && t > 0.0) => {
-            return Err(origin.error(t, "must be a positive number of seconds"))
+        Some((t, origin)) if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&t) => {
+            return Err(origin.error(seconds_text(t), TIMEOUTS_ARE))
         }
         Some((t, _)) => t,
         None => 300.0,
     };
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Seconds as a user would have typed them: `300`, `2.5`, `1e30` (f64's Display spells 1e30
+/// with 31 digits and -1e-300 with 300).
+fn seconds_text(t: f64) -> String {
+    if t.fract() == 0.0 && t.abs() < 1e15 {
+        format!("{}", t as i64)
+    } else {
+        format!("{t:?}")
+    }
 }
 
 /// A version pyclink can compile for, from `X.Y`, `pythonX.Y` or `pypyX.Y`.
@@ -854,7 +899,7 @@ mod tests {
         assert!(parse(&["--buildroot", root, "--timeout", "0"])
             .err()
             .unwrap()
-            .contains("positive"));
+            .contains("from 0.001 to 86400"));
     }
 
     /// Report items 20, 22, 23: bad values of -j, -o and --interpreter get one style of
@@ -894,7 +939,7 @@ mod tests {
             err(&["--interpreter", "3.12="]),
             "--interpreter 3.12=: the PATH after '=' is empty"
         );
-        assert!(err(&["--timeout", "-5"]).starts_with("--timeout -5: must be a positive"));
+        assert!(err(&["--timeout", "-5"]).starts_with(&format!("--timeout -5: {TIMEOUTS_ARE}")));
     }
 
     #[test]
@@ -951,7 +996,10 @@ mod tests {
         let cfg = t.path().join("c.toml");
         let cfg_s = cfg.to_str().unwrap();
         for (text, expect) in [
-            ("timeout = 0\n", "c.toml: timeout = 0: must be a positive"),
+            (
+                "timeout = 0\n",
+                "c.toml: timeout = 0: the time limit per source",
+            ),
             (
                 "cache-max-size = \"3 parsecs\"\n",
                 "c.toml: cache-max-size = 3 parsecs: ",
@@ -994,6 +1042,155 @@ mod tests {
         let e = parse(&["--buildroot", root, "--timeout", "0"])
             .err()
             .unwrap();
-        assert!(e.starts_with("--timeout 0: must be a positive"), "{e}");
+        assert!(
+            e.starts_with("--timeout 0: the time limit per source"),
+            "{e}"
+        );
+    }
+
+    /// Issue 22, item 7: every number the command line or the config file takes is bounded,
+    /// and a value out of bounds is refused with the flag (or file and key) named, never a
+    /// panic: `--timeout 1e19` used to overflow a deadline.
+    #[test]
+    fn every_number_is_bounded() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_str().unwrap();
+        let cfg = t.path().join("c.toml");
+        let cfg_s = cfg.to_str().unwrap();
+        let flag = |args: &[&str]| {
+            let mut all = vec!["--buildroot", root];
+            all.extend_from_slice(args);
+            parse(&all)
+        };
+        let config = |text: &str| {
+            std::fs::write(&cfg, text).unwrap();
+            parse(&["--buildroot", root, "--config", cfg_s])
+        };
+        for bad in [
+            "1e19", "1e30", "86400.5", "inf", "NaN", "0", "-0", "0.0009", "-1e-300",
+        ] {
+            let e = flag(&["--timeout", bad]).err().unwrap();
+            assert!(
+                e.starts_with("--timeout ") && e.contains(TIMEOUTS_ARE),
+                "{bad}: {e}"
+            );
+        }
+        for bad in [
+            "1e19",
+            "1e30",
+            "inf",
+            "nan",
+            "-inf",
+            "0",
+            "100000",
+            "5000000000",
+        ] {
+            let e = config(&format!("timeout = {bad}\n")).err().unwrap();
+            assert!(
+                e.starts_with(&format!("config file {cfg_s}: timeout = "))
+                    && e.contains(TIMEOUTS_ARE),
+                "{bad}: {e}"
+            );
+        }
+        for good in ["0.001", "86400", "2.5"] {
+            let s = flag(&["--timeout", good]).unwrap();
+            assert_eq!(s.timeout.as_secs_f64(), good.parse::<f64>().unwrap());
+        }
+        assert_eq!(
+            config("timeout = 86400\n").unwrap().timeout.as_secs(),
+            86400
+        );
+
+        for bad in ["1025", "-1", "99999999999999999999", "x", "1.5"] {
+            let e = flag(&["-j", bad]).err().unwrap();
+            assert_eq!(e, format!("--jobs {bad}: {JOBS_ARE}"));
+        }
+        let e = config("jobs = 1025\n").err().unwrap();
+        assert!(
+            e.starts_with(&format!("config file {cfg_s}: jobs = 1025: ")),
+            "{e}"
+        );
+
+        for bad in ["1025T", "1e30", "18446744073709551616", "99999999999999T"] {
+            let e = flag(&["--cache-max-size", bad]).err().unwrap();
+            assert_eq!(e, format!("--cache-max-size {bad}: {CACHE_SIZES_ARE}"));
+        }
+        for bad in ["-1", "-1G", "NaN", "inf", "", "2 parsecs"] {
+            let e = flag(&["--cache-max-size", bad]).err().unwrap();
+            assert!(
+                e.starts_with(&format!("--cache-max-size {bad}: ")),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!(
+            flag(&["--cache-max-size", "1024T"]).unwrap().cache_max_size,
+            1 << 50
+        );
+        let e = config("cache-max-size = \"2000T\"\n").err().unwrap();
+        assert_eq!(
+            e,
+            format!("config file {cfg_s}: cache-max-size = 2000T: {CACHE_SIZES_ARE}")
+        );
+
+        for bad in ["3", "255"] {
+            let e = config(&format!("verbose = {bad}\n")).err().unwrap();
+            assert_eq!(
+                e,
+                format!("config file {cfg_s}: verbose = {bad}: {VERBOSE_IS}")
+            );
+        }
+        for bad in ["256", "-1", "1.5"] {
+            let e = config(&format!("verbose = {bad}\n")).err().unwrap();
+            assert!(
+                e.starts_with(&format!("config file {cfg_s}: ")) && e.contains("verbose"),
+                "{bad}: {e}"
+            );
+        }
+
+        for bad in ["3", "-1", "99999999999999999999", "1.0"] {
+            let e = flag(&["-o", bad]).err().unwrap();
+            assert!(
+                e.starts_with(&format!("--optimize {bad}: invalid optimization level")),
+                "{e}"
+            );
+        }
+        for bad in ["[3]", "[-1]", "[]", "[99999999999999999999]", "[1.0]", "1"] {
+            let e = config(&format!("optimize = {bad}\n")).err().unwrap();
+            assert!(
+                e.starts_with(&format!("config file {cfg_s}: ")) && e.contains("optimize"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    /// The same bounds for `verify` and `normalize`, whose -j and --timeout are their own flags.
+    #[test]
+    fn verify_and_normalize_numbers_are_bounded() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_str().unwrap();
+        let err = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["pyclink"].iter().chain(args).copied())
+                .map_err(|e| e.to_string())?;
+            cli.into_invocation().map(|_| ()).map_err(|e| e.to_string())
+        };
+        for sub in ["verify", "normalize"] {
+            for bad in ["1025", "-1", "99999999999999999999"] {
+                let e = err(&[sub, "--buildroot", root, "-j", bad]).unwrap_err();
+                assert_eq!(e, format!("--jobs {bad}: {JOBS_ARE}"), "{sub}");
+            }
+            assert!(
+                err(&[sub, "--buildroot", root, "-j", "1024"]).is_ok(),
+                "{sub}"
+            );
+        }
+        for bad in ["1e19", "0", "-5", "inf"] {
+            let e = err(&["verify", "--buildroot", root, "--timeout", bad]).unwrap_err();
+            assert_eq!(e, format!("--timeout {bad}: {TIMEOUTS_ARE}"));
+        }
+        let e = err(&["verify", "--buildroot", root, "-o", "3"]).unwrap_err();
+        assert!(
+            e.starts_with("--optimize 3: invalid optimization level 3"),
+            "{e}"
+        );
     }
 }

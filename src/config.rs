@@ -3,14 +3,14 @@
 //!
 //! ```toml
 //! optimize = [0, 1]
-//! jobs = 4                      # 0: one per CPU
+//! jobs = 4                      # 0: one per CPU; at most 1024
 //! invalidation-mode = "checked-hash"
 //! exclude = ["*/tests/*", "/usr/lib/python3.12/test"]
 //! errors = "warn"
 //! no-link = false
 //! no-normalize = false
 //! compile-every-level = false
-//! timeout = 300
+//! timeout = 300                # seconds, 0.001 to 86400
 //! python-version = ["3.12"]
 //! summary-json = "/tmp/pyclink.json"
 //! cache = "/var/cache/pyclink"
@@ -18,7 +18,7 @@
 //! cache-shared = false
 //! cache-read-only = false
 //! quiet = false
-//! verbose = 1
+//! verbose = 1                  # 0 to 2
 //!
 //! [interpreters]
 //! "3.12" = "/usr/bin/python3.12"
@@ -71,13 +71,13 @@ pub struct ConfigFile {
 /// message names the line and quotes it).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the config file {}: {source}", path.display())]
+    #[error("cannot read the config file {}: {source}", crate::escape::shown(path))]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("config file {}: {source}", path.display())]
+    #[error("config file {}: {source}", crate::escape::shown(path))]
     Parse {
         path: PathBuf,
         #[source]

@@ -23,7 +23,7 @@ pub enum Error {
     },
     #[error(
         "cannot use the cache directory {}: {source}",
-        crate::escape::printable(&crate::escape::path_text(dir.as_os_str()))
+        crate::escape::shown(dir)
     )]
     Cache {
         dir: PathBuf,

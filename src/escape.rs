@@ -1,8 +1,11 @@
 //! File names as text. A name may hold any byte but `/` and NUL: a newline would split one
-//! message into two lines, an escape sequence would reach the terminal, and bytes that are not
-//! UTF-8 would come out as U+FFFD, matching no file. So paths are made text with
-//! [`path_text`] (non-UTF-8 bytes as `\xff`, as in the JSON), and every line printed for a
-//! human goes through [`printable`] (control characters as `\n`, `\x1b`...).
+//! message into two lines (and forge a second `pyclink: error:` line), an escape sequence would
+//! reach the terminal, and bytes that are not UTF-8 would come out as U+FFFD, matching no file.
+//! So every path that appears in a message is written with [`shown`] (never `Path::display`
+//! or `to_string_lossy`): [`path_text`] (non-UTF-8 bytes as `\xff`, a backslash as `\\`), then
+//! [`printable`] (control characters as `\n`, `\x1b`...). The JSON keeps names as
+//! [`path_text`] makes them, control characters included (JSON encodes them), and every line
+//! printed for a human goes through [`printable`], which leaves what [`shown`] made as it is.
 
 use std::borrow::Cow;
 use std::ffi::OsStr;
@@ -27,6 +30,28 @@ pub fn path_text(name: &OsStr) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// A path or file name as every message shows it: [`path_text`], then [`printable`], so that
+/// it is one line, names one file and sends no escape sequence to the terminal.
+pub fn shown<P: AsRef<OsStr> + ?Sized>(path: &P) -> Shown<'_> {
+    Shown(path.as_ref())
+}
+
+/// The path `rel` (relative to the build root) as the installed system sees it, `/` + `rel`,
+/// shown as [`shown`] shows any path.
+pub fn shown_in_root(rel: &std::path::Path) -> String {
+    format!("/{}", shown(rel))
+}
+
+/// See [`shown`]; formats without allocating when the name needs no escape.
+#[derive(Clone, Copy)]
+pub struct Shown<'a>(&'a OsStr);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&printable(&path_text(self.0)))
+    }
 }
 
 /// `line` safe to print as one line: every control character (C0, DEL, C1) escaped, `\n`,
@@ -91,6 +116,52 @@ mod tests {
         assert_eq!(
             printable(r"SyntaxError: '\N' escape"),
             r"SyntaxError: '\N' escape"
+        );
+    }
+
+    /// Issue 22, item 8: every path in a message goes through `shown`. `Path::display` and
+    /// `to_string_lossy` print a byte that is not UTF-8 as U+FFFD and keep a newline raw (which
+    /// forges a second `pyclink: error:` line), so outside tests they may only serve what is no
+    /// message, and say so on the line or the one above (`not a message`). This finds a new one.
+    #[test]
+    fn no_path_reaches_a_message_unescaped() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut raw = Vec::new();
+        let mut files = 0;
+        for entry in walkdir::WalkDir::new(&src) {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "rs") || path.ends_with("tests.rs") {
+                continue;
+            }
+            files += 1;
+            let text = std::fs::read_to_string(path).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                // The test modules come last in every file.
+                if *line == "#[cfg(test)]" && lines.get(i + 1).is_some_and(|l| l.ends_with('{')) {
+                    break;
+                }
+                let code = line.split("//").next().unwrap_or_default();
+                let excused = |l: &str| l.to_lowercase().contains("not a message");
+                if (code.contains(".display()") || code.contains(".to_string_lossy()"))
+                    && !excused(line)
+                    && !(i > 0 && excused(lines[i - 1]))
+                {
+                    raw.push(format!(
+                        "{}:{}: {}",
+                        path.strip_prefix(&src).unwrap().display(),
+                        i + 1,
+                        line.trim()
+                    ));
+                }
+            }
+        }
+        assert!(files > 30, "only {files} source files found under {src:?}");
+        assert!(
+            raw.is_empty(),
+            "paths printed without escape::shown:\n{}",
+            raw.join("\n")
         );
     }
 }

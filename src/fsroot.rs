@@ -22,7 +22,7 @@ use rustix::io::Errno;
 
 /// The build root could not be opened (every subcommand stops on it, exit status 2).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open the build root {}: {source}", path.display())]
+#[error("cannot open the build root {}: {source}", crate::escape::shown(path))]
 pub struct OpenError {
     pub path: PathBuf,
     #[source]
@@ -370,7 +370,7 @@ fn plain_components(rel: &Path) -> io::Result<Vec<&OsStr>> {
                 io::ErrorKind::InvalidInput,
                 format!(
                     "'{}' is not a plain path inside the build root",
-                    rel.display()
+                    crate::escape::shown(rel)
                 ),
             )),
         })
@@ -380,7 +380,7 @@ fn plain_components(rel: &Path) -> io::Result<Vec<&OsStr>> {
 /// A PATH that does not name something inside the build root.
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
-    #[error("'{}' contains '..'; give paths inside the build root", .0.display())]
+    #[error("'{}' contains '..'; give paths inside the build root", crate::escape::shown(.0))]
     DotDot(PathBuf),
 }
 

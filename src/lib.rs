@@ -127,7 +127,7 @@ pub fn list(settings: &Settings) -> Result<String, Error> {
             out += &format!(
                 "{version}: {}{fresh} with {} (cache tag {}, {} pycs, levels {})\n",
                 report::plural(sources, "source"),
-                c.launch.program.display(),
+                escape::shown(&c.launch.program),
                 c.target.format.cache_tag,
                 c.target.invalidation.name(),
                 levels.join(" ")
@@ -179,7 +179,7 @@ pub fn run(settings: &Settings) -> Result<RunReport, Error> {
     };
     let mut tally = Tally::new(settings, &mut plan, stale_temps, |v| {
         compilers.get(&v).map(|c| VersionInfo {
-            interpreter: c.launch.program.display().to_string(),
+            interpreter: escape::path_text(c.launch.program.as_os_str()).into_owned(),
             cache_tag: c.target.format.cache_tag.clone(),
             invalidation_mode: c.target.invalidation.name(),
             unvalidated: c.target.unvalidated.clone(),

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::FromArgMatches;
 
 use pyclink::cli::{Invocation, JsonTarget, ReportKind};
-use pyclink::escape::printable;
+use pyclink::escape::{printable, shown};
 use pyclink::report::RunReport;
 
 fn main() -> ExitCode {
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         Ok(i) => i,
         Err(e) => return fatal(&e.to_string(), json),
     };
-    init_logging(invocation.quiet(), invocation.verbose());
+    init_logging(invocation.verbose());
     if let Err(e) = pyclink::cleanup::install_signal_handler() {
         log::warn!("cannot catch SIGINT/SIGTERM ({e}); an interrupt may leave temp files for the next run to remove");
     }
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
             .create(true)
             .open(path)
         {
-            return fatal(&format!("cannot write {}: {e}", path.display()), None);
+            return fatal(&format!("cannot write {}: {e}", shown(path)), None);
         }
     }
     match &invocation {
@@ -154,17 +154,18 @@ fn finish(
     }
     if let Some(j) = json {
         if let Err(e) = write_json(&j.path, report) {
-            return fatal(&format!("cannot write {}: {e}", j.path.display()), None);
+            return fatal(&format!("cannot write {}: {e}", shown(&j.path)), None);
         }
     }
     ExitCode::from(code as u8)
 }
 
-fn init_logging(quiet: bool, verbose: u8) {
-    let level = match (quiet, verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
+/// Errors and warnings are always logged: `-q` only drops the summary lines (see `finish`). A
+/// quiet level that hid them would let a build with `--errors warn` drop pycs in silence.
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
         _ => "debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
@@ -224,11 +225,7 @@ fn fatal(msg: &str, json: Option<&JsonTarget>) -> ExitCode {
             ReportKind::Verify => write_json(&j.path, &pyclink::verify::Report::failed(root, msg)),
         };
         if let Err(e) = written {
-            let _ = writeln!(
-                err,
-                "pyclink: error: cannot write {}: {e}",
-                j.path.display()
-            );
+            let _ = writeln!(err, "pyclink: error: cannot write {}: {e}", shown(&j.path));
         }
     }
     ExitCode::from(2)

@@ -108,7 +108,7 @@ pub fn normalize(root: &Root, opts: &Options) -> Result<Report, crate::verify::E
     for path in &opts.paths {
         crate::verify::check_path(root, path)?;
     }
-    let mut report = Report::new(root.path().display().to_string());
+    let mut report = Report::new(crate::escape::path_text(root.path().as_os_str()).into_owned());
     let errors = Mutex::new(Vec::new());
     let found = walk(root, &opts.paths, &errors);
     report.pycs = found.len() as u64;
@@ -126,8 +126,19 @@ pub fn normalize(root: &Root, opts: &Options) -> Result<Report, crate::verify::E
         let mut normalizer = Normalizer::default();
         match rewrite_inode(root, names, &mut normalizer) {
             Ok(Rewrite::Unchanged) => {}
-            Ok(Rewrite::Rewritten) => {
-                rewritten.fetch_add(1, Ordering::Relaxed);
+            Ok(Rewrite::Rewritten { failed }) => {
+                // Counted if any name now holds the normal form; each name still holding the
+                // old bytes is an error of its own.
+                if failed.len() < names.len() {
+                    rewritten.fetch_add(1, Ordering::Relaxed);
+                }
+                let mut errors = errors.lock().unwrap_or_else(|p| p.into_inner());
+                for (name, e) in failed {
+                    errors.push(format!(
+                        "{}: cannot replace it with its normal form: {e}",
+                        display_in_root(&name)
+                    ));
+                }
             }
             Ok(Rewrite::Unsupported(why)) => unsupported
                 .lock()
@@ -155,15 +166,12 @@ pub fn normalize(root: &Root, opts: &Options) -> Result<Report, crate::verify::E
         let linked = AtomicUsize::new(0);
         let not_linked = AtomicUsize::new(0);
         parallel(&dirs, opts.jobs, |(dir, names)| {
-            match link_levels(root, dir, names) {
-                Ok((l, n)) => {
-                    linked.fetch_add(l, Ordering::Relaxed);
-                    not_linked.fetch_add(n, Ordering::Relaxed);
-                }
-                Err(e) => errors
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(format!("{}: {e}", display_in_root(dir))),
+            let done = link_levels(root, dir, names);
+            linked.fetch_add(done.linked, Ordering::Relaxed);
+            not_linked.fetch_add(done.refused, Ordering::Relaxed);
+            let mut errors = errors.lock().unwrap_or_else(|p| p.into_inner());
+            for (rel, e) in done.failed {
+                errors.push(format!("{}: {e}", display_in_root(&rel)));
             }
         });
         report.linked = linked.into_inner() as u64;
@@ -274,7 +282,11 @@ fn module_of_source(root: &Root, top: &Path) -> Option<(PathBuf, OsString)> {
 
 enum Rewrite {
     Unchanged,
-    Rewritten,
+    /// A file in the normal form took the inode's names, but for those in `failed` (which keep
+    /// the old file).
+    Rewritten {
+        failed: Vec<(PathBuf, std::io::Error)>,
+    },
     Unsupported(String),
 }
 
@@ -321,20 +333,53 @@ fn rewrite_inode(
     let temp = TempFile::create(&dir, 0o600)?;
     temp.write_all(&[&normal])?;
     temp.set_mode_and_mtime(st.st_mode as u32, mtime)?;
+    // One name that cannot be replaced (immutable, a directory now in its place) does not keep
+    // the others from the new file.
+    let mut failed = Vec::new();
     for other in &names[1..] {
         let (other_dir, other_name) = split(other);
-        let other_dir = Arc::new(root.open_dir(other_dir)?);
-        let _lock = DirLock::take(&other_dir)?;
-        temp.link_into(&other_dir)?.rename_to(other_name)?;
+        let replaced = root.open_dir(other_dir).and_then(|d| {
+            let d = Arc::new(d);
+            let _lock = DirLock::take(&d)?;
+            temp.link_into(&d)?.rename_to(other_name)
+        });
+        if let Err(e) = replaced {
+            failed.push((other.clone(), e));
+        }
     }
-    let _lock = DirLock::take(&dir)?;
-    temp.rename_to(name)?;
-    Ok(Rewrite::Rewritten)
+    if let Err(e) = DirLock::take(&dir).and_then(|_lock| temp.rename_to(name)) {
+        failed.push((names[0].clone(), e));
+    }
+    Ok(Rewrite::Rewritten { failed })
+}
+
+/// What linking the levels of one directory's modules did.
+#[derive(Default)]
+struct Linked {
+    /// Names made a hardlink to an identical level.
+    linked: usize,
+    /// Names left separate because the filesystem refuses links.
+    refused: usize,
+    /// Each pyc (or the directory) that could not be read or linked, and why; the other
+    /// modules and levels are linked all the same.
+    failed: Vec<(PathBuf, std::io::Error)>,
 }
 
 /// Link the identical levels of each module among `names` (the pycs of directory `dir`).
-/// Returns the names linked, and those left separate because links are refused.
-fn link_levels(root: &Root, dir: &Path, names: &[OsString]) -> std::io::Result<(usize, usize)> {
+fn link_levels(root: &Root, dir: &Path, names: &[OsString]) -> Linked {
+    let mut done = Linked::default();
+    if let Err(e) = link_modules(root, dir, names, &mut done) {
+        done.failed.push((dir.to_path_buf(), e));
+    }
+    done
+}
+
+fn link_modules(
+    root: &Root,
+    dir: &Path,
+    names: &[OsString],
+    done: &mut Linked,
+) -> std::io::Result<()> {
     let mut modules: BTreeMap<&[u8], [Option<&OsStr>; 3]> = BTreeMap::new();
     for name in names {
         let b = name.as_bytes();
@@ -348,24 +393,19 @@ fn link_levels(root: &Root, dir: &Path, names: &[OsString]) -> std::io::Result<(
         modules.entry(stem).or_default()[level] = Some(name.as_os_str());
     }
     let fd = Arc::new(root.open_dir(dir)?);
-    let (mut linked, mut refused) = (0, 0);
     for levels in modules.values() {
         let present: Vec<&OsStr> = levels.iter().flatten().copied().collect();
         if present.len() < 2 {
             continue;
         }
         let _lock = DirLock::take(&fd)?;
-        let mut files: Vec<(&OsStr, (u64, u64), Vec<u8>)> = Vec::new();
+        let mut files: Vec<(&OsStr, Inode, Vec<u8>)> = Vec::new();
         for name in present {
-            let mut f = open_file_nofollow(&*fd, name)?;
-            let st = rustix::fs::fstat(&f)?;
-            if !is_regular(&st) {
-                continue;
+            match read_regular(&fd, name) {
+                Ok(Some((inode, bytes))) => files.push((name, inode, bytes)),
+                Ok(None) => {}
+                Err(e) => done.failed.push((dir.join(name), e)),
             }
-            let mut bytes = Vec::new();
-            f.read_to_end(&mut bytes)?;
-            #[allow(clippy::unnecessary_cast)]
-            files.push((name, (st.st_dev as u64, st.st_ino as u64), bytes));
         }
         for i in 1..files.len() {
             let Some(j) = (0..i).find(|&j| files[j].2 == files[i].2) else {
@@ -376,20 +416,56 @@ fn link_levels(root: &Root, dir: &Path, names: &[OsString]) -> std::io::Result<(
             }
             match link_over(&fd, files[j].0, files[i].0) {
                 Ok(()) => {
-                    linked += 1;
+                    done.linked += 1;
                     files[i].1 = files[j].1;
                 }
-                Err(e) if refuses_links(&e) => refused += 1,
-                Err(e) => return Err(e),
+                Err(LinkError::Link(e)) if refuses_links(&e) => done.refused += 1,
+                Err(LinkError::Link(e) | LinkError::Replace(e)) => done.failed.push((
+                    dir.join(files[i].0),
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot make it a hardlink of its identical level {}: {e}",
+                            crate::escape::shown(files[j].0)
+                        ),
+                    ),
+                )),
             }
         }
     }
-    Ok((linked, refused))
+    Ok(())
+}
+
+/// A file's identity: device and inode number.
+type Inode = (u64, u64);
+
+/// The inode and bytes of the pyc `name` in `dir`, or `None` if it is not a regular file.
+fn read_regular(dir: &OwnedFd, name: &OsStr) -> std::io::Result<Option<(Inode, Vec<u8>)>> {
+    let mut f = open_file_nofollow(dir, name)?;
+    let st = rustix::fs::fstat(&f)?;
+    if !is_regular(&st) {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)?;
+    #[allow(clippy::unnecessary_cast)]
+    Ok(Some(((st.st_dev as u64, st.st_ino as u64), bytes)))
+}
+
+/// Why `link_over` failed: making the link (where EPERM, EXDEV... mean that the filesystem
+/// does not do hardlinks, and the levels are left separate) or putting it in place of the old
+/// name (where EPERM means an immutable file: an error, never a filesystem without links).
+enum LinkError {
+    Link(std::io::Error),
+    Replace(std::io::Error),
 }
 
 /// Make `name` a hardlink to `to` (both in `dir`), atomically.
-fn link_over(dir: &Arc<OwnedFd>, to: &OsStr, name: &OsStr) -> std::io::Result<()> {
-    TempFile::link_existing(dir, to)?.rename_to(name)
+fn link_over(dir: &Arc<OwnedFd>, to: &OsStr, name: &OsStr) -> Result<(), LinkError> {
+    TempFile::link_existing(dir, to)
+        .map_err(LinkError::Link)?
+        .rename_to(name)
+        .map_err(LinkError::Replace)
 }
 
 fn split(rel: &Path) -> (&Path, &OsStr) {

@@ -50,7 +50,12 @@ impl Plan {
 
 /// An `--exclude` pattern that is not a glob.
 #[derive(Debug, thiserror::Error)]
-#[error("bad --exclude pattern '{pattern}': {source}")]
+// The pattern as typed (also in globset's message) may hold a newline: one message, one line.
+#[error(
+    "bad --exclude pattern '{}': {}",
+    crate::escape::printable(pattern),
+    crate::escape::printable(&source.to_string())
+)]
 pub struct BadExclude {
     pub pattern: String,
     #[source]
@@ -79,8 +84,10 @@ pub struct Excludes {
 fn pattern_in_root(buildroot: Option<&Path>, p: &str) -> String {
     let mut p = p.to_string();
     if let Some(root) = buildroot {
+        // Not a message: the root as text, to strip from a pattern typed with it.
         let given = root.display().to_string();
         let abs = std::path::absolute(root)
+            // Not a message either.
             .map(|a| a.display().to_string())
             .unwrap_or_default();
         for prefix in [abs.as_str(), given.trim_start_matches("./")] {

@@ -54,6 +54,10 @@ pub enum Problem {
         level: u8,
         error: crate::python::marshal::Error,
     },
+    /// Some of its pycs could not be put in place (the others were written): each one, as
+    /// seen inside the root, and why.
+    #[error("{}", write_failures(.0))]
+    WritePycs(Vec<(String, std::io::Error)>),
     /// No worker could be started for it.
     #[error("cannot start a {program} worker: {failure}")]
     NoWorker { program: String, failure: Failure },
@@ -78,6 +82,14 @@ pub enum Retry {
     CannotStart { program: String, failure: Failure },
 }
 
+fn write_failures(failed: &[(String, std::io::Error)]) -> String {
+    failed
+        .iter()
+        .map(|(pyc, e)| format!("cannot write {pyc}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn worker_failure(first: &Failure, retry: &Retry) -> String {
     match retry {
         Retry::AlsoFailed(again) => format!("{again} (also on the retry with a new worker)"),
@@ -93,7 +105,7 @@ impl Problem {
         match self {
             Problem::DoesNotCompile { .. } => "does-not-compile",
             Problem::Warning { .. } => "warning",
-            Problem::Io { .. } => "io",
+            Problem::Io { .. } | Problem::WritePycs(_) => "io",
             Problem::NotRegular => "not-regular",
             Problem::Unsupported { .. } => "unsupported-version",
             Problem::Worker { .. } | Problem::NoWorker { .. } | Problem::BadMarshal { .. } => {
@@ -347,7 +359,7 @@ impl Tally {
         }
         let mut tally = Tally {
             run: RunReport {
-                buildroot: settings.buildroot.display().to_string(),
+                buildroot: crate::escape::path_text(settings.buildroot.as_os_str()).into_owned(),
                 levels: settings.levels.iter().collect(),
                 stale_temps_removed,
                 skipped: std::mem::take(&mut plan.skipped),
@@ -406,6 +418,7 @@ impl Tally {
                 version: job.version.to_string(),
                 ..Default::default()
             });
+        let mut write_error = None;
         match outcome {
             Outcome::UpToDate { pycs } => {
                 r.up_to_date += pycs;
@@ -417,6 +430,7 @@ impl Tally {
                 compiled,
                 warnings,
                 from_cache,
+                error,
             } => {
                 r.add_written(stats);
                 if from_cache {
@@ -431,6 +445,7 @@ impl Tally {
                     log::warn!("{w}");
                     self.run.warnings.push(w.to_string());
                 }
+                write_error = error;
             }
             Outcome::Skipped(why) => {
                 log::warn!("{why}");
@@ -439,15 +454,17 @@ impl Tally {
             }
             Outcome::Failed(e) => self.error(job.version, e),
         }
+        if let Some(e) = write_error {
+            self.error(job.version, e);
+        }
     }
 
     /// Errors appear in the log as they happen, as warnings under `--errors warn`.
     fn error(&mut self, version: PyVersion, e: FileError) {
         match &e.problem {
             Problem::Io { what, source } if *what == PYCACHE_UNUSABLE => {
-                let dir = Path::new(&e.path)
-                    .parent()
-                    .map_or_else(String::new, |d| d.display().to_string());
+                // `e.path` is already text (see `display_in_root`): its directory, as text.
+                let dir = e.path.rsplit_once('/').map_or("", |(d, _)| d).to_string();
                 self.unusable_dirs
                     .entry(dir)
                     .or_insert_with(|| (source.to_string(), 0))

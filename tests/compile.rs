@@ -1271,3 +1271,156 @@ fn an_exclude_that_matches_nothing_is_named() {
     assert!(err.contains("-x nosuch*.py matched nothing"), "{err}");
     assert_eq!(err.matches("matched nothing").count(), 1, "{err}");
 }
+
+/// Issue 22, item 1: no quiet level hides an error or a warning about a source. `-q` (and the
+/// config file's `quiet = true`) leaves out the summary lines only: a source that does not
+/// compile is shown with `--errors warn` as with `fail`, and so are compiler warnings and
+/// skipped symlinks; `verify -q` and `normalize -q` still show their problems and errors.
+#[test]
+fn quiet_never_hides_errors_or_warnings() {
+    let h = host();
+    let (t, root, site) = site_root(
+        &h,
+        &[
+            ("good.py", NEITHER),
+            ("bad.py", "x = (\n"),
+            ("esc.py", "import re\nPAT = '\\d+'\n"),
+        ],
+    );
+    std::os::unix::fs::symlink("/usr/share/nowhere.py", site.join("dangling.py")).unwrap();
+    let sp = format!("/usr/lib/python{}/site-packages", h.version);
+    let cfg = t.path().join("quiet.toml");
+    std::fs::write(&cfg, "quiet = true\nerrors = \"warn\"\n").unwrap();
+    let quiet_runs: [(&[&str], Option<i32>, &str); 4] = [
+        (&["--errors", "warn", "-q"], Some(0), "warning"),
+        (&["-q"], Some(1), "error"),
+        (
+            &["--errors", "warn", "-q", "--summary-json", "-"],
+            Some(0),
+            "warning",
+        ),
+        (&["--config", cfg.to_str().unwrap()], Some(0), "warning"),
+    ];
+    for (args, code, word) in quiet_runs {
+        let out = run(pyclink().arg("--buildroot").arg(&root).args(args).arg("-f"));
+        assert_eq!(out.status.code(), code, "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        for want in [
+            format!("pyclink: {word}: {sp}/bad.py:1: SyntaxError: "),
+            format!("pyclink: warning: {sp}/esc.py:2: "),
+            format!("pyclink: warning: {sp}/dangling.py: a dangling symlink"),
+        ] {
+            assert!(
+                err.lines().any(|l| l.starts_with(&want)),
+                "{args:?}: no {want:?} in:\n{err}"
+            );
+        }
+        // The summary is what -q leaves out (on stderr with --summary-json -).
+        assert!(!stdout(&out).contains("pyclink: python"), "{args:?}");
+        assert!(!err.contains(" sources, "), "{args:?}: {err}");
+        assert!(pycs(&site, "good", &h.tag)[0].exists());
+        assert!(!pycs(&site, "bad", &h.tag)[0].exists());
+    }
+
+    // verify -q: each problem is printed; so is the warning that nothing was found.
+    // Another size, so that the header is stale within the same second too.
+    std::fs::write(site.join("good.py"), "x = 22\n").unwrap();
+    let out = run(pyclink().args(["verify", "-q", "--buildroot"]).arg(&root));
+    assert_eq!(out.status.code(), Some(1));
+    let good_pyc = format!("{sp}/__pycache__/good.{}.pyc: stale: ", h.tag);
+    assert!(
+        stdout(&out).lines().any(|l| l.starts_with(&good_pyc)),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains("pyc checked"), "{}", stdout(&out));
+    let empty = t.path().join("empty");
+    std::fs::create_dir_all(empty.join("usr/share")).unwrap();
+    let out = run(pyclink().args(["verify", "-q", "--buildroot"]).arg(&empty));
+    assert!(
+        stderr(&out).contains("pyclink: warning: no pyc found under"),
+        "{}",
+        stderr(&out)
+    );
+
+    // normalize -q: a pyc that does not parse is an error, printed.
+    let junk = site.join(format!("__pycache__/junk.{}.pyc", h.tag));
+    let mut bytes = std::fs::read(&pycs(&site, "esc", &h.tag)[0]).unwrap();
+    bytes.truncate(20);
+    std::fs::write(&junk, bytes).unwrap();
+    let out = run(pyclink()
+        .args(["normalize", "-q", "--buildroot"])
+        .arg(&root));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out)
+            .lines()
+            .any(|l| l.starts_with(&format!("pyclink: error: {sp}/__pycache__/junk."))),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+}
+
+/// Issue 22, item 7: a number out of bounds is refused with exit 2, a message naming the flag
+/// or the config file and key, and the JSON's fatal_error; `--timeout 1e19` and
+/// `timeout = 1e30` used to panic (exit 101) in compile and in verify.
+#[test]
+fn numbers_out_of_bounds_are_refused_never_a_panic() {
+    let h = host();
+    let (t, root, _site) = site_root(&h, &[("a.py", NEITHER)]);
+    assert!(run(pyclink().arg("--buildroot").arg(&root))
+        .status
+        .success());
+    let cfg = t.path().join("c.toml");
+    std::fs::write(&cfg, "timeout = 1e30\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let json = t.path().join("s.json");
+    let cases: [(&[&str], &str); 9] = [
+        (&["--timeout", "1e19"], "--timeout 1e19: "),
+        (&["--config", cfg], "c.toml: timeout = 1e30: "),
+        (&["verify", "--timeout", "1e19"], "--timeout 1e19: "),
+        (&["verify", "--timeout", "-1e-300"], "--timeout -1e-300: "),
+        (&["--cache-max-size", "1e30"], "--cache-max-size 1e30: "),
+        (&["--cache-max-size", "-1"], "--cache-max-size -1: "),
+        (
+            &["-j", "99999999999999999999"],
+            "--jobs 99999999999999999999: ",
+        ),
+        (&["verify", "-j", "-1"], "--jobs -1: "),
+        (&["normalize", "-j", "1025"], "--jobs 1025: "),
+    ];
+    for (args, says) in cases {
+        let _ = std::fs::remove_file(&json);
+        let (sub, rest) = match args[0] {
+            "verify" | "normalize" => (Some(args[0]), &args[1..]),
+            _ => (None, args),
+        };
+        let out = run(pyclink()
+            .args(sub)
+            .arg("--buildroot")
+            .arg(&root)
+            .args(rest)
+            .arg("--summary-json")
+            .arg(&json));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.starts_with("pyclink: error: "), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: no {says:?} in {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(v["exit_code"], 2, "{args:?}");
+        assert!(
+            v["fatal_error"].as_str().unwrap().contains(says.trim_end()),
+            "{args:?}: {v}"
+        );
+    }
+    // The bounds themselves are accepted, and the run goes on.
+    let out = run(pyclink().arg("verify").arg("--buildroot").arg(&root).args([
+        "--timeout",
+        "86400",
+        "-j",
+        "1024",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+}

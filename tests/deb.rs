@@ -1301,6 +1301,67 @@ fn dh_pyclink_rejects_what_it_cannot_do() {
     );
 }
 
+/// Issue 22, item 1: under DH_QUIET or terse (which add -q), a source that does not compile
+/// is still in the build log with --errors=warn, as the POD promises; only the echo of the
+/// command and pyclink's summary are left out.
+#[test]
+fn dh_pyclink_shows_errors_under_dh_quiet_and_terse() {
+    let (_dir, src) = installed_sample_tree();
+    let bad = format!("/{SAMPLE_DIR}/pcsample/bad.py");
+    std::fs::write(src.join("debian").join(SAMPLE).join(&bad[1..]), "x = (\n").unwrap();
+    let version = host_python3_version();
+    for env in [
+        &[("DH_QUIET", "1")][..],
+        &[("DEB_BUILD_OPTIONS", "terse")][..],
+        &[("DH_QUIET", "1"), ("DEB_BUILD_OPTIONS", "terse")][..],
+    ] {
+        let out = dh_pyclink(&src, &["-ppyclinksample", "--errors=warn"], env);
+        assert!(out.status.success(), "{env:?}: {}", stderr(&out));
+        let log = format!("{}{}", stdout(&out), stderr(&out));
+        let line = format!("pyclink: warning: {bad}:1: SyntaxError: ");
+        assert!(
+            log.lines().any(|l| l.starts_with(&line)),
+            "{env:?}: no {line:?} in:\n{log}"
+        );
+        assert!(!log.contains("\tpyclink --buildroot"), "{env:?}: {log}");
+        assert!(
+            !log.contains(&format!("pyclink: python{version}: ")),
+            "{env:?}: {log}"
+        );
+        assert!(module_names(&all_pycs(&src.join("debian").join(SAMPLE))).contains("plain"));
+    }
+    // Without --errors=warn the build fails, and says why, quiet or not.
+    let out = dh_pyclink(&src, &["-ppyclinksample"], &[("DH_QUIET", "1")]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("pyclink: error: {bad}:1: SyntaxError")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Issue 22, item 7: pyclink refuses -j above 1024 as a typo; a builder's parallel= is none,
+/// so dh_pyclink caps it (and reads a value that is no number as one job).
+#[test]
+fn dh_pyclink_caps_parallel_at_what_pyclink_takes() {
+    let (_dir, src) = installed_sample_tree();
+    for (parallel, jobs) in [
+        ("5000", "1024"),
+        ("1024", "1024"),
+        ("0", "1"),
+        ("many", "1"),
+    ] {
+        let out = dh_pyclink(
+            &src,
+            &["--no-act", "-ppyclinksample"],
+            &[("DEB_BUILD_OPTIONS", &format!("parallel={parallel}"))],
+        );
+        assert!(out.status.success(), "{parallel}: {}", stderr(&out));
+        let want = format!("\tpyclink --buildroot debian/{SAMPLE} --jobs {jobs} ");
+        assert!(stdout(&out).contains(&want), "{parallel}: {}", stdout(&out));
+    }
+}
+
 #[test]
 fn dh_pyclink_all_compiles_every_tree_and_skips_empty_packages() {
     let (_dir, src) = installed_sample_tree();

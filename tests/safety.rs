@@ -1939,3 +1939,533 @@ fn the_live_system_is_known_by_identity_in_every_subcommand() {
         "the bind mount is gone"
     );
 }
+
+// Issue 22: honest figures (item 6), escaped paths (item 8), exact temp names (item 9)
+
+/// `chattr +i` on files and directories, undone on drop (else the temp dir cannot be
+/// removed).
+struct Immutable(Vec<PathBuf>);
+
+impl Immutable {
+    /// Make `path` immutable; false where the filesystem or the user cannot.
+    fn add(&mut self, path: &Path) -> bool {
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            self.0.push(path.to_path_buf());
+        }
+        ok
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = Command::new("chattr").arg("-i").arg(p).status();
+        }
+    }
+}
+
+/// Whether `chattr +i` works in `dir` (root, on a filesystem with the attribute).
+fn chattr_works(dir: &Path) -> bool {
+    let probe = dir.join("chattr-probe");
+    std::fs::write(&probe, "x").unwrap();
+    // The guard undoes it at the end of the statement.
+    let works = Immutable(Vec::new()).add(&probe);
+    let _ = std::fs::remove_file(&probe);
+    works
+}
+
+fn inode_of(p: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p).ok().map(|m| m.ino())
+}
+
+/// Item 6: a level whose pyc cannot be replaced (an immutable file; a directory in its place)
+/// is named in the error, the other levels are written, and the summary line and the JSON
+/// count exactly the names this run put in place.
+#[test]
+fn a_pyc_that_cannot_be_replaced_is_named_and_the_rest_counted() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    // both: three different levels; plain: three identical; docs: 0 = 1, 2 apart.
+    write_files(
+        &site,
+        &[
+            ("both.py", "\"\"\"doc\"\"\"\nassert 1\nx = 1\n"),
+            ("plain.py", "x = 1\n"),
+            ("docs.py", "\"\"\"doc\"\"\"\nx = 1\n"),
+        ],
+    );
+    assert!(run(pyclink().arg("--buildroot").arg(&root))
+        .status
+        .success());
+    let both = pycs(&site, "both", &h.tag);
+    let plain = pycs(&site, "plain", &h.tag);
+    let docs = pycs(&site, "docs", &h.tag);
+    let sp = format!("/usr/lib/python{}/site-packages", h.version);
+
+    // The first of an identical group is a directory: its two links are still written.
+    std::fs::remove_file(&plain[0]).unwrap();
+    std::fs::create_dir_all(plain[0].join("inside")).unwrap();
+    let mut immutable = Immutable(Vec::new());
+    let chattr = chattr_works(t.path());
+    if chattr {
+        assert!(immutable.add(&both[1]));
+    } else {
+        println!(
+            "SKIP a_pyc_that_cannot_be_replaced (immutable part): chattr +i does not work in {} \
+             (needs root and ext4/xfs/btrfs); a directory stands in for the immutable pyc",
+            t.path().display()
+        );
+        std::fs::remove_file(&both[1]).unwrap();
+        std::fs::create_dir(&both[1]).unwrap();
+    }
+    let names: Vec<&PathBuf> = both.iter().chain(&plain).chain(&docs).collect();
+    let before: Vec<Option<u64>> = names.iter().map(|p| inode_of(p)).collect();
+    let old_opt1 = std::fs::symlink_metadata(&both[1]).unwrap();
+
+    let json = t.path().join("s.json");
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--force", "--summary-json"])
+        .arg(&json));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let blocked = if chattr {
+        "Operation not permitted"
+    } else {
+        "Is a directory"
+    };
+    for want in [
+        format!(
+            "pyclink: error: {sp}/both.py: cannot write {sp}/__pycache__/both.{}.opt-1.pyc: {blocked}",
+            h.tag
+        ),
+        format!(
+            "pyclink: error: {sp}/plain.py: cannot write {sp}/__pycache__/plain.{}.pyc: Is a directory",
+            h.tag
+        ),
+    ] {
+        assert!(err.lines().any(|l| l.starts_with(&want)), "no {want:?} in:\n{err}");
+    }
+
+    // On disk: every name but the two blocked ones is a new file.
+    let replaced = names
+        .iter()
+        .zip(&before)
+        .filter(|(p, old)| inode_of(p) != **old && inode_of(p).is_some())
+        .count();
+    assert_eq!(replaced, 7);
+    assert_eq!(
+        std::fs::symlink_metadata(&both[1])
+            .unwrap()
+            .modified()
+            .unwrap(),
+        old_opt1.modified().unwrap()
+    );
+    assert!(plain[0].join("inside").is_dir());
+    assert_eq!(inode_of(&plain[1]), inode_of(&plain[2]));
+    assert_ne!(inode_of(&both[0]), inode_of(&both[2]));
+    assert!(temp_files(&root).is_empty());
+
+    // The figures are what is on disk: 7 names, of which 2 are links of another.
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let r = &v["versions"][0];
+    let figures = |k: &str| r[k].as_u64().unwrap();
+    assert_eq!(
+        ["pyc", "written", "hardlinked", "copied", "errors"].map(figures),
+        [7, 5, 2, 0, 2],
+        "{r}"
+    );
+    assert_eq!(
+        figures("written") + figures("hardlinked") + figures("copied"),
+        replaced as u64
+    );
+    let details = v["error_details"].as_array().unwrap();
+    assert!(details.iter().all(|d| d["kind"] == "io"), "{details:?}");
+    assert!(
+        stdout(&out).contains("7 pyc (5 written, 2 hardlinked, 0 copied), 2 errors"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// Item 6 in `normalize`: a name that cannot be replaced does not keep the inode's other
+/// names (nor the directory's other modules) from being rewritten or linked, is named in its
+/// own error, and the figures count what was done.
+#[test]
+fn normalize_counts_what_it_did_when_a_name_cannot_be_replaced() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    if !chattr_works(t.path()) {
+        println!(
+            "SKIP normalize_counts_what_it_did: chattr +i does not work in {} (needs root and \
+             ext4/xfs/btrfs)",
+            t.path().display()
+        );
+        return;
+    }
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    write_files(
+        &site,
+        &[
+            ("a/m.py", "x = 1\n"),
+            ("b/m.py", "x = 1\n"),
+            ("n.py", "y = 2\n"),
+            ("o.py", "z = 3\n"),
+        ],
+    );
+    assert!(
+        run(pyclink().arg("--buildroot").arg(&root).arg("--no-link"))
+            .status
+            .success()
+    );
+    let mut immutable = Immutable(Vec::new());
+
+    // Pass 1: one inode named in a/ and in b/, out of the normal form (the raw marshal bytes
+    // of --no-normalize flag the top code object FLAG_REF, which nothing references again);
+    // b/__pycache__ is immutable.
+    assert!(run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--no-link", "--no-normalize", "--force"])
+        .arg(site.join("a")))
+    .status
+    .success());
+    let a = pycs(&site.join("a"), "m", &h.tag);
+    let raw = a
+        .iter()
+        .filter(|p| std::fs::read(p).unwrap()[16] == b'c' | 0x80)
+        .count();
+    assert!(raw > 0, "the raw marshal bytes flag the top code object");
+    let a0 = a[0].clone();
+    assert_eq!(std::fs::read(&a0).unwrap()[16], b'c' | 0x80);
+    let b0 = pycs(&site.join("b"), "m", &h.tag)[0].clone();
+    // b/ holds only that name, so that linking levels has nothing to do there.
+    for p in pycs(&site.join("b"), "m", &h.tag) {
+        std::fs::remove_file(p).unwrap();
+    }
+    std::fs::hard_link(&a0, &b0).unwrap();
+    assert!(immutable.add(&site.join("b/__pycache__")));
+
+    // Pass 2: n's levels are separate files; its opt-1 is immutable, so it cannot become a
+    // link, but its opt-2 can, and so can every level of o.
+    let n = pycs(&site, "n", &h.tag);
+    let o = pycs(&site, "o", &h.tag);
+    assert!(immutable.add(&n[1]));
+
+    let json = t.path().join("n.json");
+    let out = run(pyclink()
+        .args(["normalize", "--buildroot"])
+        .arg(&root)
+        .arg("--summary-json")
+        .arg(&json));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    // a/m's inodes, each in the normal form now; the one named in b/ too counts once.
+    assert_eq!(v["rewritten"], raw, "{v}");
+    // a/m's two other levels, n's opt-2 and o's two other levels.
+    assert_eq!(v["linked"], 5, "{v}");
+    let errors: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    let sp = format!("/usr/lib/python{}/site-packages", h.version);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].starts_with(&format!(
+            "{sp}/__pycache__/n.{}.opt-1.pyc: cannot make it a hardlink of its identical level n.{}.pyc: ",
+            h.tag, h.tag
+        )),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].starts_with(&format!(
+            "{sp}/b/__pycache__/m.{}.pyc: cannot replace it with its normal form: ",
+            h.tag
+        )),
+        "{errors:?}"
+    );
+    // On disk: a/ holds the normal form, b/ the old bytes; n.opt-2 and o's levels are links.
+    assert_eq!(std::fs::read(&a0).unwrap()[16], b'c');
+    assert_eq!(std::fs::read(&b0).unwrap()[16], b'c' | 0x80);
+    assert_ne!(inode_of(&a0), inode_of(&b0));
+    assert_eq!(inode_of(&n[0]), inode_of(&n[2]));
+    assert_ne!(inode_of(&n[0]), inode_of(&n[1]));
+    assert!(inode_of(&o[0]) == inode_of(&o[1]) && inode_of(&o[1]) == inode_of(&o[2]));
+    assert!(temp_files(&root).is_empty());
+}
+
+/// Item 9: a run removes the temp files a killed run left in `__pycache__`, and nothing else
+/// that merely looks like one: a user's `.pyclink-backup-of-settings.tmp`, near-miss names, a
+/// symlink or directory with a temp file's name.
+#[test]
+fn stale_temp_cleanup_removes_only_pyclinks_temp_files() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let site = site_of(&h, &root);
+    write_files(&site, &[("m.py", "x = 1\n")]);
+    let cache = site.join("__pycache__");
+    std::fs::create_dir_all(&cache).unwrap();
+    let stale = [".pyclink-4242-0.tmp", ".pyclink-1-18446744073709551615.tmp"];
+    let kept = [
+        ".pyclink-backup-of-settings.tmp",
+        ".pyclink-4242-0.tmp.orig",
+        ".pyclink-04242-0.tmp",
+        ".pyclink-4242-0-1.tmp",
+        ".pyclink-0-1.tmp",
+    ];
+    for name in stale.iter().chain(&kept) {
+        std::fs::write(cache.join(name), "user data").unwrap();
+    }
+    let outside = t.path().join("outside.txt");
+    std::fs::write(&outside, "precious").unwrap();
+    symlink(&outside, cache.join(".pyclink-4243-1.tmp")).unwrap();
+    std::fs::create_dir(cache.join(".pyclink-4243-2.tmp")).unwrap();
+
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .args(["--summary-json", "-"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["stale_temps_removed"], 2, "{v}");
+    for name in stale {
+        assert!(!cache.join(name).exists(), "{name} left");
+    }
+    for name in kept {
+        assert_eq!(
+            std::fs::read_to_string(cache.join(name)).unwrap(),
+            "user data",
+            "{name}"
+        );
+    }
+    assert!(std::fs::symlink_metadata(cache.join(".pyclink-4243-1.tmp")).is_ok());
+    assert!(cache.join(".pyclink-4243-2.tmp").is_dir());
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+    assert!(pycs(&site, "m", &h.tag)[0].exists());
+}
+
+/// Item 8: every path in every message is escaped by one function. Each fatal error is
+/// driven with a build root, cache, config, JSON or interpreter path (or a PATH inside the
+/// root) whose name holds a newline and the byte 0xff: the newline must not forge a second
+/// `pyclink: error:` line, nor 0xff come out as U+FFFD.
+#[test]
+fn fatal_errors_escape_every_path() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let odd = |prefix: &str| {
+        let mut v = prefix.as_bytes().to_vec();
+        v.extend_from_slice(b"\nforged\xff");
+        OsString::from_vec(v)
+    };
+    // How the odd part prints.
+    let shown = r"\nforged\xff";
+
+    // A root with an odd name and a source of the host's version in it.
+    let root = t.path().join(odd("root"));
+    let site = site_of(&h, &root);
+    write_files(&site, &[("a.py", "x = 1\n")]);
+    let file = t.path().join(odd("file"));
+    std::fs::write(&file, "").unwrap();
+    let live = t.path().join(odd("live"));
+    symlink("/", &live).unwrap();
+    let missing = t.path().join(odd("missing"));
+    let bad_toml = t.path().join(odd("bad.toml"));
+    std::fs::write(&bad_toml, "jobs = \n").unwrap();
+    let jobs_toml = t.path().join(odd("jobs.toml"));
+    std::fs::write(&jobs_toml, "jobs = 5000\n").unwrap();
+    let interp_toml = t.path().join("interp.toml");
+    std::fs::write(
+        &interp_toml,
+        format!(
+            "[interpreters]\n\"{}\" = \"/no\\nsuch\\u00ff\"\n",
+            h.version
+        ),
+    )
+    .unwrap();
+    // clap takes --interpreter as UTF-8: a newline and a bidirectional control, not 0xff.
+    let no_python = t.path().join("python\nforged\u{202e}");
+    let mut odd_path = b"usr/share/".to_vec();
+    odd_path.extend_from_slice(odd("p").as_bytes());
+    let odd_path = OsString::from_vec(odd_path);
+    std::fs::create_dir_all(root.join("usr/share")).unwrap();
+    symlink(t.path(), root.join("usr/share").join(odd("link"))).unwrap();
+    let mut linked = b"usr/share/".to_vec();
+    linked.extend_from_slice(odd("link").as_bytes());
+    let linked = OsString::from_vec(linked);
+    let dotdot = OsString::from_vec(b"usr/..\n\xff/../x".to_vec());
+
+    let a = |s: &str| OsString::from(s);
+    let p = |p: &Path| p.as_os_str().to_os_string();
+    let cases: Vec<(Vec<OsString>, String)> = vec![
+        (
+            vec![a("--buildroot"), p(&missing)],
+            format!("missing{shown} does not exist"),
+        ),
+        (
+            vec![a("--buildroot"), p(&file)],
+            format!("file{shown} is not a directory"),
+        ),
+        (
+            vec![a("--buildroot"), p(&live)],
+            format!("live{shown} is the running system's /"),
+        ),
+        (
+            vec![a("--buildroot"), p(&root), a("--config"), p(&missing)],
+            format!(
+                "cannot read the config file {}",
+                t.path().join("missing").display()
+            ) + shown,
+        ),
+        (
+            vec![a("--buildroot"), p(&root), a("--config"), p(&bad_toml)],
+            format!("bad.toml{shown}: TOML parse error"),
+        ),
+        (
+            vec![a("--buildroot"), p(&root), a("--config"), p(&jobs_toml)],
+            format!("jobs.toml{shown}: jobs = 5000: "),
+        ),
+        (
+            vec![a("--buildroot"), p(&root), a("--config"), p(&interp_toml)],
+            "= \"/no\\nsuch\u{ff}\": no such file".to_string(),
+        ),
+        (
+            vec![a("--buildroot"), p(&root), a("--cache"), p(&file)],
+            format!(
+                "cannot use the cache directory {}",
+                t.path().join("file").display()
+            ) + shown,
+        ),
+        (
+            vec![
+                a("--buildroot"),
+                p(&root),
+                a("--summary-json"),
+                p(&missing.join("s.json")),
+            ],
+            format!(
+                "cannot write {}{shown}/s.json",
+                t.path().join("missing").display()
+            ),
+        ),
+        (
+            vec![a("--buildroot"), p(&root), odd_path.clone()],
+            format!("/usr/share/p{shown} does not exist in the build root "),
+        ),
+        (
+            vec![a("--buildroot"), p(&root), linked.clone()],
+            format!("/usr/share/link{shown} is a symlink"),
+        ),
+        (
+            vec![a("--buildroot"), p(&root), dotdot.clone()],
+            r"'usr/..\n\xff/../x' contains '..'".into(),
+        ),
+        (
+            vec![a("--buildroot"), p(&root), a("--interpreter"), {
+                let mut v = format!("{}=", h.version).into_bytes();
+                v.extend_from_slice(no_python.as_os_str().as_bytes());
+                OsString::from_vec(v)
+            }],
+            format!(
+                r"--interpreter {}\nforged\u{{202e}}: ",
+                t.path().join("python").display()
+            ),
+        ),
+        (
+            vec![
+                a("--buildroot"),
+                p(&root),
+                a("--interpreter"),
+                p(&no_python),
+            ],
+            format!(
+                r"--interpreter {}\nforged\u{{202e}}: ",
+                t.path().join("python").display()
+            ),
+        ),
+        // Values echoed in a message are one line too.
+        (
+            vec![a("--buildroot"), p(&root), a("-x"), a("a[\nforged")],
+            r"bad --exclude pattern 'a[\nforged': ".to_string(),
+        ),
+        (
+            vec![
+                a("--buildroot"),
+                p(&root),
+                a("--python-version"),
+                a("3.1\nforged"),
+            ],
+            r"--python-version 3.1\nforged: ".to_string(),
+        ),
+        (
+            vec![a("-q"), a("verify"), a("--buildroot"), p(&root)],
+            "has none: options go after".to_string(),
+        ),
+        (
+            vec![a("verify"), a("--buildroot"), p(&missing)],
+            format!("missing{shown} does not exist"),
+        ),
+        (
+            vec![a("verify"), a("--buildroot"), p(&root), odd_path.clone()],
+            format!("/usr/share/p{shown} does not exist in the build root "),
+        ),
+        (
+            vec![a("verify"), a("--buildroot"), p(&root), linked.clone()],
+            format!("/usr/share/link{shown} is, or lies under, a symlink"),
+        ),
+        (
+            vec![a("normalize"), a("--buildroot"), p(&missing)],
+            format!("missing{shown} does not exist"),
+        ),
+        (
+            vec![a("normalize"), a("--buildroot"), p(&root), odd_path.clone()],
+            format!("/usr/share/p{shown} does not exist in the build root "),
+        ),
+    ];
+    let json = t.path().join("fatal.json");
+    for (args, says) in cases {
+        let _ = std::fs::remove_file(&json);
+        let mut cmd = pyclink();
+        cmd.args(&args);
+        if !args.iter().any(|a| a == "--summary-json") {
+            cmd.arg("--summary-json").arg(&json);
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = std::str::from_utf8(&out.stderr)
+            .unwrap_or_else(|e| panic!("{args:?}: stderr is not UTF-8 ({e}): {:?}", out.stderr));
+        assert!(!err.contains('\u{fffd}'), "{args:?}: U+FFFD in:\n{err}");
+        assert!(
+            err.lines().all(|l| l.starts_with("pyclink: ")) && !err.contains("\nforged"),
+            "{args:?}: a forged line in:\n{err}"
+        );
+        assert!(err.contains(&says), "{args:?}: no {says:?} in:\n{err}");
+        if let Ok(text) = std::fs::read_to_string(&json) {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let fatal = v["fatal_error"].as_str().unwrap_or_default();
+            assert!(
+                !fatal.contains('\u{fffd}') && !fatal.contains('\n') || fatal.contains("TOML"),
+                "{args:?}: {fatal:?}"
+            );
+            assert!(!v["buildroot"]
+                .as_str()
+                .unwrap_or_default()
+                .contains('\u{fffd}'));
+        }
+    }
+}

@@ -300,8 +300,9 @@ impl Cache {
         let Some(dir) = self.subdir(&sub, false) else {
             return Lookup::Miss;
         };
+        // Hex digits: nothing to escape.
+        let shown = || format!("{sub}/{name}");
         let name = OsStr::new(&name);
-        let shown = || format!("{sub}/{}", name.to_string_lossy());
         let file = match open_file_nofollow(&dir, name) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Lookup::Miss,

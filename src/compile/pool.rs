@@ -47,7 +47,7 @@ impl Compiler {
         match idle {
             Some(w) => Ok(w),
             None => Worker::start(&self.launch, timeout).map_err(|failure| Problem::NoWorker {
-                program: self.launch.program.display().to_string(),
+                program: crate::escape::shown(&self.launch.program).to_string(),
                 failure,
             }),
         }
@@ -309,7 +309,7 @@ impl CompileThread<'_> {
                     Err(failure) => Err(Problem::Worker {
                         first,
                         retry: Retry::CannotStart {
-                            program: launch.program.display().to_string(),
+                            program: crate::escape::shown(&launch.program).to_string(),
                             failure,
                         },
                     }),

@@ -8,6 +8,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -110,6 +111,8 @@ pub enum Outcome {
         warnings: Vec<FileError>,
         /// The compiled levels came from `--cache`, not from an interpreter.
         from_cache: bool,
+        /// The pycs that could not be put in place (the others were, and are in `stats`).
+        error: Option<FileError>,
     },
     /// Deliberately not compiled (a `.py` symlink whose target is not in the root).
     Skipped(String),
@@ -179,7 +182,7 @@ fn try_prepare(root: &Root, job: &Job, target: &Target, opts: Options) -> Result
             // nothing): there is no source here to compile, and the host's file is not it.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let target = rustix::fs::readlinkat(&dir, name, Vec::new())
-                    .map(|t| t.to_string_lossy().into_owned())
+                    .map(|t| crate::escape::shown(OsStr::from_bytes(t.as_bytes())).to_string())
                     .unwrap_or_else(|_| "its target".into());
                 return Ok(Step::Done(Outcome::Skipped(format!(
                     "{}: a dangling symlink: {target} does not exist in the build root; \
@@ -346,15 +349,29 @@ fn try_finish(
         .collect();
 
     let cache = open_cache_dir(&dir).map_err(|e| io_fail(crate::report::PYCACHE_UNUSABLE, e))?;
-    let stats = write_pycs(
+    let written = write_pycs(
         &Arc::new(cache),
         &header,
         &files,
         link,
         permissions,
         Some(&seal),
-    )
-    .map_err(|e| io_fail("cannot write pyc", e))?;
+    );
+    // The levels that were written count as written, and the source gets one error naming
+    // each pyc that was not.
+    let error = (!written.failed.is_empty()).then(|| {
+        let cache_dir = split(&job.rel).0.join(PYCACHE);
+        fail(
+            0,
+            Problem::WritePycs(
+                written
+                    .failed
+                    .into_iter()
+                    .map(|f| (display_in_root(&cache_dir.join(f.name)), f.source))
+                    .collect(),
+            ),
+        )
+    });
     // CPython reports some warnings of one file from its last line up.
     let mut in_order: Vec<_> = code.warnings.iter().collect();
     in_order.sort_by_key(|w| w.line);
@@ -371,10 +388,11 @@ fn try_finish(
         })
         .collect();
     Ok(Outcome::Written {
-        stats,
+        stats: written.stats,
         compiled: code.compiled as u64,
         warnings,
         from_cache: false,
+        error,
     })
 }
 
@@ -411,7 +429,7 @@ fn all_up_to_date(
     // an inode already checked is not read or hashed again.
     let mut seen: Vec<((u64, u64), Vec<u8>, u8)> = Vec::with_capacity(names.len());
     for (level, name) in names {
-        let shown = name.to_string_lossy();
+        let shown = crate::escape::shown(name);
         let why = |what: &str| Err(format!("{shown}: {what}"));
         let Ok(mut f) = open_file_nofollow(&cache, name) else {
             return why("missing (or not a regular file)");

@@ -109,7 +109,7 @@ pub fn select_all(
     for v in unused {
         log::warn!(
             "--interpreter {v}={}: no {v} sources in this run; not used",
-            given[v].display()
+            crate::escape::shown(&given[v])
         );
     }
     if missing.is_empty() {
@@ -129,13 +129,12 @@ pub fn select(
     let mut tried = Vec::new();
     if let Some(path) = given {
         let launch = host_launch(path.to_path_buf());
-        return prove(version, launch, format!("--interpreter {path:?}"), timeout).map_err(|why| {
-            NotFound {
-                version,
-                given: Some(path.to_path_buf()),
-                tried: vec![(format!("--interpreter {}", path.display()), why)],
-                sources: 0,
-            }
+        let origin = format!("--interpreter {}", crate::escape::shown(path));
+        return prove(version, launch, origin.clone(), timeout).map_err(|why| NotFound {
+            version,
+            given: Some(path.to_path_buf()),
+            tried: vec![(origin, why)],
+            sources: 0,
         });
     }
 

@@ -10,14 +10,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::fsroot::{display_in_root, Root};
+use crate::escape::{shown, shown_in_root};
+use crate::fsroot::Root;
 use crate::python::{Implementation, PyVersion};
 use crate::worker::Failure;
 
 /// Why the trees (or the interpreters) of a run cannot be decided.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path} does not exist in the build root {}", root.display())]
+    #[error("{path} does not exist in the build root {}", shown(root))]
     Missing { path: String, root: PathBuf },
     #[error(
         "{path} is a symlink and not a .py file; give the path it stands for inside the build root"
@@ -35,9 +36,13 @@ pub enum Error {
     },
     #[error("{path} is a {version} tree: {}", version.unsupported_reason())]
     Unsupported { path: String, version: PyVersion },
-    #[error("--interpreter {}: {failure}", path.display())]
+    #[error("--interpreter {}: {failure}", shown(path))]
     Probe { path: PathBuf, failure: Failure },
-    #[error("two interpreters given for {version}: {} and {}", first.display(), second.display())]
+    #[error(
+        "two interpreters given for {version}: {} and {}",
+        shown(first),
+        shown(second)
+    )]
     TwoInterpreters {
         version: PyVersion,
         first: PathBuf,
@@ -50,7 +55,10 @@ pub enum Error {
         command: &'static str,
         trees: String,
     },
-    #[error("{}, asked which version {trees} are compiled for: {failure}", path.display())]
+    #[error(
+        "{}, asked which version {trees} are compiled for: {failure}",
+        shown(path)
+    )]
     HostDefault {
         path: PathBuf,
         trees: String,
@@ -134,7 +142,7 @@ pub fn discover(root: &Root, asked: Asked) -> Result<Discovery, Error> {
         named.push(version);
     }
     let found = find_trees(root, asked.paths)?;
-    let shown_root = root.path().display();
+    let shown_root = shown(root.path());
     if found.versioned.is_empty() && found.unversioned.is_empty() && found.unsupported.is_empty() {
         log::warn!("no Python trees found in {shown_root}");
     }
@@ -151,7 +159,7 @@ pub fn discover(root: &Root, asked: Asked) -> Result<Discovery, Error> {
         }
         let shown = dirs
             .iter()
-            .map(|p| display_in_root(p))
+            .map(|p| shown_in_root(p))
             .collect::<Vec<_>>()
             .join(", ");
         let given: Vec<PyVersion> = interpreters.keys().copied().collect();
@@ -315,7 +323,7 @@ fn refuse_unsupported(version: PyVersion, p: &Path) -> Result<(), Error> {
         return Ok(());
     }
     Err(Error::Unsupported {
-        path: display_in_root(p),
+        path: shown_in_root(p),
         version,
     })
 }
@@ -366,7 +374,7 @@ fn nested_lib_pythons(root: &Root, top: &Path) -> Vec<(PyVersion, PathBuf)> {
 /// names them): read with its target resolved inside the root, its pycs beside the link.
 fn check_path(root: &Root, p: &Path) -> Result<(), Error> {
     use rustix::fs::FileType;
-    let path = display_in_root(p);
+    let path = shown_in_root(p);
     match root.lstat(p) {
         Ok(st) => match FileType::from_raw_mode(st.st_mode) {
             FileType::Symlink if !crate::plan::has_py_suffix(p) => Err(Error::Symlink { path }),

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args};
 
 use crate::cli::{
-    existing_buildroot, interpreter_flags, jobs_or_cpus, levels_from, paths_in_root, timeout_from,
-    versions_from, Invocation, Origin, UsageError,
+    existing_buildroot, interpreter_flags, jobs_arg, jobs_or_cpus, levels_from, paths_in_root,
+    timeout_from, versions_from, Invocation, Origin, UsageError,
 };
 
 pub const ABOUT: &str = "\
@@ -28,7 +28,7 @@ For every pyc under the root (or the PATHs):
   links      levels of one source with identical bytes are one file (hardlinks), and levels
              that are one file compile to the same code
   strays     every file in __pycache__ is a pyc of a source beside it; no temp file left by an
-             interrupted write (pyclink's .pyclink-*.tmp, importlib's NAME.pyc.NNN); no pyc
+             interrupted write (pyclink's .pyclink-PID-SEQ.tmp, importlib's NAME.pyc.NNN); no pyc
              outside __pycache__ beside its source (import never reads it), and none without a
              source unless --allow-sourceless
 
@@ -102,13 +102,15 @@ pub struct VerifyArgs {
     #[arg(long)]
     no_link: bool,
 
-    /// Check N sources at once (one interpreter each) [default: number of CPUs]
-    #[arg(short = 'j', long, value_name = "N")]
-    jobs: Option<usize>,
+    /// Check N sources at once (one interpreter each), 0 to 1024 [default, and 0: the number
+    /// of CPUs]
+    // A string, checked as compile's -j is: `-j -1` gets the same message, and the JSON.
+    #[arg(short = 'j', long, value_name = "N", allow_negative_numbers = true)]
+    jobs: Option<String>,
 
     /// Seconds one source may take in the checker before it is restarted and the source
-    /// retried once [default: 300]
-    #[arg(long, value_name = "SECONDS")]
+    /// retried once, from 0.001 to 86400 [default: 300]
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
     timeout: Option<f64>,
 
     /// Write the figures and every problem as JSON to FILE (`-`: stdout, the report then goes
@@ -116,7 +118,7 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
 
-    /// Print only the problems (no summary line)
+    /// Leave out the summary line; problems and warnings are still printed
     #[arg(short, long)]
     quiet: bool,
 
@@ -164,7 +166,7 @@ impl VerifyArgs {
                 unversioned_interpreters,
                 allow_sourceless: self.allow_sourceless,
                 link: !self.no_link,
-                jobs: jobs_or_cpus(self.jobs)?,
+                jobs: jobs_or_cpus(jobs_arg(self.jobs)?)?,
                 timeout,
             },
             summary_json: self.summary_json,

@@ -262,7 +262,7 @@ fn prepare_module(
                         display_in_root(&files[j].rel),
                         format!(
                             "identical to {} but not a hardlink of it",
-                            files[i].name.to_string_lossy()
+                            crate::escape::shown(&files[i].name)
                         ),
                     ));
                 }
@@ -597,7 +597,7 @@ fn code_problem(
             format!(
                 "a hardlink of {}, but optimize={level} and optimize={} compile differently \
                  (this file holds optimize={}'s code)",
-                o.name.to_string_lossy(),
+                crate::escape::shown(&o.name),
                 o.level,
                 o.level
             ),

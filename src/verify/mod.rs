@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::discover::{self, interpreter};
+use crate::escape::{path_text, shown, shown_in_root};
 use crate::fsroot::{display_in_root, Root};
 use crate::plan::{self, BadExclude, Excludes};
 use crate::python::{Implementation, Levels, PyVersion};
@@ -58,7 +59,7 @@ pub struct Options {
 pub enum Error {
     #[error(transparent)]
     BuildRoot(#[from] crate::fsroot::OpenError),
-    #[error("{path} does not exist in the build root {}", root.display())]
+    #[error("{path} does not exist in the build root {}", shown(root))]
     Missing { path: String, root: PathBuf },
     #[error("{path} is, or lies under, a symlink; give the path it stands for inside the root")]
     Symlink { path: String },
@@ -73,7 +74,7 @@ pub enum Error {
 /// Check every pyc under the root (or the PATHs).
 pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
     let started = Instant::now();
-    let mut report = Report::new(root.path().display().to_string());
+    let mut report = Report::new(path_text(root.path().as_os_str()).into_owned());
     report.paths = opts.paths.iter().map(|p| display_in_root(p)).collect();
     report.required_levels = opts.required.map_or(Vec::new(), |l| l.iter().collect());
     for path in &opts.paths {
@@ -194,7 +195,7 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
             (Some(t), _) => Some(format!(
                 "cache tag '{}' is not that of {} ({}), the interpreter for {version}",
                 key.tag,
-                t.launch.program.display(),
+                shown(&t.launch.program),
                 t.hello.format.cache_tag
             )),
             (None, why) => Some(format!(
@@ -258,11 +259,9 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
                 shown,
                 format!(
                     "no source {} beside it (a sourceless module; --allow-sourceless accepts it)",
-                    pyc.rel
-                        .with_extension("py")
-                        .file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
+                    crate::escape::shown(
+                        pyc.rel.with_extension("py").file_name().unwrap_or_default()
+                    )
                 ),
             ));
             continue;
@@ -292,7 +291,7 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
         .map(|(v, t)| {
             let r = report::VersionReport {
                 version: v.to_string(),
-                interpreter: t.launch.program.display().to_string(),
+                interpreter: path_text(t.launch.program.as_os_str()).into_owned(),
                 cache_tag: t.hello.format.cache_tag.clone(),
                 magic: t
                     .hello
@@ -339,7 +338,7 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
         log::warn!(
             "no pyc found under {}",
             if opts.paths.is_empty() {
-                root.path().display().to_string()
+                shown(root.path()).to_string()
             } else {
                 report.paths.join(", ")
             }
@@ -370,7 +369,7 @@ fn source_of_pyc(pyc: &std::path::Path) -> Option<PathBuf> {
 /// `normalize` refuses its PATHs with this too: it rewrites what it finds, so a PATH through a
 /// symlink must never reach the host's files.
 pub(crate) fn check_path(root: &Root, path: &std::path::Path) -> Result<(), Error> {
-    let shown = display_in_root(path);
+    let shown = shown_in_root(path);
     match root.lstat(path) {
         // A `.py` symlink is a source like any (compiling accepts it as a PATH too).
         Ok(st)
@@ -448,7 +447,7 @@ fn select(
         if !versions.contains_key(v) {
             log::warn!(
                 "--interpreter {v}={}: no {v} pycs or sources here; not used",
-                path.display()
+                shown(path)
             );
         }
     }

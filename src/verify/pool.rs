@@ -157,7 +157,7 @@ impl CheckThread<'_> {
         if let Some((_, w)) = self.held.take() {
             w.kill();
         }
-        let program = self.targets[&version].launch.program.display().to_string();
+        let program = crate::escape::shown(&self.targets[&version].launch.program);
         log::warn!(
             "{}: the checker ({program}) {first}; retrying with a new one",
             f.prepared.shown()

@@ -389,7 +389,7 @@ impl Scan {
             return;
         }
         self.pycs += 1;
-        let shown_source = source.file_name().unwrap_or_default().to_string_lossy();
+        let shown_source = crate::escape::shown(source.file_name().unwrap_or_default());
         let (symlink, size) = match source_at(root, &source) {
             Source::None => {
                 return self.stray(
@@ -469,7 +469,7 @@ impl Scan {
                 format!(
                     "beside its source {}: Python 3 imports the source (and its __pycache__), \
                      never this file",
-                    source.file_name().unwrap_or_default().to_string_lossy()
+                    crate::escape::shown(source.file_name().unwrap_or_default())
                 ),
             ),
         }

@@ -129,7 +129,7 @@ impl Worker {
         log::debug!(
             "worker {} started: {}",
             w.child.id(),
-            launch.program.display()
+            crate::escape::shown(&launch.program)
         );
         Ok(w)
     }

@@ -9,6 +9,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -59,9 +60,27 @@ pub struct PycFile<'a> {
     pub body: &'a [u8],
 }
 
-/// Write `files` (each `header` + body) into the open `__pycache__` directory `dir`. `mode` is the requested file mode
-/// (the process umask applies, as for py_compile). With `link`, identical contents share an inode.
-/// With a `seal`, each file carries pyclink's provenance record (see `provenance`).
+/// A pyc that could not be put in place (its old file, if any, is as it was), and why.
+#[derive(Debug)]
+pub struct PycError {
+    pub name: OsString,
+    pub source: io::Error,
+}
+
+/// What writing one source's pycs did: the figures of the names now in place, and every
+/// name that could not be replaced. One level failing does not stop the others.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub stats: WriteStats,
+    pub failed: Vec<PycError>,
+}
+
+/// Write `files` (each `header` + body) into the open `__pycache__` directory `dir`. `mode` is
+/// the requested file mode (the process umask applies, as for py_compile). With `link`,
+/// identical contents share an inode. With a `seal`, each file carries pyclink's provenance
+/// record (see `provenance`). The figures count only what is in place afterwards: a level that
+/// cannot be replaced (an immutable file, a directory in its place) is in `failed`, and the
+/// other levels are written all the same.
 pub fn write_pycs(
     dir: &Arc<OwnedFd>,
     header: &[u8],
@@ -69,53 +88,115 @@ pub fn write_pycs(
     link: bool,
     mode: u32,
     seal: Option<&Seal>,
-) -> io::Result<WriteStats> {
+) -> Written {
+    let mut out = Written::default();
     // Two runs on one root may rewrite the same source at once. Holding the directory's lock
     // while this source's names change keeps its levels consistent: one run's linked set, never
     // level 0 from one run and an identical but separate opt-1 from the other.
-    let _lock = DirLock::take(dir)?;
-    let mut stats = WriteStats::default();
+    let _lock = match DirLock::take(dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            out.fail_all(files.iter().map(|f| &f.name), &e);
+            return out;
+        }
+    };
     for group in identical_groups(files, link) {
         let first = &files[group[0]];
+        let size = (header.len() + first.body.len()) as u64;
         // The levels this content is the output of (the same for a copy, where links fail).
         let record = seal.map(|s| {
             let mask = group.iter().fold(0u8, |m, &i| m | 1 << files[i].level);
             s.record(mask, header, first.body)
         });
-        let temp = TempFile::create(dir, mode)?;
-        temp.write_all(&[header, first.body])?;
-        temp.set_record(record.as_deref())?;
-        stats.written += 1;
-        stats.stored_bytes += (header.len() + first.body.len()) as u64;
+        let temp = match TempFile::create(dir, mode).and_then(|t| {
+            t.write_all(&[header, first.body])?;
+            t.set_record(record.as_deref())?;
+            Ok(t)
+        }) {
+            Ok(t) => t,
+            Err(e) => {
+                out.fail_all(group.iter().map(|&i| &files[i].name), &e);
+                continue;
+            }
+        };
+        // Names of this group that are now this inode.
+        let mut linked = 0;
         for &i in &group[1..] {
             let file = &files[i];
-            match temp.link_new() {
-                Ok(alias) => {
-                    alias.rename_to(&file.name)?;
-                    stats.linked += 1;
-                }
+            let placed = match temp.link_new() {
+                Ok(alias) => alias.rename_to(&file.name).map(|()| linked += 1),
                 Err(e) if refuses_links(&e) => {
                     log::debug!(
                         "hardlink refused ({e}); writing a copy of {}",
-                        file.name.to_string_lossy()
+                        crate::escape::shown(&file.name)
                     );
-                    let copy = TempFile::create(dir, mode)?;
-                    copy.write_all(&[header, file.body])?;
-                    copy.set_record(record.as_deref())?;
-                    copy.rename_to(&file.name)?;
-                    stats.copied += 1;
-                    stats.stored_bytes += (header.len() + file.body.len()) as u64;
+                    write_copy(
+                        dir,
+                        mode,
+                        &[header, file.body],
+                        record.as_deref(),
+                        &file.name,
+                    )
+                    .map(|()| {
+                        out.stats.copied += 1;
+                        out.stats.stored_bytes += size;
+                        out.stats.apparent_bytes += size;
+                    })
                 }
-                Err(e) => return Err(e),
+                Err(e) => Err(e),
+            };
+            if let Err(source) = placed {
+                out.failed.push(PycError {
+                    name: file.name.clone(),
+                    source,
+                });
             }
         }
-        temp.rename_to(&first.name)?;
-        stats.apparent_bytes += group
-            .iter()
-            .map(|&i| (header.len() + files[i].body.len()) as u64)
-            .sum::<u64>();
+        match temp.rename_to(&first.name) {
+            Ok(()) => linked += 1,
+            Err(source) => out.failed.push(PycError {
+                name: first.name.clone(),
+                source,
+            }),
+        }
+        // One of the names holding the new inode counts as written, the others as links.
+        if linked > 0 {
+            out.stats.written += 1;
+            out.stats.linked += linked - 1;
+            out.stats.stored_bytes += size;
+            out.stats.apparent_bytes += size * linked;
+        }
     }
-    Ok(stats)
+    out
+}
+
+impl Written {
+    fn fail_all<'a>(&mut self, names: impl Iterator<Item = &'a OsString>, e: &io::Error) {
+        for name in names {
+            self.failed.push(PycError {
+                name: name.clone(),
+                // io::Error is not Clone; the errno is what the message needs.
+                source: e.raw_os_error().map_or_else(
+                    || io::Error::new(e.kind(), e.to_string()),
+                    io::Error::from_raw_os_error,
+                ),
+            });
+        }
+    }
+}
+
+/// A separate file with `parts` as its content, renamed to `name` (where a link is refused).
+fn write_copy(
+    dir: &Arc<OwnedFd>,
+    mode: u32,
+    parts: &[&[u8]],
+    record: Option<&[u8]>,
+    name: &OsStr,
+) -> io::Result<()> {
+    let copy = TempFile::create(dir, mode)?;
+    copy.write_all(parts)?;
+    copy.set_record(record)?;
+    copy.rename_to(name)
 }
 
 /// An exclusive `flock` on a directory, released on drop.
@@ -347,6 +428,9 @@ impl Drop for TempFile {
     }
 }
 
+/// The name of a new temp file: `.pyclink-PID-SEQ.tmp`, both numbers in plain decimal. The
+/// format is strict so that [`is_temp_name`] can recognize exactly these names: stale-temp
+/// cleanup deletes what it recognizes, and a user's `.pyclink-backup.tmp` is not ours.
 fn temp_name() -> OsString {
     static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let pid = PID.get_or_init(std::process::id);
@@ -354,9 +438,33 @@ fn temp_name() -> OsString {
     OsString::from(format!("{TEMP_PREFIX}{pid}-{seq}{TEMP_SUFFIX}"))
 }
 
+/// Whether `name` is one that [`temp_name`] makes: the prefix, a process id (a positive u32),
+/// `-`, a sequence number (a u64), the suffix; numbers without sign or leading zeros, as Rust
+/// prints them. Nothing else: these are the only names stale-temp cleanup may delete.
 pub fn is_temp_name(name: &OsStr) -> bool {
-    let s = name.to_string_lossy();
-    s.starts_with(TEMP_PREFIX) && s.ends_with(TEMP_SUFFIX)
+    let Some(middle) = name
+        .as_bytes()
+        .strip_prefix(TEMP_PREFIX.as_bytes())
+        .and_then(|n| n.strip_suffix(TEMP_SUFFIX.as_bytes()))
+    else {
+        return false;
+    };
+    let mut parts = middle.split(|&b| b == b'-');
+    let (Some(pid), Some(seq), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    canonical_decimal::<u32>(pid).is_some_and(|p| p > 0) && canonical_decimal::<u64>(seq).is_some()
+}
+
+/// `digits` as a number if it is exactly how Rust prints one: ASCII digits, no sign, no
+/// leading zero (but `0` itself), within the type's range.
+fn canonical_decimal<T: std::str::FromStr>(digits: &[u8]) -> Option<T> {
+    let plain = !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || digits.len() == 1);
+    plain
+        .then(|| std::str::from_utf8(digits).ok()?.parse().ok())
+        .flatten()
 }
 
 /// Remove the temp files a killed run left in these `__pycache__` directories (root-relative);
@@ -398,23 +506,39 @@ pub fn remove_stale_temps(root: &Root, pycache_dirs: &[PathBuf]) -> usize {
     removed
 }
 
-/// Remove a temp file left by an earlier run (killed before it could rename it). A temp file
-/// whose writer is alive is locked and left alone. Returns whether it was removed.
+/// Remove a temp file left by an earlier run (killed before it could rename it). Only a
+/// regular file with one of pyclink's temp names ([`is_temp_name`]) is ours: anything else (a
+/// user's file, a symlink, a FIFO, a directory) is left alone, and so is a temp file whose
+/// writer is alive (it holds the lock). Returns whether it was removed.
 pub fn remove_stale_temp(dir: impl AsFd, name: &OsStr) -> io::Result<bool> {
+    if !is_temp_name(name) {
+        return Ok(false);
+    }
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let fd = match openat(&dir, name, flags, Mode::empty()) {
         Ok(fd) => fd,
-        Err(Errno::NOENT) => return Ok(false),
+        // A symlink (O_NOFOLLOW) is no temp file of ours.
+        Err(Errno::NOENT | Errno::LOOP) => return Ok(false),
         Err(e) => return Err(e.into()),
     };
-    match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {
-            unlinkat(&dir, name, AtFlags::empty())?;
-            Ok(true)
-        }
-        Err(Errno::WOULDBLOCK) => Ok(false),
-        Err(e) => Err(e.into()),
+    let ours = fstat(&fd)?;
+    if !crate::fsroot::is_regular(&ours) {
+        return Ok(false);
     }
+    match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(Errno::WOULDBLOCK) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    // The name may have been taken by another file since it was opened (another run's
+    // cleanup removed ours and a new temp file got the name): unlink only the file locked.
+    match statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if st.st_dev == ours.st_dev && st.st_ino == ours.st_ino => {}
+        Ok(_) | Err(Errno::NOENT) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    unlinkat(&dir, name, AtFlags::empty())?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -466,6 +590,11 @@ mod tests {
         }
     }
 
+    fn ok(w: Written) -> WriteStats {
+        assert!(w.failed.is_empty(), "{:?}", w.failed);
+        w.stats
+    }
+
     fn ino(t: &tempfile::TempDir, name: &str) -> u64 {
         std::fs::metadata(t.path().join(name)).unwrap().ino()
     }
@@ -487,7 +616,7 @@ mod tests {
             pyc("m.opt-1.pyc", b"BB"),
             pyc("m.opt-2.pyc", b"AAA"),
         ];
-        let s = write_pycs(&dir, b"", &files, true, 0o644, None).unwrap();
+        let s = ok(write_pycs(&dir, b"", &files, true, 0o644, None));
         assert_eq!((s.written, s.linked, s.copied), (2, 1, 0));
         assert_eq!((s.apparent_bytes, s.stored_bytes), (8, 5));
         assert_eq!(ino(&t, "m.pyc"), ino(&t, "m.opt-2.pyc"));
@@ -503,15 +632,14 @@ mod tests {
         std::fs::write(outside.path(), b"precious").unwrap();
         std::os::unix::fs::symlink(outside.path(), t.path().join("m.pyc")).unwrap();
         std::fs::write(t.path().join("m.opt-1.pyc"), b"old").unwrap();
-        write_pycs(
+        ok(write_pycs(
             &dir,
             b"",
             &[pyc("m.pyc", b"new"), pyc("m.opt-1.pyc", b"new")],
             true,
             0o644,
             None,
-        )
-        .unwrap();
+        ));
         assert_eq!(std::fs::read(outside.path()).unwrap(), b"precious");
         assert!(std::fs::symlink_metadata(t.path().join("m.pyc"))
             .unwrap()
@@ -519,18 +647,57 @@ mod tests {
         assert_eq!(ino(&t, "m.pyc"), ino(&t, "m.opt-1.pyc"));
     }
 
+    /// Issue 22, item 6: a level that cannot be replaced (here a directory in its place) is
+    /// named, and the other levels are written and counted, whether they share its content or
+    /// not.
+    #[test]
+    fn a_level_that_cannot_be_replaced_does_not_stop_the_others() {
+        let (t, dir) = setup();
+        std::fs::create_dir_all(t.path().join("m.opt-1.pyc/inside")).unwrap();
+        let files = [
+            pyc("m.pyc", b"AAA"),
+            pyc("m.opt-1.pyc", b"BB"),
+            pyc("m.opt-2.pyc", b"C"),
+        ];
+        let w = write_pycs(&dir, b"", &files, true, 0o644, None);
+        let names: Vec<&OsString> = w.failed.iter().map(|f| &f.name).collect();
+        assert_eq!(names, ["m.opt-1.pyc"]);
+        let s = w.stats;
+        assert_eq!((s.written, s.linked, s.copied), (2, 0, 0));
+        assert_eq!((s.apparent_bytes, s.stored_bytes), (4, 4));
+        assert_eq!(std::fs::read(t.path().join("m.pyc")).unwrap(), b"AAA");
+        assert_eq!(std::fs::read(t.path().join("m.opt-2.pyc")).unwrap(), b"C");
+        assert!(t.path().join("m.opt-1.pyc/inside").is_dir());
+        assert!(leftovers(&t).is_empty());
+
+        // All three identical, the first name blocked: the other two are one inode.
+        let files = [
+            pyc("n.pyc", b"XY"),
+            pyc("n.opt-1.pyc", b"XY"),
+            pyc("n.opt-2.pyc", b"XY"),
+        ];
+        std::fs::create_dir_all(t.path().join("n.pyc/inside")).unwrap();
+        let w = write_pycs(&dir, b"", &files, true, 0o644, None);
+        let names: Vec<&OsString> = w.failed.iter().map(|f| &f.name).collect();
+        assert_eq!(names, ["n.pyc"]);
+        let s = w.stats;
+        assert_eq!((s.written, s.linked, s.copied), (1, 1, 0));
+        assert_eq!((s.apparent_bytes, s.stored_bytes), (4, 2));
+        assert_eq!(ino(&t, "n.opt-1.pyc"), ino(&t, "n.opt-2.pyc"));
+        assert!(leftovers(&t).is_empty());
+    }
+
     #[test]
     fn no_link_writes_separate_files() {
         let (t, dir) = setup();
-        let s = write_pycs(
+        let s = ok(write_pycs(
             &dir,
             b"",
             &[pyc("a.pyc", b"X"), pyc("a.opt-1.pyc", b"X")],
             false,
             0o644,
             None,
-        )
-        .unwrap();
+        ));
         assert_eq!((s.written, s.linked), (2, 0));
         assert_ne!(ino(&t, "a.pyc"), ino(&t, "a.opt-1.pyc"));
     }
@@ -548,7 +715,7 @@ mod tests {
         ];
         let s = write_pycs(&dir, b"", &files, true, 0o644, None);
         test_hooks::force_link_error(None);
-        let s = s.unwrap();
+        let s = ok(s);
         assert_eq!((s.written, s.linked, s.copied), (1, 0, 2));
         assert_eq!(s.stored_bytes, 3);
         assert_ne!(ino(&t, "a.pyc"), ino(&t, "a.opt-1.pyc"));
@@ -569,7 +736,11 @@ mod tests {
             None,
         );
         test_hooks::force_link_error(None);
-        assert!(r.is_err());
+        // The link fails, so opt-1 is not written; level 0 still is, and counted so.
+        assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
+        assert_eq!(r.failed[0].name, "a.opt-1.pyc");
+        assert_eq!((r.stats.written, r.stats.linked), (1, 0));
+        assert!(t.path().join("a.pyc").exists() && !t.path().join("a.opt-1.pyc").exists());
         assert!(
             leftovers(&t).is_empty(),
             "temp files left: {:?}",
@@ -590,18 +761,99 @@ mod tests {
         assert!(!is_temp_name(OsStr::new("m.cpython-311.pyc")));
     }
 
+    /// Issue 22, item 9: the names pyclink makes are recognized, and nothing else is: a user's
+    /// `.pyclink-backup-of-settings.tmp` is not deleted.
+    #[test]
+    fn temp_names_are_recognized_exactly() {
+        for _ in 0..1000 {
+            let name = temp_name();
+            assert!(is_temp_name(&name), "{name:?}");
+        }
+        let pid = std::process::id();
+        for name in [
+            format!(".pyclink-{pid}-0.tmp"),
+            format!(".pyclink-4294967295-{}.tmp", u64::MAX),
+            ".pyclink-1-1.tmp".to_string(),
+        ] {
+            assert!(is_temp_name(OsStr::new(&name)), "{name}");
+        }
+        for name in [
+            ".pyclink-backup-of-settings.tmp",
+            ".pyclink-.tmp",
+            ".pyclink--.tmp",
+            ".pyclink-1-.tmp",
+            ".pyclink--1.tmp",
+            ".pyclink-1.tmp",
+            ".pyclink-1-2-3.tmp",
+            ".pyclink-0-1.tmp",
+            ".pyclink-01-1.tmp",
+            ".pyclink-1-01.tmp",
+            ".pyclink-+1-1.tmp",
+            ".pyclink-1-+1.tmp",
+            ".pyclink- 1-1.tmp",
+            ".pyclink-4294967296-1.tmp",
+            ".pyclink-1-18446744073709551616.tmp",
+            ".pyclink-1-1.tmp.bak",
+            ".pyclink-1-1.TMP",
+            ".pyclink-1-1.tmp~",
+            "x.pyclink-1-1.tmp",
+            "pyclink-1-1.tmp",
+            ".pyclink-\u{661}-1.tmp",
+        ] {
+            assert!(!is_temp_name(OsStr::new(name)), "{name}");
+        }
+        assert!(!is_temp_name(OsStr::from_bytes(b".pyclink-1-1\xff.tmp")));
+    }
+
+    /// Cleanup removes only a regular file with one of pyclink's names: a user's file, and a
+    /// symlink, FIFO or directory named like a temp file, stay.
+    #[test]
+    fn stale_temp_cleanup_leaves_what_is_not_ours() {
+        let (t, dir) = setup();
+        let user = ".pyclink-backup-of-settings.tmp";
+        std::fs::write(t.path().join(user), b"settings").unwrap();
+        assert!(!remove_stale_temp(&*dir, OsStr::new(user)).unwrap());
+        assert_eq!(std::fs::read(t.path().join(user)).unwrap(), b"settings");
+
+        let target = t.path().join("target");
+        std::fs::write(&target, b"kept").unwrap();
+        std::os::unix::fs::symlink(&target, t.path().join(".pyclink-7-1.tmp")).unwrap();
+        rustix::fs::mknodat(
+            &*dir,
+            ".pyclink-7-2.tmp",
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        std::fs::create_dir(t.path().join(".pyclink-7-3.tmp")).unwrap();
+        for name in [".pyclink-7-1.tmp", ".pyclink-7-2.tmp", ".pyclink-7-3.tmp"] {
+            assert!(
+                !remove_stale_temp(&*dir, OsStr::new(name)).unwrap(),
+                "{name}"
+            );
+            assert!(
+                std::fs::symlink_metadata(t.path().join(name)).is_ok(),
+                "{name} removed"
+            );
+        }
+        assert_eq!(std::fs::read(&target).unwrap(), b"kept");
+        std::fs::write(t.path().join(".pyclink-7-4.tmp"), b"half").unwrap();
+        assert!(remove_stale_temp(&*dir, OsStr::new(".pyclink-7-4.tmp")).unwrap());
+        assert!(!t.path().join(".pyclink-7-4.tmp").exists());
+    }
+
     #[test]
     fn mode_follows_request_under_umask() {
         let (t, dir) = setup();
-        write_pycs(
+        ok(write_pycs(
             &dir,
             b"",
             &[pyc("r.pyc", b"X")],
             true,
             0o100755 | 0o200,
             None,
-        )
-        .unwrap();
+        ));
         let mode = std::fs::metadata(t.path().join("r.pyc")).unwrap().mode() & 0o777;
         // Read, not set: umask is process-wide and the tests run in parallel threads.
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
