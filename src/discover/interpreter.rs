@@ -301,13 +301,14 @@ fn host_candidates(
         None => tried.push((format!("{command} on PATH"), Unusable::NotFound)),
     }
     if version.implementation == Implementation::CPython {
+        // pyenv names a free-threaded build `3.14t`, as --python-version does.
         match pyenv_prefix(version) {
             Some(prefix) => out.push((
-                format!("pyenv {}.{}", version.major, version.minor),
+                format!("pyenv {}", version.short()),
                 prefix.join("bin").join(&command),
             )),
             None => tried.push((
-                format!("pyenv prefix {}.{}", version.major, version.minor),
+                format!("pyenv prefix {}", version.short()),
                 Unusable::NotFound,
             )),
         }
@@ -337,7 +338,7 @@ fn is_executable(p: &Path) -> bool {
 fn pyenv_prefix(version: PyVersion) -> Option<PathBuf> {
     let pyenv = find_on_path("pyenv")?;
     let out = std::process::Command::new(pyenv)
-        .args(["prefix", &format!("{}.{}", version.major, version.minor)])
+        .args(["prefix", &version.short()])
         .stderr(std::process::Stdio::null())
         .output()
         .ok()?;

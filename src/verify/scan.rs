@@ -159,6 +159,11 @@ pub fn version_of_tag(tag: &str) -> Option<PyVersion> {
     } else {
         return None;
     };
+    // A free-threaded build's tag, should it have its own (`cpython-314t`).
+    let (digits, free_threaded) = match digits.strip_suffix('t') {
+        Some(d) if implementation == Implementation::CPython => (d, true),
+        _ => (digits, false),
+    };
     if digits.len() < 2 || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -169,6 +174,7 @@ pub fn version_of_tag(tag: &str) -> Option<PyVersion> {
     }
     let (major, minor) = (major.parse().ok()?, minor.parse().ok()?);
     Some(match implementation {
+        Implementation::CPython if free_threaded => PyVersion::cpython(major, minor).free_threaded(),
         Implementation::CPython => PyVersion::cpython(major, minor),
         Implementation::PyPy => PyVersion::pypy(major, minor),
     })
@@ -550,9 +556,15 @@ mod tests {
             (pypy.implementation, pypy.minor),
             (Implementation::PyPy, 10)
         );
+        assert_eq!(
+            version_of_tag("cpython-314t"),
+            Some(PyVersion::cpython(3, 14).free_threaded())
+        );
         for bad in [
             "cpython-3",
             "cpython-3x1",
+            "pypy311t",
+            "cpython-t",
             "jython-27",
             "cpython-",
             "cpython-301",
