@@ -194,6 +194,19 @@ fn small_313_root_matches_serial_compileall_and_add_det() {
     identical_to_compileall("3.13", Corpus::Small, Form::Normal);
 }
 
+/// Debian unstable's 3.14 and 3.15 (scripts/fetch-interpreters). add-det 0.7.3 reads both
+/// (it maps magic numbers 3600-3649 to 3.14 and 3650-3699 to 3.15), so for 3.15 it is the check
+/// of pyclink's normal form that does not rest on pyclink's own normalizer.
+#[test]
+fn small_314_root_matches_serial_compileall_and_add_det() {
+    identical_to_compileall("3.14", Corpus::Small, Form::Normal);
+}
+
+#[test]
+fn small_315_root_matches_serial_compileall_and_add_det() {
+    identical_to_compileall("3.15", Corpus::Small, Form::Normal);
+}
+
 /// Compile `rel` (under `root`) at levels 0, 1 and 2 in one fresh interpreter, as compileall
 /// does for a file alone, writing its pycs next to it.
 fn py_compile_alone(python: &Path, root: &Path, rel: &str) {
@@ -219,7 +232,9 @@ fn py_compile_alone(python: &Path, root: &Path, rel: &str) {
 /// (here one worker compiles them in size order, the name first).
 #[test]
 fn interned_latin1_names_do_not_reach_later_sources() {
-    let versions = ["3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13"];
+    let versions = [
+        "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15",
+    ];
     let host = host_python3_version();
     for version in versions.iter().copied().chain([host.as_str()]) {
         let test = format!("interned_latin1_{version}");

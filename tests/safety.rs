@@ -1347,14 +1347,16 @@ fn python2_is_refused_by_name() {
         stderr(&out)
     );
 
-    // A root with only a Python 2 tree: one message, not "not compiled" then "no trees found".
+    // A root with only a Python 2 tree holding sources: an error (issue 20: a package must not
+    // ship them without pycs in silence), one message, not "not compiled" then "no trees found".
     let out = run(pyclink().arg("--buildroot").arg(&root));
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains("no Python tree to compile in ")
-            && err.contains(": /usr/lib/python2.7: python2.7 is not supported"),
+        err.contains(
+            "error: /usr/lib/python2.7: 1 source not compiled: python2.7 is not supported"
+        ),
         "{err}"
     );
 

@@ -521,7 +521,7 @@ fn rejects_another_interpreters_pyc() {
             (
                 "bad-header",
                 &format!("plain.{}.pyc", h.tag),
-                &format!("a Python {other_version} magic number"),
+                &format!("a python{other_version} magic number"),
             ),
             (
                 "bad-header",

@@ -83,7 +83,11 @@ pub fn unversioned_targets(
         .copied()
         .collect();
     if !found.is_empty() {
-        return Ok((found, "the versions found in the build root"));
+        let why = match implementation {
+            Implementation::CPython => "the Python 3 versions found in the build root",
+            Implementation::PyPy => "the PyPy versions found in the build root",
+        };
+        return Ok((found, why));
     }
     let host = host_default(implementation, shown, timeout)?;
     Ok((

@@ -174,7 +174,9 @@ pub fn version_of_tag(tag: &str) -> Option<PyVersion> {
     }
     let (major, minor) = (major.parse().ok()?, minor.parse().ok()?);
     Some(match implementation {
-        Implementation::CPython if free_threaded => PyVersion::cpython(major, minor).free_threaded(),
+        Implementation::CPython if free_threaded => {
+            PyVersion::cpython(major, minor).free_threaded()
+        }
         Implementation::CPython => PyVersion::cpython(major, minor),
         Implementation::PyPy => PyVersion::pypy(major, minor),
     })

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{find_python, host_python3_version};
+use crate::common::{find_python, host_python3_version, python_or_skip};
 
 /// Deep equality of code objects, in Python (3.6+): every attribute, constants recursively and
 /// type-exactly (`code.__eq__` ignores some attributes, and `1 == True`).
@@ -99,11 +99,17 @@ pub struct Interpreter {
     pub python: PathBuf,
 }
 
-/// Every CPython 3.6-3.13 found (pyenv, PATH) and the host's python3, whose absence is an
-/// error; a missing version is skipped with a printed reason.
+/// Every version whose level prediction the version table calls validated (CPython 3.6-3.15,
+/// PyPy 3.9 and 3.11) that is found (pyenv, PATH, the project's interpreter cache), and the
+/// host's python3, whose absence is an error; a missing version is skipped with a printed
+/// reason.
 pub fn interpreters(test: &str) -> Vec<Interpreter> {
     let host = host_python3_version();
-    let mut versions: Vec<String> = (6..=13).map(|m| format!("3.{m}")).collect();
+    let mut versions: Vec<String> = pyclink::python::table::all()
+        .into_iter()
+        .filter(|f| f.prediction_validated)
+        .map(|f| f.version.short())
+        .collect();
     if !versions.contains(&host) {
         versions.push(host.clone());
     }
@@ -112,10 +118,9 @@ pub fn interpreters(test: &str) -> Vec<Interpreter> {
         match find_python(&version) {
             Some(python) => found.push(Interpreter { version, python }),
             None if version == host => panic!("the host's python{host} is not findable"),
-            None => println!(
-                "SKIP {test} for Python {version}: not installed here (neither `pyenv prefix \
-                 {version}` nor python{version} on PATH)"
-            ),
+            None => {
+                python_or_skip(&version, &format!("{test} for {version}"));
+            }
         }
     }
     found
