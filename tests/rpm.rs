@@ -787,6 +787,7 @@ fedora_tests!(
     fedora_sed_opt_out_turns_compiling_off,
     fedora_py_byte_compile_expands_a_glob,
     fedora_opt_2_is_one_line_in_the_spec,
+    fedora_pycs_left_raw_keep_add_dets_pyc_pass,
 );
 
 /// Fedora as it is, arch and noarch (rpm parses a noarch spec twice): python-rpm-macros',
@@ -833,6 +834,43 @@ fn fedora_build_system_pycs_are_normalized_and_linked(setup: Setup, test: &str) 
         ino(&l0),
         ino(&l1)
     );
+}
+
+/// A pyc pyclink does not bring to the normal form (here Python 2.7's, whose format the version
+/// table does not read; a version it has not validated is the same case): the hook exits 3 and
+/// says why, the build goes on, and add-det keeps its pyc pass for this build.
+fn fedora_pycs_left_raw_keep_add_dets_pyc_pass(setup: Setup, test: &str) {
+    let Some(files) = fedora_or_skip(test, setup) else {
+        return;
+    };
+    let h = host();
+    let b = build_sample(
+        &h,
+        fedora(&files),
+        &["--with", "legacy_pyc", "--with", "arch"],
+    );
+    assert!(b.ok, "rpmbuild failed:\n{}", b.log);
+    assert!(
+        b.log
+            .contains("some pycs are the interpreter's raw bytes; add-det's pyc pass stays on"),
+        "{}",
+        b.log
+    );
+    let calls = b.calls();
+    let add_det_call = calls.iter().find(|c| c.starts_with("add-det ")).unwrap();
+    assert!(
+        !add_det_call.contains("--handler"),
+        "add-det was told to skip a pyc pyclink left raw: {add_det_call}"
+    );
+    // The rest is as in any build: pyclink compiled and linked the Python trees.
+    assert!(
+        b.log
+            .contains(&summary_prefix(&h, site_module_count(&h), 2)),
+        "{}",
+        b.log
+    );
+    let root = b.extract_sample("extracted");
+    assert!(root.join(PRIVATE_DIR).join("legacy/old.pyc").is_file());
 }
 
 /// The simulation can fail: without macros.zz-pyclink, Fedora's own hooks run (the stand-ins

@@ -5,7 +5,7 @@
 //! name `__debug__` to False; level 2 also drops docstrings (the first statement of a module,
 //! class or function body when it is a string literal). So level 1 equals level 0 when the
 //! source has no `assert` and no `__debug__`, and level 2 equals level 1 when it has no
-//! docstring. A tokenizer that reads the bytes as every CPython from 3.6 to 3.13 does decides,
+//! docstring. A tokenizer that reads the bytes as every CPython from 3.6 to 3.15 does decides,
 //! conservatively: anything it cannot vouch for keeps every level compiled. A wrong "identical"
 //! is a silent miscompile, so where two versions read a source differently, the scan follows
 //! the reading in which the source compiles, and every rule errs towards "not identical".

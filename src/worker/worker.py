@@ -54,10 +54,31 @@ except ImportError:                             # a stripped-down stdlib: compil
     pass
 
 
-def _dump(code):
-    # A separate call with `code` still bound in the caller, as in py_compile: marshal sets
-    # FLAG_REF from reference counts, so this shape keeps serial compileall's bytes.
-    return marshal.dumps(code)
+def _importlib_external():
+    mod = sys.modules.get('_frozen_importlib_external')
+    if mod is None:                             # PyPy and other importlib layouts
+        import importlib._bootstrap_external as mod
+    return mod
+
+
+# How py_compile turns a code object into pyc bytes (3.6: _code_to_bytecode, 12-byte header).
+_EXT = _importlib_external()
+_PACK = getattr(_EXT, '_code_to_timestamp_pyc', None) or _EXT._code_to_bytecode
+_PACKED_HEADER = 16 if hasattr(_EXT, '_code_to_timestamp_pyc') else 12
+
+
+def _compile_like_py_compile(src, dfile, level, check_history):
+    """Compile and marshal `src` in the shape of py_compile.compile: marshal sets FLAG_REF from
+    reference counts, and how many references the caller's frame holds depends on the shape
+    of its code (3.14 keeps a strong reference after a try block, 3.15 borrows it), so only
+    the same shape keeps serial compileall's raw bytes on every version. Returns the marshal
+    data and whether it may depend on this process's history (see _history_sensitive)."""
+    try:
+        code = compile(src, dfile, 'exec', dont_inherit=True, optimize=level)
+    except Exception:
+        raise
+    data = memoryview(_PACK(code))[_PACKED_HEADER:]
+    return data, check_history and _history_sensitive(code.co_consts)
 
 
 def _interning_is_permanent():
@@ -150,11 +171,10 @@ def compile_levels(src, dfile, mask, same, pristine):
         with warnings.catch_warnings(record=True) as w:
             # Record the warnings of the first level only; never turn one into an error.
             warnings.simplefilter('always' if prev < 0 else 'ignore')
-            code = compile(src, dfile, 'exec', dont_inherit=True, optimize=level)
-        data = _dump(code)
-        if not pristine and _PERMANENT_INTERNING and _history_sensitive(code.co_consts):
+            data, sensitive = _compile_like_py_compile(
+                src, dfile, level, not pristine and _PERMANENT_INTERNING)
+        if sensitive:
             return None
-        del code
         prev = level
         caught.extend(w)
         out.append(_u32(len(data)))
