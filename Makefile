@@ -10,7 +10,7 @@
 #   install-bin          the pyclink binary
 #   install-man          pyclink(1) and pyclink-SUBCOMMAND(1), from `pyclink --generate man...`
 #   install-completions  bash, zsh and fish completions, from `pyclink --generate complete-...`
-#   install-doc          README.md
+#   install-doc          README.md and docs/*.md
 #   install-rpm          the rpm macros, the brp hook and its alias, the plain-rpm macros
 #   install-debhelper    dh_pyclink, its man page (pod2man) and the dh sequence module
 #
@@ -90,9 +90,12 @@ install-completions: $(BUILD)
 	$(call generate,complete-zsh,$(ZSHCOMPDIR)/_pyclink)
 	$(call generate,complete-fish,$(FISHCOMPDIR)/pyclink.fish)
 
+DOCS := $(notdir $(wildcard docs/*.md))
+
 install-doc:
-	$(INSTALL) -d $(DESTDIR)$(DOCDIR)
+	$(INSTALL) -d $(DESTDIR)$(DOCDIR)/docs
 	$(INSTALL) -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	$(INSTALL) -m 0644 $(addprefix docs/,$(DOCS)) $(DESTDIR)$(DOCDIR)/docs/
 
 # The macros name the binary and the hook where this install puts them.
 install-rpm:
@@ -105,6 +108,8 @@ install-rpm:
 	$(INSTALL) -m 0755 macros/brp-pyclink $(DESTDIR)$(RPMCONFIGDIR)/brp-pyclink
 	ln -sfn ../brp-pyclink $(DESTDIR)$(RPMCONFIGDIR)/pyclink/brp-python-bytecompile
 	$(INSTALL) -m 0644 macros/macros.pyclink-plain $(DESTDIR)$(DATADIR)/pyclink/macros.pyclink-plain
+	$(INSTALL) -d $(DESTDIR)$(MANDIR)/man7
+	$(INSTALL) -m 0644 macros/pyclink-rpm.7 $(DESTDIR)$(MANDIR)/man7/pyclink-rpm.7
 ifeq ($(RPM_PLAIN_HOOK),yes)
 	$(INSTALL) -d $(DESTDIR)$(SYSCONFDIR)/rpm
 	ln -sfnr $(DESTDIR)$(DATADIR)/pyclink/macros.pyclink-plain \
@@ -129,11 +134,12 @@ uninstall:
 		$(DESTDIR)$(MANDIR)/man1/dh_pyclink.1 \
 		$(DESTDIR)$(BASHCOMPDIR)/pyclink $(DESTDIR)$(ZSHCOMPDIR)/_pyclink \
 		$(DESTDIR)$(FISHCOMPDIR)/pyclink.fish \
-		$(DESTDIR)$(DOCDIR)/README.md \
+		$(DESTDIR)$(DOCDIR)/README.md $(addprefix $(DESTDIR)$(DOCDIR)/docs/,$(DOCS)) \
+		$(DESTDIR)$(MANDIR)/man7/pyclink-rpm.7 \
 		$(DESTDIR)$(RPMMACRODIR)/macros.zz-pyclink $(DESTDIR)$(RPMCONFIGDIR)/brp-pyclink \
 		$(DESTDIR)$(RPMCONFIGDIR)/pyclink/brp-python-bytecompile \
 		$(DESTDIR)$(DATADIR)/pyclink/macros.pyclink-plain \
 		$(DESTDIR)$(SYSCONFDIR)/rpm/macros.pyclink \
 		$(DESTDIR)$(PERL_VENDORLIB)/Debian/Debhelper/Sequence/pyclink.pm
-	-rmdir $(DESTDIR)$(DOCDIR) $(DESTDIR)$(RPMCONFIGDIR)/pyclink $(DESTDIR)$(DATADIR)/pyclink \
+	-rmdir $(DESTDIR)$(DOCDIR)/docs $(DESTDIR)$(DOCDIR) $(DESTDIR)$(RPMCONFIGDIR)/pyclink $(DESTDIR)$(DATADIR)/pyclink \
 		2>/dev/null

@@ -253,20 +253,23 @@ fn join(lines: &[&str]) -> String {
     lines.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" ")
 }
 
-/// SEE ALSO: pyclink(1) and every subcommand's page, except the page itself.
+/// SEE ALSO: pyclink(1) and every subcommand's page, except the page itself, then the pages of
+/// the build-system integrations: dh_pyclink(1) and the RPM macros, pyclink-rpm(7).
 fn see_also(cmd: &clap::Command) -> String {
     let this = cmd.get_display_name().unwrap_or(cmd.get_name());
-    let pages: Vec<String> = std::iter::once("pyclink".to_string())
+    let pages: Vec<(String, &str)> = std::iter::once("pyclink".to_string())
         .chain(man_subcommands().iter().map(|s| format!("pyclink-{s}")))
         .filter(|p| p != this)
+        .map(|p| (p, "1"))
+        .chain([("dh_pyclink".to_string(), "1"), ("pyclink-rpm".to_string(), "7")])
         .collect();
     let mut roff = Roff::new();
     roff.control("SH", ["SEE ALSO"]);
     let mut line = Vec::new();
-    for (i, p) in pages.iter().enumerate() {
-        let sep = if i + 1 < pages.len() { "(1), " } else { "(1)" };
+    for (i, (p, section)) in pages.iter().enumerate() {
+        let sep = if i + 1 < pages.len() { ", " } else { "" };
         line.push(bold(p.as_str()));
-        line.push(roman(sep));
+        line.push(roman(format!("({section}){sep}")));
     }
     roff.text(line);
     roff.to_roff()

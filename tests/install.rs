@@ -23,6 +23,18 @@ fn subcommand_pages(mandir: &str) -> Vec<String> {
         .collect()
 }
 
+/// The pages of docs/, which `make install-doc` installs beside README.md.
+fn docs() -> Vec<String> {
+    let mut d: Vec<String> = std::fs::read_dir(Path::new(REPO).join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".md"))
+        .collect();
+    d.sort();
+    assert!(!d.is_empty(), "docs/ has no pages");
+    d
+}
+
 /// What `pyclink --generate WHAT` writes.
 fn generated(what: &str) -> Vec<u8> {
     let out = run(pyclink().args(["--generate", what]));
@@ -119,6 +131,10 @@ impl Dirs {
         for page in subcommand_pages(&self.man) {
             want.insert(page, file(0o644));
         }
+        want.insert(format!("{}/man7/pyclink-rpm.7", self.man), file(0o644));
+        for doc in docs() {
+            want.insert(format!("{}/docs/{doc}", self.doc), file(0o644));
+        }
         want
     }
 
@@ -157,6 +173,10 @@ fn check_contents(dest: &Path, d: &Dirs) {
             "packaging/debhelper/dh_pyclink",
         ),
         (format!("{}/README.md", d.doc), "README.md"),
+        (
+            format!("{}/man7/pyclink-rpm.7", d.man),
+            "macros/pyclink-rpm.7",
+        ),
         (format!("{}/brp-pyclink", d.rpmconfig), "macros/brp-pyclink"),
         (
             format!("{}/pyclink/macros.pyclink-plain", d.data),
@@ -170,6 +190,13 @@ fn check_contents(dest: &Path, d: &Dirs) {
         assert!(
             read(dest, &path) == repo_file(source),
             "{path} is not {source}"
+        );
+    }
+    for doc in docs() {
+        let path = format!("{}/docs/{doc}", d.doc);
+        assert!(
+            read(dest, &path) == repo_file(&format!("docs/{doc}")),
+            "{path} is not docs/{doc}"
         );
     }
     let mut pages = vec![(format!("{}/man1/pyclink.1", d.man), "man".to_string())];
@@ -514,5 +541,34 @@ fn completion_scripts_complete_in_their_shells() {
             .lines()
             .any(|l| l.split('\t').next() == Some("normalize")));
         println!("fish: parses, completes --buildroot, normalize");
+    }
+}
+
+/// pyclink-rpm(7) renders without a warning and names every macro a spec may set or call
+/// (those of macros.pyclink without the `__` of rpm's internal names, and the hook's files).
+#[test]
+fn the_rpm_macros_page_renders_and_names_every_knob() {
+    let page = std::fs::read_to_string(Path::new(REPO).join("macros/pyclink-rpm.7")).unwrap();
+    let macros = std::fs::read_to_string(Path::new(REPO).join("macros/macros.pyclink")).unwrap();
+    let knobs: Vec<&str> = macros
+        .lines()
+        .filter_map(|l| l.strip_prefix('%'))
+        .filter_map(|l| l.split(|c: char| !(c.is_alphanumeric() || c == '_')).next())
+        .filter(|name| !name.is_empty() && !name.starts_with("__"))
+        .collect();
+    assert!(knobs.contains(&"_pyclink_exclude"), "{knobs:?}");
+    for knob in knobs {
+        assert!(page.contains(&format!("%{knob}")), "pyclink-rpm(7) does not name %{knob}");
+    }
+    for name in ["__pyclink", "__brp_pyclink", "__brp_pyclink_hook"] {
+        assert!(page.contains(&format!("%{name}")), "pyclink-rpm(7) does not name %{name}");
+    }
+    let test = "the_rpm_macros_page_renders_and_names_every_knob";
+    if have("groff", test, "rendering pyclink-rpm(7)") {
+        let out = run(Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(Path::new(REPO).join("macros/pyclink-rpm.7")));
+        assert!(out.status.success());
+        assert_eq!(stderr(&out), "", "pyclink-rpm.7 renders with warnings");
     }
 }

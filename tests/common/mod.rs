@@ -734,9 +734,17 @@ pub fn add_det() -> Option<PathBuf> {
 /// implementation), else with `pyclink normalize`. Returns the tool used.
 pub fn normalize_like_fedora(root: &Path) -> &'static str {
     if let Some(add_det) = add_det() {
-        let out = run(Command::new(add_det)
+        let mut out = run(Command::new(&add_det)
             .args(["--handler", "pyc", "-j2"])
             .arg(root));
+        // add-det 0.7.3's workers can race on each other's temp files (`.#.NAME.pycXXXXXX`,
+        // "No such file or directory"); the pass is idempotent, so a second one finishes the
+        // files the first left.
+        if !out.status.success() && stderr(&out).contains("/.#.") {
+            out = run(Command::new(&add_det)
+                .args(["--handler", "pyc", "-j2"])
+                .arg(root));
+        }
         assert!(out.status.success(), "add-det failed: {}", stderr(&out));
         "add-det"
     } else {
