@@ -301,6 +301,9 @@ fn root_launch(version: PyVersion, root: &Root) -> Result<Launch, Unusable> {
     let mut env = base_env();
     env.retain(|(k, _)| k != "LD_LIBRARY_PATH");
     env.push(("PYTHONHOME".into(), usr.clone().into_os_string()));
+    // Its stdlib is the root's: the modules the worker imports (runpy, compileall, argparse)
+    // must not leave pycs of their own in the build root, not even on a --dry-run.
+    env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
     if needs_libpython {
         let mut dirs: Vec<OsString> = ["lib64", "lib"]
             .iter()
