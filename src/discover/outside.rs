@@ -5,6 +5,7 @@
 //! whether the files are even modules, is the packager's call), and the exit status stays 0.
 
 use std::collections::HashSet;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -26,9 +27,12 @@ const SHOWN_PLACES: usize = 3;
 pub struct Outside {
     /// `.py` files (regular files and symlinks, as the trees' walk takes them).
     pub sources: u64,
-    /// The directories holding them, in path order: each the topmost directory with a `.py`
-    /// file directly in it, or a `lib/pythonX.Y` outside the standard prefixes (a virtualenv,
-    /// pip's `--root` layout), with the sources below it.
+    /// Those without any pyc in their `__pycache__` (the others were compiled on purpose,
+    /// by `%py_byte_compile` in `%install` for one).
+    pub without_pycs: u64,
+    /// The directories holding those, in path order: each the topmost directory with such a
+    /// `.py` file directly in it, or a `lib/pythonX.Y` outside the standard prefixes (a
+    /// virtualenv, pip's `--root` layout), with the sources below it.
     pub places: Vec<Place>,
     /// Sources in directories past the first [`MAX_PLACES`], counted but not placed.
     pub unplaced: u64,
@@ -53,6 +57,8 @@ pub struct Place {
 /// symlinks and skipping `__pycache__`, counting `.py` files.
 pub fn scan(root: &Root, trees: &[&Path]) -> Outside {
     let skip: HashSet<&Path> = trees.iter().copied().collect();
+    // The module names with a pyc in the `__pycache__` of the directory last met.
+    let mut compiled: Option<(PathBuf, HashSet<Vec<u8>>)> = None;
     let mut out = Outside {
         complete: true,
         ..Outside::default()
@@ -77,7 +83,17 @@ pub fn scan(root: &Root, trees: &[&Path]) -> Outside {
             }
             continue;
         }
-        if (kind.is_file() || kind.is_symlink()) && crate::plan::has_py_suffix(rel) {
+        if !(kind.is_file() || kind.is_symlink()) || !crate::plan::has_py_suffix(rel) {
+            continue;
+        }
+        out.sources += 1;
+        let dir = rel.parent().unwrap_or(Path::new(""));
+        if !matches!(&compiled, Some((d, _)) if d == dir) {
+            compiled = Some((dir.to_path_buf(), modules_with_pycs(root, dir)));
+        }
+        let name = rel.file_name().map_or(&[][..], |n| n.as_bytes());
+        let module = &name[..name.len() - 3];
+        if !compiled.as_ref().is_some_and(|(_, m)| m.contains(module)) {
             out.add(rel);
         }
     }
@@ -88,7 +104,7 @@ impl Outside {
     /// Count the source `rel`. The walk is depth-first, so the places below a directory are
     /// the last ones kept when a source directly in it comes: they are folded into it.
     fn add(&mut self, rel: &Path) {
-        self.sources += 1;
+        self.without_pycs += 1;
         let (dir, version) = place_of(rel);
         if let Some(last) = self.places.last_mut() {
             if dir.starts_with(&last.rel) {
@@ -126,12 +142,15 @@ impl Outside {
     /// where, and how to have them compiled.
     pub fn warning(&self) -> Option<String> {
         let first = self.places.first()?;
-        let count = crate::report::plural(self.sources, ".py file");
-        let (count, verb) = match (self.complete, self.sources) {
-            (false, _) => (format!("at least {count}"), "get"),
-            (true, 1) => (count, "gets"),
-            (true, _) => (count, "get"),
+        let files = crate::report::plural(self.sources, ".py file");
+        let at_least = if self.complete { "" } else { "at least " };
+        let n = self.without_pycs;
+        let count = if n == self.sources {
+            format!("{at_least}{files}")
+        } else {
+            format!("{n} of {at_least}the {files}")
         };
+        let verb = if n == 1 { "has" } else { "have" };
         let mut places: Vec<String> = self
             .places
             .iter()
@@ -167,6 +186,27 @@ impl Outside {
             &example[1..],
         ))
     }
+}
+
+/// The modules of `dir` (root-relative) with a pyc of any tag or level in its `__pycache__`
+/// (`NAME.cpython-312.opt-1.pyc`: a module name holds no `.`).
+fn modules_with_pycs(root: &Root, dir: &Path) -> HashSet<Vec<u8>> {
+    let cache = root.host_path(&dir.join("__pycache__"));
+    if !std::fs::symlink_metadata(&cache).is_ok_and(|m| m.is_dir()) {
+        return HashSet::new();
+    }
+    let Ok(entries) = std::fs::read_dir(&cache) else {
+        return HashSet::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name();
+            let name = name.as_bytes();
+            let stem = name.split(|&b| b == b'.').next()?;
+            (name.ends_with(b".pyc") && !stem.is_empty()).then(|| stem.to_vec())
+        })
+        .collect()
 }
 
 /// Where a source outside the trees is placed: the `lib/pythonX.Y` it is under, if any (a
@@ -239,7 +279,7 @@ mod tests {
         let w = o.warning().unwrap();
         assert!(
             w.starts_with(
-                "9 .py files outside every Python tree get no pycs: /opt/app (2), \
+                "9 .py files outside every Python tree have no pycs: /opt/app (2), \
                  /root/.pyenv/versions/3.12.1/lib/python3.12 (3), /srv (4); to compile them"
             ),
             "{w}"
@@ -250,6 +290,47 @@ mod tests {
                 && w.contains("list opt/app in debian/PKG.pyclink"),
             "{w}"
         );
+    }
+
+    /// A source compiled on purpose (`%py_byte_compile` in `%install`) is seen, not warned
+    /// about: its `__pycache__` holds a pyc of it, whatever the tag or level.
+    #[test]
+    fn sources_with_pycs_are_counted_but_not_warned_about() {
+        let (t, root) = root_with(&[
+            "opt/app/done.py",
+            "opt/app/Upper.py",
+            "opt/app/todo.py",
+            "opt/app/__pycache__/done.cpython-312.opt-1.pyc",
+            "opt/app/__pycache__/Upper.pypy311.pyc",
+            "opt/app/__pycache__/todo.cpython-312.pyc.tmp",
+            "opt/other/x.py",
+        ]);
+        std::os::unix::fs::symlink(
+            t.path().join("opt/app/__pycache__"),
+            t.path().join("opt/other/__pycache__"),
+        )
+        .unwrap();
+        std::fs::write(t.path().join("opt/app/__pycache__/x.cpython-312.pyc"), "").unwrap();
+        let o = scan(&root, &[]);
+        assert_eq!((o.sources, o.without_pycs), (4, 2));
+        assert_eq!(
+            places(&o),
+            [("/opt/app".to_string(), 1), ("/opt/other".to_string(), 1)]
+        );
+        let w = o.warning().unwrap();
+        assert!(
+            w.starts_with("2 of the 4 .py files outside every Python tree have no pycs: "),
+            "{w}"
+        );
+        std::fs::write(
+            t.path().join("opt/app/__pycache__/todo.cpython-312.pyc"),
+            "",
+        )
+        .unwrap();
+        std::fs::remove_file(t.path().join("opt/other/x.py")).unwrap();
+        let o = scan(&root, &[]);
+        assert_eq!((o.sources, o.without_pycs), (3, 0));
+        assert!(o.warning().is_none());
     }
 
     #[test]
@@ -266,7 +347,7 @@ mod tests {
             root_with(&["root/.pyenv/versions/3.13.0/lib/python3.13/site-packages/x.py"]);
         let w = scan(&root, &[]).warning().unwrap();
         assert!(
-            w.starts_with("1 .py file outside every Python tree gets no pycs: "),
+            w.starts_with("1 .py file outside every Python tree has no pycs: "),
             "{w}"
         );
         assert!(
