@@ -82,9 +82,11 @@ Config file (--config or $PYCLINK_CONFIG), the same settings in TOML:
   \"3.12\" = \"/usr/bin/python3.12\"
 
 Logging: errors and warnings (a source that does not compile, also with --errors warn; compiler
-warnings; skipped files) are always shown; -q leaves out only the summary lines; -v adds the
-interpreters chosen and where the time went; -vv each source's decision (why its pycs are
-rewritten). RUST_LOG replaces these levels.";
+warnings; skipped files; an interpreter passed over, in one line that says why; on a run over
+the whole root, the .py files outside every Python tree that have no pycs, with where they are
+and how to compile them) are always shown; -q leaves out only the summary lines; -v adds the
+interpreters chosen, the end of the stderr of one that failed to start, and where the time went;
+-vv each source's decision (why its pycs are rewritten). RUST_LOG replaces these levels.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -291,8 +293,9 @@ pub struct CompileArgs {
     #[arg(short, long)]
     quiet: bool,
 
-    /// More detail on stderr (-v: the interpreters and where the time went; -vv: each source's
-    /// decision). Errors and compiler warnings are shown without it
+    /// More detail on stderr (-v: the interpreters, the end of the stderr of one that failed
+    /// to start, and where the time went; -vv: each source's decision). Errors and warnings
+    /// are shown without it
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
 }

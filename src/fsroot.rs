@@ -9,7 +9,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
@@ -31,7 +31,10 @@ pub struct OpenError {
 
 /// An opened build root.
 pub struct Root {
+    /// Absolute and canonical (see [`Root::open`]).
     path: PathBuf,
+    /// As the user spelled it, for the JSON's `buildroot` only.
+    given: PathBuf,
     fd: OwnedFd,
 }
 
@@ -41,6 +44,11 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::CLOEXEC);
 
 impl Root {
+    /// Open the root, and name it once for everything that uses its path: the interpreters
+    /// started from it (program, `PYTHONHOME`, `LD_LIBRARY_PATH`, which a child resolves
+    /// against its own cwd `/`), the walks and the messages. So a relative, `./`, `..`,
+    /// trailing-`/` or symlinked spelling is one root, named alike: the directory opened, as
+    /// the kernel names it.
     pub fn open(path: &Path) -> Result<Root, OpenError> {
         let fd = openat(
             CWD,
@@ -53,14 +61,21 @@ impl Root {
             source: e.into(),
         })?;
         Ok(Root {
-            path: path.to_path_buf(),
+            path: canonical_name(&fd, path),
+            given: path.to_path_buf(),
             fd,
         })
     }
 
-    /// The root as the host sees it (for messages and read-only walking).
+    /// The root as the host sees it: absolute, without symlinks, `.` or `..` (for messages,
+    /// walking, and the interpreters started from the root).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The root as given on the command line (the JSON's `buildroot`, documented "as given").
+    pub fn given(&self) -> &Path {
+        &self.given
     }
 
     pub fn host_path(&self, rel: &Path) -> PathBuf {
@@ -143,6 +158,36 @@ impl Root {
             _ => Ok(statat(&self.fd, ".", AtFlags::SYMLINK_NOFOLLOW)?),
         }
     }
+}
+
+/// The absolute, canonical name of the directory `fd` (opened from `given`): the kernel's own
+/// (`/proc/self/fd`), which is the mount it was reached through for a bind mount, else
+/// `canonicalize`; each kept only if it is that directory (device and inode), since a path
+/// looked up again could meanwhile be another. Without either (no /proc, the directory
+/// renamed or removed meanwhile), `given` made absolute against the cwd, so that no child
+/// process ever reads a relative root against its own cwd.
+fn canonical_name(fd: &OwnedFd, given: &Path) -> PathBuf {
+    let Ok(opened) = fstat(fd) else {
+        return absolute(given);
+    };
+    let is_it = |p: &Path| {
+        p.is_absolute()
+            && statat(CWD, p, AtFlags::empty())
+                .is_ok_and(|st| (st.st_dev, st.st_ino) == (opened.st_dev, opened.st_ino))
+    };
+    let from_proc = || {
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .ok()
+            .filter(|p| is_it(p))
+    };
+    let canonicalized = || given.canonicalize().ok().filter(|p| is_it(p));
+    from_proc()
+        .or_else(canonicalized)
+        .unwrap_or_else(|| absolute(given))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// How a symlink inside the root is resolved; one choice per process.
@@ -494,6 +539,37 @@ mod tests {
                     "{root:?} {given:?}"
                 );
             }
+        }
+    }
+
+    /// Every spelling of one root opens under one absolute, canonical name (what children and
+    /// messages get), and keeps the spelling given for the JSON.
+    #[test]
+    fn every_spelling_of_the_root_has_one_canonical_name() {
+        let cwd = std::env::current_dir().unwrap();
+        let t = tempfile::tempdir_in(&cwd).unwrap();
+        let real = t.path().join("real");
+        std::fs::create_dir_all(real.join("usr")).unwrap();
+        symlink(&real, t.path().join("abs_link")).unwrap();
+        symlink("real", t.path().join("rel_link")).unwrap();
+        let want = real.canonicalize().unwrap();
+        let name = Path::new(t.path().file_name().unwrap());
+        let spellings = [
+            real.clone(),
+            name.join("real"),
+            name.join("real/"),
+            Path::new(".").join(name).join("real"),
+            name.join("./real/."),
+            name.join("real/usr/.."),
+            name.join("rel_link"),
+            name.join("abs_link/"),
+            t.path().join("rel_link/usr/.."),
+            PathBuf::from(format!("{}//real//", t.path().display())),
+        ];
+        for given in spellings {
+            let root = Root::open(&given).unwrap();
+            assert_eq!(root.path(), want, "{given:?}");
+            assert_eq!(root.given(), given);
         }
     }
 

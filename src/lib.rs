@@ -46,6 +46,8 @@ struct Prepared {
     root: Root,
     plan: plan::Plan,
     compilers: BTreeMap<PyVersion, Compiler>,
+    /// Sources outside every tree, for a run over the whole root (no PATHs).
+    outside: Option<discover::outside::Outside>,
 }
 
 /// Discover the trees and versions, plan the sources, and find an interpreter for every version
@@ -64,6 +66,21 @@ fn prepare(settings: &Settings) -> Result<Prepared, Error> {
             timeout: settings.timeout,
         },
     )?;
+    // 1a. A run over the whole root says what it leaves without pycs; one restricted to PATHs
+    // was told what to compile.
+    let outside = settings.paths.is_empty().then(|| {
+        let trees: Vec<&std::path::Path> = found
+            .trees
+            .iter()
+            .chain(&found.unsupported)
+            .map(|t| t.dir.as_path())
+            .collect();
+        let outside = discover::outside::scan(&root, &trees);
+        if let Some(warning) = outside.warning() {
+            log::warn!("{warning}");
+        }
+        outside
+    });
     // 2. Plan: every tree's sources, version by version, largest first.
     let excludes = plan::Excludes::in_root(&settings.excludes, Some(&settings.buildroot))?;
     let plan = plan::plan(&root, &found.trees, &found.unsupported, &excludes);
@@ -83,6 +100,7 @@ fn prepare(settings: &Settings) -> Result<Prepared, Error> {
         root,
         plan,
         compilers,
+        outside,
     })
 }
 
@@ -94,6 +112,7 @@ pub fn list(settings: &Settings) -> Result<String, Error> {
         root,
         plan,
         compilers,
+        ..
     } = prepare(settings)?;
     let levels: Vec<String> = settings.levels.iter().map(|l| l.to_string()).collect();
     let opts = Options {
@@ -158,6 +177,7 @@ pub fn run(settings: &Settings) -> Result<RunReport, Error> {
         root,
         mut plan,
         compilers,
+        outside,
     } = prepare(settings)?;
     let stale_temps = write::remove_stale_temps(&root, &plan.pycache_dirs);
 
@@ -201,7 +221,9 @@ pub fn run(settings: &Settings) -> Result<RunReport, Error> {
     });
 
     // 5. Report.
-    Ok(tally.finish(started.elapsed(), timing, cache.map(|c| c.trim())))
+    let mut report = tally.finish(started.elapsed(), timing, cache.map(|c| c.trim()));
+    report.outside_trees = outside;
+    Ok(report)
 }
 
 /// A compiler per version: its interpreter, and what its pycs look like.

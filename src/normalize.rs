@@ -108,7 +108,7 @@ pub fn normalize(root: &Root, opts: &Options) -> Result<Report, crate::verify::E
     for path in &opts.paths {
         crate::verify::check_path(root, path)?;
     }
-    let mut report = Report::new(crate::escape::path_text(root.path().as_os_str()).into_owned());
+    let mut report = Report::new(crate::escape::path_text(root.given().as_os_str()).into_owned());
     let errors = Mutex::new(Vec::new());
     let found = walk(root, &opts.paths, &errors);
     report.pycs = found.len() as u64;

@@ -278,6 +278,8 @@ pub struct RunReport {
     pub skipped: Vec<String>,
     pub stale_temps_removed: usize,
     pub cache: Option<CacheStats>,
+    /// `.py` files outside every tree (a run over the whole root; `null` with PATHs).
+    pub outside_trees: Option<crate::discover::outside::Outside>,
     pub exit_code: i32,
 }
 
@@ -296,6 +298,7 @@ impl Default for RunReport {
             skipped: Vec::new(),
             stale_temps_removed: 0,
             cache: None,
+            outside_trees: None,
             exit_code: 0,
         }
     }

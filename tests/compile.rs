@@ -615,31 +615,414 @@ fn private_directory_and_dist_packages_use_the_given_version() {
 }
 
 /// The root's own interpreter comes first; one that does not work is passed over for the
-/// host's, and -v says that it was tried and why it was not used.
+/// host's, in one warning line that says why (also under -q).
 #[test]
-fn a_broken_root_interpreter_is_named_at_verbose() {
+fn a_broken_root_interpreter_is_named_in_one_line() {
     let h = host();
     let (_t, root, site) = site_root(&h, &[("m.py", NEITHER)]);
     let bin = root.join("usr/bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::copy("/bin/false", bin.join(format!("python{}", h.version))).unwrap();
-    let out = run(pyclink().arg("--buildroot").arg(&root).arg("-v"));
+    let out = run(pyclink().arg("--buildroot").arg(&root).arg("-q"));
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
-    assert!(
-        err.contains(&format!(
-            "python{}: the build root's /usr/bin/python{} not used: ",
+    assert_eq!(
+        err,
+        format!(
+            "pyclink: warning: python{}: the build root's /usr/bin/python{} not used: the \
+             worker exited with status 1\n",
             h.version, h.version
-        )),
-        "{err}"
+        )
     );
     assert!(pycs(&site, "m", &h.tag)[0].exists());
 }
 
 /// The same, with symlinks in the root resolved without openat2 (Linux before 5.6, seccomp).
 #[test]
-fn a_broken_root_interpreter_is_named_at_verbose_without_openat2() {
-    fsroot::without_openat2(a_broken_root_interpreter_is_named_at_verbose);
+fn a_broken_root_interpreter_is_named_in_one_line_without_openat2() {
+    fsroot::without_openat2(a_broken_root_interpreter_is_named_in_one_line);
+}
+
+/// A directory on no PATH entry's list: with it as PATH, no host interpreter is found (no
+/// pythonX.Y, no pyenv), so a run that works is one with the root's own.
+fn empty_path(t: &Path) -> PathBuf {
+    let dir = t.join("no-interpreters-here");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Issue 22, item 2: relative, trailing `/`, `./`, `..`, symlinked and bind-mounted spellings
+/// of a root that holds its own interpreter all run that interpreter (with no other anywhere:
+/// PATH holds none, no pyenv), with the same summary, pycs (so the same co_filename) and
+/// `--dry-run` listing, nothing of the interpreter's own on stderr, and `verify` (whose
+/// checker runs the same interpreter) passing. A relative root used to give it a relative
+/// PYTHONHOME, which the worker (cwd `/`) could not use: exit 2 where the host has no such
+/// Python, as with dh_pyclink's `debian/PKG`.
+#[test]
+fn every_spelling_of_the_root_runs_its_own_python() {
+    let test = "every_spelling_of_the_root_runs_its_own_python";
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let program = fsroot::root_with_its_own_python(&h, &root)
+        .canonicalize()
+        .unwrap();
+    write_files(
+        &root.join("usr/share/app"),
+        &[("m.py", BOTH), ("sub/n.py", DOC), ("sub/o.py", ASSERT)],
+    );
+    let nobin = empty_path(t.path());
+    std::fs::create_dir(t.path().join("elsewhere")).unwrap();
+    std::os::unix::fs::symlink("root", t.path().join("rel_link")).unwrap();
+    std::os::unix::fs::symlink(&root, t.path().join("abs_link")).unwrap();
+    let mut spellings: Vec<PathBuf> = [
+        "root",
+        "root/",
+        "./root",
+        "./root/.",
+        "elsewhere/../root",
+        "root//usr/..",
+        "rel_link",
+        "rel_link/",
+        "abs_link/.",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
+    spellings.extend([
+        root.clone(),
+        PathBuf::from(format!("{}//", root.display())),
+        t.path().join("abs_link"),
+    ]);
+    let bound = t.path().join("bound");
+    std::fs::create_dir(&bound).unwrap();
+    let bind = fsroot::bind_mounts_work(test);
+
+    let cmd = |spelling: &Path, args: &[&str]| {
+        let mut c = pyclink();
+        // A subcommand comes first.
+        c.current_dir(t.path())
+            .env("PATH", &nobin)
+            .args(args)
+            .arg("--buildroot")
+            .arg(spelling);
+        c
+    };
+    let go = |spelling: &Path, args: &[&str], in_bind: bool| {
+        let c = cmd(spelling, args);
+        if in_bind {
+            // unshare, sh and mount are looked up on the usual PATH; pyclink gets the empty one.
+            let mut e = Command::new("env");
+            e.arg(format!("PATH={}", nobin.display()))
+                .arg(c.get_program())
+                .args(c.get_args())
+                .current_dir(t.path());
+            for (k, v) in c.get_envs().filter(|(k, _)| *k != "PATH") {
+                match v {
+                    Some(v) => e.env(k, v),
+                    None => e.env_remove(k),
+                };
+            }
+            run(&mut fsroot::with_dir_bound_at(&root, &bound, &e))
+        } else {
+            run(&mut { c })
+        }
+    };
+    let used = format!(
+        " (the build root's /usr/bin/python{}), cache tag {}",
+        h.version, h.tag
+    );
+    let mut first: Option<(String, std::collections::BTreeMap<PathBuf, Vec<u8>>, String)> = None;
+    let runs = spellings
+        .iter()
+        .map(|s| (s.clone(), false))
+        .chain(bind.then(|| (bound.clone(), true)));
+    for (spelling, in_bind) in runs {
+        let out = go(&spelling, &["-v", "--force", "usr/share/app"], in_bind);
+        let err = stderr(&out);
+        assert!(out.status.success(), "{spelling:?}: {err}");
+        assert!(
+            err.lines().all(|l| l.starts_with("pyclink: ")),
+            "{spelling:?}: only pyclink's own lines: {err}"
+        );
+        if in_bind {
+            assert!(err.contains(&used), "{spelling:?}: {err}");
+        } else {
+            assert!(
+                err.contains(&format!("{}{used}", program.display())),
+                "{spelling:?}: {err}"
+            );
+        }
+        let listing = stdout(&go(&spelling, &["--dry-run", "usr/share/app"], in_bind));
+        let now = (stdout(&out), pyc_contents(&root), listing);
+        assert_eq!(now.1.len(), 9, "{spelling:?}: {:?}", now.1.keys());
+        match &first {
+            None => first = Some(now),
+            Some(f) => {
+                assert_eq!(f.0, now.0, "{spelling:?}: the summary");
+                assert!(f.1 == now.1, "{spelling:?}: the pycs differ");
+                if !in_bind {
+                    assert_eq!(f.2, now.2, "{spelling:?}: the --dry-run listing");
+                }
+            }
+        }
+        let out = go(
+            &spelling,
+            &["verify", "-o", "0,1,2", "usr/share/app"],
+            in_bind,
+        );
+        assert_eq!(out.status.code(), Some(0), "{spelling:?}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains("9 pyc checked") && !stderr(&out).contains("Python"),
+            "{spelling:?}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    // -q: nothing at all.
+    let out = go(
+        Path::new("root"),
+        &["-q", "--force", "usr/share/app"],
+        false,
+    );
+    assert!(out.status.success() && out.stderr.is_empty() && out.stdout.is_empty());
+    assert_audit_ok(&root, &[format!("{}:usr/share/app", h.version)], &[]);
+    // Its stdlib imports wrote no pycs of their own into the root.
+    let stdlib = root.join(format!("usr/lib/python{}", h.version));
+    assert!(
+        pyc_contents(&stdlib).is_empty(),
+        "{:?}",
+        pyc_contents(&stdlib).keys()
+    );
+}
+
+/// The same, with the root's interpreter (reached through symlinks) resolved without openat2.
+#[test]
+fn every_spelling_of_the_root_runs_its_own_python_without_openat2() {
+    fsroot::without_openat2(every_spelling_of_the_root_runs_its_own_python);
+}
+
+/// Issue 22, item 2: a root interpreter that cannot start (its stdlib lacks `encodings`) is
+/// passed over in one line, never by its page of "Fatal Python error" on stderr, also under
+/// -q and also in verify; -v shows the end of that stderr; with no other interpreter, the
+/// error is that one line. A root whose path holds `:` (which PYTHONHOME cannot carry) is
+/// passed over in one line too.
+#[test]
+fn a_root_python_that_cannot_start_is_passed_over_in_one_line() {
+    let h = host();
+    let v = &h.version;
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    fsroot::root_with_its_own_python(&h, &root);
+    let app = root.join("usr/share/app");
+    write_files(&app, &[("m.py", BOTH)]);
+    let stdlib = root.join(format!("usr/lib/python{v}"));
+    std::fs::rename(stdlib.join("encodings"), stdlib.join("encodings.away")).unwrap();
+    let nobin = empty_path(t.path());
+    // The root's spelling last: a subcommand comes first.
+    let pyclink_in = |root: &'static str, args: &[&str]| {
+        let mut c = pyclink();
+        c.current_dir(t.path())
+            .args(args)
+            .arg("--buildroot")
+            .arg(root);
+        c
+    };
+    let reason = format!(
+        "python{v}: the build root's /usr/bin/python{v} not used: the worker exited with \
+         status 1: Fatal Python error: "
+    );
+
+    let out = run(&mut pyclink_in("root", &["-q", "usr/share/app"]));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("pyclink: warning: {reason}"))
+            && err.contains("No module named 'encodings'")
+            && err.ends_with(" (-v shows the end of its stderr)\n"),
+        "{err}"
+    );
+    assert!(pycs(&app, "m", &h.tag).iter().all(|p| p.exists()));
+
+    let out = run(&mut pyclink_in("root", &["-v", "--force", "usr/share/app"]));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.lines().all(|l| l.starts_with("pyclink: ")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "pyclink: note: python{v}: the build root's /usr/bin/python{v}, its stderr: Fatal Python error: "
+        )),
+        "{err}"
+    );
+
+    let out = run(&mut pyclink_in(
+        "root",
+        &["verify", "-q", "-o", "0,1,2", "usr/share/app"],
+    ));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.lines().count() == 1 && err.contains(&reason),
+        "verify: {err}"
+    );
+
+    let out = run(pyclink_in("root", &["-q", "usr/share/app"]).env("PATH", &nobin));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("pyclink: error: no interpreter found for python{v}; tried: the build root's /usr/bin/python{v}: the worker exited with status 1: Fatal Python error: ")),
+        "{err}"
+    );
+
+    std::fs::rename(stdlib.join("encodings.away"), stdlib.join("encodings")).unwrap();
+    let colon = t.path().join("a:b");
+    std::fs::create_dir(&colon).unwrap();
+    std::fs::rename(&root, colon.join("root")).unwrap();
+    let out = run(&mut pyclink_in(
+        "a:b/root",
+        &["-q", "--force", "usr/share/app"],
+    ));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "pyclink: warning: python{v}: the build root's /usr/bin/python{v} not used: the \
+             build root's path {} holds ':', which PYTHONHOME and LD_LIBRARY_PATH cannot \
+             carry\n",
+            colon.canonicalize().unwrap().join("root").display()
+        )
+    );
+}
+
+/// Issue 22, item 12: sources outside every tree (an application in /opt, pip's `--root`
+/// layout of a pyenv Python) are counted and placed, with how to compile them, at every
+/// quiet level, in the JSON too; the exit status stays 0 (Fedora's brp-python-bytecompile
+/// ignores them too). Following the advice compiles them, and sources that then have pycs
+/// are no longer warned about. Beside trees, the warning names only what is outside them;
+/// a run restricted to PATHs says nothing of the rest.
+#[test]
+fn sources_outside_every_tree_are_counted_with_how_to_compile_them() {
+    let h = host();
+    let v = &h.version;
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    write_files(
+        &root,
+        &[
+            ("opt/app/main.py", NEITHER),
+            ("opt/app/lib/util.py", DOC),
+            ("opt/app/README", "not python\n"),
+        ],
+    );
+    let pip = format!("root/.pyenv/versions/{v}.1/lib/python{v}");
+    write_files(
+        &root.join(&pip).join("site-packages"),
+        &[("pkg/__init__.py", NEITHER), ("six.py", BOTH)],
+    );
+    let json = t.path().join("s.json");
+    let line = format!(
+        "pyclink: warning: 4 .py files outside every Python tree have no pycs: /opt/app (2), \
+         /{pip} (2); to compile them, give their directories as PATHs (pyclink --buildroot ROOT \
+         /opt/app), or in an RPM spec %py_byte_compile %{{python3}} %{{buildroot}}/opt/app, or \
+         list opt/app in debian/PKG.pyclink"
+    );
+    for quiet in [&[][..], &["-q"][..]] {
+        let out = run(pyclink()
+            .arg("--buildroot")
+            .arg(&root)
+            .arg("--summary-json")
+            .arg(&json)
+            .args(quiet));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert!(
+            err.contains("pyclink: warning: no Python trees found in "),
+            "{err}"
+        );
+        assert!(err.lines().any(|l| l == line), "{quiet:?}: {line}\n{err}");
+        let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let o = &s["outside_trees"];
+        assert_eq!(
+            (&o["sources"], &o["without_pycs"]),
+            (&4.into(), &4.into()),
+            "{o}"
+        );
+        assert_eq!(o["places"][1]["dir"], format!("/{pip}"), "{o}");
+        assert_eq!(o["complete"], true);
+        assert!(pyc_contents(&root).is_empty());
+    }
+    // What it says to do compiles them, the pip tree for its own version.
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("/opt/app")
+        .arg(format!("/{pip}")));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(pycs(&root.join(&pip).join("site-packages"), "six", &h.tag)
+        .iter()
+        .all(|p| p.exists()));
+    assert!(pycs(&root.join("opt/app/lib"), "util", &h.tag)[0].exists());
+    // Beside a tree, compiled ones are left unsaid.
+    write_files(
+        &root.join(format!("usr/lib/python{v}/site-packages")),
+        &[("m.py", NEITHER)],
+    );
+    write_files(&root, &[("srv/tool/new.py", NEITHER)]);
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg("--summary-json")
+        .arg(&json));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("no Python trees found"), "{err}");
+    assert!(
+        err.contains(
+            "pyclink: warning: 1 of the 5 .py files outside every Python tree has no pycs: \
+             /srv/tool (1); "
+        ),
+        "{err}"
+    );
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(s["outside_trees"]["without_pycs"], 1);
+    let out = run(pyclink()
+        .arg("--buildroot")
+        .arg(&root)
+        .arg(format!("usr/lib/python{v}"))
+        .arg("--summary-json")
+        .arg(&json));
+    assert!(out.status.success());
+    assert!(!stderr(&out).contains("outside every Python tree"));
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(s["outside_trees"].is_null());
+}
+
+/// Issue 22, item 12: the RPM hook (run as rpm runs it, on the whole root) says the same, and
+/// keeps Fedora's exit status 0.
+#[test]
+fn the_rpm_hook_names_sources_outside_every_tree() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    write_files(&root, &[("opt/app/x.py", NEITHER)]);
+    let out = run(Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("macros/brp-pyclink"))
+        .args(["", "1", "", ""])
+        .env("RPM_BUILD_ROOT", &root)
+        .env("PYCLINK", env!("CARGO_BIN_EXE_pyclink"))
+        .env_remove("SOURCE_DATE_EPOCH"));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(
+            "pyclink: warning: 1 .py file outside every Python tree has no pycs: /opt/app (1); \
+             to compile them, "
+        ) && err.contains("%py_byte_compile %{python3} %{buildroot}/opt/app"),
+        "{err}"
+    );
+    assert!(pyc_contents(&root).is_empty());
 }
 
 #[test]

@@ -1419,6 +1419,16 @@ fn dh_pyclink_all_compiles_every_tree_and_skips_empty_packages() {
         "{}",
         stderr(&out)
     );
+    // The listed path is compiled first, so the run over every tree does not report it as
+    // outside every tree and without pycs (issue 22, item 12).
+    let paths_run = text.find(" -- opt/private\n").unwrap();
+    let trees_run = text.find(" checked-hash\n").unwrap();
+    assert!(paths_run < trees_run, "{text}");
+    assert!(
+        !stderr(&out).contains("outside every Python tree"),
+        "{}",
+        stderr(&out)
+    );
     let version = host_python3_version();
     assert_audit_ok(
         &ts,
@@ -1714,4 +1724,90 @@ fn dh_pyclink_compiles_for_the_packages_python() {
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Issue 22, item 2: dh_pyclink always passes the relative `debian/PKG`. A package that holds
+/// its own `usr/bin/pythonX.Y`, on a builder with no other pythonX.Y (none on PATH, no pyenv),
+/// is compiled by that interpreter: it used to get a relative PYTHONHOME, fail to start with a
+/// page of "Fatal Python error" in the log, and fail the build (dh exit 25).
+#[test]
+fn dh_pyclink_compiles_with_the_packages_own_python_by_its_relative_root() {
+    let test = "dh_pyclink_compiles_with_the_packages_own_python_by_its_relative_root";
+    let inherited: Vec<PathBuf> =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
+    // A version found here whose command the builder's PATH can be rid of without losing
+    // perl and debhelper (which live beside the system's own Python).
+    let found = ["3.12", "3.13", "3.10", "3.9", "3.8", "3.7", "3.11"]
+        .into_iter()
+        .filter(|v| {
+            !inherited
+                .iter()
+                .any(|d| d.join("perl").exists() && d.join(format!("python{v}")).exists())
+        })
+        .find_map(|v| find_python(v).map(|p| (v, p)));
+    let Some((version, python)) = found else {
+        println!(
+            "SKIP {test}: no CPython 3.7-3.13 here that is not also the system's own, to give \
+             the package"
+        );
+        return;
+    };
+    let command = format!("python{version}");
+    let builder_path: Vec<PathBuf> = [
+        Path::new(env!("CARGO_BIN_EXE_pyclink"))
+            .parent()
+            .unwrap()
+            .to_path_buf(),
+        repo().join("packaging/debhelper"),
+    ]
+    .into_iter()
+    .chain(inherited.into_iter().filter(|d| {
+        !d.join(&command).exists() && !d.join("pyenv").exists() && !d.ends_with("shims")
+    }))
+    .collect();
+    let builder_path = std::env::join_paths(builder_path).unwrap();
+
+    let (_dir, src) = installed_sample_tree();
+    let pkg = src.join("debian").join(SAMPLE);
+    let h = Host {
+        version: version.to_string(),
+        tag: cache_tag(&python),
+        python,
+    };
+    let program = fsroot::root_with_its_own_python(&h, &pkg)
+        .canonicalize()
+        .unwrap();
+    let mut c = Command::new(repo().join("packaging/debhelper/dh_pyclink"));
+    clean_env(&mut c)
+        .current_dir(&src)
+        .args(["-ppyclinksample"])
+        .env("DH_VERBOSE", "1")
+        .env("PERL5LIB", repo().join("packaging/debhelper"))
+        .env("PATH", &builder_path);
+    let out = run(&mut c);
+    let log = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains(&format!("\tpyclink --buildroot debian/{SAMPLE} ")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "{} (the build root's /usr/bin/{command}), cache tag {}",
+            program.display(),
+            h.tag
+        )),
+        "{log}"
+    );
+    assert!(
+        !log.contains("Fatal Python error") && !log.contains("Python path configuration"),
+        "{log}"
+    );
+    let want: BTreeSet<String> = sample_modules().into_iter().collect();
+    let pycs: Vec<PathBuf> = all_pycs(&pkg.join(SAMPLE_DIR))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(&format!(".{}.", h.tag)))
+        .collect();
+    assert_eq!(module_names(&pycs), want);
+    assert_audit_ok(&pkg, &[format!("{version}:{SAMPLE_DIR}")], &[]);
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fmt;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -41,6 +42,12 @@ pub enum Unusable {
     Failed(#[from] Failure),
     #[error("it is {got}, not {wanted}")]
     WrongVersion { got: PyVersion, wanted: PyVersion },
+    /// PYTHONHOME splits at `:` (prefix:exec_prefix), LD_LIBRARY_PATH at `:` and `;`.
+    #[error(
+        "the build root's path {} holds '{separator}', which PYTHONHOME and LD_LIBRARY_PATH cannot carry",
+        crate::escape::shown(root)
+    )]
+    RootPathSeparator { separator: char, root: PathBuf },
 }
 
 /// No interpreter for a version that has sources: everything that was tried, and why not.
@@ -130,27 +137,47 @@ pub fn select(
     if let Some(path) = given {
         let launch = host_launch(path.to_path_buf());
         let origin = format!("--interpreter {}", crate::escape::shown(path));
-        return prove(version, launch, origin.clone(), timeout).map_err(|why| NotFound {
-            version,
-            given: Some(path.to_path_buf()),
-            tried: vec![(origin, why)],
-            sources: 0,
+        return prove(version, launch, &origin, timeout).map_err(|why| {
+            log_stderr(version, &origin, &why);
+            NotFound {
+                version,
+                given: Some(path.to_path_buf()),
+                tried: vec![(origin, why)],
+                sources: 0,
+            }
         });
     }
 
+    // Candidates that are there and were meant to be used but do not work: said in one line
+    // each once another is chosen (else the error lists them), never by their stderr.
+    let mut passed_over = Vec::new();
     let origin = format!("the build root's /usr/bin/{}", version.command());
-    match root_launch(version, root) {
-        Ok(launch) => match prove(version, launch, origin.clone(), timeout) {
-            Ok(i) => return Ok(i),
-            Err(why) => reject(&mut tried, version, origin, why),
-        },
-        Err(why) => reject(&mut tried, version, origin, why),
+    match root_launch(version, root).and_then(|launch| prove(version, launch, &origin, timeout)) {
+        Ok(i) => return Ok(i),
+        Err(why) => {
+            if !matches!(why, Unusable::Absent) {
+                passed_over.push(format!("{origin} not used: {why}{}", more_with_v(&why)));
+            }
+            reject(&mut tried, version, origin, why);
+        }
     }
 
     for (origin, program) in host_candidates(version, &mut tried) {
-        match prove(version, host_launch(program), origin.clone(), timeout) {
-            Ok(i) => return Ok(i),
-            Err(why) => reject(&mut tried, version, origin, why),
+        match prove(version, host_launch(program), &origin, timeout) {
+            Ok(i) => {
+                for line in passed_over {
+                    log::warn!("{version}: {line}");
+                }
+                return Ok(i);
+            }
+            Err(why) => {
+                // A name that may be another version (`pypy3`) or Python 2 (`pypy`) is a
+                // question asked, not an interpreter failing.
+                if matches!(&why, Unusable::Failed(f) if !matches!(f, Failure::Unsupported(_))) {
+                    passed_over.push(format!("{origin} not used: {why}{}", more_with_v(&why)));
+                }
+                reject(&mut tried, version, origin, why);
+            }
         }
     }
     Err(NotFound {
@@ -161,13 +188,33 @@ pub fn select(
     })
 }
 
-/// Note a candidate passed over. One that is there but does not work is logged (-v): else a
-/// packager never learns why the root's own interpreter was not the one used.
+/// Note a candidate passed over. One that is there but does not work is logged (-v), with the
+/// last lines it wrote to stderr: the warning (or error) says why in one line.
 fn reject(tried: &mut Vec<(String, Unusable)>, version: PyVersion, origin: String, why: Unusable) {
     if !matches!(why, Unusable::Absent | Unusable::NotFound) {
         log::info!("{version}: {origin} not used: {why}");
     }
+    log_stderr(version, &origin, &why);
     tried.push((origin, why));
+}
+
+/// Where the stderr of a failed start is kept for -v, the one line says so (without -v).
+fn more_with_v(why: &Unusable) -> &'static str {
+    match why {
+        Unusable::Failed(f) if !f.stderr().is_empty() && !log::log_enabled!(log::Level::Info) => {
+            " (-v shows the end of its stderr)"
+        }
+        _ => "",
+    }
+}
+
+/// With -v, the last lines an interpreter that failed to start wrote to its stderr.
+fn log_stderr(version: PyVersion, origin: &str, why: &Unusable) {
+    if let Unusable::Failed(f) = why {
+        for line in f.stderr() {
+            log::info!("{version}: {origin}, its stderr: {line}");
+        }
+    }
 }
 
 /// Ask an interpreter which version it is.
@@ -179,7 +226,7 @@ pub fn version_of(program: &Path, timeout: Duration) -> Result<PyVersion, Failur
 fn prove(
     version: PyVersion,
     launch: Launch,
-    origin: String,
+    origin: &str,
     timeout: Duration,
 ) -> Result<Interpreter, Unusable> {
     let worker = Worker::start(&launch, timeout)?;
@@ -235,10 +282,28 @@ fn root_launch(version: PyVersion, root: &Root) -> Result<Launch, Unusable> {
     let program = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
     let bytes = std::fs::read(&program)?;
     let needs_libpython = check_elf(&bytes)?;
+    // Absolute and canonical (Root::open): the worker runs in `/`, where a relative PYTHONHOME
+    // would name another directory, and every spelling of the root must start it alike.
     let usr = root.path().join("usr");
+    let separators: &[u8] = if needs_libpython { b":;" } else { b":" };
+    if let Some(&c) = root
+        .path()
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .find(|b| separators.contains(b))
+    {
+        return Err(Unusable::RootPathSeparator {
+            separator: char::from(c),
+            root: root.path().to_path_buf(),
+        });
+    }
     let mut env = base_env();
     env.retain(|(k, _)| k != "LD_LIBRARY_PATH");
     env.push(("PYTHONHOME".into(), usr.clone().into_os_string()));
+    // Its stdlib is the root's: the modules the worker imports (runpy, compileall, argparse)
+    // must not leave pycs of their own in the build root, not even on a --dry-run.
+    env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
     if needs_libpython {
         let mut dirs: Vec<OsString> = ["lib64", "lib"]
             .iter()

@@ -2,6 +2,7 @@
 //! ([`discover`]), and which interpreter compiles each version ([`interpreter`]).
 
 pub mod interpreter;
+pub mod outside;
 pub mod targets;
 
 pub use targets::{DIST_PACKAGES, PYPY_DIST_PACKAGES};

@@ -74,7 +74,7 @@ pub enum Error {
 /// Check every pyc under the root (or the PATHs).
 pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
     let started = Instant::now();
-    let mut report = Report::new(path_text(root.path().as_os_str()).into_owned());
+    let mut report = Report::new(path_text(root.given().as_os_str()).into_owned());
     report.paths = opts.paths.iter().map(|p| display_in_root(p)).collect();
     report.required_levels = opts.required.map_or(Vec::new(), |l| l.iter().collect());
     for path in &opts.paths {

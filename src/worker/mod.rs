@@ -43,7 +43,8 @@ impl Launch {
             .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            // Through a tap (see StderrTap): held back until the hello, passed on after it.
+            .stderr(Stdio::piped())
             // Its own process group: a Ctrl-C in the terminal reaches pyclink, which stops the
             // workers itself, instead of every worker printing a KeyboardInterrupt traceback.
             .process_group(0);
@@ -75,7 +76,74 @@ pub enum Failure {
     /// The interpreter is older than pyclink's worker needs (Python 2, or 3 before 3.6).
     #[error("it is Python {0}; pyclink compiles for Python 3.6 and later (CPython, PyPy)")]
     Unsupported(String),
+    /// It failed before its hello (an interpreter that cannot start: a wrong PYTHONHOME, a
+    /// missing libpython), and wrote `stderr` (its last lines), which is kept out of the log:
+    /// the gist of it ends this one-line message.
+    #[error("{failure}: {}", gist(.stderr))]
+    Starting {
+        failure: Box<Failure>,
+        stderr: Vec<String>,
+    },
 }
+
+impl Failure {
+    /// The last lines the interpreter wrote to stderr before it failed to start, if any.
+    pub fn stderr(&self) -> &[String] {
+        match self {
+            Failure::Starting { stderr, .. } => stderr,
+            _ => &[],
+        }
+    }
+}
+
+/// The one line that says why an interpreter did not start, from the last lines of its
+/// stderr: CPython's "Fatal Python error: ..." and the exception under it, else the last
+/// exception line (a traceback's), else the last unindented line (the dynamic loader's
+/// "error while loading shared libraries: ...").
+fn gist(stderr: &[String]) -> String {
+    let is_exception = |l: &str| {
+        let name = l.split(':').next().unwrap_or_default();
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+            && ["Error", "Exception", "Exit", "Interrupt"]
+                .iter()
+                .any(|end| name.ends_with(end))
+    };
+    let fatal = stderr
+        .iter()
+        .position(|l| l.starts_with("Fatal Python error: "));
+    let exception = stderr
+        .iter()
+        .skip(fatal.unwrap_or(0))
+        .rfind(|l| is_exception(l));
+    let mut parts: Vec<&str> = fatal
+        .map(|i| stderr[i].as_str())
+        .into_iter()
+        .chain(exception.map(String::as_str))
+        .collect();
+    if parts.is_empty() {
+        parts.extend(
+            stderr
+                .iter()
+                .rfind(|l| !l.trim().is_empty() && !l.starts_with([' ', '\t']))
+                .map(String::as_str),
+        );
+    }
+    let mut text = parts.join("; ");
+    if text.len() > GIST_MAX {
+        let mut end = GIST_MAX;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
+}
+
+const GIST_MAX: usize = 400;
 
 pub struct Worker {
     child: Child,
@@ -103,6 +171,7 @@ impl Worker {
         let mut child = spawn(launch.command(script)).map_err(Failure::Start)?;
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
+        let tap = StderrTap::start(child.stderr.take().expect("piped stderr"));
         for fd in [stdin.as_fd(), stdout.as_fd()] {
             let flags = fcntl_getfl(fd).map_err(|e| Failure::Start(e.into()))?;
             fcntl_setfl(fd, flags | OFlags::NONBLOCK).map_err(|e| Failure::Start(e.into()))?;
@@ -119,13 +188,35 @@ impl Worker {
             in_flight: None,
         };
         let deadline = Instant::now() + timeout;
-        let payload = w.read_frame(deadline, timeout)?;
-        if let Some(version) = payload.strip_prefix(UNSUPPORTED_PREFIX) {
-            return Err(Failure::Unsupported(
-                String::from_utf8_lossy(version).into_owned(),
-            ));
+        let hello = w.read_frame(deadline, timeout).and_then(|payload| {
+            match payload.strip_prefix(UNSUPPORTED_PREFIX) {
+                Some(version) => Ok(Err(String::from_utf8_lossy(version).into_owned())),
+                None => Ok(Ok(Hello::parse(&payload)?)),
+            }
+        });
+        let hello = match hello {
+            Ok(Ok(hello)) => hello,
+            Ok(Err(version)) => return Err(Failure::Unsupported(version)),
+            Err(failure) => {
+                // Ended (and the whole group with it) before its stderr is read to the end.
+                drop(w);
+                let stderr = tap.finish(TAP_WAIT);
+                if stderr.is_empty() {
+                    return Err(failure);
+                }
+                return Err(Failure::Starting {
+                    failure: Box::new(failure),
+                    stderr,
+                });
+            }
+        };
+        w.hello = hello;
+        for line in tap.pass_through() {
+            log::debug!(
+                "{} wrote before its hello: {line}",
+                crate::escape::shown(&launch.program)
+            );
         }
-        w.hello = Hello::parse(&payload)?;
         log::debug!(
             "worker {} started: {}",
             w.child.id(),
@@ -309,6 +400,125 @@ impl Drop for Worker {
     }
 }
 
+/// How long a worker that failed to start is given to have its stderr read to the end, once
+/// its process group is killed (a process that escaped the group may hold the pipe open).
+const TAP_WAIT: Duration = Duration::from_secs(1);
+/// What a tap keeps of a worker's stderr before its hello: the last lines, each cut short.
+const TAP_LINES: usize = 30;
+const TAP_LINE_BYTES: usize = 1000;
+
+/// A worker's stderr, read on a thread of its own. Until the hello, the last lines are kept,
+/// not printed: an interpreter that cannot start writes a page of diagnostics ("Python path
+/// configuration: ... Fatal Python error: ..."), which would otherwise land in the build log,
+/// `-q` or not, for a candidate pyclink passes over. After the hello everything is passed on to
+/// pyclink's stderr as it comes, as an inherited stderr would be (a compiler crash's report).
+struct StderrTap(std::sync::Arc<TapShared>);
+
+#[derive(Default)]
+struct TapShared {
+    state: std::sync::Mutex<TapState>,
+    ended: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct TapState {
+    passing: bool,
+    ended: bool,
+    lines: std::collections::VecDeque<String>,
+    partial: Vec<u8>,
+}
+
+impl TapState {
+    fn keep(&mut self, mut bytes: &[u8]) {
+        while let Some(nl) = bytes.iter().position(|&b| b == b'\n') {
+            self.add_partial(&bytes[..nl]);
+            self.end_line();
+            bytes = &bytes[nl + 1..];
+        }
+        self.add_partial(bytes);
+    }
+
+    fn add_partial(&mut self, bytes: &[u8]) {
+        let room = TAP_LINE_BYTES.saturating_sub(self.partial.len());
+        self.partial
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    fn end_line(&mut self) {
+        let line = String::from_utf8_lossy(&self.partial)
+            .trim_end_matches('\r')
+            .to_string();
+        self.partial.clear();
+        if self.lines.len() == TAP_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+
+    fn take(&mut self) -> Vec<String> {
+        if !self.partial.is_empty() {
+            self.end_line();
+        }
+        std::mem::take(&mut self.lines).into()
+    }
+}
+
+impl StderrTap {
+    fn start(mut pipe: std::process::ChildStderr) -> StderrTap {
+        let shared = std::sync::Arc::new(TapShared::default());
+        let theirs = shared.clone();
+        let reader = move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                let n = match pipe.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                let mut state = theirs.state.lock().unwrap_or_else(|p| p.into_inner());
+                if state.passing {
+                    drop(state);
+                    let _ = io::stderr().lock().write_all(&buf[..n]);
+                } else {
+                    state.keep(&buf[..n]);
+                }
+            }
+            let mut state = theirs.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.ended = true;
+            theirs.ended.notify_all();
+        };
+        let started = std::thread::Builder::new()
+            .name("worker-stderr".into())
+            .stack_size(64 * 1024)
+            .spawn(reader);
+        if started.is_err() {
+            // No thread to read it: the pipe closes, and what the worker writes there is lost
+            // (EPIPE) rather than blocking it.
+            shared.state.lock().unwrap_or_else(|p| p.into_inner()).ended = true;
+        }
+        StderrTap(shared)
+    }
+
+    /// From now on, pass everything on; returns what was kept until now.
+    fn pass_through(&self) -> Vec<String> {
+        let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.passing = true;
+        state.take()
+    }
+
+    /// What was kept, once the stderr has ended (or `wait` has passed).
+    fn finish(&self, wait: Duration) -> Vec<String> {
+        let state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut state, _) = self
+            .0
+            .ended
+            .wait_timeout_while(state, wait, |s| !s.ended)
+            .unwrap_or_else(|p| p.into_inner());
+        state.take()
+    }
+}
+
 /// Spawn on one thread that lives as long as the process: a worker's parent-death signal
 /// fires when the *thread* that forked it ends, and a compile thread that finishes its share
 /// must not take down workers other threads are still using.
@@ -386,5 +596,60 @@ fn signal_words(sig: i32) -> String {
     match signal_hook::low_level::signal_name(sig) {
         Some(name) => format!("signal {sig} ({name})"),
         None => format!("signal {sig}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(String::from).collect()
+    }
+
+    /// The one line of a start that failed, from what CPython and the dynamic loader write.
+    #[test]
+    fn the_gist_of_a_failed_start() {
+        let fatal = lines(
+            "Python path configuration:\n  PYTHONHOME = 'br/usr'\n  sys.path = [\n    'br/usr/lib/python3.12',\n  ]\n\
+             Fatal Python error: init_fs_encoding: failed to get the Python codec of the filesystem encoding\n\
+             Python runtime state: core initialized\n\
+             ModuleNotFoundError: No module named 'encodings'\n\n\
+             Current thread 0x00007f (most recent call first):\n  <no Python frame>",
+        );
+        assert_eq!(
+            gist(&fatal),
+            "Fatal Python error: init_fs_encoding: failed to get the Python codec of the \
+             filesystem encoding; ModuleNotFoundError: No module named 'encodings'"
+        );
+        let traceback = lines(
+            "Traceback (most recent call last):\n  File \"<string>\", line 3, in <module>\n\
+             \x20   import struct\nencodings.CodecRegistryError: bad codec",
+        );
+        assert_eq!(gist(&traceback), "encodings.CodecRegistryError: bad codec");
+        let loader = lines(
+            "python3.12: error while loading shared libraries: libpython3.12.so.1.0: cannot \
+             open shared object file: No such file or directory",
+        );
+        assert_eq!(gist(&loader), loader[0]);
+        let long = vec!["x".repeat(5000)];
+        assert!(gist(&long).len() <= GIST_MAX + 3);
+    }
+
+    /// Before the hello the tap keeps the last lines, each cut short; after it, nothing.
+    #[test]
+    fn the_tap_keeps_a_bounded_tail() {
+        let mut state = TapState::default();
+        for i in 0..100 {
+            state.keep(format!("line {i}\n").as_bytes());
+        }
+        state.keep(&[b'y'; 5000]);
+        state.keep(b"\r\nlast without a newline");
+        let kept = state.take();
+        assert_eq!(kept.len(), TAP_LINES);
+        assert_eq!(kept[TAP_LINES - 1], "last without a newline");
+        assert_eq!(kept[TAP_LINES - 2].len(), TAP_LINE_BYTES);
+        assert_eq!(kept[0], format!("line {}", 100 - TAP_LINES + 2));
+        assert!(state.take().is_empty());
     }
 }

@@ -299,3 +299,36 @@ pub fn root_with_its_own_python(h: &super::Host, root: &Path) -> PathBuf {
     .unwrap();
     real
 }
+
+/// Mounts `$1` on `$2` (`mount --bind SRC DIR`), runs the rest, unmounts; the exit statuses
+/// of [`BIND`].
+const BIND_DIR: &str = r#"src=$1; dir=$2; shift 2
+mount --bind "$src" "$dir" || exit 97
+"$@"; rc=$?
+umount "$dir" || exit 98
+exit $rc"#;
+
+/// `cmd` run where `dir` is a bind mount of the directory `src` (another name for one build
+/// root), in a private mount namespace as in [`with_root_bound_at`].
+pub fn with_dir_bound_at(src: &Path, dir: &Path, cmd: &Command) -> Command {
+    let mut c = wrapped(
+        Command::new("unshare"),
+        &[
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            BIND_DIR,
+            "sh",
+            src.to_str().expect("a UTF-8 temp dir"),
+            dir.to_str().expect("a UTF-8 temp dir"),
+        ],
+        cmd,
+    );
+    if cmd.get_current_dir().is_none() {
+        c.current_dir(std::env::current_dir().unwrap());
+    }
+    c
+}
