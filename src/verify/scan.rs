@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use crate::fsroot::{display_in_root, Root};
 use crate::plan::Excludes;
-use crate::python::{Implementation, PyVersion};
+use crate::python::{table, Implementation, PyVersion};
 use crate::write::is_temp_name;
 
+use super::reader::Reader;
 use super::report::{Kind, Problem};
 
 const PYCACHE: &str = "__pycache__";
@@ -69,6 +70,9 @@ pub struct Module {
 pub struct SourcelessPyc {
     pub rel: PathBuf,
     pub magic: [u8; 4],
+    /// The version whose interpreter checks it: its magic number's where the table knows it
+    /// (and its tree's reader loads that version's pycs), else its tree's.
+    pub version: Option<PyVersion>,
 }
 
 #[derive(Debug, Default)]
@@ -180,11 +184,6 @@ pub fn version_of_tag(tag: &str) -> Option<PyVersion> {
         Implementation::CPython => PyVersion::cpython(major, minor),
         Implementation::PyPy => PyVersion::pypy(major, minor),
     })
-}
-
-/// Is this magic number Python 2's (or 1.x)? Those pycs sit beside their sources by design.
-pub fn is_python2_magic(magic: [u8; 4]) -> bool {
-    magic[2..] == *b"\r\n" && u16::from_le_bytes([magic[0], magic[1]]) >= 20000
 }
 
 /// What `NAME.py` beside a pyc is.
@@ -417,11 +416,23 @@ impl Scan {
         if !ft.is_file() {
             return self.stray(rel, format!("{}, not a pyc file", file_kind(ft)));
         }
-        if version_of_tag(tag).is_none() {
+        let Some(version) = version_of_tag(tag) else {
             self.problems.push(Problem::new(
                 Kind::UnknownTag,
                 display_in_root(rel),
                 format!("cache tag '{tag}' names no Python version"),
+            ));
+            return;
+        };
+        let reader = Reader::of(pycache);
+        if !reader.accepts(version) {
+            self.problems.push(Problem::new(
+                Kind::WrongVersion,
+                display_in_root(rel),
+                format!(
+                    "cache tag '{tag}' is {version}'s, but {}: import never loads this pyc",
+                    reader.describe()
+                ),
             ));
             return;
         }
@@ -453,7 +464,8 @@ impl Scan {
                 return;
             }
         };
-        if magic.is_some_and(is_python2_magic) {
+        let reader = Reader::of(rel.parent().unwrap_or(Path::new("")));
+        if magic.is_some_and(table::is_python2_magic) && reader.reads_python2() {
             self.not_checked
                 .push(format!("{}: a Python 2 pyc", display_in_root(rel)));
             return;
@@ -468,10 +480,19 @@ impl Scan {
             return;
         };
         match source_at(root, &source) {
-            Source::None | Source::NotAFile => self.sourceless.push(SourcelessPyc {
-                rel: rel.to_path_buf(),
-                magic,
-            }),
+            Source::None | Source::NotAFile => match reader.refuses_magic(magic) {
+                Some(why) => {
+                    self.problems
+                        .push(Problem::new(Kind::WrongVersion, display_in_root(rel), why))
+                }
+                None => self.sourceless.push(SourcelessPyc {
+                    rel: rel.to_path_buf(),
+                    magic,
+                    version: table::by_magic(magic)
+                        .map(|f| f.version)
+                        .or(reader.version()),
+                }),
+            },
             Source::File(_) | Source::Symlink => self.stray(
                 rel,
                 format!(
@@ -573,11 +594,5 @@ mod tests {
         ] {
             assert_eq!(version_of_tag(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn python2_magic() {
-        assert!(is_python2_magic([0x03, 0xf3, b'\r', b'\n'])); // 2.7: 62211
-        assert!(!is_python2_magic([0xa7, 0x0d, b'\r', b'\n'])); // 3.11: 3495
     }
 }
