@@ -272,7 +272,7 @@ fn choose_interpreters(
     let mut versions: BTreeSet<PyVersion> = scan
         .modules
         .keys()
-        .filter_map(|k| scan::version_of_tag(&k.tag))
+        .filter_map(ModuleKey::version)
         .collect();
     versions.extend(required_jobs.iter().map(|j| j.version));
     if opts.allow_sourceless {
@@ -282,7 +282,7 @@ fn choose_interpreters(
     // one source, not two.
     let mut sources: BTreeMap<PyVersion, BTreeSet<PathBuf>> = BTreeMap::new();
     for key in scan.modules.keys() {
-        if let Some(v) = scan::version_of_tag(&key.tag) {
+        if let Some(v) = key.version() {
             sources.entry(v).or_default().insert(key.source());
         }
     }
@@ -317,7 +317,7 @@ fn checked_modules(
 ) -> Modules {
     let mut modules = Modules::new();
     for (key, module) in std::mem::take(&mut scan.modules) {
-        let version = scan::version_of_tag(&key.tag).expect("scan keeps known tags only");
+        let version = key.version().expect("scan keeps known tags only");
         let problem = match (targets.get(&version), unavailable.get(&version)) {
             (Some(t), _) if t.hello.format.cache_tag == key.tag => None,
             (Some(t), _) => Some(format!(

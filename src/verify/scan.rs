@@ -30,6 +30,18 @@ pub struct ModuleKey {
 }
 
 impl ModuleKey {
+    /// The version whose interpreter checks the module: the one that imports from its tree
+    /// where the path tells (a free-threaded tree's pycs carry its GIL build's tag), else the
+    /// one its cache tag names.
+    pub fn version(&self) -> Option<PyVersion> {
+        let tagged = version_of_tag(&self.tag)?;
+        let reader = Reader::of(&self.dir);
+        Some(match reader.version() {
+            Some(v) if reader.accepts(tagged) => v,
+            _ => tagged,
+        })
+    }
+
     pub fn source(&self) -> PathBuf {
         let mut name = self.stem.clone();
         name.push(".py");
@@ -70,8 +82,8 @@ pub struct Module {
 pub struct SourcelessPyc {
     pub rel: PathBuf,
     pub magic: [u8; 4],
-    /// The version whose interpreter checks it: its magic number's where the table knows it
-    /// (and its tree's reader loads that version's pycs), else its tree's.
+    /// The version whose interpreter checks it: its tree's where the path tells, else its
+    /// magic number's.
     pub version: Option<PyVersion>,
 }
 
@@ -488,9 +500,11 @@ impl Scan {
                 None => self.sourceless.push(SourcelessPyc {
                     rel: rel.to_path_buf(),
                     magic,
-                    version: table::by_magic(magic)
-                        .map(|f| f.version)
-                        .or(reader.version()),
+                    // The tree's version where the path tells (refuses_magic has matched
+                    // the magic number to it), else the magic number's.
+                    version: reader
+                        .version()
+                        .or_else(|| table::by_magic(magic).map(|f| f.version)),
                 }),
             },
             Source::File(_) | Source::Symlink => self.stray(
@@ -565,6 +579,27 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn a_modules_version_is_its_readers() {
+        let key = |dir: &str, tag: &str| ModuleKey {
+            dir: dir.into(),
+            stem: "m".into(),
+            tag: tag.into(),
+        };
+        let v314 = PyVersion::cpython(3, 14);
+        // A free-threaded tree's pycs carry the GIL build's tag; its own interpreter checks them.
+        assert_eq!(
+            key("usr/lib64/python3.14t", "cpython-314").version(),
+            Some(v314.free_threaded())
+        );
+        assert_eq!(key("opt/app", "cpython-314").version(), Some(v314));
+        // Another version's tag keeps its own (scan reports it as wrong-version).
+        assert_eq!(
+            key("usr/lib/python3.12", "cpython-311").version(),
+            Some(PyVersion::cpython(3, 11))
+        );
     }
 
     #[test]
