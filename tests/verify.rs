@@ -530,7 +530,21 @@ fn rejects_another_interpreters_pyc() {
             ),
         ],
     );
-    assert_eq!(kinds(&found), vec!["bad-header"], "{found:#?}");
+    // The copy under the other tag is a module of its own, short of the root's levels 1 and 2.
+    let missing: Vec<&str> = found
+        .iter()
+        .filter(|(k, _, _)| k == "missing")
+        .map(|(_, p, _)| p.as_str())
+        .collect();
+    assert_eq!(
+        missing,
+        [
+            format!("/{APP}/__pycache__/docs.{other_tag}.opt-1.pyc"),
+            format!("/{APP}/__pycache__/docs.{other_tag}.opt-2.pyc"),
+        ],
+        "{found:#?}"
+    );
+    assert_eq!(found.len(), 4, "{found:#?}");
 }
 
 /// stale: the source changed after compiling, for each invalidation mode.
@@ -1244,6 +1258,470 @@ fn an_interpreter_that_cannot_start_is_fatal() {
             "{json}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 22, item 3: every pyc the tree's Python cannot load, and every source without its pycs.
+
+/// `python -c "py_compile.compile(SRC, cfile=CFILE, dfile=DFILE)"`, which must succeed: a pyc
+/// as that interpreter writes it, wherever the test wants it.
+fn py_compile(python: &Path, src: &Path, cfile: &Path, dfile: &str) {
+    std::fs::create_dir_all(cfile.parent().unwrap()).unwrap();
+    let out = run(Command::new(python).arg("-c").arg(format!(
+        "import py_compile; py_compile.compile({:?}, cfile={:?}, dfile={dfile:?}, doraise=True)",
+        src.to_str().unwrap(),
+        cfile.to_str().unwrap()
+    )));
+    assert!(out.status.success(), "py_compile failed");
+}
+
+/// The problems of `kind`, by path.
+fn paths_of<'a>(found: &'a [(String, String, String)], kind: &str) -> Vec<&'a str> {
+    let mut paths: Vec<&str> = found
+        .iter()
+        .filter(|(k, _, _)| k == kind)
+        .map(|(_, p, _)| p.as_str())
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// wrong-version: in a python3.12 tree only 3.12 imports, so a pyc of any other Python there is
+/// one it cannot load, whatever its content and whether or not sourceless pycs are allowed: a
+/// Python 2.7 sourceless `old.pyc` (which verify used not even to mention), a 3.11 sourceless pyc
+/// (which `--allow-sourceless` used to accept), a `__pycache__` pyc with 3.11's cache tag beside
+/// the right ones. In Debian's python3/dist-packages, a PyPy-tagged pyc. A 3.12 sourceless pyc in
+/// the same tree is accepted, and a 2.7 pyc in the python2.7 tree is still left alone.
+#[test]
+fn pycs_the_trees_python_cannot_load_are_wrong_version() {
+    let test = "pycs_the_trees_python_cannot_load_are_wrong_version";
+    let Some(py312) = python_or_skip("3.12", test) else {
+        return;
+    };
+    let h = host();
+    let foreign = match h.version.as_str() {
+        "3.12" => python_or_skip("3.11", test),
+        _ => Some(h.python.clone()),
+    };
+    let Some(foreign) = foreign else {
+        return;
+    };
+    let foreign_version = {
+        let out = run(Command::new(&foreign).args([
+            "-c",
+            "import sys; print('python%d.%d' % sys.version_info[:2])",
+        ]));
+        stdout(&out).trim().to_string()
+    };
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let pkg = "usr/lib/python3.12/site-packages/pkg";
+    write_files(
+        &root,
+        &[
+            (&format!("{pkg}/__init__.py"), ""),
+            (&format!("{pkg}/mod.py"), DOCS),
+            ("usr/lib/python3/dist-packages/d.py", PLAIN),
+        ],
+    );
+    assert!(run(pyclink().arg("--buildroot").arg(&root))
+        .status
+        .success());
+    assert_accepted(&root, &[]);
+
+    let outside = t.path().join("src.py");
+    std::fs::write(&outside, PLAIN).unwrap();
+    let dir = root.join(pkg);
+    py_compile(
+        &foreign,
+        &outside,
+        &dir.join("legacy.pyc"),
+        &format!("/{pkg}/legacy.py"),
+    );
+    py_compile(
+        &py312,
+        &outside,
+        &dir.join("good.pyc"),
+        &format!("/{pkg}/good.py"),
+    );
+    let foreign_tag = cache_tag(&foreign);
+    py_compile(
+        &foreign,
+        &dir.join("mod.py"),
+        &dir.join(format!("__pycache__/mod.{foreign_tag}.pyc")),
+        &format!("/{pkg}/mod.py"),
+    );
+    let dist = root.join("usr/lib/python3/dist-packages/__pycache__");
+    std::fs::copy(dist.join("d.cpython-312.pyc"), dist.join("d.pypy311.pyc")).unwrap();
+    let py27 = python_or_skip("2.7", test);
+    if let Some(py27) = &py27 {
+        py_compile(
+            py27,
+            &outside,
+            &dir.join("old.pyc"),
+            &format!("/{pkg}/old.py"),
+        );
+        let keep = root.join("usr/lib/python2.7/keep.pyc");
+        py_compile(py27, &outside, &keep, "/usr/lib/python2.7/keep.py");
+    }
+
+    let mut wanted = vec![
+        (
+            "wrong-version",
+            "pkg/legacy.pyc".to_string(),
+            format!(
+                "is {foreign_version}'s, but only python3.12 imports from /usr/lib/python3.12: it \
+                 cannot load this pyc"
+            ),
+        ),
+        (
+            "wrong-version",
+            format!("pkg/__pycache__/mod.{foreign_tag}.pyc"),
+            format!("cache tag '{foreign_tag}' is {foreign_version}'s, but only python3.12"),
+        ),
+        (
+            "wrong-version",
+            "dist-packages/__pycache__/d.pypy311.pyc".to_string(),
+            "only CPython 3 imports from /usr/lib/python3/dist-packages".to_string(),
+        ),
+    ];
+    if py27.is_some() {
+        wanted.push((
+            "wrong-version",
+            "pkg/old.pyc".to_string(),
+            "a Python 2 pyc (magic number 62211), but only python3.12 imports".to_string(),
+        ));
+    }
+    let wanted: Vec<(&str, &str, &str)> = wanted
+        .iter()
+        .map(|(k, p, m)| (*k, p.as_str(), m.as_str()))
+        .collect();
+    for allow in [&[][..], &["--allow-sourceless"][..]] {
+        let found = assert_rejected(&root, allow, &wanted);
+        assert_eq!(paths_of(&found, "wrong-version").len(), wanted.len());
+        // good.pyc is 3.12's: refused only as sourceless, and only without the flag.
+        let sourceless = paths_of(&found, "sourceless");
+        match allow.is_empty() {
+            true => assert_eq!(sourceless, [format!("/{pkg}/good.pyc")]),
+            false => assert!(sourceless.is_empty()),
+        }
+        assert_eq!(found.len(), wanted.len() + sourceless.len(), "{found:#?}");
+    }
+    if py27.is_some() {
+        let (_, json) = verify(&root, &[]);
+        assert_eq!(
+            json["not_checked"],
+            serde_json::json!(["/usr/lib/python2.7/keep.pyc: a Python 2 pyc"])
+        );
+    }
+}
+
+/// wrong-version in a PyPy tree: `usr/lib/pypy3.11` is read by PyPy 3.11 only, which never
+/// loads a CPython pyc, neither one tagged cpython-311 in `__pycache__` nor a sourceless one
+/// with CPython's magic number; a sourceless PyPy pyc there is accepted.
+#[test]
+fn a_pypy_tree_holding_cpython_pycs() {
+    let test = "a_pypy_tree_holding_cpython_pycs";
+    let Some(pypy) = python_or_skip("pypy3.11", test) else {
+        return;
+    };
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let dir = "usr/lib/pypy3.11/site-packages";
+    write_files(&root, &[(&format!("{dir}/p.py"), ASSERTS)]);
+    assert!(run(pyclink().arg("--buildroot").arg(&root))
+        .status
+        .success());
+    assert_accepted(&root, &[]);
+    let src = root.join(dir).join("p.py");
+    let cpython_pyc = format!("__pycache__/p.{}.pyc", h.tag);
+    py_compile(
+        &h.python,
+        &src,
+        &root.join(dir).join(&cpython_pyc),
+        &format!("/{dir}/p.py"),
+    );
+    let outside = t.path().join("src.py");
+    std::fs::write(&outside, PLAIN).unwrap();
+    py_compile(
+        &h.python,
+        &outside,
+        &root.join(dir).join("c.pyc"),
+        &format!("/{dir}/c.py"),
+    );
+    py_compile(
+        &pypy,
+        &outside,
+        &root.join(dir).join("ok.pyc"),
+        &format!("/{dir}/ok.py"),
+    );
+    let found = assert_rejected(
+        &root,
+        &["--allow-sourceless"],
+        &[
+            (
+                "wrong-version",
+                &cpython_pyc,
+                "only pypy3.11 imports from /usr/lib/pypy3.11",
+            ),
+            (
+                "wrong-version",
+                "site-packages/c.pyc",
+                &format!("is python{}'s, but only pypy3.11 imports", h.version),
+            ),
+        ],
+    );
+    assert_eq!(found.len(), 2, "{found:#?}");
+}
+
+/// bad-marshal: the header is right, the marshal data is not one object as marshal writes it.
+/// Bytes after the object, which marshal.loads ignores (and `pyclink normalize` refuses), in a
+/// `__pycache__` pyc and in a legacy sourceless one; an unknown type code where the code object
+/// starts. Each is found once, and the other levels of the same modules stay accepted.
+#[test]
+fn marshal_data_that_is_not_one_object() {
+    let h = host();
+    if !modern_compileall(&h, "marshal_data_that_is_not_one_object") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let root = app_root(t.path());
+    compile_app(&root, &h, &["--no-link"]);
+    let dir = app(&root);
+    let plain = levels(&dir, "plain", &h);
+    let mut data = std::fs::read(&plain[0]).unwrap();
+    data.extend_from_slice(b"\x00junk");
+    std::fs::write(&plain[0], &data).unwrap();
+    let docs = levels(&dir, "docs", &h);
+    let mut data = std::fs::read(&docs[1]).unwrap();
+    data[16] = 0x01;
+    std::fs::write(&docs[1], &data).unwrap();
+    // A sourceless module (compileall -b, the source removed) with bytes after its object.
+    compileall(
+        &h,
+        &["-b", "-s", "root", "-p", "/", "root/opt/app/pkg/sub.py"],
+        t.path(),
+    );
+    std::fs::remove_file(dir.join("pkg/sub.py")).unwrap();
+    for pyc in levels(&dir.join("pkg"), "sub", &h) {
+        std::fs::remove_file(pyc).unwrap();
+    }
+    let sub = dir.join("pkg/sub.pyc");
+    let mut data = std::fs::read(&sub).unwrap();
+    data.extend_from_slice(b"N");
+    std::fs::write(&sub, &data).unwrap();
+
+    // normalize refuses the first file, for the same reason.
+    let out = run(pyclink()
+        .args(["normalize", "--buildroot"])
+        .arg(&root)
+        .arg(plain[0].strip_prefix(&root).unwrap()));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("5 bytes after the marshalled object"));
+
+    let found = assert_rejected(
+        &root,
+        &["--no-link", "--allow-sourceless"],
+        &[
+            (
+                "bad-marshal",
+                &format!("plain.{}.pyc", h.tag),
+                "5 bytes after the marshalled object",
+            ),
+            (
+                "bad-marshal",
+                &format!("plain.{}.pyc", h.tag),
+                "marshal.loads ignores them",
+            ),
+            (
+                "bad-marshal",
+                &format!("docs.{}.opt-1.pyc", h.tag),
+                "unknown marshal type code 0x01",
+            ),
+            (
+                "bad-marshal",
+                "pkg/sub.pyc",
+                "1 byte after the marshalled object",
+            ),
+        ],
+    );
+    assert_eq!(found.len(), 3, "{found:#?}");
+}
+
+/// The build root of a package with a Python tree of the host's version (its site-packages
+/// holding `pkg` and `b.py`), and sources that need no pycs by default: a private directory and
+/// Debian's dist-packages.
+fn package_root(t: &Path, h: &Host) -> (PathBuf, String) {
+    let root = t.join("root");
+    let site = format!("usr/lib/python{}/site-packages", h.version);
+    write_files(
+        &root,
+        &[
+            (&format!("{site}/pkg/__init__.py"), ""),
+            (&format!("{site}/pkg/a.py"), ASSERTS),
+            (&format!("{site}/b.py"), DOCS),
+            (&format!("{site}/broken.py"), BAD),
+            ("usr/share/app/priv.py", PLAIN),
+            ("usr/lib/python3/dist-packages/d.py", PLAIN),
+        ],
+    );
+    (root, site)
+}
+
+/// Fedora's hook as rpmbuild runs it at the end of %install: macros/brp-pyclink with the
+/// macros' environment (`PYCLINK_LEVELS` from `%_pyclink_levels`), errors only warned about.
+fn run_brp_pyclink(root: &Path, levels: &str) {
+    let brp = Path::new(env!("CARGO_MANIFEST_DIR")).join("macros/brp-pyclink");
+    let mut paths: Vec<PathBuf> =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
+    if let Some(dir) = interpreters_dir() {
+        paths.push(dir.join("bin"));
+    }
+    let out = run(Command::new("bash")
+        .arg(brp)
+        .args(["", "0", "0", ""])
+        .env("RPM_BUILD_ROOT", root)
+        .env("PYCLINK", env!("CARGO_BIN_EXE_pyclink"))
+        .env("PYCLINK_LEVELS", levels)
+        .env("PATH", std::env::join_paths(paths).unwrap())
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("PYCLINK_CONFIG"));
+    assert!(out.status.success(), "brp-pyclink failed");
+}
+
+/// Without -o, the `%check` line a packager pastes (`pyclink verify --buildroot %{buildroot}`)
+/// holds every source of the root's Python trees to level 0 and the levels of the root's own
+/// pycs. It fails a root the hook never ran on (it used to say "0 pyc checked, 0 problems"),
+/// passes the real hook's output at Fedora's levels (0 1) and at pyclink's (0 1 2), and fails
+/// once one module is short of one level. A source that does not compile, an excluded one, a
+/// private directory and dist-packages need none; a virtualenv named as a PATH does.
+#[test]
+fn without_o_every_source_of_the_trees_has_the_roots_levels() {
+    let h = host();
+    let t = tempfile::tempdir().unwrap();
+    let (root, site) = package_root(t.path(), &h);
+    let tag = &h.tag;
+
+    // The hook never ran.
+    let found = assert_rejected(
+        &root,
+        &[],
+        &[
+            (
+                "missing",
+                &format!("{site}/__pycache__/b.{tag}.pyc"),
+                "was the root byte-compiled?",
+            ),
+            (
+                "missing",
+                &format!("pkg/__pycache__/a.{tag}.pyc"),
+                "optimize=0",
+            ),
+            (
+                "missing",
+                &format!("pkg/__pycache__/__init__.{tag}.pyc"),
+                "optimize=0",
+            ),
+        ],
+    );
+    assert_eq!(found.len(), 3, "{found:#?}");
+    let (_, json) = verify(&root, &[]);
+    assert_eq!(json["pycs_checked"], 0);
+    assert_eq!(json["required_levels"], serde_json::json!([0]));
+
+    // The hook at Fedora's levels, then at pyclink's.
+    for (levels, want) in [
+        ("0 1", serde_json::json!([0, 1])),
+        ("0 1 2", serde_json::json!([0, 1, 2])),
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        let (root, _) = package_root(t.path(), &h);
+        run_brp_pyclink(&root, levels);
+        let json = assert_accepted(&root, &[]);
+        assert_eq!(json["required_levels"], want, "{levels}");
+        assert_eq!(
+            json["versions"][0]["do_not_compile"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    // One module short of one level (its .opt-1.pyc gone), at Fedora's levels.
+    run_brp_pyclink(&root, "0 1");
+    assert_accepted(&root, &[]);
+    let a = root
+        .join(&site)
+        .join(format!("pkg/__pycache__/a.{tag}.opt-1.pyc"));
+    std::fs::remove_file(&a).unwrap();
+    let found = assert_rejected(
+        &root,
+        &[],
+        &[(
+            "missing",
+            &format!("pkg/__pycache__/a.{tag}.opt-1.pyc"),
+            "no pyc for optimize=1 (the source compiles; other pycs in the root have level 1)",
+        )],
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
+    // Excluded, it is not required; restricted to another PATH, it is not looked at.
+    assert_accepted(&root, &["-x", "a.py"]);
+    assert_accepted(&root, &[&format!("{site}/b.py")]);
+
+    // A module with no pyc at all in a tree where the others have theirs.
+    write_files(&root, &[(&format!("{site}/pkg/new.py"), PLAIN)]);
+    std::fs::remove_file(a.with_file_name(format!("a.{tag}.pyc"))).unwrap();
+    let found = assert_rejected(
+        &root,
+        &["-x", "a.py"],
+        &[(
+            "missing",
+            &format!("pkg/__pycache__/new.{tag}.opt-1.pyc"),
+            "level 1",
+        )],
+    );
+    assert_eq!(paths_of(&found, "missing").len(), 2, "{found:#?}");
+
+    // A virtualenv outside the standard trees: required when named as a PATH (compiling it
+    // takes that PATH too), and then only for the version of its lib/pythonX.Y.
+    let venv = format!("opt/venv/lib/python{}/site-packages/v.py", h.version);
+    write_files(&root, &[(&venv, PLAIN)]);
+    let found = assert_rejected(
+        &root,
+        &["opt/venv"],
+        &[(
+            "missing",
+            &format!("site-packages/__pycache__/v.{tag}.pyc"),
+            "optimize=0",
+        )],
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
+}
+
+/// Without -o, a Python tree whose version has no interpreter here stops the run (exit 2): which
+/// of its sources compile, and so need pycs, cannot be told. A Python 2 tree needs none.
+#[test]
+fn without_o_a_tree_without_interpreter_cannot_be_checked() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    write_files(
+        &root,
+        &[
+            ("usr/lib/python3.99/site-packages/x.py", PLAIN),
+            ("usr/lib/python2.7/y.py", PLAIN),
+        ],
+    );
+    let (out, json) = verify(&root, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let why = json["fatal_error"].as_str().unwrap();
+    assert!(why.contains("no interpreter found for python3.99"), "{why}");
+    assert!(why.contains("needed for 1 source"), "{why}");
+    std::fs::remove_dir_all(root.join("usr/lib/python3.99")).unwrap();
+    let json = assert_accepted(&root, &[]);
+    assert_eq!(json["pycs_checked"], 0);
+    assert_accepted(&root, &["usr/lib/python2.7"]);
 }
 
 // ---------------------------------------------------------------------------------------------

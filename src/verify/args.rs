@@ -12,14 +12,23 @@ use crate::cli::{
 
 pub const ABOUT: &str = "\
 Check the pycs in a build root, an extracted RPM or deb payload, or an installed prefix: each
-pyc's header fits its interpreter and its source, its code is what a fresh compile gives, and
-identical levels are hardlinked. Nothing is written.
+pyc is one that the Python importing from its tree loads, its header fits its interpreter and its
+source, its code is what a fresh compile gives, identical levels are hardlinked, and every source
+of the Python trees has its pycs. Nothing is written.
 
 For every pyc under the root (or the PATHs):
+  version    the Python that imports from its directory can load it: in a lib/pythonX.Y or
+             lib/pypyX.Y tree (the innermost: a virtualenv's too) only X.Y, so a __pycache__ pyc
+             needs X.Y's cache tag and a sourceless pyc X.Y's magic number, and a Python 2 pyc
+             there is wrong too; in Debian's python3/dist-packages only CPython 3, in
+             pypy3/dist-packages only PyPy 3
   header     the magic number of the interpreter its cache tag names (cpython-311: the
              interpreter pyclink compile would use for 3.11, --interpreter for another), valid
              PEP 552 flags, and fresh: the source's mtime and size (as importlib computes them)
              or its source hash
+  marshal    the data after the header is one object as marshal writes it and nothing more,
+             walked as pyclink normalize walks it: truncated data, an unknown type code, a
+             reference to nothing, or bytes after the object (which marshal.loads ignores)
   code       loaded in that interpreter, every code object's co_filename is the source's path
              inside the root, and the code equals compile(source, path, 'exec',
              dont_inherit=True, optimize=L) at the pyc's level L (.pyc 0, .opt-1.pyc 1,
@@ -32,22 +41,35 @@ For every pyc under the root (or the PATHs):
              outside __pycache__ beside its source (import never reads it), and none without a
              source unless --allow-sourceless
 
+Which sources must have pycs. Without -o, every source pyclink compile would compile in the
+trees whose version their path names (usr/lib/pythonX.Y, usr/lib/pypyX.Y, any lib/pythonX.Y
+under a PATH; the same --exclude), and every module that has a pyc anywhere, must have a pyc at
+level 0 and at every level that some pyc checked has. A root the byte-compiling hook never ran
+on fails (level 0 is missing everywhere), and so does a module short of a level the others have;
+a root written at Fedora's levels 0 and 1 passes, as does one written at 0, 1 and 2. Debian's
+dist-packages and private directories need pycs only where a module has some: py3compile writes
+dist-packages' pycs at install time, and nothing tells which Python a private directory needs.
+
 With -o LEVEL, every source pyclink compile would compile (the same trees, --python-version,
---exclude) must also have a pyc at each LEVEL. Sources that do not compile are counted, not
-reported: they have no pyc (a pyc for one is a code-mismatch). Python 2 pycs are left alone.
+--exclude: dist-packages and PATHs outside the trees too) must have a pyc at each LEVEL instead.
+Either way, sources that do not compile are counted, not reported: they have no pyc (a pyc for
+one is a code-mismatch). Python 2 pycs are left alone in Python 2 trees and private directories.
 
 Problems are printed as `PATH: KIND: what is wrong`, grouped by kind, 20 per kind (-v: all),
-then one line: `pyclink verify: N pyc checked, M problems`. The kinds: missing, bad-header,
-stale, code-mismatch, wrong-filename, missed-link, wrong-link, stray, sourceless, partial,
-unknown-tag (a cache tag or magic number with no interpreter here), unreadable, check-failed
-(the interpreter crashed or hung on it twice).
+then one line: `pyclink verify: N pyc checked, M problems`. The kinds: missing, wrong-version (a
+pyc no reader of its tree loads), bad-header, bad-marshal, stale, code-mismatch, wrong-filename,
+missed-link, wrong-link, stray, sourceless, partial, unknown-tag (a cache tag or magic number
+with no interpreter here), unreadable, check-failed (the interpreter crashed or hung on it
+twice).
 
 Exit status: 0 every pyc is right; 1 problems found; 2 the check could not run (bad option, no
-such root or PATH, an --interpreter that cannot start, no interpreter for a version -o needs).";
+such root or PATH, an --interpreter that cannot start, no interpreter for a version whose
+sources must have pycs).";
 
 pub const EXAMPLES: &str = "\
 Examples:
-  # In a spec's %check (the pycs the build wrote, as rpmbuild will package them):
+  # In a spec's %check (the pycs the build wrote, as rpmbuild will package them; every
+  # source of the Python trees at level 0 and at the levels the hook wrote):
   pyclink verify --buildroot %{buildroot}
 
   # CI, with every source of the Python trees required at levels 0, 1 and 2:
@@ -71,7 +93,8 @@ pub struct VerifyArgs {
     buildroot: Option<PathBuf>,
 
     /// Require a pyc at LEVEL for every source pyclink compile would compile (repeat or
-    /// comma-separate) [default: only the pycs present are checked]
+    /// comma-separate) [default: level 0 and every level some pyc has, for every source of the
+    /// versioned trees and every module with a pyc]
     #[arg(
         short = 'o',
         long = "optimize",

@@ -10,6 +10,7 @@ use rustix::fs::fstat;
 
 use crate::fsroot::{display_in_root, in_root_bytes, is_regular, open_file_nofollow, Root};
 
+use crate::python::marshal;
 use crate::python::pyc::{mtime_field, PycFormat};
 use crate::python::{Levels, PyVersion};
 use crate::worker::{Hello, Launch};
@@ -39,13 +40,24 @@ pub enum Job {
         version: PyVersion,
         key: ModuleKey,
         module: Module,
-        /// Levels that must have a pyc (`-o`).
+        /// Levels that must have a pyc.
         required: Levels,
+        /// Why they must.
+        rule: Rule,
     },
     Sourceless {
         version: PyVersion,
         rel: PathBuf,
     },
+}
+
+/// Why a source must have a pyc at a level, for the message when it has none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// `-o` asked for the level.
+    Optimize,
+    /// The default: level 0, and every level some other pyc in the root has.
+    Complete,
 }
 
 impl Job {
@@ -110,6 +122,7 @@ struct State {
     requested: Vec<(u8, bool)>,
     /// Required levels with no pyc: (level, root-relative path it should have).
     missing: Vec<(u8, PathBuf)>,
+    rule: Rule,
     problems: Vec<Problem>,
 }
 
@@ -125,8 +138,9 @@ pub fn prepare(root: &Root, job: &Job, target: &Target, link: bool) -> Step {
             key,
             module,
             required,
+            rule,
             ..
-        } => prepare_module(root, key, module, *required, target, link),
+        } => prepare_module(root, key, module, (*required, *rule), target, link),
         Job::Sourceless { rel, .. } => prepare_sourceless(root, rel, target),
     }
 }
@@ -150,7 +164,7 @@ fn prepare_module(
     root: &Root,
     key: &ModuleKey,
     module: &Module,
-    required: Levels,
+    (required, rule): (Levels, Rule),
     target: &Target,
     link: bool,
 ) -> Step {
@@ -229,7 +243,8 @@ fn prepare_module(
                     continue;
                 }
             };
-            let header = check_header(target, &data, &st, &source);
+            let header = check_header(target, &data, &st, &source)
+                .and_then(|len| check_marshal(&data).map(|()| len));
             let sent = match header {
                 Ok(len) => {
                     header_lens.push(len);
@@ -306,9 +321,37 @@ fn prepare_module(
             files,
             requested,
             missing,
+            rule,
             problems,
         },
     })
+}
+
+/// The marshal data after the header, walked as `pyclink normalize` walks it: the problem if it
+/// is not one object as marshal writes it. `marshal.loads` ignores bytes after the object, so
+/// only this walk sees them; a format the table does not know is left to the checker.
+fn check_marshal(data: &[u8]) -> Result<(), (Kind, String)> {
+    let Ok((format, header)) = marshal::pyc_layout(data) else {
+        return Ok(());
+    };
+    match marshal::Normalizer::new().normalize(&data[header..], format) {
+        Ok(_) => Ok(()),
+        Err(e @ marshal::Error::Truncated { .. }) => Err((
+            Kind::Partial,
+            format!("truncated: its marshal data ends early ({e})"),
+        )),
+        Err(e @ marshal::Error::TrailingBytes { .. }) => Err((
+            Kind::BadMarshal,
+            format!(
+                "{e}: marshal.loads ignores them, but no compiler writes them (pyclink \
+                 normalize refuses this file)"
+            ),
+        )),
+        Err(e) => Err((
+            Kind::BadMarshal,
+            format!("its marshal data does not parse: {e}"),
+        )),
+    }
 }
 
 /// The header of `data` against the source: `Ok(header length)`, or the problem.
@@ -436,6 +479,9 @@ fn prepare_sourceless(root: &Root, rel: &Path, target: &Target) -> Step {
     if let Err((kind, message)) = check_magic(target, &data) {
         return fail(kind, message);
     }
+    if let Err((kind, message)) = check_marshal(&data) {
+        return fail(kind, message);
+    }
     if len == 16 {
         let flags = u32::from_le_bytes([data[4], data[5], data[6], data[7]]);
         if !matches!(flags, 0 | 1 | 3) {
@@ -464,6 +510,7 @@ fn prepare_sourceless(root: &Root, rel: &Path, target: &Target) -> Step {
             }],
             requested: vec![(0, true)],
             missing: Vec::new(),
+            rule: Rule::Optimize,
             problems: Vec::new(),
         },
     })
@@ -477,6 +524,7 @@ pub fn finish(prepared: Prepared, answer: Result<Answer, String>, sourceless: bo
         files,
         requested,
         missing,
+        rule,
         mut problems,
     } = prepared.state;
     let mut outcome = Outcome {
@@ -541,11 +589,14 @@ pub fn finish(prepared: Prepared, answer: Result<Answer, String>, sourceless: bo
                 continue;
             }
             Level::DoesNotLoad(why) => {
-                problems.push(Problem::new(
-                    Kind::CodeMismatch,
-                    path,
-                    format!("its marshal data does not load ({why})"),
-                ));
+                problems.push(match why.strip_prefix("NotCode: ") {
+                    Some(what) => Problem::new(Kind::CodeMismatch, path, what),
+                    None => Problem::new(
+                        Kind::BadMarshal,
+                        path,
+                        format!("its marshal data does not load ({why})"),
+                    ),
+                });
                 continue;
             }
         };
@@ -568,10 +619,19 @@ pub fn finish(prepared: Prepared, answer: Result<Answer, String>, sourceless: bo
         problems.push(code_problem(level, file, loaded, &files, path));
     }
     for (level, rel) in missing {
+        let why = match (rule, level) {
+            (Rule::Optimize, _) => String::new(),
+            (Rule::Complete, 0) => {
+                "; without -o every source of the Python trees needs level 0: was the root \
+                 byte-compiled?"
+                    .into()
+            }
+            (Rule::Complete, l) => format!("; other pycs in the root have level {l}"),
+        };
         problems.push(Problem::new(
             Kind::Missing,
             display_in_root(&rel),
-            format!("no pyc for optimize={level} (the source compiles)"),
+            format!("no pyc for optimize={level} (the source compiles{why})"),
         ));
     }
     outcome.problems = problems;

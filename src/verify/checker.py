@@ -21,7 +21,8 @@
 #             b"E", u32 line, str exception type, str message: the source does not compile.
 #             b"K", per level in the mask, ascending, a u8 status and its fields:
 #                 0  no pyc at this level (compiled only);
-#                 1  the data does not load: str "ExceptionType: message";
+#                 1  the data does not load: str "ExceptionType: message" ("NotCode: ..."
+#                    when it loads to something that is not a code object);
 #                 2  loaded: u8 matches (bit M: the code equals a fresh compile at level M; the
 #                    pyc's own level is always tried, the others only when it differs), u32
 #                    code objects whose co_filename is not dfile, u32 code objects, u32 n + n
@@ -51,6 +52,11 @@ _ATTRS = tuple(a for a in (
     'co_firstlineno', 'co_name', 'co_qualname', 'co_filename', 'co_linetable', 'co_lnotab',
     'co_exceptiontable',
 ) if hasattr(_CODE, a) and not (a == 'co_lnotab' and hasattr(_CODE, 'co_linetable')))
+
+
+class NotCode(Exception):
+    """Marshal data that loads, but to something else than a code object (pyclink tells this
+    from data that does not load by the name)."""
 
 
 def _short(v, limit=60):
@@ -222,7 +228,7 @@ def handle(req):
             try:
                 code = marshal.loads(body)
                 if type(code) is not _CODE:
-                    raise ValueError('it holds a %s, not a code object' % type(code).__name__)
+                    raise NotCode('it holds a %s, not a code object' % type(code).__name__)
                 loaded[id(body)] = (code, _dump_v2(code), _wrong_filenames(code, dfile))
             except Exception as exc:
                 loaded[id(body)] = '%s: %s' % (type(exc).__name__, exc)

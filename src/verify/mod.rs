@@ -14,12 +14,15 @@ pub mod args;
 mod check;
 mod pool;
 pub mod protocol;
+mod reader;
 pub mod report;
 pub mod scan;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use rustix::fs::FileType;
 
 use crate::discover::{self, interpreter};
 use crate::escape::{path_text, shown, shown_in_root};
@@ -28,7 +31,7 @@ use crate::plan::{self, BadExclude, Excludes};
 use crate::python::{Implementation, Levels, PyVersion};
 
 pub use args::{VerifyArgs, VerifyInvocation};
-use check::{Job, Target};
+use check::{Job, Rule, Target};
 pub use report::{Kind, Problem, Report};
 use scan::{Module, ModuleKey};
 
@@ -38,6 +41,8 @@ pub struct Options {
     /// Root-relative paths to restrict the run to; empty: the whole root.
     pub paths: Vec<PathBuf>,
     /// `-o`: every source `pyclink compile` would compile must have a pyc at these levels.
+    /// `None`, the default: every source of the versioned trees, and every module with a pyc,
+    /// must have level 0 and every level some pyc checked has (see `complete_levels`).
     pub required: Option<Levels>,
     pub excludes: Vec<String>,
     /// `--python-version`: with `-o`, the versions of trees that name none (as when compiling).
@@ -67,7 +72,8 @@ pub enum Error {
     Exclude(#[from] BadExclude),
     #[error(transparent)]
     Discover(#[from] discover::Error),
-    #[error("-o: {0}")]
+    /// A version whose sources must have pycs has no interpreter.
+    #[error("{0}")]
     NoInterpreter(String),
 }
 
@@ -76,7 +82,6 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
     let started = Instant::now();
     let mut report = Report::new(path_text(root.given().as_os_str()).into_owned());
     report.paths = opts.paths.iter().map(|p| display_in_root(p)).collect();
-    report.required_levels = opts.required.map_or(Vec::new(), |l| l.iter().collect());
     for path in &opts.paths {
         check_path(root, path)?;
     }
@@ -86,21 +91,99 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
     report.problems.append(&mut scan.problems);
     report.not_checked.append(&mut scan.not_checked);
 
-    // -o: the sources `pyclink compile` would compile, with their versions.
-    let mut interpreters = opts.interpreters.clone();
-    let mut required_jobs = Vec::new();
-    if opts.required.is_some() {
-        // A pyc PATH stands for its module's source here: the source is what `-o` requires
-        // pycs of, and discover would call the pyc "not a Python source".
-        let sources: Vec<PathBuf> = opts
-            .paths
-            .iter()
-            .map(|p| {
-                source_of_pyc(p)
-                    .filter(|s| root.lstat(s).is_ok())
-                    .unwrap_or_else(|| p.clone())
-            })
-            .collect();
+    let (required_jobs, interpreters) = required_sources(root, opts, &excludes, &mut report)?;
+    let (targets, unavailable) =
+        choose_interpreters(root, &scan, &required_jobs, &interpreters, opts)?;
+    let mut modules = checked_modules(&mut scan, &targets, &unavailable, &mut report);
+    let (levels, rule) = match opts.required {
+        Some(levels) => (levels, Rule::Optimize),
+        None => (complete_levels(&modules), Rule::Complete),
+    };
+    report.required_levels = levels.iter().collect();
+    if rule == Rule::Complete {
+        // Every module with a pyc, wherever it is, must have the same levels.
+        for (_, _, required) in modules.values_mut() {
+            *required = levels;
+        }
+    }
+    for job in &required_jobs {
+        let key = ModuleKey {
+            dir: job.rel.parent().unwrap_or(Path::new("")).to_path_buf(),
+            stem: job.rel.file_stem().unwrap_or_default().to_os_string(),
+            tag: targets[&job.version].hello.format.cache_tag.clone(),
+        };
+        let entry = modules.entry(key).or_insert_with(|| {
+            let module = Module {
+                symlink: job.symlink,
+                size: job.size,
+                ..Module::default()
+            };
+            (job.version, module, Levels::empty())
+        });
+        entry.2 = levels;
+    }
+    let mut jobs: Vec<Job> = modules
+        .into_iter()
+        .map(|(key, (version, module, required))| Job::Module {
+            version,
+            key,
+            module,
+            required,
+            rule,
+        })
+        .collect();
+    jobs.extend(sourceless_jobs(
+        &scan,
+        opts,
+        &targets,
+        &unavailable,
+        &mut report,
+    ));
+    // One version after another (one checker per thread at a time), largest first.
+    jobs.sort_by(|a, b| a.version().cmp(&b.version()).then(b.size().cmp(&a.size())));
+
+    let outcomes = pool::run(root, &jobs, &targets, opts.jobs, opts.timeout, opts.link);
+    tally(&jobs, outcomes, &targets, &mut report);
+    if report.pycs_checked == 0 && required_jobs.is_empty() {
+        log::warn!(
+            "no pyc found under {}",
+            if opts.paths.is_empty() {
+                shown(root.path()).to_string()
+            } else {
+                report.paths.join(", ")
+            }
+        );
+    }
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    report.seal();
+    Ok(report)
+}
+
+/// The modules of one version, each with the levels it must have.
+type Modules = BTreeMap<ModuleKey, (PyVersion, Module, Levels)>;
+
+/// The sources that must have pycs, with their versions, and the interpreters named per
+/// version. With `-o`, every source `pyclink compile` would compile (the same trees,
+/// `--python-version`, `-x`). Without, those of the trees whose one reader the path tells
+/// ([`versioned_trees`]).
+fn required_sources(
+    root: &Root,
+    opts: &Options,
+    excludes: &Excludes,
+    report: &mut Report,
+) -> Result<(Vec<plan::Job>, BTreeMap<PyVersion, PathBuf>), Error> {
+    // A pyc PATH stands for its module's source here: the source is what must have pycs, and
+    // discover would call the pyc "not a Python source".
+    let sources: Vec<PathBuf> = opts
+        .paths
+        .iter()
+        .map(|p| {
+            source_of_pyc(p)
+                .filter(|s| root.lstat(s).is_ok())
+                .unwrap_or_else(|| p.clone())
+        })
+        .collect();
+    let (planned, interpreters) = if opts.required.is_some() {
         let found = discover::discover(
             root,
             discover::Asked {
@@ -111,28 +194,13 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
                 timeout: opts.timeout,
             },
         )?;
-        interpreters = found.interpreters;
-        let planned = plan::plan(root, &found.trees, &found.unsupported, &excludes);
-        for (_, e) in planned.errors {
-            // The scan walked the same directories and reported what it could not read.
-            if report
-                .problems
-                .iter()
-                .any(|p| p.kind == Kind::Unreadable && p.path == e.path)
-            {
-                continue;
-            }
-            report.problems.push(Problem::new(
-                Kind::Unreadable,
-                e.path,
-                e.problem.to_string(),
-            ));
-        }
-        required_jobs = planned.jobs;
+        let planned = plan::plan(root, &found.trees, &found.unsupported, excludes);
+        (planned, found.interpreters)
     } else {
         if !opts.python_versions.is_empty() {
             log::warn!("--python-version only matters with -o (which sources need pycs); ignored");
         }
+        let mut interpreters = opts.interpreters.clone();
         for path in &opts.unversioned_interpreters {
             let version = interpreter::version_of(path, opts.timeout).map_err(|failure| {
                 discover::Error::Probe {
@@ -142,32 +210,83 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
             })?;
             interpreters.insert(version, path.clone());
         }
+        let trees = versioned_trees(root, &sources)?;
+        (plan::plan(root, &trees, &[], excludes), interpreters)
+    };
+    for (_, e) in planned.errors {
+        // The scan walked the same directories and reported what it could not read.
+        if report
+            .problems
+            .iter()
+            .any(|p| p.kind == Kind::Unreadable && p.path == e.path)
+        {
+            continue;
+        }
+        report.problems.push(Problem::new(
+            Kind::Unreadable,
+            e.path,
+            e.problem.to_string(),
+        ));
     }
+    Ok((planned.jobs, interpreters))
+}
 
-    // An interpreter for every version met: cache tags, magic numbers, required sources.
+/// Without `-o`, the trees whose sources must have pycs: those that compiling finds with a
+/// version in their path (`usr/lib/pythonX.Y`, `pypyX.Y`, and any `lib/pythonX.Y` below a PATH,
+/// a virtualenv's), which only that version reads, so its byte-compiling hook writes their pycs.
+/// Debian's dist-packages and private directories are left out: py3compile writes the former's
+/// pycs at install time, and nothing tells which Python the latter's need.
+fn versioned_trees(root: &Root, paths: &[PathBuf]) -> Result<Vec<discover::Tree>, Error> {
+    if paths.is_empty() {
+        return Ok(discover::find_trees(root, &[])?.versioned);
+    }
+    let mut trees = Vec::new();
+    for path in paths {
+        // A pyc or any other file holds no source (and discover would warn about it).
+        let is_dir = root
+            .lstat(path)
+            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+        if !is_dir && !plan::has_py_suffix(path) {
+            continue;
+        }
+        match discover::find_trees(root, std::slice::from_ref(path)) {
+            Ok(found) => trees.extend(found.versioned),
+            // Inside a tree of a version pyclink does not compile (python2.7): none are required.
+            Err(discover::Error::Unsupported { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(trees)
+}
+
+/// An interpreter for every version met: cache tags, magic numbers, required sources. A
+/// version whose sources must have pycs and that has no interpreter stops the run: which of
+/// its sources compile, and so need pycs, cannot be told.
+fn choose_interpreters(
+    root: &Root,
+    scan: &scan::Scan,
+    required_jobs: &[plan::Job],
+    interpreters: &BTreeMap<PyVersion, PathBuf>,
+    opts: &Options,
+) -> Result<(BTreeMap<PyVersion, Target>, Unavailable), Error> {
     let mut versions: BTreeSet<PyVersion> = scan
         .modules
         .keys()
-        .filter_map(|k| scan::version_of_tag(&k.tag))
+        .filter_map(ModuleKey::version)
         .collect();
     versions.extend(required_jobs.iter().map(|j| j.version));
-    let sourceless_versions: Vec<Option<PyVersion>> = scan
-        .sourceless
-        .iter()
-        .map(|s| crate::python::table::by_magic(s.magic).map(|f| f.version))
-        .collect();
     if opts.allow_sourceless {
-        versions.extend(sourceless_versions.iter().flatten());
+        versions.extend(scan.sourceless.iter().filter_map(|s| s.version));
     }
-    // The sources of each version, counted once: a module with pycs that -o also requires is
+    // The sources of each version, counted once: a module with pycs that is also required is
     // one source, not two.
     let mut sources: BTreeMap<PyVersion, BTreeSet<PathBuf>> = BTreeMap::new();
     for key in scan.modules.keys() {
-        if let Some(v) = scan::version_of_tag(&key.tag) {
+        if let Some(v) = key.version() {
             sources.entry(v).or_default().insert(key.source());
         }
     }
-    for job in &required_jobs {
+    for job in required_jobs {
         sources
             .entry(job.version)
             .or_default()
@@ -177,7 +296,7 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
         .iter()
         .map(|v| (*v, sources.get(v).map_or(1, |s| s.len().max(1) as u64)))
         .collect();
-    let (targets, unavailable) = select(root, &needed, &interpreters, opts.timeout)?;
+    let (targets, unavailable) = select(root, &needed, interpreters, opts.timeout)?;
     if let Some(v) = required_jobs
         .iter()
         .map(|j| j.version)
@@ -185,11 +304,20 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
     {
         return Err(Error::NoInterpreter(unavailable[&v].clone()));
     }
+    Ok((targets, unavailable))
+}
 
-    // The jobs: every module, and every sourceless pyc.
-    let mut modules: BTreeMap<ModuleKey, (PyVersion, Module, Levels)> = BTreeMap::new();
+/// The modules found whose pycs can be checked: their cache tag is that of an interpreter
+/// here. The others' pycs are reported as unknown-tag.
+fn checked_modules(
+    scan: &mut scan::Scan,
+    targets: &BTreeMap<PyVersion, Target>,
+    unavailable: &Unavailable,
+    report: &mut Report,
+) -> Modules {
+    let mut modules = Modules::new();
     for (key, module) in std::mem::take(&mut scan.modules) {
-        let version = scan::version_of_tag(&key.tag).expect("scan keeps known tags only");
+        let version = key.version().expect("scan keeps known tags only");
         let problem = match (targets.get(&version), unavailable.get(&version)) {
             (Some(t), _) if t.hello.format.cache_tag == key.tag => None,
             (Some(t), _) => Some(format!(
@@ -219,39 +347,31 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
             }
         }
     }
-    if let Some(levels) = opts.required {
-        for job in &required_jobs {
-            let tag = targets[&job.version].hello.format.cache_tag.clone();
-            let key = ModuleKey {
-                dir: job
-                    .rel
-                    .parent()
-                    .unwrap_or(std::path::Path::new(""))
-                    .to_path_buf(),
-                stem: job.rel.file_stem().unwrap_or_default().to_os_string(),
-                tag,
-            };
-            let entry = modules.entry(key).or_insert_with(|| {
-                let module = Module {
-                    symlink: job.symlink,
-                    size: job.size,
-                    ..Module::default()
-                };
-                (job.version, module, Levels::empty())
-            });
-            entry.2 = levels;
-        }
+    modules
+}
+
+/// The default's levels: 0, which a plain `python` imports, and every level some module's pyc
+/// has. Fedora's hook writes 0 and 1, pyclink's default 0, 1 and 2: a root is held to its own
+/// levels, so a module short of one the others have is caught, and so is a root that was never
+/// byte-compiled.
+fn complete_levels(modules: &Modules) -> Levels {
+    let mut levels = vec![0];
+    for (_, module, _) in modules.values() {
+        levels.extend((1..3).filter(|&l| module.present[l as usize]));
     }
-    let mut jobs: Vec<Job> = modules
-        .into_iter()
-        .map(|(key, (version, module, required))| Job::Module {
-            version,
-            key,
-            module,
-            required,
-        })
-        .collect();
-    for (pyc, version) in scan.sourceless.iter().zip(sourceless_versions) {
+    Levels::from_list(&levels).expect("levels 0 to 2")
+}
+
+/// The jobs of the sourceless pycs; without `--allow-sourceless`, each is a problem instead.
+fn sourceless_jobs(
+    scan: &scan::Scan,
+    opts: &Options,
+    targets: &BTreeMap<PyVersion, Target>,
+    unavailable: &Unavailable,
+    report: &mut Report,
+) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for pyc in &scan.sourceless {
         let shown = display_in_root(&pyc.rel);
         if !opts.allow_sourceless {
             report.problems.push(Problem::new(
@@ -266,7 +386,7 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
             ));
             continue;
         }
-        match version.filter(|v| targets.contains_key(v)) {
+        match pyc.version.filter(|v| targets.contains_key(v)) {
             Some(version) => jobs.push(Job::Sourceless {
                 version,
                 rel: pyc.rel.clone(),
@@ -274,18 +394,26 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
             None => report.problems.push(Problem::new(
                 Kind::UnknownTag,
                 shown,
-                match version.and_then(|v| unavailable.get(&v)) {
+                match pyc.version.and_then(|v| unavailable.get(&v)) {
                     Some(why) => why.clone(),
-                    None => format!("magic number {:02x?} names no CPython 3 version", pyc.magic),
+                    None => format!(
+                        "magic number {:02x?} names no Python version pyclink knows",
+                        pyc.magic
+                    ),
                 },
             )),
         }
     }
-    // One version after another (one checker per thread at a time), largest first.
-    jobs.sort_by(|a, b| a.version().cmp(&b.version()).then(b.size().cmp(&a.size())));
+    jobs
+}
 
-    let outcomes = pool::run(root, &jobs, &targets, opts.jobs, opts.timeout, opts.link);
-
+/// Add the outcomes to the report: the problems, and each version's figures.
+fn tally(
+    jobs: &[Job],
+    outcomes: Vec<check::Outcome>,
+    targets: &BTreeMap<PyVersion, Target>,
+    report: &mut Report,
+) {
     let mut per_version: BTreeMap<PyVersion, report::VersionReport> = targets
         .iter()
         .map(|(v, t)| {
@@ -334,19 +462,6 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
             v.do_not_compile.len()
         );
     }
-    if report.pycs_checked == 0 && opts.required.is_none() {
-        log::warn!(
-            "no pyc found under {}",
-            if opts.paths.is_empty() {
-                shown(root.path()).to_string()
-            } else {
-                report.paths.join(", ")
-            }
-        );
-    }
-    report.elapsed_seconds = started.elapsed().as_secs_f64();
-    report.seal();
-    Ok(report)
 }
 
 /// The source of a pyc path: `DIR/__pycache__/NAME.TAG[.opt-N].pyc` or a legacy `DIR/NAME.pyc`

@@ -17,10 +17,18 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
-    /// A level asked for with `-o` has no pyc (and the source compiles).
+    /// A level the source must have (`-o`, or by default the root's levels) has no pyc, and
+    /// the source compiles.
     Missing,
+    /// A pyc of another Python than the one that imports from its tree: a cache tag (or the
+    /// magic number of a sourceless pyc) of another version, or a Python 2 pyc in a Python 3
+    /// tree. No reader of the tree loads it.
+    WrongVersion,
     /// Not the interpreter's magic number, or flags PEP 552 does not define.
     BadHeader,
+    /// The data after the header is not one object as marshal writes it: bytes after it (which
+    /// `marshal.loads` ignores), an unknown type code, a reference to nothing, a bad size.
+    BadMarshal,
     /// The header's timestamp or source hash does not match the source.
     Stale,
     /// The code is not what a fresh compile of the source at the pyc's level gives.
@@ -50,7 +58,9 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Missing => "missing",
+            Kind::WrongVersion => "wrong-version",
             Kind::BadHeader => "bad-header",
+            Kind::BadMarshal => "bad-marshal",
             Kind::Stale => "stale",
             Kind::CodeMismatch => "code-mismatch",
             Kind::WrongFilename => "wrong-filename",
@@ -123,7 +133,8 @@ pub struct Report {
     pub buildroot: String,
     /// The PATHs the run was restricted to (as seen inside the root); empty: the whole root.
     pub paths: Vec<String>,
-    /// The levels every source must have (`-o`); empty: only the pycs present are checked.
+    /// The levels every source must have: `-o`'s, or by default level 0 and every level some
+    /// pyc checked has.
     pub required_levels: Vec<u8>,
     /// Every pyc looked at (Python 2 ones excepted, see `not_checked`).
     pub pycs_checked: u64,

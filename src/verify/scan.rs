@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use crate::fsroot::{display_in_root, Root};
 use crate::plan::Excludes;
-use crate::python::{Implementation, PyVersion};
+use crate::python::{table, Implementation, PyVersion};
 use crate::write::is_temp_name;
 
+use super::reader::Reader;
 use super::report::{Kind, Problem};
 
 const PYCACHE: &str = "__pycache__";
@@ -29,6 +30,18 @@ pub struct ModuleKey {
 }
 
 impl ModuleKey {
+    /// The version whose interpreter checks the module: the one that imports from its tree
+    /// where the path tells (a free-threaded tree's pycs carry its GIL build's tag), else the
+    /// one its cache tag names.
+    pub fn version(&self) -> Option<PyVersion> {
+        let tagged = version_of_tag(&self.tag)?;
+        let reader = Reader::of(&self.dir);
+        Some(match reader.version() {
+            Some(v) if reader.accepts(tagged) => v,
+            _ => tagged,
+        })
+    }
+
     pub fn source(&self) -> PathBuf {
         let mut name = self.stem.clone();
         name.push(".py");
@@ -69,6 +82,9 @@ pub struct Module {
 pub struct SourcelessPyc {
     pub rel: PathBuf,
     pub magic: [u8; 4],
+    /// The version whose interpreter checks it: its tree's where the path tells, else its
+    /// magic number's.
+    pub version: Option<PyVersion>,
 }
 
 #[derive(Debug, Default)]
@@ -180,11 +196,6 @@ pub fn version_of_tag(tag: &str) -> Option<PyVersion> {
         Implementation::CPython => PyVersion::cpython(major, minor),
         Implementation::PyPy => PyVersion::pypy(major, minor),
     })
-}
-
-/// Is this magic number Python 2's (or 1.x)? Those pycs sit beside their sources by design.
-pub fn is_python2_magic(magic: [u8; 4]) -> bool {
-    magic[2..] == *b"\r\n" && u16::from_le_bytes([magic[0], magic[1]]) >= 20000
 }
 
 /// What `NAME.py` beside a pyc is.
@@ -417,11 +428,23 @@ impl Scan {
         if !ft.is_file() {
             return self.stray(rel, format!("{}, not a pyc file", file_kind(ft)));
         }
-        if version_of_tag(tag).is_none() {
+        let Some(version) = version_of_tag(tag) else {
             self.problems.push(Problem::new(
                 Kind::UnknownTag,
                 display_in_root(rel),
                 format!("cache tag '{tag}' names no Python version"),
+            ));
+            return;
+        };
+        let reader = Reader::of(pycache);
+        if !reader.accepts(version) {
+            self.problems.push(Problem::new(
+                Kind::WrongVersion,
+                display_in_root(rel),
+                format!(
+                    "cache tag '{tag}' is {version}'s, but {}: import never loads this pyc",
+                    reader.describe()
+                ),
             ));
             return;
         }
@@ -453,7 +476,8 @@ impl Scan {
                 return;
             }
         };
-        if magic.is_some_and(is_python2_magic) {
+        let reader = Reader::of(rel.parent().unwrap_or(Path::new("")));
+        if magic.is_some_and(table::is_python2_magic) && reader.reads_python2() {
             self.not_checked
                 .push(format!("{}: a Python 2 pyc", display_in_root(rel)));
             return;
@@ -468,10 +492,21 @@ impl Scan {
             return;
         };
         match source_at(root, &source) {
-            Source::None | Source::NotAFile => self.sourceless.push(SourcelessPyc {
-                rel: rel.to_path_buf(),
-                magic,
-            }),
+            Source::None | Source::NotAFile => match reader.refuses_magic(magic) {
+                Some(why) => {
+                    self.problems
+                        .push(Problem::new(Kind::WrongVersion, display_in_root(rel), why))
+                }
+                None => self.sourceless.push(SourcelessPyc {
+                    rel: rel.to_path_buf(),
+                    magic,
+                    // The tree's version where the path tells (refuses_magic has matched
+                    // the magic number to it), else the magic number's.
+                    version: reader
+                        .version()
+                        .or_else(|| table::by_magic(magic).map(|f| f.version)),
+                }),
+            },
             Source::File(_) | Source::Symlink => self.stray(
                 rel,
                 format!(
@@ -547,6 +582,27 @@ mod tests {
     }
 
     #[test]
+    fn a_modules_version_is_its_readers() {
+        let key = |dir: &str, tag: &str| ModuleKey {
+            dir: dir.into(),
+            stem: "m".into(),
+            tag: tag.into(),
+        };
+        let v314 = PyVersion::cpython(3, 14);
+        // A free-threaded tree's pycs carry the GIL build's tag; its own interpreter checks them.
+        assert_eq!(
+            key("usr/lib64/python3.14t", "cpython-314").version(),
+            Some(v314.free_threaded())
+        );
+        assert_eq!(key("opt/app", "cpython-314").version(), Some(v314));
+        // Another version's tag keeps its own (scan reports it as wrong-version).
+        assert_eq!(
+            key("usr/lib/python3.12", "cpython-311").version(),
+            Some(PyVersion::cpython(3, 11))
+        );
+    }
+
+    #[test]
     fn tags() {
         assert_eq!(
             version_of_tag("cpython-311"),
@@ -573,11 +629,5 @@ mod tests {
         ] {
             assert_eq!(version_of_tag(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn python2_magic() {
-        assert!(is_python2_magic([0x03, 0xf3, b'\r', b'\n'])); // 2.7: 62211
-        assert!(!is_python2_magic([0xa7, 0x0d, b'\r', b'\n'])); // 3.11: 3495
     }
 }
