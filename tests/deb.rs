@@ -295,7 +295,7 @@ fn package_inputs() -> Vec<PathBuf> {
         .iter()
         .map(PathBuf::from)
         .collect();
-    for dir in ["src", "packaging"] {
+    for dir in ["src", "packaging", "docs", "macros"] {
         for e in walkdir::WalkDir::new(repo().join(dir)).sort_by_file_name() {
             let e = e.unwrap();
             if e.file_type().is_file() {
@@ -318,6 +318,9 @@ fn pyclink_deb() -> PathBuf {
         std::fs::read(&p).unwrap().hash(&mut h);
         (std::fs::metadata(&p).unwrap().permissions().mode() & 0o111).hash(&mut h);
     }
+    // git archive builds from HEAD: a new commit is a new package.
+    let head = run(Command::new("git").args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"]));
+    stdout(&head).hash(&mut h);
     let stamp = format!("{:016x}\n", h.finish());
     let version = changelog_field(&repo().join("packaging/debian/changelog"), "Version");
     let find_deb = || -> Option<PathBuf> {
@@ -334,18 +337,22 @@ fn pyclink_deb() -> PathBuf {
         }
     }
     let _ = std::fs::remove_dir_all(&base);
-    let src = base.join(format!("pyclink-{version}"));
-    for f in &inputs {
-        let to = src.join(f);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(repo().join(f), &to).unwrap();
+    std::fs::create_dir_all(&base).unwrap();
+    // The README's commands, with this directory where they say /tmp: `git archive HEAD` takes
+    // the committed files, as a clean clone has them.
+    let mut script = String::from("set -e\n");
+    for cmd in common::doc_blocks::doc_block("readme-deb") {
+        assert!(
+            !cmd.contains("pyclink-") || cmd.contains(&format!("pyclink-{version}")),
+            "the README's `{cmd}` names another version than {version}"
+        );
+        script.push_str(&cmd.replace(" /tmp", &format!(" {}", base.display())));
+        script.push('\n');
     }
-    copy_tree(&src.join("packaging/debian"), &src.join("debian"));
     let target = package_cargo_target();
-    let mut c = Command::new("dpkg-buildpackage");
-    c.current_dir(&src)
-        // cargo and rustc >= 1.80 come from PATH (rustup), not from Build-Depends.
-        .args(["-b", "-us", "-uc", "-Ppkg.pyclink.rustup"])
+    let mut c = Command::new("sh");
+    c.args(["-c", &script])
+        .current_dir(repo())
         // The unit tests are part of this suite already.
         .env("DEB_BUILD_OPTIONS", "nocheck")
         // Shared with the RPM's build and kept between runs: only pyclink itself is recompiled.
@@ -354,7 +361,7 @@ fn pyclink_deb() -> PathBuf {
     let (ok, log) = run_logged(&mut c, &base.join("build.log"));
     assert!(
         ok,
-        "dpkg-buildpackage of pyclink failed:\n{}",
+        "the README's commands for pyclink's .deb failed:\n{script}\n{}",
         tail(&log, 60)
     );
     let deb = find_deb().expect("dpkg-buildpackage made no pyclink .deb");

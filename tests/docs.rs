@@ -9,7 +9,6 @@ use common::*;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use clap::CommandFactory;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -117,7 +116,8 @@ fn flags() -> BTreeSet<String> {
         }
     }
     let mut out = BTreeSet::from(["--help".to_string(), "--version".to_string()]);
-    walk(&pyclink::cli::Cli::command(), &mut out);
+    // generate::command() is the CLI with the hidden `--generate` that `make install` runs.
+    walk(&pyclink::generate::command(), &mut out);
     out
 }
 
@@ -169,6 +169,17 @@ fn every_config_key_shown_exists() {
     assert!(keys > 10, "{keys} keys");
     let t = tempfile::tempdir().unwrap();
     let config = t.path().join("pyclink.toml");
+    // The example's interpreter paths are this machine's host python3, which must exist.
+    let python = find_python(&host_python3_version()).expect("the host python3");
+    let block: String = block
+        .lines()
+        .map(|l| match l.split_once(" = \"/") {
+            Some((key, _)) if key.trim_start().starts_with('"') => {
+                format!("{key} = \"{}\"\n", python.display())
+            }
+            _ => format!("{l}\n"),
+        })
+        .collect();
     std::fs::write(&config, block).unwrap();
     let out = run(pyclink()
         .arg("--config")
@@ -219,4 +230,52 @@ fn every_rpm_macro_and_environment_variable_named_exists() {
     }
     missing.dedup();
     assert!(missing.is_empty(), "named but not defined:\n{}", missing.join("\n"));
+}
+
+/// Every shell block of README.md and docs/ is run by a test (which takes its commands from the
+/// page: `common::doc_blocks`), by `.ci/run`, or is marked as examples with placeholders.
+#[test]
+fn every_command_shown_is_run_or_marked_as_examples() {
+    let mut bad = Vec::new();
+    for b in doc_blocks::shell_blocks() {
+        let at = format!("{}:{}", b.page, b.line);
+        match b.marker.as_deref() {
+            Some(m) if m.starts_with("examples:") => {}
+            Some("run by .ci/run") => {
+                let ci = std::fs::read_to_string(Path::new(REPO).join(".ci/run")).unwrap();
+                for cmd in b.text.lines().map(str::trim) {
+                    if !cmd.is_empty() && !cmd.starts_with('#') && !ci.contains(cmd) {
+                        bad.push(format!("{at}: `{cmd}` is not in .ci/run"));
+                    }
+                }
+            }
+            Some(m) if m.starts_with("run by tests/") => {
+                let (file, id) = m["run by ".len()..].split_once(" as ").unwrap_or((m, ""));
+                let uses = std::fs::read_to_string(Path::new(REPO).join(file))
+                    .map(|t| t.contains(&format!("doc_block(\"{}\")", id.trim())))
+                    .unwrap_or(false);
+                if !uses {
+                    bad.push(format!("{at}: {file} does not run doc_block(\"{id}\")"));
+                }
+            }
+            other => bad.push(format!(
+                "{at}: shell block without a `<!-- run by ... -->` or `<!-- examples: ... -->` \
+                 marker ({other:?})"
+            )),
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+/// The README's first command (scripts/demo) builds pyclink and runs it on a real root; here
+/// with the binary under test (`PYCLINK`), so that the suite does not rebuild it.
+#[test]
+fn the_demo_runs() {
+    let cmds = doc_blocks::doc_block("readme-demo");
+    assert_eq!(cmds, ["scripts/demo"]);
+    let out = run(std::process::Command::new(Path::new(REPO).join("scripts/demo"))
+        .env("PYCLINK", env!("CARGO_BIN_EXE_pyclink")));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "scripts/demo failed:\n{text}");
+    assert!(text.contains(" pyc ("), "no summary line:\n{text}");
 }

@@ -247,8 +247,20 @@ fn check_contents(dest: &Path, d: &Dirs) {
 
 #[test]
 fn make_install_lays_out_the_documented_files_and_uninstall_removes_them() {
+    // The README's commands: `make`, then `sudo make install VAR=VALUE...`; here staged under
+    // DESTDIR, with the binary under test for the one `make` builds.
+    let cmds = common::doc_blocks::doc_block("readme-make-install");
+    assert_eq!(cmds[0], "make", "the README builds with plain `make` first");
+    let words = common::doc_blocks::words(&cmds[1]);
+    assert_eq!(words[..3], ["sudo", "make", "install"], "{}", cmds[1]);
+    let vars: Vec<(&str, &str)> = words[3..]
+        .iter()
+        .map(|w| w.split_once('=').expect("VAR=VALUE"))
+        .filter(|(k, v)| !(*k == "PYCLINK_BIN" && *v == "target/release/pyclink"))
+        .collect();
+    assert_eq!(vars, [("PREFIX", "/usr")], "the README's make install line changed");
     let dest = tempfile::tempdir().unwrap();
-    let got = make_install(dest.path(), &["install"], &[("PREFIX", "/usr")]);
+    let got = make_install(dest.path(), &["install"], &vars);
     let d = Dirs::under("/usr");
     assert_eq!(got, d.layout(), "make install PREFIX=/usr");
     check_contents(dest.path(), &d);

@@ -164,8 +164,12 @@ impl Build {
 
 /// Run rpmbuild (with `--define _topdir` added) and collect the log and the RPMs.
 fn finish(mut cmd: Command, top: tempfile::TempDir, what: &str) -> Build {
+    // TOP, or TOP/rpmbuild where the README's commands made it (HOME=TOP: ~/rpmbuild).
+    let topdir = Some(top.path().join("rpmbuild"))
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(|| top.path().to_path_buf());
     cmd.arg("--define")
-        .arg(format!("_topdir {}", top.path().display()));
+        .arg(format!("_topdir {}", topdir.display()));
     // One file for stdout and stderr, so that the log keeps the order of the `+` trace lines
     // (stderr) and of what the hooks print (stdout).
     let log_path = top.path().join("build.log");
@@ -179,7 +183,7 @@ fn finish(mut cmd: Command, top: tempfile::TempDir, what: &str) -> Build {
     let log = String::from_utf8_lossy(&std::fs::read(&log_path).unwrap()).into_owned();
     eprintln!("$ {cmd:?}\n  -> {status}\n{log}");
     println!("rpmbuild {what}: {status} in {secs:.1} s");
-    let rpms = walkdir::WalkDir::new(top.path().join("RPMS"))
+    let rpms = walkdir::WalkDir::new(topdir.join("RPMS"))
         .into_iter()
         .filter_map(|e| e.ok())
         .filter(|e| e.path().extension().is_some_and(|x| x == "rpm"))
@@ -222,12 +226,33 @@ fn build_sample_with(h: &Host, macros: Macros, env: &[(&str, &str)], args: &[&st
         c.arg("--load").arg(Path::new(REPO).join(file));
     };
     let mut pyclink = PathBuf::from(env!("CARGO_BIN_EXE_pyclink"));
-    let mut brp = Some(Path::new(REPO).join("macros/brp-pyclink"));
+    let brp: Option<PathBuf>;
     // Macro files first: one read after a --define would override it.
     match &macros {
         Macros::Plain => {
-            load(&mut c, "macros/macros.pyclink");
-            load(&mut c, "macros/macros.pyclink-plain");
+            // docs/fedora.md's command for an rpm without python-rpm-macros, with the binary
+            // under test for target/release/pyclink and the sample's spec for foo.spec.
+            let cmd = doc_blocks::doc_block("plain-rpm");
+            let words = doc_blocks::words(&cmd[0]);
+            assert_eq!(words[0], "rpmbuild", "{}", cmd[0]);
+            let mut it = words[1..].iter();
+            while let Some(w) = it.next() {
+                match (w.as_str(), it.clone().next()) {
+                    ("--load", Some(file)) => load(&mut c, file),
+                    ("--define", Some(def)) => match def.split_once(' ') {
+                        Some(("__pyclink", _)) => {}
+                        Some((name, value)) => {
+                            c.arg("--define")
+                                .arg(format!("{name} {}", value.replace("$PWD", REPO)));
+                        }
+                        None => panic!("docs/fedora.md: --define {def}"),
+                    },
+                    ("-bb", _) | ("foo.spec", _) => continue,
+                    (other, _) => panic!("docs/fedora.md's rpmbuild line has {other}"),
+                }
+                it.next();
+            }
+            brp = None;
         }
         Macros::Fedora { .. } => {
             // Fedora's macro path is on the command line already (rpmbuild()). The hook is
@@ -1248,28 +1273,51 @@ fn python_rpm_macros_own_test_spec_passes() {
 fn pyclink_spec_builds_and_its_macros_work() {
     let h = host();
     let version = env!("CARGO_PKG_VERSION");
+    // The README's commands, with HOME a scratch directory (so ~/rpmbuild is rpmbuild's
+    // %_topdir there) and cargo's own directories where they are.
     let top = tempfile::tempdir().unwrap();
-    let mut c = rpmbuild(top.path(), None);
-    let out = run(Command::new("git")
-        .args([
-            "-C",
-            REPO,
-            "archive",
-            &format!("--prefix=pyclink-{version}/"),
-            "-o",
-        ])
-        .arg(top.path().join(format!("SOURCES/pyclink-{version}.tar.gz")))
-        .arg("HEAD"));
-    assert!(
-        out.status.success(),
-        "git archive failed: this test needs the git checkout {REPO}"
-    );
+    let home = top.path();
+    let real_home = PathBuf::from(std::env::var_os("HOME").expect("HOME"));
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| real_home.join(".cargo"));
+    let rustup_home = std::env::var_os("RUSTUP_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| real_home.join(".rustup"));
+    let mut rpmbuild_args = None;
+    for cmd in doc_blocks::doc_block("readme-rpm") {
+        if let Some(args) = cmd.strip_prefix("rpmbuild ") {
+            rpmbuild_args = Some(doc_blocks::words(args));
+            continue;
+        }
+        assert!(
+            !cmd.contains("pyclink-") || cmd.contains(&format!("pyclink-{version}")),
+            "the README's `{cmd}` names another version than {version}"
+        );
+        let mut sh = Command::new("sh");
+        sh.args(["-ec", &cmd]).current_dir(REPO);
+        packager_env(&mut sh);
+        let out = run(sh
+            .env("HOME", home)
+            .env("CARGO_HOME", &cargo_home)
+            .env("RUSTUP_HOME", &rustup_home));
+        assert!(
+            out.status.success(),
+            "the README's `{cmd}` failed (it needs the git checkout {REPO}):\n{}",
+            stderr(&out)
+        );
+    }
+    let mut c = rpmbuild(&home.join("rpmbuild"), None);
+    c.env("HOME", home)
+        .env("CARGO_HOME", &cargo_home)
+        .env("RUSTUP_HOME", &rustup_home)
+        .current_dir(REPO);
     // The packager is set by the build system (koji, OBS, ~/.rpmmacros), never in the spec.
     c.args([
         "--define",
         "packager pyclink tests <pyclink@example.invalid>",
     ])
-    .arg(Path::new(REPO).join("packaging/pyclink.spec"));
+    .args(rpmbuild_args.expect("the README's block runs rpmbuild"));
     // Shared with the .deb's build (see package_cargo_target): only pyclink itself is compiled.
     let target = package_cargo_target();
     c.env("CARGO_TARGET_DIR", &target.dir);

@@ -7,6 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod doc_blocks;
 pub mod fsroot;
 
 /// `$PYCLINK_SHARED_TOOLS`, or `../shared/tools` next to the repository, if it holds
