@@ -9,7 +9,6 @@ use common::*;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 /// README.md and every page of docs/, with their text.
@@ -60,14 +59,26 @@ fn the_readme_is_short() {
         .unwrap()
         .lines()
         .count();
-    assert!(n <= 200, "README.md has {n} lines; the rest belongs in docs/");
+    assert!(
+        n <= 200,
+        "README.md has {n} lines; the rest belongs in docs/"
+    );
 }
 
 #[test]
 fn links_and_repository_paths_exist() {
     let roots = [
-        "src/", "tests/", "macros/", "packaging/", "scripts/", "bench/", "docs/", "examples/",
-        "fuzz/", ".ci/", ".config/",
+        "src/",
+        "tests/",
+        "macros/",
+        "packaging/",
+        "scripts/",
+        "bench/",
+        "docs/",
+        "examples/",
+        "fuzz/",
+        ".ci/",
+        ".config/",
     ];
     let mut missing = Vec::new();
     for (page, text) in pages() {
@@ -88,7 +99,8 @@ fn links_and_repository_paths_exist() {
         for span in code(&text) {
             for word in span.split(|c: char| c.is_whitespace() || "`'\"(),;:".contains(c)) {
                 let word = word.trim_end_matches('.');
-                if !roots.iter().any(|r| word.starts_with(r)) || word.contains(['*', '$', '{', '<']) {
+                if !roots.iter().any(|r| word.starts_with(r)) || word.contains(['*', '$', '{', '<'])
+                {
                     continue;
                 }
                 if !Path::new(REPO).join(word).exists() {
@@ -97,7 +109,11 @@ fn links_and_repository_paths_exist() {
             }
         }
     }
-    assert!(missing.is_empty(), "named but not there:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "named but not there:\n{}",
+        missing.join("\n")
+    );
 }
 
 /// Every long option of `pyclink` and of its subcommands.
@@ -138,7 +154,11 @@ fn every_option_given_to_pyclink_exists() {
             };
             let cmd = span[at..].split(['|', ';', '#']).next().unwrap();
             for word in cmd.split_whitespace() {
-                let flag = word.split('=').next().unwrap().trim_matches(['"', '\'', ',', ')']);
+                let flag = word
+                    .split('=')
+                    .next()
+                    .unwrap()
+                    .trim_matches(['"', '\'', ',', ')']);
                 if flag.starts_with("--") && flag.len() > 2 && !known.contains(flag) {
                     unknown.push(format!("{}: {flag} in `{cmd}`", page.display()));
                 }
@@ -152,7 +172,11 @@ fn every_option_given_to_pyclink_exists() {
             }
         }
     }
-    assert!(unknown.is_empty(), "not pyclink options:\n{}", unknown.join("\n"));
+    assert!(
+        unknown.is_empty(),
+        "not pyclink options:\n{}",
+        unknown.join("\n")
+    );
 }
 
 /// The config file example in docs/config.md is taken whole by pyclink's config parser: each key
@@ -199,7 +223,15 @@ fn every_rpm_macro_and_environment_variable_named_exists() {
     let macros = std::fs::read_to_string(Path::new(REPO).join("macros/macros.pyclink")).unwrap()
         + &std::fs::read_to_string(Path::new(REPO).join("macros/macros.pyclink-plain")).unwrap();
     let mut sources = String::new();
-    for dir in ["src", "tests", "macros", "packaging", "scripts", "bench", ".ci"] {
+    for dir in [
+        "src",
+        "tests",
+        "macros",
+        "packaging",
+        "scripts",
+        "bench",
+        ".ci",
+    ] {
         for e in walkdir::WalkDir::new(Path::new(REPO).join(dir)) {
             let e = e.unwrap();
             if e.file_type().is_file() {
@@ -223,13 +255,21 @@ fn every_rpm_macro_and_environment_variable_named_exists() {
         }
         for (i, _) in text.match_indices("PYCLINK_") {
             let name = word_at(&text, i);
-            if !name.ends_with('_') && !sources.contains(&format!("\"{name}\"")) && !sources.contains(&format!("{name}=")) && !sources.contains(&format!("${{{name}")) {
+            if !name.ends_with('_')
+                && !sources.contains(&format!("\"{name}\""))
+                && !sources.contains(&format!("{name}="))
+                && !sources.contains(&format!("${{{name}"))
+            {
                 missing.push(format!("{}: {name}", page.display()));
             }
         }
     }
     missing.dedup();
-    assert!(missing.is_empty(), "named but not defined:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "named but not defined:\n{}",
+        missing.join("\n")
+    );
 }
 
 /// Every shell block of README.md and docs/ is run by a test (which takes its commands from the
@@ -273,8 +313,10 @@ fn every_command_shown_is_run_or_marked_as_examples() {
 fn the_demo_runs() {
     let cmds = doc_blocks::doc_block("readme-demo");
     assert_eq!(cmds, ["scripts/demo"]);
-    let out = run(std::process::Command::new(Path::new(REPO).join("scripts/demo"))
-        .env("PYCLINK", env!("CARGO_BIN_EXE_pyclink")));
+    let out = run(
+        std::process::Command::new(Path::new(REPO).join("scripts/demo"))
+            .env("PYCLINK", env!("CARGO_BIN_EXE_pyclink")),
+    );
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
     assert!(out.status.success(), "scripts/demo failed:\n{text}");
     assert!(text.contains(" pyc ("), "no summary line:\n{text}");

@@ -258,7 +258,11 @@ fn make_install_lays_out_the_documented_files_and_uninstall_removes_them() {
         .map(|w| w.split_once('=').expect("VAR=VALUE"))
         .filter(|(k, v)| !(*k == "PYCLINK_BIN" && *v == "target/release/pyclink"))
         .collect();
-    assert_eq!(vars, [("PREFIX", "/usr")], "the README's make install line changed");
+    assert_eq!(
+        vars,
+        [("PREFIX", "/usr")],
+        "the README's make install line changed"
+    );
     let dest = tempfile::tempdir().unwrap();
     let got = make_install(dest.path(), &["install"], &vars);
     let d = Dirs::under("/usr");
@@ -570,10 +574,16 @@ fn the_rpm_macros_page_renders_and_names_every_knob() {
         .collect();
     assert!(knobs.contains(&"_pyclink_exclude"), "{knobs:?}");
     for knob in knobs {
-        assert!(page.contains(&format!("%{knob}")), "pyclink-rpm(7) does not name %{knob}");
+        assert!(
+            page.contains(&format!("%{knob}")),
+            "pyclink-rpm(7) does not name %{knob}"
+        );
     }
     for name in ["__pyclink", "__brp_pyclink", "__brp_pyclink_hook"] {
-        assert!(page.contains(&format!("%{name}")), "pyclink-rpm(7) does not name %{name}");
+        assert!(
+            page.contains(&format!("%{name}")),
+            "pyclink-rpm(7) does not name %{name}"
+        );
     }
     let test = "the_rpm_macros_page_renders_and_names_every_knob";
     if have("groff", test, "rendering pyclink-rpm(7)") {

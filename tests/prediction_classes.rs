@@ -285,9 +285,12 @@ for line in open(sys.argv[1], encoding='utf-8').read().splitlines():
     print(dfile, *right, int(same(fresh[0], fresh[1])), int(same(fresh[1], fresh[2])))
 "#;
 
-/// The root-relative site-packages of a version.
+/// The root-relative site-packages of a version (`pypy3.9`'s tree is `usr/lib/pypy3.9`).
 fn site(version: &str) -> String {
-    format!("usr/lib/python{version}/site-packages/dbg")
+    match version.starts_with("pypy") {
+        true => format!("usr/lib/{version}/site-packages/dbg"),
+        false => format!("usr/lib/python{version}/site-packages/dbg"),
+    }
 }
 
 #[test]
@@ -345,8 +348,9 @@ fn pyclink_writes_and_links_only_what_cpython_compiles_alike() {
             .arg(&list_file));
         assert!(
             out.status.success(),
-            "read-back failed on python{}",
-            py.version
+            "read-back failed on {}:\n{}",
+            py.python.display(),
+            stderr(&out)
         );
         let text = stdout(&out);
         let mut linked_pairs = 0;

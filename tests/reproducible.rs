@@ -170,9 +170,14 @@ fn reproducible_host_python3() {
         find_python(&v).is_some(),
         "the host python3 ({v}) must be findable as python{v}"
     );
-    let listed = ["3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15"];
+    let listed = [
+        "3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15",
+    ];
     if listed.contains(&v.as_str()) {
-        println!("host python3 is {v}: checked by reproducible_{}", v.replace('.', ""));
+        println!(
+            "host python3 is {v}: checked by reproducible_{}",
+            v.replace('.', "")
+        );
         return;
     }
     reproducible(&v);

@@ -76,7 +76,11 @@ pub fn doc_block(id: &str) -> Vec<String> {
                 .is_some_and(|(_, name)| name.trim() == id)
         })
         .collect();
-    assert_eq!(found.len(), 1, "exactly one block of README.md or docs/ is marked `as {id}`");
+    assert_eq!(
+        found.len(),
+        1,
+        "exactly one block of README.md or docs/ is marked `as {id}`"
+    );
     let block = found.pop().unwrap();
     let mut commands = Vec::new();
     let mut pending = String::new();
