@@ -269,11 +269,8 @@ fn choose_interpreters(
     interpreters: &BTreeMap<PyVersion, PathBuf>,
     opts: &Options,
 ) -> Result<(BTreeMap<PyVersion, Target>, Unavailable), Error> {
-    let mut versions: BTreeSet<PyVersion> = scan
-        .modules
-        .keys()
-        .filter_map(ModuleKey::version)
-        .collect();
+    let mut versions: BTreeSet<PyVersion> =
+        scan.modules.keys().filter_map(ModuleKey::version).collect();
     versions.extend(required_jobs.iter().map(|j| j.version));
     if opts.allow_sourceless {
         versions.extend(scan.sourceless.iter().filter_map(|s| s.version));
