@@ -767,26 +767,43 @@ mod tests {
 
     /// Issue 22, item 7: every number the command line or the config file takes is bounded,
     /// and a value out of bounds is refused with the flag (or file and key) named, never a
-    /// panic: `--timeout 1e19` used to overflow a deadline.
-    #[test]
-    fn every_number_is_bounded() {
-        let t = tempfile::tempdir().unwrap();
-        let root = t.path().to_str().unwrap();
-        let cfg = t.path().join("c.toml");
-        let cfg_s = cfg.to_str().unwrap();
-        let flag = |args: &[&str]| {
-            let mut all = vec!["--buildroot", root];
+    /// panic: `--timeout 1e19` used to overflow a deadline. One test per kind of number.
+    struct Bounds {
+        t: tempfile::TempDir,
+        cfg_s: String,
+    }
+
+    impl Bounds {
+        fn new() -> Bounds {
+            let t = tempfile::tempdir().unwrap();
+            let cfg_s = t.path().join("c.toml").to_str().unwrap().to_string();
+            Bounds { t, cfg_s }
+        }
+
+        fn root(&self) -> &str {
+            self.t.path().to_str().unwrap()
+        }
+
+        fn flag(&self, args: &[&str]) -> Result<Settings, String> {
+            let mut all = vec!["--buildroot", self.root()];
             all.extend_from_slice(args);
             parse(&all)
-        };
-        let config = |text: &str| {
-            std::fs::write(&cfg, text).unwrap();
-            parse(&["--buildroot", root, "--config", cfg_s])
-        };
+        }
+
+        fn config(&self, text: &str) -> Result<Settings, String> {
+            std::fs::write(&self.cfg_s, text).unwrap();
+            parse(&["--buildroot", self.root(), "--config", &self.cfg_s])
+        }
+    }
+
+    #[test]
+    fn timeouts_are_bounded() {
+        let b = Bounds::new();
+        let cfg_s = b.cfg_s.clone();
         for bad in [
             "1e19", "1e30", "86400.5", "inf", "NaN", "0", "-0", "0.0009", "-1e-300",
         ] {
-            let e = flag(&["--timeout", bad]).err().unwrap();
+            let e = b.flag(&["--timeout", bad]).err().unwrap();
             assert!(
                 e.starts_with("--timeout ") && e.contains(TIMEOUTS_ARE),
                 "{bad}: {e}"
@@ -802,7 +819,7 @@ mod tests {
             "100000",
             "5000000000",
         ] {
-            let e = config(&format!("timeout = {bad}\n")).err().unwrap();
+            let e = b.config(&format!("timeout = {bad}\n")).err().unwrap();
             assert!(
                 e.starts_with(&format!("config file {cfg_s}: timeout = "))
                     && e.contains(TIMEOUTS_ARE),
@@ -810,69 +827,91 @@ mod tests {
             );
         }
         for good in ["0.001", "86400", "2.5"] {
-            let s = flag(&["--timeout", good]).unwrap();
+            let s = b.flag(&["--timeout", good]).unwrap();
             assert_eq!(s.timeout.as_secs_f64(), good.parse::<f64>().unwrap());
         }
         assert_eq!(
-            config("timeout = 86400\n").unwrap().timeout.as_secs(),
+            b.config("timeout = 86400\n").unwrap().timeout.as_secs(),
             86400
         );
+    }
 
+    #[test]
+    fn jobs_are_bounded() {
+        let b = Bounds::new();
+        let cfg_s = b.cfg_s.clone();
         for bad in ["1025", "-1", "99999999999999999999", "x", "1.5"] {
-            let e = flag(&["-j", bad]).err().unwrap();
+            let e = b.flag(&["-j", bad]).err().unwrap();
             assert_eq!(e, format!("--jobs {bad}: {JOBS_ARE}"));
         }
-        let e = config("jobs = 1025\n").err().unwrap();
+        let e = b.config("jobs = 1025\n").err().unwrap();
         assert!(
             e.starts_with(&format!("config file {cfg_s}: jobs = 1025: ")),
             "{e}"
         );
+    }
 
+    #[test]
+    fn cache_sizes_are_bounded() {
+        let b = Bounds::new();
+        let cfg_s = b.cfg_s.clone();
         for bad in ["1025T", "1e30", "18446744073709551616", "99999999999999T"] {
-            let e = flag(&["--cache-max-size", bad]).err().unwrap();
+            let e = b.flag(&["--cache-max-size", bad]).err().unwrap();
             assert_eq!(e, format!("--cache-max-size {bad}: {CACHE_SIZES_ARE}"));
         }
         for bad in ["-1", "-1G", "NaN", "inf", "", "2 parsecs"] {
-            let e = flag(&["--cache-max-size", bad]).err().unwrap();
+            let e = b.flag(&["--cache-max-size", bad]).err().unwrap();
             assert!(
                 e.starts_with(&format!("--cache-max-size {bad}: ")),
                 "{bad}: {e}"
             );
         }
         assert_eq!(
-            flag(&["--cache-max-size", "1024T"]).unwrap().cache_max_size,
+            b.flag(&["--cache-max-size", "1024T"])
+                .unwrap()
+                .cache_max_size,
             1 << 50
         );
-        let e = config("cache-max-size = \"2000T\"\n").err().unwrap();
+        let e = b.config("cache-max-size = \"2000T\"\n").err().unwrap();
         assert_eq!(
             e,
             format!("config file {cfg_s}: cache-max-size = 2000T: {CACHE_SIZES_ARE}")
         );
+    }
 
+    #[test]
+    fn verbosity_is_bounded() {
+        let b = Bounds::new();
+        let cfg_s = b.cfg_s.clone();
         for bad in ["3", "255"] {
-            let e = config(&format!("verbose = {bad}\n")).err().unwrap();
+            let e = b.config(&format!("verbose = {bad}\n")).err().unwrap();
             assert_eq!(
                 e,
                 format!("config file {cfg_s}: verbose = {bad}: {VERBOSE_IS}")
             );
         }
         for bad in ["256", "-1", "1.5"] {
-            let e = config(&format!("verbose = {bad}\n")).err().unwrap();
+            let e = b.config(&format!("verbose = {bad}\n")).err().unwrap();
             assert!(
                 e.starts_with(&format!("config file {cfg_s}: ")) && e.contains("verbose"),
                 "{bad}: {e}"
             );
         }
+    }
 
+    #[test]
+    fn levels_are_bounded() {
+        let b = Bounds::new();
+        let cfg_s = b.cfg_s.clone();
         for bad in ["3", "-1", "99999999999999999999", "1.0"] {
-            let e = flag(&["-o", bad]).err().unwrap();
+            let e = b.flag(&["-o", bad]).err().unwrap();
             assert!(
                 e.starts_with(&format!("--optimize {bad}: invalid optimization level")),
                 "{e}"
             );
         }
         for bad in ["[3]", "[-1]", "[]", "[99999999999999999999]", "[1.0]", "1"] {
-            let e = config(&format!("optimize = {bad}\n")).err().unwrap();
+            let e = b.config(&format!("optimize = {bad}\n")).err().unwrap();
             assert!(
                 e.starts_with(&format!("config file {cfg_s}: ")) && e.contains("optimize"),
                 "{bad}: {e}"
@@ -880,7 +919,7 @@ mod tests {
         }
     }
 
-    /// The same bounds for `verify` and `normalize`, whose -j and --timeout are their own flags.
+    /// The same bounds for `verify` and `normalize`, which flatten the same `-j` and `--timeout`.
     #[test]
     fn verify_and_normalize_numbers_are_bounded() {
         let t = tempfile::tempdir().unwrap();

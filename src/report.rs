@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 
 use crate::compile::cache::CacheStats;
 use crate::compile::pool::Timing;
@@ -124,9 +125,9 @@ pub struct RunReport {
     pub buildroot: String,
     pub levels: Vec<u8>,
     pub versions: Vec<VersionReport>,
-    /// Every error as `path:line: message`.
-    pub errors: Vec<String>,
-    pub error_details: Vec<FileError>,
+    /// Every error, kept once: the JSON shows it twice (see [`Errors`]).
+    #[serde(flatten)]
+    pub errors: Errors,
     /// Every compiler warning as `path:line: Category: message`.
     pub warnings: Vec<String>,
     pub skipped: Vec<String>,
@@ -146,8 +147,7 @@ impl Default for RunReport {
             buildroot: String::new(),
             levels: Vec::new(),
             versions: Vec::new(),
-            errors: Vec::new(),
-            error_details: Vec::new(),
+            errors: Errors::default(),
             warnings: Vec::new(),
             skipped: Vec::new(),
             stale_temps_removed: 0,
@@ -166,6 +166,27 @@ impl RunReport {
             exit_code: 2,
             ..RunReport::default()
         }
+    }
+}
+
+/// The errors of a run. The JSON has two documented views of them, made here from the one
+/// list: `errors`, each as printed (`path:line: message`), and `error_details`, each as
+/// `{path, line, kind, message}`.
+#[derive(Debug, Default)]
+pub struct Errors(pub Vec<FileError>);
+
+impl Serialize for Errors {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct AsPrinted<'a>(&'a [FileError]);
+        impl Serialize for AsPrinted<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(ToString::to_string))
+            }
+        }
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("errors", &AsPrinted(&self.0))?;
+        map.serialize_entry("error_details", &self.0)?;
+        map.end()
     }
 }
 
@@ -244,30 +265,7 @@ impl Tally {
 
     /// One source's outcome.
     pub fn record(&mut self, job: &Job, outcome: Outcome) {
-        if log::log_enabled!(log::Level::Debug) {
-            let what = match &outcome {
-                Outcome::UpToDate { pycs } => format!("{pycs} pyc up to date"),
-                Outcome::Written {
-                    stats,
-                    compiled,
-                    from_cache,
-                    ..
-                } => format!(
-                    "{}, {} pyc written, {} hardlinked, {} copied",
-                    if *from_cache {
-                        "from the cache".to_string()
-                    } else {
-                        plural(*compiled, "level") + " compiled"
-                    },
-                    stats.written,
-                    stats.linked,
-                    stats.copied
-                ),
-                Outcome::Skipped(_) => "skipped".to_string(),
-                Outcome::Failed(_) => "failed".to_string(),
-            };
-            log::debug!("{} ({}): {what}", display_in_root(&job.rel), job.version);
-        }
+        log_outcome(job, &outcome);
         let r = self
             .versions
             .entry(job.version)
@@ -336,8 +334,7 @@ impl Tally {
                 ..Default::default()
             })
             .errors += 1;
-        self.run.errors.push(e.to_string());
-        self.run.error_details.push(e);
+        self.run.errors.0.push(e);
     }
 
     fn log_error(&self, e: &dyn fmt::Display) {
@@ -364,43 +361,10 @@ impl Tally {
         }
         log_timing(wall, timing);
         if let Some(s) = &cache {
-            log::info!(
-                "cache {}{}: {} hits, {} misses, {} stored, {} bad entries rejected, {} evicted, {} other names left alone, {:.1} MiB kept",
-                s.dir,
-                if s.read_only { " (read-only)" } else { "" },
-                s.hits,
-                s.misses,
-                s.stored,
-                s.rejected,
-                s.evicted,
-                s.foreign,
-                s.bytes_after as f64 / (1 << 20) as f64
-            );
+            log_cache(s);
         }
         for r in self.versions.values() {
-            // Levels from the cache were neither compiled nor predicted in this run.
-            let produced =
-                (r.written + r.hardlinked + r.copied).saturating_sub(r.levels_from_cache);
-            let cached = if r.levels_from_cache > 0 {
-                format!(", {} from the cache", r.levels_from_cache)
-            } else {
-                String::new()
-            };
-            if produced > 0 {
-                log::info!(
-                    "{}: compiled {} of {} levels ({:.1}% proved identical from the source and not compiled){cached}",
-                    r.version,
-                    r.levels_compiled,
-                    produced,
-                    100.0 * (produced - r.levels_compiled.min(produced)) as f64 / produced as f64
-                );
-            } else if r.levels_from_cache > 0 {
-                log::info!(
-                    "{}: compiled no level, {} from the cache",
-                    r.version,
-                    r.levels_from_cache
-                );
-            }
+            log_levels(r);
         }
         self.run.cache = cache;
         self.run.versions = self
@@ -411,6 +375,78 @@ impl Tally {
         let errors: u64 = self.run.versions.iter().map(|r| r.errors).sum();
         self.run.exit_code = i32::from(errors > 0 && self.policy == ErrorPolicy::Fail);
         self.run
+    }
+}
+
+/// `-vv`: each source's outcome, as it comes.
+fn log_outcome(job: &Job, outcome: &Outcome) {
+    if !log::log_enabled!(log::Level::Debug) {
+        return;
+    }
+    let what = match outcome {
+        Outcome::UpToDate { pycs } => format!("{pycs} pyc up to date"),
+        Outcome::Written {
+            stats,
+            compiled,
+            from_cache,
+            ..
+        } => format!(
+            "{}, {} pyc written, {} hardlinked, {} copied",
+            if *from_cache {
+                "from the cache".to_string()
+            } else {
+                plural(*compiled, "level") + " compiled"
+            },
+            stats.written,
+            stats.linked,
+            stats.copied
+        ),
+        Outcome::Skipped(_) => "skipped".to_string(),
+        Outcome::Failed(_) => "failed".to_string(),
+    };
+    log::debug!("{} ({}): {what}", display_in_root(&job.rel), job.version);
+}
+
+/// `-v`: how the cache served the run.
+fn log_cache(s: &CacheStats) {
+    log::info!(
+        "cache {}{}: {} hits, {} misses, {} stored, {} bad entries rejected, {} evicted, {} other names left alone, {:.1} MiB kept",
+        s.dir,
+        if s.read_only { " (read-only)" } else { "" },
+        s.hits,
+        s.misses,
+        s.stored,
+        s.rejected,
+        s.evicted,
+        s.foreign,
+        s.bytes_after as f64 / (1 << 20) as f64
+    );
+}
+
+/// `-v`: how many of a version's levels an interpreter compiled, and how many the source
+/// proved identical.
+fn log_levels(r: &VersionReport) {
+    // Levels from the cache were neither compiled nor predicted in this run.
+    let produced = (r.written + r.hardlinked + r.copied).saturating_sub(r.levels_from_cache);
+    let cached = if r.levels_from_cache > 0 {
+        format!(", {} from the cache", r.levels_from_cache)
+    } else {
+        String::new()
+    };
+    if produced > 0 {
+        log::info!(
+            "{}: compiled {} of {} levels ({:.1}% proved identical from the source and not compiled){cached}",
+            r.version,
+            r.levels_compiled,
+            produced,
+            100.0 * (produced - r.levels_compiled.min(produced)) as f64 / produced as f64
+        );
+    } else if r.levels_from_cache > 0 {
+        log::info!(
+            "{}: compiled no level, {} from the cache",
+            r.version,
+            r.levels_from_cache
+        );
     }
 }
 
@@ -487,5 +523,37 @@ mod tests {
             rerun.line(),
             "pyclink: python3.12: 2 sources, 6 pyc (0 written, 0 hardlinked, 0 copied, 6 up to date), 0 errors"
         );
+    }
+
+    /// Each error is kept once and the JSON shows both documented views of it.
+    #[test]
+    fn errors_in_both_views() {
+        let mut report = RunReport::default();
+        report.errors.0.push(FileError::new(
+            std::path::Path::new("usr/lib/python3.12/bad.py"),
+            Some(3),
+            Problem::DoesNotCompile {
+                exception: "SyntaxError".into(),
+                message: "invalid syntax".into(),
+            },
+        ));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["errors"],
+            serde_json::json!(["/usr/lib/python3.12/bad.py:3: SyntaxError: invalid syntax"])
+        );
+        assert_eq!(
+            json["error_details"],
+            serde_json::json!([{
+                "path": "/usr/lib/python3.12/bad.py",
+                "line": 3,
+                "kind": "does-not-compile",
+                "message": "SyntaxError: invalid syntax",
+            }])
+        );
+        // In the documented order: `errors`, then `error_details`, then `warnings`.
+        let text = serde_json::to_string(&report).unwrap();
+        let at = |k: &str| text.find(&format!("\"{k}\":")).unwrap();
+        assert!(at("errors") < at("error_details") && at("error_details") < at("warnings"));
     }
 }
