@@ -19,6 +19,8 @@ mod error;
 pub mod escape;
 pub mod fsroot;
 pub mod generate;
+#[cfg(test)]
+mod layers;
 pub mod normalize;
 pub(crate) mod plan;
 pub mod problem;
