@@ -91,7 +91,7 @@ pub fn install_signal_handler() -> std::io::Result<()> {
                 let _ = writeln!(
                     std::io::stderr(),
                     "pyclink: interrupted by {name}; removed {}",
-                    crate::report::plural(removed as u64, "temporary file")
+                    crate::escape::plural(removed as u64, "temporary file")
                 );
                 std::process::exit(128 + sig);
             }

@@ -1,18 +1,21 @@
 //! The command line: `pyclink [compile] [OPTIONS] [PATH...]`, merged with `--config`.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+pub mod common;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
 
 use crate::compile::cache::parse_size;
-use crate::config::{ConfigError, ConfigFile};
-use crate::escape::{path_text, printable, shown};
-use crate::fsroot::{root_relative, PathError};
-use crate::python::PyVersion;
+use crate::config::{Config, ConfigError};
+use crate::escape::path_text;
 use crate::python::{InvalidationMode, Levels};
 use crate::settings::{ErrorPolicy, Settings};
+use common::{
+    help, pick, ExcludeArgs, InterpreterArgs, JobsArgs, JsonArgs, LevelArgs, LinkArgs, OutputArgs,
+    RootArgs, TimeoutArgs,
+};
+pub use common::{UsageError, MAX_JOBS, MAX_TIMEOUT, MIN_TIMEOUT};
 
 const ABOUT: &str =
     "Byte-compile the Python trees of a build root at optimization levels 0, 1 and 2 with \
@@ -135,80 +138,64 @@ alone and counted. One that does not parse is an error (exit 1).
 Exit status: 0 success; 1 some pyc could not be read, parsed or rewritten; 2 the run could not
 proceed (bad option, no build root, a PATH missing or under a symlink).";
 
-/// `pyclink normalize`.
+/// `pyclink normalize`: the shared flags, with what they mean when normalizing.
 #[derive(Args, Debug, Default)]
+#[command(
+    mut_arg(
+        "paths",
+        help(
+            "Restrict the run to these paths inside the build root: directories, \
+        pycs, or sources (NAME.py: its pycs); each must exist and be reached through no \
+        symlink, as for verify [default: the whole root]"
+        )
+    ),
+    mut_arg(
+        "jobs",
+        help(
+            "Work on N directories at once, 0 to 1024 [default: number of CPUs; 0 \
+        means the same]"
+        )
+    ),
+    mut_arg("no_link", help("Leave identical levels as separate files")),
+    mut_arg(
+        "summary_json",
+        help(
+            "Write the figures and every error as JSON to FILE (`-`: \
+        stdout, the summary line then goes to stderr); also for a run refused with exit 2, \
+        with `fatal_error` saying why"
+        )
+    ),
+    mut_arg(
+        "quiet",
+        help("Leave out the summary line; errors and warnings are still printed")
+    ),
+    mut_arg("verbose", help("More detail on stderr (-v: every pyc left alone)"))
+)]
 pub struct NormalizeArgs {
-    /// Restrict the run to these paths inside the build root: directories, pycs, or sources
-    /// (NAME.py: its pycs); each must exist and be reached through no symlink, as for verify
-    /// [default: the whole root]
-    #[arg(value_name = "PATH")]
-    paths: Vec<PathBuf>,
-
-    /// The directory that stands for / [default: $RPM_BUILD_ROOT]
-    #[arg(long, value_name = "DIR")]
-    buildroot: Option<PathBuf>,
-
-    /// Work on N directories at once, 0 to 1024 [default: number of CPUs; 0 means the same]
-    #[arg(short = 'j', long, value_name = "N", allow_negative_numbers = true)]
-    jobs: Option<String>,
-
-    /// Leave identical levels as separate files
-    #[arg(long)]
-    no_link: bool,
-
-    /// Write the figures and every error as JSON to FILE (`-`: stdout, the summary line then
-    /// goes to stderr); also for a run refused with exit 2, with `fatal_error` saying why
-    #[arg(long, value_name = "FILE")]
-    summary_json: Option<PathBuf>,
-
-    /// Leave out the summary line; errors and warnings are still printed
-    #[arg(short, long)]
-    quiet: bool,
-
-    /// More detail on stderr (-v: every pyc left alone)
-    #[arg(short, long, action = ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    root: RootArgs,
+    #[command(flatten)]
+    jobs: JobsArgs,
+    #[command(flatten)]
+    link: LinkArgs,
+    #[command(flatten)]
+    json: JsonArgs,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
+/// `pyclink compile`, and `pyclink` without a subcommand. The shared groups are flattened where
+/// their flags always stood in `--help`.
 #[derive(Args, Debug, Default)]
 pub struct CompileArgs {
-    /// Restrict the run to these paths inside the build root: relative to it (usr/share/foo),
-    /// starting with the build root (debian/pkg/opt/app, %{buildroot}/usr/share/foo), or
-    /// absolute as installed (/usr/share/foo, as messages print paths).
-    /// Default: every Python tree found.
-    #[arg(value_name = "PATH")]
-    paths: Vec<PathBuf>,
-
-    /// The directory that stands for / [default: $RPM_BUILD_ROOT]
-    #[arg(long, value_name = "DIR")]
-    buildroot: Option<PathBuf>,
-
-    /// Optimization level to write: 0 (.pyc), 1 (-O, .opt-1.pyc), 2 (-OO, .opt-2.pyc).
-    /// Repeat or comma-separate; duplicates are ignored [default: 0,1,2]
-    // Strings, checked in `into_invocation`: `-o x` and `-o 3` get the same message, and the
-    // JSON of the refused run is still written.
-    #[arg(
-        short = 'o',
-        long = "optimize",
-        value_name = "LEVEL",
-        value_delimiter = ',',
-        allow_negative_numbers = true
-    )]
-    optimize: Vec<String>,
-
-    /// Compile N sources at once (one interpreter worker each), 0 to 1024 [default, and 0: the
-    /// number of CPUs]
-    #[arg(short = 'j', long, value_name = "N", allow_negative_numbers = true)]
-    jobs: Option<String>,
-
-    /// Use PATH to compile version X.Y (repeatable; X.Y, pythonX.Y or pypyX.Y). A bare PATH
-    /// is asked for its version, which also becomes a --python-version target
-    #[arg(long = "interpreter", value_name = "[X.Y=]PATH")]
-    interpreters: Vec<String>,
-
-    /// Compile dist-packages and PATHs outside versioned trees for X.Y (repeatable)
-    #[arg(long = "python-version", value_name = "X.Y")]
-    python_versions: Vec<String>,
+    #[command(flatten)]
+    root: RootArgs,
+    #[command(flatten)]
+    levels: LevelArgs,
+    #[command(flatten)]
+    jobs: JobsArgs,
+    #[command(flatten)]
+    interpreters: InterpreterArgs,
 
     /// How pycs are tied to their source (PEP 552) [default: checked-hash if
     /// SOURCE_DATE_EPOCH is set, else timestamp]
@@ -219,19 +206,15 @@ pub struct CompileArgs {
     #[arg(short, long)]
     force: bool,
 
-    /// Skip sources and directories matching GLOB (repeatable). With a '/', matched against the
-    /// path inside the root ('/usr/lib/python3.12/test/*'; 'usr/...' is the same); without,
-    /// against the name ('test_*.py')
-    #[arg(short = 'x', long = "exclude", value_name = "GLOB")]
-    exclude: Vec<String>,
+    #[command(flatten)]
+    exclude: ExcludeArgs,
 
     /// What a source that fails to compile does: fail (exit 1) or warn (exit 0) [default: fail]
     #[arg(long, value_enum, value_name = "POLICY")]
     errors: Option<ErrorPolicy>,
 
-    /// Write every level as its own file, even when identical
-    #[arg(long)]
-    no_link: bool,
+    #[command(flatten)]
+    link: LinkArgs,
 
     /// Keep the interpreter's marshal bytes as they are. By default they are rewritten into
     /// add-determinism's normal form (FLAG_REF only where an object is referenced again, equal
@@ -250,10 +233,8 @@ pub struct CompileArgs {
     #[arg(long, visible_alias = "list")]
     dry_run: bool,
 
-    /// Write the figures and every error as JSON to FILE (`-`: stdout, the summary lines then
-    /// go to stderr); also for a run refused with exit 2, with `fatal_error` saying why
-    #[arg(long, value_name = "FILE")]
-    summary_json: Option<PathBuf>,
+    #[command(flatten)]
+    json: JsonArgs,
 
     /// Keep compiled results in DIR, keyed by interpreter, source bytes, path and levels, so a
     /// rebuild of the same sources skips the interpreters. DIR must be new, empty or already
@@ -283,21 +264,10 @@ pub struct CompileArgs {
     #[arg(long, value_name = "FILE", env = "PYCLINK_CONFIG")]
     config: Option<PathBuf>,
 
-    /// Seconds one source may take in a worker before the worker is restarted and the source
-    /// retried once, from 0.001 to 86400 [default: 300]
-    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
-    timeout: Option<f64>,
-
-    /// Leave out the summary lines; errors and warnings (also those of --errors warn) are still
-    /// printed
-    #[arg(short, long)]
-    quiet: bool,
-
-    /// More detail on stderr (-v: the interpreters, the end of the stderr of one that failed
-    /// to start, and where the time went; -vv: each source's decision). Errors and warnings
-    /// are shown without it
-    #[arg(short, long, action = ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    timeout: TimeoutArgs,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 /// What main is asked to do.
@@ -366,191 +336,99 @@ impl JsonTarget {
     }
 }
 
-/// The JSON destination of the command line in `matches`, if any: `--summary-json` (for
-/// compile, else the config file's `summary-json`). None for `--dry-run`, which writes nothing.
-pub fn json_target(matches: &clap::ArgMatches) -> Option<JsonTarget> {
-    let (kind, m) = match matches.subcommand() {
-        Some(("normalize", m)) => (ReportKind::Normalize, m),
-        Some(("verify", m)) => (ReportKind::Verify, m),
-        Some((_, m)) => (ReportKind::Compile, m),
-        None => (ReportKind::Compile, matches),
-    };
-    let path_arg = |id: &str| m.try_get_one::<PathBuf>(id).ok().flatten().cloned();
-    let flag = |id: &str| m.try_get_one::<bool>(id).ok().flatten() == Some(&true);
-    if kind == ReportKind::Compile && flag("dry_run") {
-        return None;
+/// The parsed command line and its config file. The file is read here, once: both the JSON's
+/// destination and the settings come from it.
+pub struct CommandLine {
+    cli: Cli,
+    /// A config file that cannot be used fails the run (with its JSON, if the command line
+    /// names one), not the parse.
+    config: Result<Config, ConfigError>,
+}
+
+impl CommandLine {
+    pub fn new(cli: Cli) -> CommandLine {
+        // Only compile takes a config file: a bad $PYCLINK_CONFIG is no concern of verify's.
+        let path = match &cli.command {
+            None => cli.compile.config.as_deref(),
+            Some(Command::Compile(a)) => a.config.as_deref(),
+            Some(_) => None,
+        };
+        let config = Config::read(path);
+        CommandLine { cli, config }
     }
-    let config = || {
-        let cfg = ConfigFile::load(&path_arg("config")?).ok()?;
-        Some((cfg.summary_json, cfg.buildroot))
-    };
-    let (cfg_json, cfg_root) = match kind {
-        ReportKind::Compile => config().unwrap_or_default(),
-        _ => (None, None),
-    };
-    let buildroot = path_arg("buildroot")
-        .or(cfg_root)
-        .or_else(|| std::env::var_os("RPM_BUILD_ROOT").map(PathBuf::from))
-        .map_or_else(String::new, |p| path_text(p.as_os_str()).into_owned());
-    Some(JsonTarget {
-        path: path_arg("summary_json").or(cfg_json)?,
-        kind,
-        buildroot,
-    })
-}
 
-/// A command line or config file that cannot be used; the message names the flag (or the
-/// config file and key) the value came from.
-#[derive(Debug, thiserror::Error)]
-pub enum UsageError {
-    #[error("{origin}: {message}")]
-    Value { origin: String, message: String },
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("no build root: give --buildroot DIR or set RPM_BUILD_ROOT")]
-    NoBuildRoot,
-    #[error("the build root {} does not exist", shown(.0))]
-    NoSuchBuildRoot(PathBuf),
-    #[error("the build root {} is not a directory", shown(.0))]
-    BuildRootNotADirectory(PathBuf),
-    #[error(
-        "the build root {} is the running system's /; pyclink compiles package build roots \
-         (RPM_BUILD_ROOT, debian/PKG), never the live system",
-        shown(.0)
-    )]
-    LiveSystem(PathBuf),
-    #[error("{0}")]
-    Path(#[from] PathError),
-    #[error(
-        "'{0}' was taken as a PATH, and the build root {root} has none: options go after the \
-         subcommand (`pyclink {0} -q ...`, not `pyclink -q {0} ...`)",
-        root = shown(.1)
-    )]
-    SubcommandAfterOption(String, PathBuf),
-}
-
-/// Where a value came from: a flag, or a key of the config file.
-pub(crate) enum Origin<'a> {
-    Flag(&'static str),
-    Config(&'a Path, &'static str),
-}
-
-impl Origin<'_> {
-    pub(crate) fn error(
-        &self,
-        value: impl std::fmt::Display,
-        message: impl Into<String>,
-    ) -> UsageError {
-        // The value as typed may hold anything, a newline included: one message, one line.
-        let value = printable(&value.to_string()).into_owned();
-        let origin = match self {
-            Origin::Flag(flag) => format!("{flag} {value}"),
-            Origin::Config(file, key) => {
-                format!("config file {}: {key} = {value}", shown(*file))
+    /// The JSON destination, if any: `--summary-json`, else (for compile) the config file's
+    /// `summary-json`. None for `--dry-run`, which writes nothing.
+    pub fn json_target(&self) -> Option<JsonTarget> {
+        let (kind, root, json, config) = match &self.cli.command {
+            Some(Command::Normalize(a)) => (ReportKind::Normalize, &a.root, &a.json, None),
+            Some(Command::Verify(a)) => (ReportKind::Verify, &a.root, &a.json, None),
+            Some(Command::Compile(a)) => (ReportKind::Compile, &a.root, &a.json, Some(a)),
+            None => {
+                let a = &self.cli.compile;
+                (ReportKind::Compile, &a.root, &a.json, Some(a))
             }
         };
-        UsageError::Value {
-            origin,
-            // It may quote the value again ("'3.1\n2' is not a Python version").
-            message: printable(&message.into()).into_owned(),
-        }
+        let file = match config {
+            Some(a) if a.dry_run => return None,
+            // An unreadable config file names no JSON; the run then fails for it.
+            Some(_) => self.config.as_ref().ok().map(|c| &c.file),
+            None => None,
+        };
+        let buildroot = root
+            .buildroot
+            .clone()
+            .or_else(|| file.and_then(|f| f.buildroot.clone()))
+            .or_else(|| std::env::var_os("RPM_BUILD_ROOT").map(PathBuf::from))
+            .map_or_else(String::new, |p| path_text(p.as_os_str()).into_owned());
+        Some(JsonTarget {
+            path: json
+                .summary_json
+                .clone()
+                .or_else(|| file.and_then(|f| f.summary_json.clone()))?,
+            kind,
+            buildroot,
+        })
     }
-}
 
-/// The value from the command line if given, else from the config file, with its origin.
-fn pick<'a, T>(
-    flag: Option<T>,
-    config: Option<T>,
-    name: &'static str,
-    cfg_path: Option<&'a Path>,
-) -> Option<(T, Origin<'a>)> {
-    match (flag, config, cfg_path) {
-        (Some(v), _, _) => Some((v, Origin::Flag(name))),
-        (None, Some(v), Some(path)) => Some((v, Origin::Config(path, &name[2..]))),
-        _ => None,
+    pub fn into_invocation(self) -> Result<Invocation, UsageError> {
+        let CommandLine { cli, config } = self;
+        match cli.command {
+            Some(Command::Compile(a)) => a.into_invocation(&config?),
+            Some(Command::Normalize(a)) => a.into_invocation().map(Invocation::Normalize),
+            Some(Command::Verify(a)) => a.into_invocation().map(Invocation::Verify),
+            None => default_command(cli.compile, &config?),
+        }
     }
 }
 
 impl Cli {
+    /// The command line resolved, its config file read (see [`CommandLine`]).
     pub fn into_invocation(self) -> Result<Invocation, UsageError> {
-        match self.command {
-            Some(Command::Compile(a)) => a.into_invocation(),
-            Some(Command::Normalize(a)) => a.into_invocation(),
-            Some(Command::Verify(a)) => a.into_invocation(),
-            None => {
-                // clap knows a subcommand only in first place: after an option, `verify` is
-                // the default subcommand's PATH. The root rarely holds such a PATH, so its
-                // absence means the option was misplaced.
-                let first = self.compile.paths.first().cloned();
-                let invocation = self.compile.into_invocation()?;
-                if let (Some(first), Invocation::Compile { settings, .. }) = (first, &invocation) {
-                    // Not a message: compared with the subcommands' names.
-                    let name = first.to_string_lossy();
-                    if ["compile", "normalize", "verify"].contains(&name.as_ref())
-                        && settings.buildroot.join(&first).symlink_metadata().is_err()
-                    {
-                        return Err(UsageError::SubcommandAfterOption(
-                            name.into_owned(),
-                            settings.buildroot.clone(),
-                        ));
-                    }
-                }
-                Ok(invocation)
-            }
+        CommandLine::new(self).into_invocation()
+    }
+}
+
+/// `pyclink [OPTIONS] [PATH...]`, which is `pyclink compile`. clap knows a subcommand only in
+/// first place: after an option, `verify` is the default subcommand's PATH. The root rarely
+/// holds such a PATH, so its absence means the option was misplaced.
+fn default_command(args: CompileArgs, config: &Config) -> Result<Invocation, UsageError> {
+    let first = args.root.paths.first().cloned();
+    let invocation = args.into_invocation(config)?;
+    if let (Some(first), Invocation::Compile { settings, .. }) = (first, &invocation) {
+        // Not a message: compared with the subcommands' names.
+        let name = first.to_string_lossy();
+        if ["compile", "normalize", "verify"].contains(&name.as_ref())
+            && settings.buildroot.join(&first).symlink_metadata().is_err()
+        {
+            return Err(UsageError::SubcommandAfterOption(
+                name.into_owned(),
+                settings.buildroot.clone(),
+            ));
         }
     }
+    Ok(invocation)
 }
-
-/// The build root: as given, else `$RPM_BUILD_ROOT`; it must be a directory, and never the
-/// running system's `/`.
-fn resolve_buildroot(given: Option<PathBuf>) -> Result<PathBuf, UsageError> {
-    let buildroot = existing_buildroot(given)?;
-    // pyclink writes into the root: the running system is never one, however it is spelled
-    // (a bind mount of `/` has another name and the same device and inode). A root that cannot
-    // be opened is not `/`; opening it later says why.
-    if crate::fsroot::is_host_root(&buildroot).unwrap_or(false) {
-        return Err(UsageError::LiveSystem(buildroot));
-    }
-    Ok(buildroot)
-}
-
-/// The root as given, else `$RPM_BUILD_ROOT`; it must be a directory (for reading only, `/`
-/// will do).
-pub(crate) fn existing_buildroot(given: Option<PathBuf>) -> Result<PathBuf, UsageError> {
-    let buildroot = given
-        .or_else(|| {
-            std::env::var_os("RPM_BUILD_ROOT")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        })
-        .ok_or(UsageError::NoBuildRoot)?;
-    match std::fs::metadata(&buildroot) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(UsageError::BuildRootNotADirectory(buildroot)),
-        Err(_) => return Err(UsageError::NoSuchBuildRoot(buildroot)),
-    }
-    Ok(buildroot)
-}
-
-/// The most workers `-j` may ask for. Packagers pass `%{_smp_build_ncpus}`, which can be large
-/// but not thousands; a typo must not start one interpreter per source of a large root.
-pub const MAX_JOBS: usize = 1024;
-
-/// `-j N` from the command line (0 or none: the number of CPUs).
-pub(crate) fn jobs_or_cpus(jobs: Option<usize>) -> Result<usize, UsageError> {
-    jobs_from(jobs.map(|n| (n, Origin::Flag("--jobs"))))
-}
-
-/// The number of workers, with where it came from (0 or none: the number of CPUs).
-fn jobs_from(given: Option<(usize, Origin)>) -> Result<usize, UsageError> {
-    match given {
-        None | Some((0, _)) => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
-        Some((n, origin)) if n > MAX_JOBS => Err(origin.error(n, JOBS_ARE)),
-        Some((n, _)) => Ok(n),
-    }
-}
-
-const JOBS_ARE: &str = "-j takes a number of workers from 0 (one per CPU) to 1024";
 
 /// The largest --cache-max-size: a size that large is a typo, and sizes that overflow a u64
 /// must not wrap or saturate into a different limit in silence.
@@ -558,258 +436,94 @@ pub const MAX_CACHE_SIZE: u64 = 1 << 50;
 
 const CACHE_SIZES_ARE: &str = "the cache size is at most 1024T (1 PiB)";
 
-const VERBOSE_IS: &str = "verbose is 0, 1 (like -v) or 2 (like -vv)";
-
-/// `-j` as typed (clap would call `-1` an unknown option).
-pub(crate) fn jobs_arg(s: Option<String>) -> Result<Option<usize>, UsageError> {
-    s.map(|s| {
-        s.trim()
-            .parse::<usize>()
-            .map_err(|_| Origin::Flag("--jobs").error(&s, JOBS_ARE))
-    })
-    .transpose()
+/// `--cache-max-size`, else the config file's; else 1G.
+fn cache_max_size(flag: Option<String>, config: &Config) -> Result<u64, UsageError> {
+    let given = pick(
+        flag,
+        config.file.cache_max_size.clone(),
+        "--cache-max-size",
+        config,
+    );
+    match given {
+        Some((size, origin)) => match parse_size(&size) {
+            Ok(bytes) if bytes <= MAX_CACHE_SIZE => Ok(bytes),
+            Ok(_) => Err(origin.error(&size, CACHE_SIZES_ARE)),
+            Err(e) => Err(origin.error(&size, e)),
+        },
+        None => Ok(1 << 30),
+    }
 }
 
 impl NormalizeArgs {
-    fn into_invocation(self) -> Result<Invocation, UsageError> {
-        let buildroot = resolve_buildroot(self.buildroot)?;
-        let paths = paths_in_root(&buildroot, &self.paths)?;
-        Ok(Invocation::Normalize(NormalizeInvocation {
+    fn into_invocation(self) -> Result<NormalizeInvocation, UsageError> {
+        // normalize takes no config file.
+        let none = Config::default();
+        let (buildroot, paths) = self.root.writable(&none)?;
+        let output = self.output.resolve(&none)?;
+        Ok(NormalizeInvocation {
             buildroot,
             options: crate::normalize::Options {
                 paths,
-                jobs: jobs_or_cpus(jobs_arg(self.jobs)?)?,
-                link: !self.no_link,
+                jobs: self.jobs.jobs(&none)?,
+                link: self.link.link(&none),
             },
-            summary_json: self.summary_json,
-            quiet: self.quiet,
-            verbose: self.verbose,
-        }))
+            summary_json: self.json.path(&none),
+            quiet: output.quiet,
+            verbose: output.verbose,
+        })
     }
 }
 
 impl CompileArgs {
-    fn into_invocation(self) -> Result<Invocation, UsageError> {
-        let cfg = match &self.config {
-            Some(p) => ConfigFile::load(p)?,
-            None => ConfigFile::default(),
-        };
-        let cfg_path = self.config.as_deref();
-        let buildroot = resolve_buildroot(self.buildroot.or(cfg.buildroot.clone()))?;
-        let paths = paths_in_root(&buildroot, &self.paths)?;
-
-        let flag_levels = match self.optimize.as_slice() {
-            [] => None,
-            given => Some(level_args(given)?),
-        };
-        let levels = match pick(flag_levels, cfg.optimize.clone(), "--optimize", cfg_path) {
-            Some((list, origin)) => levels_from(&list, &origin)?,
-            None => Levels::ALL,
-        };
-
-        let mut interpreters = BTreeMap::new();
-        for (k, v) in cfg.interpreters.clone().unwrap_or_default() {
-            let origin = Origin::Config(cfg_path.unwrap_or(Path::new("")), "interpreters");
-            let version = supported_version(&k).map_err(|e| origin.error(&k, e))?;
-            // Checked here, where the config file can be named: later failures say only
-            // which interpreter failed.
-            if !v.is_file() {
-                let given = format!("\"{k}\" = \"{}\"", shown(&v));
-                return Err(origin.error(given, "no such file"));
-            }
-            interpreters.insert(version, v);
-        }
-        let unversioned_interpreters = interpreter_flags(&self.interpreters, &mut interpreters)?;
-
-        let flag_versions = (!self.python_versions.is_empty()).then_some(self.python_versions);
-        let python_versions = match pick(
-            flag_versions,
-            cfg.python_version.clone(),
-            "--python-version",
-            cfg_path,
-        ) {
-            Some((list, origin)) => versions_from(&list, &origin)?,
-            None => Vec::new(),
-        };
-
-        let mut excludes = cfg.exclude.clone().unwrap_or_default();
-        excludes.extend(self.exclude);
-
-        let jobs = jobs_from(pick(jobs_arg(self.jobs)?, cfg.jobs, "--jobs", cfg_path))?;
-        let timeout = timeout_from(pick(self.timeout, cfg.timeout, "--timeout", cfg_path))?;
-        let cache_max_size = match pick(
-            self.cache_max_size,
-            cfg.cache_max_size.clone(),
-            "--cache-max-size",
-            cfg_path,
-        ) {
-            Some((size, origin)) => match parse_size(&size) {
-                Ok(bytes) if bytes <= MAX_CACHE_SIZE => bytes,
-                Ok(_) => return Err(origin.error(&size, CACHE_SIZES_ARE)),
-                Err(e) => return Err(origin.error(&size, e)),
-            },
-            None => 1 << 30,
-        };
-        let cfg_verbose = match (cfg.verbose, cfg_path) {
-            (Some(v), Some(path)) if v > 2 => {
-                return Err(Origin::Config(path, "verbose").error(v, VERBOSE_IS))
-            }
-            (v, _) => v.unwrap_or(0),
-        };
-
+    /// The command line merged over `config` (the command line wins; `exclude` and
+    /// `interpreters` are merged). The checks always run in this order, so that of two bad
+    /// values the same one is reported.
+    fn into_invocation(self, config: &Config) -> Result<Invocation, UsageError> {
+        let (buildroot, paths) = self.root.writable(config)?;
+        let levels = self.levels.levels(config)?.unwrap_or(Levels::ALL);
+        let interpreters = self.interpreters.resolve(config)?;
+        let excludes = self.exclude.globs(config);
+        let jobs = self.jobs.jobs(config)?;
+        let timeout = self.timeout.timeout(config)?;
+        let cache_max_size = cache_max_size(self.cache_max_size, config)?;
+        let output = self.output.resolve(config)?;
+        let file = &config.file;
         let settings = Settings {
             buildroot,
             paths,
             levels,
             jobs,
-            interpreters,
-            unversioned_interpreters,
-            python_versions,
-            invalidation_mode: self.invalidation_mode.or(cfg.invalidation_mode),
-            force: self.force || cfg.force.unwrap_or(false),
-            predict: !(self.compile_every_level || cfg.every_level().unwrap_or(false)),
+            interpreters: interpreters.versioned,
+            unversioned_interpreters: interpreters.unversioned,
+            python_versions: interpreters.python_versions,
+            invalidation_mode: self.invalidation_mode.or(file.invalidation_mode),
+            force: self.force || file.force.unwrap_or(false),
+            predict: !(self.compile_every_level || file.every_level().unwrap_or(false)),
             excludes,
-            errors: self.errors.or(cfg.errors).unwrap_or(ErrorPolicy::Fail),
-            link: !(self.no_link || cfg.no_link().unwrap_or(false)),
-            normalize: !(self.no_normalize || cfg.no_normalize.unwrap_or(false)),
+            errors: self.errors.or(file.errors).unwrap_or(ErrorPolicy::Fail),
+            link: self.link.link(config),
+            normalize: !(self.no_normalize || file.no_normalize.unwrap_or(false)),
             dry_run: self.dry_run,
-            summary_json: self.summary_json.or(cfg.summary_json.clone()),
-            cache: self.cache.or(cfg.cache.clone()),
+            summary_json: self.json.path(config),
+            cache: self.cache.or(file.cache.clone()),
             cache_max_size,
-            cache_shared: self.cache_shared || cfg.cache_shared.unwrap_or(false),
-            cache_read_only: self.cache_read_only || cfg.cache_read_only.unwrap_or(false),
+            cache_shared: self.cache_shared || file.cache_shared.unwrap_or(false),
+            cache_read_only: self.cache_read_only || file.cache_read_only.unwrap_or(false),
             timeout,
-            quiet: self.quiet || cfg.quiet.unwrap_or(false),
+            quiet: output.quiet,
         };
         Ok(Invocation::Compile {
             settings,
-            verbose: self.verbose.max(cfg_verbose),
+            verbose: output.verbose,
         })
-    }
-}
-
-/// The PATHs of the command line, as paths inside the root.
-pub(crate) fn paths_in_root(
-    buildroot: &Path,
-    paths: &[PathBuf],
-) -> Result<Vec<PathBuf>, UsageError> {
-    paths
-        .iter()
-        .map(|p| root_relative(buildroot, p))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(UsageError::from)
-}
-
-/// `-o` as typed: numbers, else the message `-o 3` gets.
-fn level_args(given: &[String]) -> Result<Vec<i64>, UsageError> {
-    given
-        .iter()
-        .map(|s| {
-            s.trim().parse::<i64>().map_err(|_| {
-                Origin::Flag("--optimize").error(
-                    given.join(","),
-                    format!(
-                        "invalid optimization level '{s}': {}",
-                        crate::python::levels::LEVELS_ARE
-                    ),
-                )
-            })
-        })
-        .collect()
-}
-
-/// The levels of --optimize (or the config file's `optimize`).
-pub(crate) fn levels_from(list: &[i64], origin: &Origin) -> Result<Levels, UsageError> {
-    Levels::from_list(list).map_err(|e| {
-        let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
-        origin.error(shown.join(","), e)
-    })
-}
-
-/// The --interpreter flags: each X.Y=PATH goes into `versioned` (replacing the config file's),
-/// and the bare PATHs are returned, in order.
-pub(crate) fn interpreter_flags(
-    specs: &[String],
-    versioned: &mut BTreeMap<PyVersion, PathBuf>,
-) -> Result<Vec<PathBuf>, UsageError> {
-    let mut unversioned = Vec::new();
-    for spec in specs {
-        let origin = Origin::Flag("--interpreter");
-        match spec.split_once('=') {
-            Some((k, v)) => {
-                let version = supported_version(k).map_err(|e| {
-                    // The syntax hint only helps where X.Y is not a version at all.
-                    match k.parse::<PyVersion>() {
-                        Ok(_) => origin.error(spec, e),
-                        Err(_) => origin.error(spec, format!("{e} (expected X.Y=PATH or PATH)")),
-                    }
-                })?;
-                if v.is_empty() {
-                    return Err(origin.error(spec, "the PATH after '=' is empty"));
-                }
-                versioned.insert(version, PathBuf::from(v));
-            }
-            None if spec.is_empty() => return Err(origin.error("''", "the PATH is empty")),
-            None => unversioned.push(PathBuf::from(spec)),
-        }
-    }
-    Ok(unversioned)
-}
-
-/// The versions of --python-version (or the config file's `python_version`).
-pub(crate) fn versions_from(
-    list: &[String],
-    origin: &Origin,
-) -> Result<Vec<PyVersion>, UsageError> {
-    list.iter()
-        .map(|s| supported_version(s).map_err(|e| origin.error(s, e)))
-        .collect()
-}
-
-/// The bounds of --timeout, in seconds. Below a millisecond no interpreter even starts; a day
-/// per source is more than any compile needs, even emulated, and far from where a deadline
-/// (now + timeout) overflows.
-pub const MIN_TIMEOUT: f64 = 0.001;
-pub const MAX_TIMEOUT: f64 = 86_400.0;
-
-const TIMEOUTS_ARE: &str = "the time limit per source is a number of seconds from 0.001 to 86400 \
-     (one day)";
-
-/// The --timeout for one source, if given (with where it came from); else 300 seconds.
-pub(crate) fn timeout_from(given: Option<(f64, Origin)>) -> Result<Duration, UsageError> {
-    let secs = match given {
-        Some((t, origin)) if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&t) => {
-            return Err(origin.error(seconds_text(t), TIMEOUTS_ARE))
-        }
-        Some((t, _)) => t,
-        None => 300.0,
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// Seconds as a user would have typed them: `300`, `2.5`, `1e30` (f64's Display spells 1e30
-/// with 31 digits and -1e-300 with 300).
-fn seconds_text(t: f64) -> String {
-    if t.fract() == 0.0 && t.abs() < 1e15 {
-        format!("{}", t as i64)
-    } else {
-        format!("{t:?}")
-    }
-}
-
-/// A version pyclink can compile for, from `X.Y`, `pythonX.Y` or `pypyX.Y`.
-pub(crate) fn supported_version(s: &str) -> Result<PyVersion, String> {
-    let v = s.parse::<PyVersion>()?;
-    if v.is_supported() {
-        Ok(v)
-    } else {
-        Err(v.unsupported_reason())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::common::{JOBS_ARE, TIMEOUTS_ARE, VERBOSE_IS};
     use super::*;
+    use crate::python::PyVersion;
 
     fn parse(args: &[&str]) -> Result<Settings, String> {
         let cli = Cli::try_parse_from(std::iter::once("pyclink").chain(args.iter().copied()))
@@ -1053,26 +767,43 @@ mod tests {
 
     /// Issue 22, item 7: every number the command line or the config file takes is bounded,
     /// and a value out of bounds is refused with the flag (or file and key) named, never a
-    /// panic: `--timeout 1e19` used to overflow a deadline.
-    #[test]
-    fn every_number_is_bounded() {
-        let t = tempfile::tempdir().unwrap();
-        let root = t.path().to_str().unwrap();
-        let cfg = t.path().join("c.toml");
-        let cfg_s = cfg.to_str().unwrap();
-        let flag = |args: &[&str]| {
-            let mut all = vec!["--buildroot", root];
+    /// panic: `--timeout 1e19` used to overflow a deadline. One test per kind of number.
+    struct Bounds {
+        t: tempfile::TempDir,
+        cfg_s: String,
+    }
+
+    impl Bounds {
+        fn new() -> Bounds {
+            let t = tempfile::tempdir().unwrap();
+            let cfg_s = t.path().join("c.toml").to_str().unwrap().to_string();
+            Bounds { t, cfg_s }
+        }
+
+        fn root(&self) -> &str {
+            self.t.path().to_str().unwrap()
+        }
+
+        fn flag(&self, args: &[&str]) -> Result<Settings, String> {
+            let mut all = vec!["--buildroot", self.root()];
             all.extend_from_slice(args);
             parse(&all)
-        };
-        let config = |text: &str| {
-            std::fs::write(&cfg, text).unwrap();
-            parse(&["--buildroot", root, "--config", cfg_s])
-        };
+        }
+
+        fn config(&self, text: &str) -> Result<Settings, String> {
+            std::fs::write(&self.cfg_s, text).unwrap();
+            parse(&["--buildroot", self.root(), "--config", &self.cfg_s])
+        }
+    }
+
+    #[test]
+    fn timeouts_are_bounded() {
+        let b = Bounds::new();
+        let cfg_s = b.cfg_s.clone();
         for bad in [
             "1e19", "1e30", "86400.5", "inf", "NaN", "0", "-0", "0.0009", "-1e-300",
         ] {
-            let e = flag(&["--timeout", bad]).err().unwrap();
+            let e = b.flag(&["--timeout", bad]).err().unwrap();
             assert!(
                 e.starts_with("--timeout ") && e.contains(TIMEOUTS_ARE),
                 "{bad}: {e}"
@@ -1088,7 +819,7 @@ mod tests {
             "100000",
             "5000000000",
         ] {
-            let e = config(&format!("timeout = {bad}\n")).err().unwrap();
+            let e = b.config(&format!("timeout = {bad}\n")).err().unwrap();
             assert!(
                 e.starts_with(&format!("config file {cfg_s}: timeout = "))
                     && e.contains(TIMEOUTS_ARE),
@@ -1096,69 +827,91 @@ mod tests {
             );
         }
         for good in ["0.001", "86400", "2.5"] {
-            let s = flag(&["--timeout", good]).unwrap();
+            let s = b.flag(&["--timeout", good]).unwrap();
             assert_eq!(s.timeout.as_secs_f64(), good.parse::<f64>().unwrap());
         }
         assert_eq!(
-            config("timeout = 86400\n").unwrap().timeout.as_secs(),
+            b.config("timeout = 86400\n").unwrap().timeout.as_secs(),
             86400
         );
+    }
 
+    #[test]
+    fn jobs_are_bounded() {
+        let b = Bounds::new();
+        let cfg_s = b.cfg_s.clone();
         for bad in ["1025", "-1", "99999999999999999999", "x", "1.5"] {
-            let e = flag(&["-j", bad]).err().unwrap();
+            let e = b.flag(&["-j", bad]).err().unwrap();
             assert_eq!(e, format!("--jobs {bad}: {JOBS_ARE}"));
         }
-        let e = config("jobs = 1025\n").err().unwrap();
+        let e = b.config("jobs = 1025\n").err().unwrap();
         assert!(
             e.starts_with(&format!("config file {cfg_s}: jobs = 1025: ")),
             "{e}"
         );
+    }
 
+    #[test]
+    fn cache_sizes_are_bounded() {
+        let b = Bounds::new();
+        let cfg_s = b.cfg_s.clone();
         for bad in ["1025T", "1e30", "18446744073709551616", "99999999999999T"] {
-            let e = flag(&["--cache-max-size", bad]).err().unwrap();
+            let e = b.flag(&["--cache-max-size", bad]).err().unwrap();
             assert_eq!(e, format!("--cache-max-size {bad}: {CACHE_SIZES_ARE}"));
         }
         for bad in ["-1", "-1G", "NaN", "inf", "", "2 parsecs"] {
-            let e = flag(&["--cache-max-size", bad]).err().unwrap();
+            let e = b.flag(&["--cache-max-size", bad]).err().unwrap();
             assert!(
                 e.starts_with(&format!("--cache-max-size {bad}: ")),
                 "{bad}: {e}"
             );
         }
         assert_eq!(
-            flag(&["--cache-max-size", "1024T"]).unwrap().cache_max_size,
+            b.flag(&["--cache-max-size", "1024T"])
+                .unwrap()
+                .cache_max_size,
             1 << 50
         );
-        let e = config("cache-max-size = \"2000T\"\n").err().unwrap();
+        let e = b.config("cache-max-size = \"2000T\"\n").err().unwrap();
         assert_eq!(
             e,
             format!("config file {cfg_s}: cache-max-size = 2000T: {CACHE_SIZES_ARE}")
         );
+    }
 
+    #[test]
+    fn verbosity_is_bounded() {
+        let b = Bounds::new();
+        let cfg_s = b.cfg_s.clone();
         for bad in ["3", "255"] {
-            let e = config(&format!("verbose = {bad}\n")).err().unwrap();
+            let e = b.config(&format!("verbose = {bad}\n")).err().unwrap();
             assert_eq!(
                 e,
                 format!("config file {cfg_s}: verbose = {bad}: {VERBOSE_IS}")
             );
         }
         for bad in ["256", "-1", "1.5"] {
-            let e = config(&format!("verbose = {bad}\n")).err().unwrap();
+            let e = b.config(&format!("verbose = {bad}\n")).err().unwrap();
             assert!(
                 e.starts_with(&format!("config file {cfg_s}: ")) && e.contains("verbose"),
                 "{bad}: {e}"
             );
         }
+    }
 
+    #[test]
+    fn levels_are_bounded() {
+        let b = Bounds::new();
+        let cfg_s = b.cfg_s.clone();
         for bad in ["3", "-1", "99999999999999999999", "1.0"] {
-            let e = flag(&["-o", bad]).err().unwrap();
+            let e = b.flag(&["-o", bad]).err().unwrap();
             assert!(
                 e.starts_with(&format!("--optimize {bad}: invalid optimization level")),
                 "{e}"
             );
         }
         for bad in ["[3]", "[-1]", "[]", "[99999999999999999999]", "[1.0]", "1"] {
-            let e = config(&format!("optimize = {bad}\n")).err().unwrap();
+            let e = b.config(&format!("optimize = {bad}\n")).err().unwrap();
             assert!(
                 e.starts_with(&format!("config file {cfg_s}: ")) && e.contains("optimize"),
                 "{bad}: {e}"
@@ -1166,7 +919,7 @@ mod tests {
         }
     }
 
-    /// The same bounds for `verify` and `normalize`, whose -j and --timeout are their own flags.
+    /// The same bounds for `verify` and `normalize`, which flatten the same `-j` and `--timeout`.
     #[test]
     fn verify_and_normalize_numbers_are_bounded() {
         let t = tempfile::tempdir().unwrap();

@@ -85,6 +85,26 @@ pub enum ConfigError {
     },
 }
 
+/// The config file of a run, read once (the JSON's destination and the settings both come
+/// from it), with the path its messages name. No `--config`: no path, every key unset.
+#[derive(Debug, Default)]
+pub struct Config {
+    pub path: Option<PathBuf>,
+    pub file: ConfigFile,
+}
+
+impl Config {
+    pub fn read(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Ok(match path {
+            Some(p) => Config {
+                path: Some(p.to_path_buf()),
+                file: ConfigFile::load(p)?,
+            },
+            None => Config::default(),
+        })
+    }
+}
+
 impl ConfigFile {
     pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

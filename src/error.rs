@@ -1,5 +1,5 @@
 //! Why a run could not proceed at all (exit status 2). Problems with single sources are not
-//! errors of the run: they are in the report (see `report::Problem`).
+//! errors of the run: they are in the report (see `problem::Problem`).
 
 use std::path::PathBuf;
 

@@ -4,7 +4,9 @@
 //! The modules follow the pipeline, one per step: [`discover`] (trees, versions, interpreters)
 //! → [`plan`] (the sources) → [`compile`] (a pool of [`worker`]s) → [`write`] (atomic write
 //! and link) → [`report`]. [`python`] holds the vocabulary (versions, levels, the pyc format,
-//! the level scan), [`fsroot`] keeps every file access inside the build root, and [`cli`] turns
+//! the level scan), [`problem`] what can go wrong with a source (produced by the stages,
+//! collected by the report: it sits below every stage, so no stage depends on the report),
+//! [`fsroot`] keeps every file access inside the build root, and [`cli`] turns
 //! the command line and config file into [`settings::Settings`]. [`verify`] checks pycs
 //! already written (`pyclink verify`).
 
@@ -17,8 +19,11 @@ mod error;
 pub mod escape;
 pub mod fsroot;
 pub mod generate;
+#[cfg(test)]
+mod layers;
 pub mod normalize;
 pub(crate) mod plan;
+pub mod problem;
 pub mod python;
 pub mod report;
 pub mod settings;
@@ -145,7 +150,7 @@ pub fn list(settings: &Settings) -> Result<String, Error> {
             };
             out += &format!(
                 "{version}: {}{fresh} with {} (cache tag {}, {} pycs, levels {})\n",
-                report::plural(sources, "source"),
+                escape::plural(sources, "source"),
                 escape::shown(&c.launch.program),
                 c.target.format.cache_tag,
                 c.target.invalidation.name(),

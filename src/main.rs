@@ -7,13 +7,13 @@ use std::process::ExitCode;
 
 use clap::FromArgMatches;
 
-use pyclink::cli::{Invocation, JsonTarget, ReportKind};
+use pyclink::cli::{CommandLine, Invocation, JsonTarget, ReportKind};
 use pyclink::escape::{printable, shown};
 use pyclink::report::RunReport;
 
 fn main() -> ExitCode {
-    let (cli, json) = match parse() {
-        Ok(Parsed::Run(cli, json)) => (*cli, json),
+    let line = match parse() {
+        Ok(Parsed::Run(line)) => *line,
         Ok(Parsed::Generate(item)) => return generate(&item),
         // --help and --version print and exit 0; a bad command line gets pyclink's prefix.
         Err(e) if !e.use_stderr() => e.exit(),
@@ -22,8 +22,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let json = line.json_target();
     let json = json.as_ref();
-    let invocation = match cli.into_invocation() {
+    let invocation = match line.into_invocation() {
         Ok(i) => i,
         Err(e) => return fatal(&e.to_string(), json),
     };
@@ -93,7 +94,7 @@ fn normalize(n: &pyclink::cli::NormalizeInvocation, json: Option<&JsonTarget>) -
 }
 
 enum Parsed {
-    Run(Box<pyclink::cli::Cli>, Option<JsonTarget>),
+    Run(Box<CommandLine>),
     Generate(pyclink::generate::Item),
 }
 
@@ -103,7 +104,7 @@ fn parse() -> Result<Parsed, clap::Error> {
     match matches.get_one::<pyclink::generate::Item>("generate") {
         Some(item) => Ok(Parsed::Generate(item.clone())),
         None => pyclink::cli::Cli::from_arg_matches(&matches)
-            .map(|c| Parsed::Run(Box::new(c), pyclink::cli::json_target(&matches))),
+            .map(|c| Parsed::Run(Box::new(CommandLine::new(c)))),
     }
 }
 

@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use crate::escape::plural;
 use crate::fsroot::{display_in_root, is_regular, open_file_nofollow, Root};
 use crate::python::marshal::{self, Normalizer};
-use crate::report::plural;
 use crate::write::{refuses_links, DirLock, TempFile};
 
 /// What `pyclink normalize` is asked to do.
@@ -271,7 +271,7 @@ fn module_of_source(root: &Root, top: &Path) -> Option<(PathBuf, OsString)> {
     let is_dir = root
         .lstat(top)
         .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir());
-    if is_dir || !crate::plan::has_py_suffix(top) {
+    if is_dir || !crate::python::has_py_suffix(top) {
         return None;
     }
     Some((

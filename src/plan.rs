@@ -10,8 +10,10 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::discover::Tree;
 use crate::fsroot::{display_in_root, Root};
+// Re-exported for verify, which asks the plan what counts as a source.
+use crate::problem::{FileError, Problem};
+pub(crate) use crate::python::has_py_suffix;
 use crate::python::PyVersion;
-use crate::report::{FileError, Problem};
 
 /// One source to compile for one version.
 #[derive(Clone, Debug)]
@@ -336,13 +338,6 @@ fn walk_tree(
             symlink: ft.is_symlink(),
         });
     }
-}
-
-pub(crate) fn has_py_suffix(rel: &Path) -> bool {
-    rel.file_name().is_some_and(|n| {
-        let n = std::os::unix::ffi::OsStrExt::as_bytes(n);
-        n.len() > 3 && n.ends_with(b".py")
-    })
 }
 
 #[cfg(test)]

@@ -4,157 +4,21 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 use std::time::Duration;
 
+use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::compile::cache::CacheStats;
 use crate::compile::pool::Timing;
 use crate::compile::source::Outcome;
+use crate::escape::plural;
 use crate::fsroot::display_in_root;
 use crate::plan::{Job, Plan};
+use crate::problem::{FileError, Problem, PYCACHE_UNUSABLE};
 use crate::python::PyVersion;
 use crate::settings::{ErrorPolicy, Settings};
-use crate::worker::Failure;
 use crate::write::WriteStats;
-
-/// `Problem::Io::what` when a source's `__pycache__` directory cannot be made or opened.
-pub const PYCACHE_UNUSABLE: &str = "cannot use __pycache__/";
-
-/// Why a source got no pycs.
-#[derive(Debug, thiserror::Error)]
-pub enum Problem {
-    /// The interpreter refused it: SyntaxError, ValueError for NUL bytes, RecursionError...
-    #[error("{exception}: {message}")]
-    DoesNotCompile { exception: String, message: String },
-    /// A compiler warning (the pycs were written).
-    #[error("{category}: {message}")]
-    Warning { category: String, message: String },
-    /// Reading the source or writing its pycs failed.
-    #[error("{what}: {source}")]
-    Io {
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    /// A FIFO, socket, device or directory named like a source.
-    #[error("not a regular file; skipped")]
-    NotRegular,
-    /// The worker died, hung or broke the protocol, and the retry with a new worker failed.
-    #[error("{}", worker_failure(.first, .retry))]
-    Worker {
-        first: Failure,
-        /// What went wrong on the retry.
-        retry: Retry,
-    },
-    /// The worker's marshalled code does not parse (so it cannot be normalized).
-    #[error("the interpreter's marshal data for level {level} does not parse: {error}")]
-    BadMarshal {
-        level: u8,
-        error: crate::python::marshal::Error,
-    },
-    /// Some of its pycs could not be put in place (the others were written): each one, as
-    /// seen inside the root, and why.
-    #[error("{}", write_failures(.0))]
-    WritePycs(Vec<(String, std::io::Error)>),
-    /// No worker could be started for it.
-    #[error("cannot start a {program} worker: {failure}")]
-    NoWorker { program: String, failure: Failure },
-    /// A tree of a version pyclink does not compile holds sources (the path is the tree's).
-    #[error(
-        "{} not compiled: {why}. Compile them with their own tools, or leave them out: \
-         -x '{exclude}' (or in the config file's exclude; in an RPM spec, \
-         %global _pyclink_exclude {exclude})",
-        plural(*.sources, "source")
-    )]
-    Unsupported {
-        sources: u64,
-        why: String,
-        exclude: String,
-    },
-}
-
-/// How the retry of a source whose worker failed went wrong.
-#[derive(Debug)]
-pub enum Retry {
-    AlsoFailed(Failure),
-    CannotStart { program: String, failure: Failure },
-}
-
-fn write_failures(failed: &[(String, std::io::Error)]) -> String {
-    failed
-        .iter()
-        .map(|(pyc, e)| format!("cannot write {pyc}: {e}"))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-fn worker_failure(first: &Failure, retry: &Retry) -> String {
-    match retry {
-        Retry::AlsoFailed(again) => format!("{again} (also on the retry with a new worker)"),
-        Retry::CannotStart { program, failure } => {
-            format!("{first} (and cannot start a {program} worker for the retry: {failure})")
-        }
-    }
-}
-
-impl Problem {
-    /// A short machine-readable name, for the JSON.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Problem::DoesNotCompile { .. } => "does-not-compile",
-            Problem::Warning { .. } => "warning",
-            Problem::Io { .. } | Problem::WritePycs(_) => "io",
-            Problem::NotRegular => "not-regular",
-            Problem::Unsupported { .. } => "unsupported-version",
-            Problem::Worker { .. } | Problem::NoWorker { .. } | Problem::BadMarshal { .. } => {
-                "worker"
-            }
-        }
-    }
-}
-
-/// A source that could not be compiled or written, or a compiler warning about it.
-#[derive(Debug)]
-pub struct FileError {
-    /// The path as seen inside the root (`/usr/lib/...`).
-    pub path: String,
-    pub line: Option<u32>,
-    pub problem: Problem,
-}
-
-impl FileError {
-    pub fn new(rel: &Path, line: Option<u32>, problem: Problem) -> FileError {
-        FileError {
-            path: display_in_root(rel),
-            // CPython says line 0 where it has none.
-            line: line.filter(|&l| l > 0),
-            problem,
-        }
-    }
-}
-
-impl fmt::Display for FileError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.path, line, self.problem),
-            None => write!(f, "{}: {}", self.path, self.problem),
-        }
-    }
-}
-
-impl Serialize for FileError {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("FileError", 4)?;
-        st.serialize_field("path", &self.path)?;
-        st.serialize_field("line", &self.line)?;
-        st.serialize_field("kind", self.problem.kind())?;
-        st.serialize_field("message", &self.problem.to_string())?;
-        st.end()
-    }
-}
 
 /// The figures of one version.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -242,15 +106,6 @@ impl VersionReport {
     }
 }
 
-/// "1 source", "2 sources".
-pub fn plural(n: u64, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else {
-        format!("{n} {word}s")
-    }
-}
-
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -270,9 +125,9 @@ pub struct RunReport {
     pub buildroot: String,
     pub levels: Vec<u8>,
     pub versions: Vec<VersionReport>,
-    /// Every error as `path:line: message`.
-    pub errors: Vec<String>,
-    pub error_details: Vec<FileError>,
+    /// Every error, kept once: the JSON shows it twice (see [`Errors`]).
+    #[serde(flatten)]
+    pub errors: Errors,
     /// Every compiler warning as `path:line: Category: message`.
     pub warnings: Vec<String>,
     pub skipped: Vec<String>,
@@ -292,8 +147,7 @@ impl Default for RunReport {
             buildroot: String::new(),
             levels: Vec::new(),
             versions: Vec::new(),
-            errors: Vec::new(),
-            error_details: Vec::new(),
+            errors: Errors::default(),
             warnings: Vec::new(),
             skipped: Vec::new(),
             stale_temps_removed: 0,
@@ -312,6 +166,27 @@ impl RunReport {
             exit_code: 2,
             ..RunReport::default()
         }
+    }
+}
+
+/// The errors of a run. The JSON has two documented views of them, made here from the one
+/// list: `errors`, each as printed (`path:line: message`), and `error_details`, each as
+/// `{path, line, kind, message}`.
+#[derive(Debug, Default)]
+pub struct Errors(pub Vec<FileError>);
+
+impl Serialize for Errors {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct AsPrinted<'a>(&'a [FileError]);
+        impl Serialize for AsPrinted<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(ToString::to_string))
+            }
+        }
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("errors", &AsPrinted(&self.0))?;
+        map.serialize_entry("error_details", &self.0)?;
+        map.end()
     }
 }
 
@@ -390,30 +265,7 @@ impl Tally {
 
     /// One source's outcome.
     pub fn record(&mut self, job: &Job, outcome: Outcome) {
-        if log::log_enabled!(log::Level::Debug) {
-            let what = match &outcome {
-                Outcome::UpToDate { pycs } => format!("{pycs} pyc up to date"),
-                Outcome::Written {
-                    stats,
-                    compiled,
-                    from_cache,
-                    ..
-                } => format!(
-                    "{}, {} pyc written, {} hardlinked, {} copied",
-                    if *from_cache {
-                        "from the cache".to_string()
-                    } else {
-                        plural(*compiled, "level") + " compiled"
-                    },
-                    stats.written,
-                    stats.linked,
-                    stats.copied
-                ),
-                Outcome::Skipped(_) => "skipped".to_string(),
-                Outcome::Failed(_) => "failed".to_string(),
-            };
-            log::debug!("{} ({}): {what}", display_in_root(&job.rel), job.version);
-        }
+        log_outcome(job, &outcome);
         let r = self
             .versions
             .entry(job.version)
@@ -482,8 +334,7 @@ impl Tally {
                 ..Default::default()
             })
             .errors += 1;
-        self.run.errors.push(e.to_string());
-        self.run.error_details.push(e);
+        self.run.errors.0.push(e);
     }
 
     fn log_error(&self, e: &dyn fmt::Display) {
@@ -510,43 +361,10 @@ impl Tally {
         }
         log_timing(wall, timing);
         if let Some(s) = &cache {
-            log::info!(
-                "cache {}{}: {} hits, {} misses, {} stored, {} bad entries rejected, {} evicted, {} other names left alone, {:.1} MiB kept",
-                s.dir,
-                if s.read_only { " (read-only)" } else { "" },
-                s.hits,
-                s.misses,
-                s.stored,
-                s.rejected,
-                s.evicted,
-                s.foreign,
-                s.bytes_after as f64 / (1 << 20) as f64
-            );
+            log_cache(s);
         }
         for r in self.versions.values() {
-            // Levels from the cache were neither compiled nor predicted in this run.
-            let produced =
-                (r.written + r.hardlinked + r.copied).saturating_sub(r.levels_from_cache);
-            let cached = if r.levels_from_cache > 0 {
-                format!(", {} from the cache", r.levels_from_cache)
-            } else {
-                String::new()
-            };
-            if produced > 0 {
-                log::info!(
-                    "{}: compiled {} of {} levels ({:.1}% proved identical from the source and not compiled){cached}",
-                    r.version,
-                    r.levels_compiled,
-                    produced,
-                    100.0 * (produced - r.levels_compiled.min(produced)) as f64 / produced as f64
-                );
-            } else if r.levels_from_cache > 0 {
-                log::info!(
-                    "{}: compiled no level, {} from the cache",
-                    r.version,
-                    r.levels_from_cache
-                );
-            }
+            log_levels(r);
         }
         self.run.cache = cache;
         self.run.versions = self
@@ -557,6 +375,78 @@ impl Tally {
         let errors: u64 = self.run.versions.iter().map(|r| r.errors).sum();
         self.run.exit_code = i32::from(errors > 0 && self.policy == ErrorPolicy::Fail);
         self.run
+    }
+}
+
+/// `-vv`: each source's outcome, as it comes.
+fn log_outcome(job: &Job, outcome: &Outcome) {
+    if !log::log_enabled!(log::Level::Debug) {
+        return;
+    }
+    let what = match outcome {
+        Outcome::UpToDate { pycs } => format!("{pycs} pyc up to date"),
+        Outcome::Written {
+            stats,
+            compiled,
+            from_cache,
+            ..
+        } => format!(
+            "{}, {} pyc written, {} hardlinked, {} copied",
+            if *from_cache {
+                "from the cache".to_string()
+            } else {
+                plural(*compiled, "level") + " compiled"
+            },
+            stats.written,
+            stats.linked,
+            stats.copied
+        ),
+        Outcome::Skipped(_) => "skipped".to_string(),
+        Outcome::Failed(_) => "failed".to_string(),
+    };
+    log::debug!("{} ({}): {what}", display_in_root(&job.rel), job.version);
+}
+
+/// `-v`: how the cache served the run.
+fn log_cache(s: &CacheStats) {
+    log::info!(
+        "cache {}{}: {} hits, {} misses, {} stored, {} bad entries rejected, {} evicted, {} other names left alone, {:.1} MiB kept",
+        s.dir,
+        if s.read_only { " (read-only)" } else { "" },
+        s.hits,
+        s.misses,
+        s.stored,
+        s.rejected,
+        s.evicted,
+        s.foreign,
+        s.bytes_after as f64 / (1 << 20) as f64
+    );
+}
+
+/// `-v`: how many of a version's levels an interpreter compiled, and how many the source
+/// proved identical.
+fn log_levels(r: &VersionReport) {
+    // Levels from the cache were neither compiled nor predicted in this run.
+    let produced = (r.written + r.hardlinked + r.copied).saturating_sub(r.levels_from_cache);
+    let cached = if r.levels_from_cache > 0 {
+        format!(", {} from the cache", r.levels_from_cache)
+    } else {
+        String::new()
+    };
+    if produced > 0 {
+        log::info!(
+            "{}: compiled {} of {} levels ({:.1}% proved identical from the source and not compiled){cached}",
+            r.version,
+            r.levels_compiled,
+            produced,
+            100.0 * (produced - r.levels_compiled.min(produced)) as f64 / produced as f64
+        );
+    } else if r.levels_from_cache > 0 {
+        log::info!(
+            "{}: compiled no level, {} from the cache",
+            r.version,
+            r.levels_from_cache
+        );
     }
 }
 
@@ -635,34 +525,35 @@ mod tests {
         );
     }
 
+    /// Each error is kept once and the JSON shows both documented views of it.
     #[test]
-    fn error_format() {
-        let e = FileError::new(
-            Path::new("usr/lib/python3.12/bad.py"),
+    fn errors_in_both_views() {
+        let mut report = RunReport::default();
+        report.errors.0.push(FileError::new(
+            std::path::Path::new("usr/lib/python3.12/bad.py"),
             Some(3),
             Problem::DoesNotCompile {
                 exception: "SyntaxError".into(),
                 message: "invalid syntax".into(),
             },
+        ));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["errors"],
+            serde_json::json!(["/usr/lib/python3.12/bad.py:3: SyntaxError: invalid syntax"])
         );
         assert_eq!(
-            e.to_string(),
-            "/usr/lib/python3.12/bad.py:3: SyntaxError: invalid syntax"
+            json["error_details"],
+            serde_json::json!([{
+                "path": "/usr/lib/python3.12/bad.py",
+                "line": 3,
+                "kind": "does-not-compile",
+                "message": "SyntaxError: invalid syntax",
+            }])
         );
-        let json = serde_json::to_value(&e).unwrap();
-        assert_eq!(json["kind"], "does-not-compile");
-        assert_eq!(json["line"], 3);
-        let e = FileError::new(
-            Path::new("usr/x.py"),
-            Some(0),
-            Problem::Io {
-                what: "cannot read",
-                source: std::io::Error::from_raw_os_error(13),
-            },
-        );
-        assert_eq!(
-            e.to_string(),
-            "/usr/x.py: cannot read: Permission denied (os error 13)"
-        );
+        // In the documented order: `errors`, then `error_details`, then `warnings`.
+        let text = serde_json::to_string(&report).unwrap();
+        let at = |k: &str| text.find(&format!("\"{k}\":")).unwrap();
+        assert!(at("errors") < at("error_details") && at("error_details") < at("warnings"));
     }
 }

@@ -18,8 +18,8 @@ use super::source::{self, Options, Outcome, Prepared, Step, Target};
 use crate::discover::interpreter::Interpreter;
 use crate::fsroot::{display_in_root, Root};
 use crate::plan::Job;
+use crate::problem::{Problem, Retry};
 use crate::python::PyVersion;
-use crate::report::{Problem, Retry};
 use crate::worker::{parse_response, Compiled, Failure, Launch, Request, Worker};
 
 /// One version's compiler: how to start its workers, what its pycs look like, and its idle

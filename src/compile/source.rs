@@ -20,11 +20,11 @@ use crate::fsroot::{
     display_in_root, in_root_bytes, is_regular, open_file_nofollow, open_subdir, Root,
 };
 use crate::plan::Job;
+use crate::problem::{FileError, Problem};
 use crate::python::marshal::{self, Normalizer};
 use crate::python::predict::{predict, IdenticalLevels};
 use crate::python::pyc::PycFormat;
 use crate::python::{InvalidationMode, Levels};
-use crate::report::{FileError, Problem};
 use crate::worker::{Compiled, Request};
 use crate::write::provenance::{self, Seal};
 use crate::write::{write_pycs, PycFile, WriteStats};
@@ -348,7 +348,7 @@ fn try_finish(
         .map(|((level, name), body)| PycFile { name, level, body })
         .collect();
 
-    let cache = open_cache_dir(&dir).map_err(|e| io_fail(crate::report::PYCACHE_UNUSABLE, e))?;
+    let cache = open_cache_dir(&dir).map_err(|e| io_fail(crate::problem::PYCACHE_UNUSABLE, e))?;
     let written = write_pycs(
         &Arc::new(cache),
         &header,

@@ -75,7 +75,7 @@ impl fmt::Display for NotFound {
             f,
             "{} (needed for {})",
             tried.join("; "),
-            crate::report::plural(self.sources, "source")
+            crate::escape::plural(self.sources, "source")
         )
     }
 }

@@ -378,9 +378,9 @@ fn check_path(root: &Root, p: &Path) -> Result<(), Error> {
     let path = shown_in_root(p);
     match root.lstat(p) {
         Ok(st) => match FileType::from_raw_mode(st.st_mode) {
-            FileType::Symlink if !crate::plan::has_py_suffix(p) => Err(Error::Symlink { path }),
+            FileType::Symlink if !crate::python::has_py_suffix(p) => Err(Error::Symlink { path }),
             FileType::Directory => Ok(()),
-            _ if crate::plan::has_py_suffix(p) => Ok(()),
+            _ if crate::python::has_py_suffix(p) => Ok(()),
             _ => {
                 log::warn!("{path}: not a Python source (*.py), skipped");
                 Ok(())

@@ -83,7 +83,7 @@ pub fn scan(root: &Root, trees: &[&Path]) -> Outside {
             }
             continue;
         }
-        if !(kind.is_file() || kind.is_symlink()) || !crate::plan::has_py_suffix(rel) {
+        if !(kind.is_file() || kind.is_symlink()) || !crate::python::has_py_suffix(rel) {
             continue;
         }
         out.sources += 1;
@@ -142,7 +142,7 @@ impl Outside {
     /// where, and how to have them compiled.
     pub fn warning(&self) -> Option<String> {
         let first = self.places.first()?;
-        let files = crate::report::plural(self.sources, ".py file");
+        let files = crate::escape::plural(self.sources, ".py file");
         let at_least = if self.complete { "" } else { "at least " };
         let n = self.without_pycs;
         let count = if n == self.sources {

@@ -42,7 +42,7 @@ mod walk;
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::report::plural;
+use crate::escape::plural;
 
 pub use code::{CodeInfo, MarshalStr};
 

@@ -11,3 +11,11 @@ pub mod version;
 
 pub use levels::{InvalidationMode, Levels};
 pub use version::{Implementation, PyVersion};
+
+/// A source file's name: `NAME.py`, with a NAME (`.py` alone is a hidden file, not a module).
+pub fn has_py_suffix(rel: &std::path::Path) -> bool {
+    rel.file_name().is_some_and(|n| {
+        let n = std::os::unix::ffi::OsStrExt::as_bytes(n);
+        n.len() > 3 && n.ends_with(b".py")
+    })
+}

@@ -1,14 +1,15 @@
-//! `pyclink verify`'s command line (wired into `cli` as a subcommand).
+//! `pyclink verify`'s command line (wired into `cli` as a subcommand): the shared flags of
+//! `cli::common`, with what they mean when verifying, and verify's own.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args};
+use clap::Args;
 
-use crate::cli::{
-    existing_buildroot, interpreter_flags, jobs_arg, jobs_or_cpus, levels_from, paths_in_root,
-    timeout_from, versions_from, Invocation, Origin, UsageError,
+use crate::cli::common::{
+    help, ExcludeArgs, InterpreterArgs, JobsArgs, JsonArgs, LevelArgs, LinkArgs, OutputArgs,
+    RootArgs, TimeoutArgs, UsageError,
 };
+use crate::config::Config;
 
 pub const ABOUT: &str = "\
 Check the pycs in a build root, an extracted RPM or deb payload, or an installed prefix: each
@@ -81,73 +82,60 @@ Examples:
 
 /// `pyclink verify`.
 #[derive(Args, Debug, Default)]
+#[command(
+    mut_arg("paths", help("Check only these paths inside the root: directories, pycs (with -o: \
+        their source's module), or sources (NAME.py: its pycs); a path named twice counts once \
+        [default: the whole root]")),
+    mut_arg("buildroot", help("The directory that stands for / [default: $RPM_BUILD_ROOT]; may \
+        be / itself")),
+    mut_arg("optimize", help("Require a pyc at LEVEL for every source pyclink compile would \
+        compile (repeat or comma-separate) [default: level 0 and every level some pyc has, for \
+        every source of the versioned trees and every module with a pyc]")),
+    mut_arg("exclude", help("Skip sources and directories matching GLOB (repeatable; as for \
+        compiling)")),
+    mut_arg("interpreters", help("Use PATH for version X.Y (repeatable; as for compiling)")),
+    mut_arg("python_versions", help("With -o: the version(s) dist-packages and PATHs outside \
+        versioned trees need pycs for")),
+    // `mut_arg` moves an argument to the end of the list, whose order the bash completion
+    // keeps: so every flag is named here, in its place, verify's own too.
+    mut_arg("allow_sourceless", |arg| arg),
+    mut_arg("no_link", help("The pycs were written with --no-link: identical levels may be \
+        separate files")),
+    mut_arg("jobs", help("Check N sources at once (one interpreter each), 0 to 1024 [default, \
+        and 0: the number of CPUs]")),
+    mut_arg("timeout", help("Seconds one source may take in the checker before it is restarted \
+        and the source retried once, from 0.001 to 86400 [default: 300]")),
+    mut_arg("summary_json", help("Write the figures and every problem as JSON to FILE (`-`: \
+        stdout, the report then goes to stderr)")),
+    mut_arg("quiet", help("Leave out the summary line; problems and warnings are still \
+        printed")),
+    mut_arg("verbose", help("Every problem (not 20 per kind), and the interpreters used"))
+)]
 pub struct VerifyArgs {
-    /// Check only these paths inside the root: directories, pycs (with -o: their source's
-    /// module), or sources (NAME.py: its pycs); a path named twice counts once [default: the
-    /// whole root]
-    #[arg(value_name = "PATH")]
-    paths: Vec<PathBuf>,
-
-    /// The directory that stands for / [default: $RPM_BUILD_ROOT]; may be / itself
-    #[arg(long, value_name = "DIR")]
-    buildroot: Option<PathBuf>,
-
-    /// Require a pyc at LEVEL for every source pyclink compile would compile (repeat or
-    /// comma-separate) [default: level 0 and every level some pyc has, for every source of the
-    /// versioned trees and every module with a pyc]
-    #[arg(
-        short = 'o',
-        long = "optimize",
-        value_name = "LEVEL",
-        value_delimiter = ',',
-        allow_negative_numbers = true
-    )]
-    optimize: Vec<i64>,
-
-    /// Skip sources and directories matching GLOB (repeatable; as for compiling)
-    #[arg(short = 'x', long = "exclude", value_name = "GLOB")]
-    exclude: Vec<String>,
-
-    /// Use PATH for version X.Y (repeatable; as for compiling)
-    #[arg(long = "interpreter", value_name = "[X.Y=]PATH")]
-    interpreters: Vec<String>,
-
-    /// With -o: the version(s) dist-packages and PATHs outside versioned trees need pycs for
-    #[arg(long = "python-version", value_name = "X.Y")]
-    python_versions: Vec<String>,
+    #[command(flatten)]
+    pub(crate) root: RootArgs,
+    #[command(flatten)]
+    levels: LevelArgs,
+    #[command(flatten)]
+    exclude: ExcludeArgs,
+    #[command(flatten)]
+    interpreters: InterpreterArgs,
 
     /// Accept pycs outside __pycache__ that have no source (a sourceless distribution): their
     /// header and code file names are still checked
     #[arg(long)]
     allow_sourceless: bool,
 
-    /// The pycs were written with --no-link: identical levels may be separate files
-    #[arg(long)]
-    no_link: bool,
-
-    /// Check N sources at once (one interpreter each), 0 to 1024 [default, and 0: the number
-    /// of CPUs]
-    // A string, checked as compile's -j is: `-j -1` gets the same message, and the JSON.
-    #[arg(short = 'j', long, value_name = "N", allow_negative_numbers = true)]
-    jobs: Option<String>,
-
-    /// Seconds one source may take in the checker before it is restarted and the source
-    /// retried once, from 0.001 to 86400 [default: 300]
-    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
-    timeout: Option<f64>,
-
-    /// Write the figures and every problem as JSON to FILE (`-`: stdout, the report then goes
-    /// to stderr)
-    #[arg(long, value_name = "FILE")]
-    summary_json: Option<PathBuf>,
-
-    /// Leave out the summary line; problems and warnings are still printed
-    #[arg(short, long)]
-    quiet: bool,
-
-    /// Every problem (not 20 per kind), and the interpreters used
-    #[arg(short, long, action = ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    link: LinkArgs,
+    #[command(flatten)]
+    jobs: JobsArgs,
+    #[command(flatten)]
+    timeout: TimeoutArgs,
+    #[command(flatten)]
+    pub(crate) json: JsonArgs,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 /// `pyclink verify`, resolved.
@@ -161,40 +149,32 @@ pub struct VerifyInvocation {
 }
 
 impl VerifyArgs {
-    pub fn into_invocation(self) -> Result<Invocation, UsageError> {
-        let buildroot = existing_buildroot(self.buildroot)?;
-        let mut paths = paths_in_root(&buildroot, &self.paths)?;
-        // One file named twice (`/usr/x.py` and `%{buildroot}/usr/x.py`) is checked once, as
-        // compiling compiles it once.
-        let mut seen = std::collections::BTreeSet::new();
-        paths.retain(|p| seen.insert(p.clone()));
-        let required = if self.optimize.is_empty() {
-            None
-        } else {
-            Some(levels_from(&self.optimize, &Origin::Flag("--optimize"))?)
-        };
-        let mut interpreters = BTreeMap::new();
-        let unversioned_interpreters = interpreter_flags(&self.interpreters, &mut interpreters)?;
-        let python_versions =
-            versions_from(&self.python_versions, &Origin::Flag("--python-version"))?;
-        let timeout = timeout_from(self.timeout.map(|t| (t, Origin::Flag("--timeout"))))?;
-        Ok(Invocation::Verify(VerifyInvocation {
+    pub fn into_invocation(self) -> Result<VerifyInvocation, UsageError> {
+        // verify takes no config file: it checks what was built, whatever built it.
+        let none = Config::default();
+        let (buildroot, paths) = self.root.readable()?;
+        let required = self.levels.levels(&none)?;
+        let interpreters = self.interpreters.resolve(&none)?;
+        let timeout = self.timeout.timeout(&none)?;
+        let jobs = self.jobs.jobs(&none)?;
+        let output = self.output.resolve(&none)?;
+        Ok(VerifyInvocation {
             buildroot,
             options: super::Options {
                 paths,
                 required,
-                excludes: self.exclude,
-                python_versions,
-                interpreters,
-                unversioned_interpreters,
+                excludes: self.exclude.globs(&none),
+                python_versions: interpreters.python_versions,
+                interpreters: interpreters.versioned,
+                unversioned_interpreters: interpreters.unversioned,
                 allow_sourceless: self.allow_sourceless,
-                link: !self.no_link,
-                jobs: jobs_or_cpus(jobs_arg(self.jobs)?)?,
+                link: self.link.link(&none),
+                jobs,
                 timeout,
             },
-            summary_json: self.summary_json,
-            quiet: self.quiet,
-            verbose: self.verbose,
-        }))
+            summary_json: self.json.path(&none),
+            quiet: output.quiet,
+            verbose: output.verbose,
+        })
     }
 }

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::report::plural;
+use crate::escape::plural;
 
 /// The name and version of the JSON's layout. The version goes up when a field changes meaning
 /// or goes away; new fields and new problem kinds may appear within a version.

@@ -326,7 +326,7 @@ impl Scan {
         let (Some(dir), Some(stem)) = (source.parent(), source.file_stem()) else {
             return;
         };
-        if !crate::plan::has_py_suffix(source) {
+        if !crate::python::has_py_suffix(source) {
             return;
         }
         let mut prefix = stem.as_bytes().to_vec();

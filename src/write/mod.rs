@@ -500,7 +500,7 @@ pub fn remove_stale_temps(root: &Root, pycache_dirs: &[PathBuf]) -> usize {
     if removed > 0 {
         log::info!(
             "removed {} left by an interrupted run",
-            crate::report::plural(removed as u64, "temp file")
+            crate::escape::plural(removed as u64, "temp file")
         );
     }
     removed
