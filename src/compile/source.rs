@@ -145,6 +145,7 @@ impl Prepared {
             levels: self.levels,
             same: self.same,
             fresh_process: self.fresh_process,
+            normalized: self.normalize.is_some(),
         }
     }
 }
