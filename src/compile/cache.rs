@@ -804,6 +804,7 @@ mod tests {
             levels: Levels::ALL,
             same: IdenticalLevels::nothing(),
             fresh_process: false,
+            normalized: true,
         }
     }
 

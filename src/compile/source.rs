@@ -145,6 +145,7 @@ impl Prepared {
             levels: self.levels,
             same: self.same,
             fresh_process: self.fresh_process,
+            normalized: self.normalize.is_some(),
         }
     }
 }
@@ -481,11 +482,19 @@ fn all_up_to_date(
 /// Create (if needed) and open `__pycache__` without following a symlink: one planted there
 /// must not redirect the pycs out of the tree.
 fn open_cache_dir(dir: &OwnedFd) -> std::io::Result<OwnedFd> {
-    match mkdirat(dir, PYCACHE, Mode::from_raw_mode(0o777)) {
-        Ok(()) | Err(Errno::EXIST) => {}
-        Err(e) => return Err(e.into()),
-    }
-    open_subdir(dir, OsStr::new(PYCACHE)).map_err(|e| {
+    // Open first: all but the first source of a directory find it there (one system call, not
+    // a failing mkdirat and an open).
+    let opened = match open_subdir(dir, OsStr::new(PYCACHE)) {
+        Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
+            match mkdirat(dir, PYCACHE, Mode::from_raw_mode(0o777)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            open_subdir(dir, OsStr::new(PYCACHE))
+        }
+        other => other,
+    };
+    opened.map_err(|e| {
         if e.raw_os_error() == Some(Errno::LOOP.raw_os_error())
             || e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error())
         {

@@ -7,7 +7,7 @@
 #
 # Keep the imports as they are: what the compile worker has loaded can change the bytes it writes
 # (see worker.py). Define functions and constants here, import nothing more: the worker imports
-# what compileall has loaded right after this file, before it compiles anything.
+# what compileall has loaded before it compiles anything that could depend on it.
 # The whole of it must stay valid Python 3.6 (no walrus, no positional-only parameters), and
 # parse as Python 2 (with the scripts after it), so the first block can run there.
 import marshal

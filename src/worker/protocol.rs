@@ -15,6 +15,11 @@ pub const SAME_AS_PREVIOUS: u32 = u32::MAX;
 /// serves the next request from another fresh fork (see `python::table::Determinism`).
 pub const FRESH_PROCESS: u8 = 4;
 
+/// The hint bit saying that pyclink normalizes the bytes (see `marshal`): the worker may then
+/// compile a source without string literals before it has loaded compileall's modules (see
+/// `_load_compileall_modules` in worker.py).
+pub const NORMALIZED: u8 = 8;
+
 /// What the hello hashes with `_imp.source_hash` to tell SipHash-1-3 from 2-4.
 pub const HASH_PROBE_INPUT: &[u8] = b"pyclink";
 
@@ -131,12 +136,16 @@ pub struct Request<'a> {
     pub same: IdenticalLevels,
     /// Compile it in a fresh fork of the worker.
     pub fresh_process: bool,
+    /// pyclink brings the bytes to the normal form (FLAG_REF only where referenced again).
+    pub normalized: bool,
 }
 
 impl Request<'_> {
-    /// The hints byte: which levels are certainly identical, and [`FRESH_PROCESS`].
+    /// The hints byte: which levels are certainly identical, [`FRESH_PROCESS`], [`NORMALIZED`].
     pub fn hints(&self) -> u8 {
-        self.same.bits() | if self.fresh_process { FRESH_PROCESS } else { 0 }
+        self.same.bits()
+            | if self.fresh_process { FRESH_PROCESS } else { 0 }
+            | if self.normalized { NORMALIZED } else { 0 }
     }
 }
 
@@ -349,6 +358,7 @@ mod tests {
         );
         assert_eq!(int(&assignment("_JOIN_LIMIT")), PIPE_SIZE as u64);
         assert_eq!(int(&assignment("FRESH_PROCESS")), FRESH_PROCESS as u64);
+        assert_eq!(int(&assignment("NORMALIZED")), NORMALIZED as u64);
         let probe = format!(
             "_imp.source_hash(raw_magic, b'{}')",
             std::str::from_utf8(HASH_PROBE_INPUT).unwrap()

@@ -25,7 +25,9 @@
 #   request   pyclink -> worker: u8 level mask (bit L = optimize level L), u8 hints (bit 0:
 #             level 1 is certainly identical to level 0, bit 1: level 2 to level 1, as pyclink
 #             proved from the source; bit 2, FRESH_PROCESS: compile it in a fresh compile
-#             child), u32 dfile length, dfile bytes (UTF-8 with surrogateescape), then the
+#             child; bit 3, NORMALIZED: pyclink normalizes the bytes, so a process without
+#             compileall's modules may compile a source without string literals, see
+#             _load_compileall_modules), u32 dfile length, dfile bytes (UTF-8 with surrogateescape), then the
 #             source bytes (rest of the frame).
 #   response  worker -> pyclink, one per request:
 #             b"K", per requested level in ascending order: u32 length + marshal.dumps(code), or
@@ -43,15 +45,37 @@
 # many modules. This file must stay valid Python 3.6 (no walrus, no positional-only parameters),
 # and parse as Python 2 (framing.py's first block then names the interpreter).
 
-# Start from the state `python -m compileall` compiles in. Which strings are alive (interned) in
-# the process decides some bytes: CPython rebuilds a frozenset constant when one of its strings
-# is replaced by an already-interned equal string, and marshal writes that string as interned.
-# compileall has runpy, compileall and argparse (with pathlib, urllib.parse, re...) loaded, so
-# load the same. PYTHONDONTWRITEBYTECODE keeps these imports from writing pycs anywhere.
-try:
-    import runpy, compileall, argparse          # noqa: F401,E401
-except ImportError:                             # a stripped-down stdlib: compile anyway
-    pass
+# The state `python -m compileall` compiles in. Which strings are alive (interned) in the
+# process decides some bytes: CPython rebuilds a frozenset constant when one of its strings is
+# replaced by an already-interned equal string, and marshal writes a one-character string as
+# interned if it is, wherever that happened. compileall has runpy, compileall and argparse (with
+# pathlib, urllib.parse, re...) loaded, so the worker loads the same before it compiles a source
+# whose bytes could depend on them. PYTHONDONTWRITEBYTECODE keeps these imports from writing pycs.
+#
+# Loading them takes 3-4 times as long as starting the interpreter, and a source with no string
+# literal at all (`x = 1`, an `__init__.py` of imports) does not need them, so a CPython zygote
+# starts without them ("lean") and loads them the first time a request needs them (see
+# _lean_is_enough). The imports only add interned strings (names: the compiler interns a source's
+# names in either state) and interned one-character strings; without a quote in the source, the
+# code has no string constant whose interning or identity could depend on either (names aside,
+# only strings made from literals, the f-strings' and docstrings' included, and annotations
+# under `from __future__ import annotations`, which are names, dotted names or several
+# characters long). What does differ is a reference count, so FLAG_REF on a name used once:
+# pyclink's normalization removes exactly that, so raw bytes (NORMALIZED not set) always come
+# from the full state. PyPy, whose interning differs, loads them at once.
+_COMPILEALL_STATE = [False]
+
+
+def _load_compileall_modules():
+    try:
+        import runpy, compileall, argparse      # noqa: F401,E401
+    except ImportError:                         # a stripped-down stdlib: compile anyway
+        pass
+    _COMPILEALL_STATE[0] = True
+
+
+if sys.implementation.name != 'cpython':
+    _load_compileall_modules()
 
 
 def _importlib_external():
@@ -139,6 +163,20 @@ def _history_sensitive(consts):
 
 SAME_AS_PREVIOUS = 0xFFFFFFFF
 FRESH_PROCESS = 4
+NORMALIZED = 8
+# The hand-over frame of a lean compile child that got a request only the full state may
+# compile: this byte, then the request (a request's first byte, its level mask, is below 8).
+_UPGRADE = b'U'
+
+
+def _lean_is_enough(req):
+    """May a lean process (see _load_compileall_modules) compile this request? Only if pyclink
+    normalizes the bytes and the source has no quote (so no string literal) and no coding
+    cookie (UTF-7 writes a quote without one). Bytes only: nothing is interned."""
+    if not req[1] & NORMALIZED:
+        return False
+    src = req[6 + int.from_bytes(req[2:6], 'little'):]
+    return b"'" not in src and b'"' not in src and b'coding' not in src
 
 
 def _same_as(level, prev, same):
@@ -198,16 +236,25 @@ def handle(req, pristine):
         return compile_error(exc, src)
 
 
-def compile_child(zreq_w, zack_r):
-    """Serve pyclink: requests on stdin, answers on stdout; history-sensitive sources go to
-    the zygote (zreq_w), which acknowledges on zack_r once the pristine answer is out. Once a
-    source has interned a one-character string the zygote had not, or after a request marked
-    FRESH_PROCESS (PyPy, whose every interned name shows in later sources' bytes), the child
-    tells the zygote (an empty frame) and ends, and the zygote forks a fresh one for the next
-    request. A fresh child has compiled nothing, so it serves a FRESH_PROCESS request as is."""
+def compile_child(zreq_w, zack_r, first):
+    """Serve pyclink: requests on stdin (`first`, if not None, before them), answers on
+    stdout; history-sensitive sources go to the zygote (zreq_w), which acknowledges on zack_r
+    once the pristine answer is out. Once a source has interned a one-character string the
+    zygote had not, or after a request marked FRESH_PROCESS (PyPy, whose every interned name
+    shows in later sources' bytes), the child tells the zygote (an empty frame) and ends, and
+    the zygote forks a fresh one for the next request. A fresh child has compiled nothing, so
+    it serves a FRESH_PROCESS request as is. A lean child given a request it may not compile
+    hands it to the zygote (_UPGRADE) and ends: the zygote loads compileall's modules and forks
+    a child in that state, which answers it first."""
     while True:
-        req = _read_frame(0)
+        if first is not None:
+            req, first = first, None
+        else:
+            req = _read_frame(0)
         if not req:
+            return
+        if not _COMPILEALL_STATE[0] and not _lean_is_enough(req):
+            _write_frame(zreq_w, [_UPGRADE, req])
             return
         resp = handle(req, False)
         if resp is None:
@@ -241,9 +288,9 @@ def exit_like(status):
     os._exit(0 if status == 0 else 3)
 
 
-def start_compile_child():
-    """Fork a compile child from the (pristine) zygote; returns its pid and the zygote's ends
-    of the hand-over pipes."""
+def start_compile_child(first=None):
+    """Fork a compile child from the (pristine) zygote, to answer `first` (a request) if given
+    before reading any; returns its pid and the zygote's ends of the hand-over pipes."""
     if _HOLDS_INTERNED_WEAKLY:
         _gc.collect()
     zreq_r, zreq_w = os.pipe()
@@ -253,7 +300,7 @@ def start_compile_child():
         try:
             os.close(zreq_r)
             os.close(zack_w)
-            compile_child(zreq_w, zack_r)
+            compile_child(zreq_w, zack_r, first)
         finally:
             os._exit(0)
     os.close(zreq_w)
@@ -262,6 +309,7 @@ def start_compile_child():
 
 
 def main():
+    global _INTERNING_AT_START
     _write_frame(_OUT_FD, [hello()])
     # The zygote never reads a request from pyclink (it keeps stdin only to hand it to its
     # compile child), only the compile child's hand-overs.
@@ -271,13 +319,19 @@ def main():
         if req is None:                             # the compile child is gone
             # Its exit lets pyclink see EOF; a crash must not wait for the next request.
             exit_like(os.waitpid(child, 0)[1])
-        if not req:                                 # it retires: a fresh one takes over
+        upgrade = req[:1] == _UPGRADE
+        if not req or upgrade:                      # it retires: a fresh one takes over
             status = os.waitpid(child, 0)[1]
             if status != 0:
                 exit_like(status)
             os.close(zreq_r)
             os.close(zack_w)
-            child, zreq_r, zack_w = start_compile_child()
+            first = None
+            if upgrade:
+                _load_compileall_modules()
+                _INTERNING_AT_START = _one_char_interning()
+                first = req[1:]
+            child, zreq_r, zack_w = start_compile_child(first)
             continue
         status = compile_pristine(req)
         os.write(zack_w, b'D' if status == 0 else b'X')
