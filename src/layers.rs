@@ -13,6 +13,7 @@ fn node(rel: &Path) -> String {
     let parts: Vec<String> = rel
         .with_extension("")
         .iter()
+        // Module names, not a message.
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     match parts.as_slice() {
