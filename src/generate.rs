@@ -261,7 +261,10 @@ fn see_also(cmd: &clap::Command) -> String {
         .chain(man_subcommands().iter().map(|s| format!("pyclink-{s}")))
         .filter(|p| p != this)
         .map(|p| (p, "1"))
-        .chain([("dh_pyclink".to_string(), "1"), ("pyclink-rpm".to_string(), "7")])
+        .chain([
+            ("dh_pyclink".to_string(), "1"),
+            ("pyclink-rpm".to_string(), "7"),
+        ])
         .collect();
     let mut roff = Roff::new();
     roff.control("SH", ["SEE ALSO"]);

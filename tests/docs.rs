@@ -61,14 +61,26 @@ fn the_readme_is_short() {
         .unwrap()
         .lines()
         .count();
-    assert!(n <= 200, "README.md has {n} lines; the rest belongs in docs/");
+    assert!(
+        n <= 200,
+        "README.md has {n} lines; the rest belongs in docs/"
+    );
 }
 
 #[test]
 fn links_and_repository_paths_exist() {
     let roots = [
-        "src/", "tests/", "macros/", "packaging/", "scripts/", "bench/", "docs/", "examples/",
-        "fuzz/", ".ci/", ".config/",
+        "src/",
+        "tests/",
+        "macros/",
+        "packaging/",
+        "scripts/",
+        "bench/",
+        "docs/",
+        "examples/",
+        "fuzz/",
+        ".ci/",
+        ".config/",
     ];
     let mut missing = Vec::new();
     for (page, text) in pages() {
@@ -89,7 +101,8 @@ fn links_and_repository_paths_exist() {
         for span in code(&text) {
             for word in span.split(|c: char| c.is_whitespace() || "`'\"(),;:".contains(c)) {
                 let word = word.trim_end_matches('.');
-                if !roots.iter().any(|r| word.starts_with(r)) || word.contains(['*', '$', '{', '<']) {
+                if !roots.iter().any(|r| word.starts_with(r)) || word.contains(['*', '$', '{', '<'])
+                {
                     continue;
                 }
                 if !Path::new(REPO).join(word).exists() {
@@ -98,7 +111,11 @@ fn links_and_repository_paths_exist() {
             }
         }
     }
-    assert!(missing.is_empty(), "named but not there:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "named but not there:\n{}",
+        missing.join("\n")
+    );
 }
 
 /// Every long option of `pyclink` and of its subcommands.
@@ -138,7 +155,11 @@ fn every_option_given_to_pyclink_exists() {
             };
             let cmd = span[at..].split(['|', ';', '#']).next().unwrap();
             for word in cmd.split_whitespace() {
-                let flag = word.split('=').next().unwrap().trim_matches(['"', '\'', ',', ')']);
+                let flag = word
+                    .split('=')
+                    .next()
+                    .unwrap()
+                    .trim_matches(['"', '\'', ',', ')']);
                 if flag.starts_with("--") && flag.len() > 2 && !known.contains(flag) {
                     unknown.push(format!("{}: {flag} in `{cmd}`", page.display()));
                 }
@@ -152,7 +173,11 @@ fn every_option_given_to_pyclink_exists() {
             }
         }
     }
-    assert!(unknown.is_empty(), "not pyclink options:\n{}", unknown.join("\n"));
+    assert!(
+        unknown.is_empty(),
+        "not pyclink options:\n{}",
+        unknown.join("\n")
+    );
 }
 
 /// The config file example in docs/config.md is taken whole by pyclink's config parser: each key
@@ -188,7 +213,15 @@ fn every_rpm_macro_and_environment_variable_named_exists() {
     let macros = std::fs::read_to_string(Path::new(REPO).join("macros/macros.pyclink")).unwrap()
         + &std::fs::read_to_string(Path::new(REPO).join("macros/macros.pyclink-plain")).unwrap();
     let mut sources = String::new();
-    for dir in ["src", "tests", "macros", "packaging", "scripts", "bench", ".ci"] {
+    for dir in [
+        "src",
+        "tests",
+        "macros",
+        "packaging",
+        "scripts",
+        "bench",
+        ".ci",
+    ] {
         for e in walkdir::WalkDir::new(Path::new(REPO).join(dir)) {
             let e = e.unwrap();
             if e.file_type().is_file() {
@@ -212,11 +245,19 @@ fn every_rpm_macro_and_environment_variable_named_exists() {
         }
         for (i, _) in text.match_indices("PYCLINK_") {
             let name = word_at(&text, i);
-            if !name.ends_with('_') && !sources.contains(&format!("\"{name}\"")) && !sources.contains(&format!("{name}=")) && !sources.contains(&format!("${{{name}")) {
+            if !name.ends_with('_')
+                && !sources.contains(&format!("\"{name}\""))
+                && !sources.contains(&format!("{name}="))
+                && !sources.contains(&format!("${{{name}"))
+            {
                 missing.push(format!("{}: {name}", page.display()));
             }
         }
     }
     missing.dedup();
-    assert!(missing.is_empty(), "named but not defined:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "named but not defined:\n{}",
+        missing.join("\n")
+    );
 }

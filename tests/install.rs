@@ -558,10 +558,16 @@ fn the_rpm_macros_page_renders_and_names_every_knob() {
         .collect();
     assert!(knobs.contains(&"_pyclink_exclude"), "{knobs:?}");
     for knob in knobs {
-        assert!(page.contains(&format!("%{knob}")), "pyclink-rpm(7) does not name %{knob}");
+        assert!(
+            page.contains(&format!("%{knob}")),
+            "pyclink-rpm(7) does not name %{knob}"
+        );
     }
     for name in ["__pyclink", "__brp_pyclink", "__brp_pyclink_hook"] {
-        assert!(page.contains(&format!("%{name}")), "pyclink-rpm(7) does not name %{name}");
+        assert!(
+            page.contains(&format!("%{name}")),
+            "pyclink-rpm(7) does not name %{name}"
+        );
     }
     let test = "the_rpm_macros_page_renders_and_names_every_knob";
     if have("groff", test, "rendering pyclink-rpm(7)") {

@@ -77,11 +77,54 @@ pub enum Error {
     NoInterpreter(String),
 }
 
-/// Check every pyc under the root (or the PATHs).
+/// Check every pyc under the root (or the PATHs): discover → plan → check through the pool →
+/// report, as compiling does.
 pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
     let started = Instant::now();
     let mut report = Report::new(path_text(root.given().as_os_str()).into_owned());
     report.paths = opts.paths.iter().map(|p| display_in_root(p)).collect();
+    // 1. Discover: the pycs, the sources that must have some, an interpreter per version.
+    let mut found = discover_step(root, opts, &mut report)?;
+    // 2. Plan: one job per module (or sourceless pyc), with the levels it must have.
+    let jobs = plan_jobs(&mut found, opts, &mut report);
+    // 3. Check every job through the pool of checkers.
+    let outcomes = pool::run(
+        root,
+        &jobs,
+        &found.targets,
+        opts.jobs,
+        opts.timeout,
+        opts.link,
+    );
+    // 4. Report.
+    tally(&jobs, outcomes, &found.targets, &mut report);
+    if report.pycs_checked == 0 && found.required.is_empty() {
+        log::warn!(
+            "no pyc found under {}",
+            if opts.paths.is_empty() {
+                shown(root.path()).to_string()
+            } else {
+                report.paths.join(", ")
+            }
+        );
+    }
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    report.seal();
+    Ok(report)
+}
+
+/// What the first step found.
+struct Discovered {
+    scan: scan::Scan,
+    /// The sources that must have pycs (see [`required_sources`]).
+    required: Vec<plan::Job>,
+    targets: BTreeMap<PyVersion, Target>,
+    unavailable: Unavailable,
+}
+
+/// Step 1: walk the root for pycs, tell which sources must have some, and choose the
+/// interpreter of every version met. What can be judged from names alone is reported here.
+fn discover_step(root: &Root, opts: &Options, report: &mut Report) -> Result<Discovered, Error> {
     for path in &opts.paths {
         check_path(root, path)?;
     }
@@ -90,11 +133,26 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
     report.pycs_checked = scan.pycs;
     report.problems.append(&mut scan.problems);
     report.not_checked.append(&mut scan.not_checked);
+    let (required, interpreters) = required_sources(root, opts, &excludes, report)?;
+    let (targets, unavailable) = choose_interpreters(root, &scan, &required, &interpreters, opts)?;
+    Ok(Discovered {
+        scan,
+        required,
+        targets,
+        unavailable,
+    })
+}
 
-    let (required_jobs, interpreters) = required_sources(root, opts, &excludes, &mut report)?;
-    let (targets, unavailable) =
-        choose_interpreters(root, &scan, &required_jobs, &interpreters, opts)?;
-    let mut modules = checked_modules(&mut scan, &targets, &unavailable, &mut report);
+/// Step 2: the jobs, each module with the levels it must have, in the order the pool takes
+/// them: one version after another (one checker per thread at a time), largest first.
+fn plan_jobs(found: &mut Discovered, opts: &Options, report: &mut Report) -> Vec<Job> {
+    let Discovered {
+        scan,
+        required,
+        targets,
+        unavailable,
+    } = found;
+    let mut modules = checked_modules(scan, targets, unavailable, report);
     let (levels, rule) = match opts.required {
         Some(levels) => (levels, Rule::Optimize),
         None => (complete_levels(&modules), Rule::Complete),
@@ -106,7 +164,31 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
             *required = levels;
         }
     }
-    for job in &required_jobs {
+    add_required(&mut modules, required, targets, levels);
+    let mut jobs: Vec<Job> = modules
+        .into_iter()
+        .map(|(key, (version, module, required))| Job::Module {
+            version,
+            key,
+            module,
+            required,
+            rule,
+        })
+        .collect();
+    jobs.extend(sourceless_jobs(scan, opts, targets, unavailable, report));
+    jobs.sort_by(|a, b| a.version().cmp(&b.version()).then(b.size().cmp(&a.size())));
+    jobs
+}
+
+/// The sources that must have pycs at `levels`, as modules (with no pyc yet if none was
+/// found).
+fn add_required(
+    modules: &mut Modules,
+    required: &[plan::Job],
+    targets: &BTreeMap<PyVersion, Target>,
+    levels: Levels,
+) {
+    for job in required {
         let key = ModuleKey {
             dir: job.rel.parent().unwrap_or(Path::new("")).to_path_buf(),
             stem: job.rel.file_stem().unwrap_or_default().to_os_string(),
@@ -122,41 +204,6 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
         });
         entry.2 = levels;
     }
-    let mut jobs: Vec<Job> = modules
-        .into_iter()
-        .map(|(key, (version, module, required))| Job::Module {
-            version,
-            key,
-            module,
-            required,
-            rule,
-        })
-        .collect();
-    jobs.extend(sourceless_jobs(
-        &scan,
-        opts,
-        &targets,
-        &unavailable,
-        &mut report,
-    ));
-    // One version after another (one checker per thread at a time), largest first.
-    jobs.sort_by(|a, b| a.version().cmp(&b.version()).then(b.size().cmp(&a.size())));
-
-    let outcomes = pool::run(root, &jobs, &targets, opts.jobs, opts.timeout, opts.link);
-    tally(&jobs, outcomes, &targets, &mut report);
-    if report.pycs_checked == 0 && required_jobs.is_empty() {
-        log::warn!(
-            "no pyc found under {}",
-            if opts.paths.is_empty() {
-                shown(root.path()).to_string()
-            } else {
-                report.paths.join(", ")
-            }
-        );
-    }
-    report.elapsed_seconds = started.elapsed().as_secs_f64();
-    report.seal();
-    Ok(report)
 }
 
 /// The modules of one version, each with the levels it must have.
@@ -269,11 +316,8 @@ fn choose_interpreters(
     interpreters: &BTreeMap<PyVersion, PathBuf>,
     opts: &Options,
 ) -> Result<(BTreeMap<PyVersion, Target>, Unavailable), Error> {
-    let mut versions: BTreeSet<PyVersion> = scan
-        .modules
-        .keys()
-        .filter_map(ModuleKey::version)
-        .collect();
+    let mut versions: BTreeSet<PyVersion> =
+        scan.modules.keys().filter_map(ModuleKey::version).collect();
     versions.extend(required_jobs.iter().map(|j| j.version));
     if opts.allow_sourceless {
         versions.extend(scan.sourceless.iter().filter_map(|s| s.version));
