@@ -5,29 +5,50 @@
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use rustix::fs::fstat;
 
 use crate::fsroot::{display_in_root, in_root_bytes, is_regular, open_file_nofollow, Root};
 
+use crate::discover::interpreter::Interpreter;
 use crate::python::marshal;
 use crate::python::pyc::{mtime_field, PycFormat};
 use crate::python::{Levels, PyVersion};
-use crate::worker::{Hello, Launch};
+use crate::worker::{Hello, Launch, Worker};
 
 use super::protocol::{self, Answer, Body, Level, Loaded};
 use super::report::{Kind, Problem};
 use super::scan::{Module, ModuleKey};
 
 /// The interpreter that checks one version's pycs.
-#[derive(Clone, Debug)]
 pub struct Target {
     pub version: PyVersion,
     pub launch: Launch,
     pub hello: Hello,
+    /// The checker that proved the interpreter, until a thread of the pool takes it.
+    first: Mutex<Option<Worker>>,
 }
 
 impl Target {
+    pub fn new(version: PyVersion, interpreter: Interpreter) -> Target {
+        let Interpreter {
+            launch,
+            first_worker,
+        } = interpreter;
+        Target {
+            version,
+            launch,
+            hello: first_worker.hello.clone(),
+            first: Mutex::new(Some(first_worker)),
+        }
+    }
+
+    /// The checker that proved the interpreter, the first time it is asked for.
+    pub fn take_first(&self) -> Option<Worker> {
+        self.first.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
     fn format(&self) -> &PycFormat {
         &self.hello.format
     }

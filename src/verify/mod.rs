@@ -129,12 +129,16 @@ fn discover_step(root: &Root, opts: &Options, report: &mut Report) -> Result<Dis
         check_path(root, path)?;
     }
     let excludes = Excludes::new(&opts.excludes)?;
+    // The checkers are started on checker.py from the first: an interpreter asked its version
+    // or proven here is the pool's first checker of its version.
+    let starter = interpreter::Starter::new(protocol::SCRIPT, opts.timeout);
     let mut scan = scan::scan(root, &opts.paths, &excludes);
     report.pycs_checked = scan.pycs;
     report.problems.append(&mut scan.problems);
     report.not_checked.append(&mut scan.not_checked);
-    let (required, interpreters) = required_sources(root, opts, &excludes, report)?;
-    let (targets, unavailable) = choose_interpreters(root, &scan, &required, &interpreters, opts)?;
+    let (required, interpreters) = required_sources(root, opts, (&excludes, &starter), report)?;
+    let (targets, unavailable) =
+        choose_interpreters(root, (&scan, &required), &interpreters, (opts, &starter))?;
     Ok(Discovered {
         scan,
         required,
@@ -216,7 +220,7 @@ type Modules = BTreeMap<ModuleKey, (PyVersion, Module, Levels)>;
 fn required_sources(
     root: &Root,
     opts: &Options,
-    excludes: &Excludes,
+    (excludes, starter): (&Excludes, &interpreter::Starter),
     report: &mut Report,
 ) -> Result<(Vec<plan::Job>, BTreeMap<PyVersion, PathBuf>), Error> {
     // A pyc PATH stands for its module's source here: the source is what must have pycs, and
@@ -238,7 +242,7 @@ fn required_sources(
                 python_versions: &opts.python_versions,
                 interpreters: &opts.interpreters,
                 unversioned_interpreters: &opts.unversioned_interpreters,
-                timeout: opts.timeout,
+                starter,
             },
         )?;
         let planned = plan::plan(root, &found.trees, &found.unsupported, excludes);
@@ -249,12 +253,12 @@ fn required_sources(
         }
         let mut interpreters = opts.interpreters.clone();
         for path in &opts.unversioned_interpreters {
-            let version = interpreter::version_of(path, opts.timeout).map_err(|failure| {
-                discover::Error::Probe {
+            let version = starter
+                .version_of(path)
+                .map_err(|failure| discover::Error::Probe {
                     path: path.clone(),
                     failure,
-                }
-            })?;
+                })?;
             interpreters.insert(version, path.clone());
         }
         let trees = versioned_trees(root, &sources)?;
@@ -311,10 +315,9 @@ fn versioned_trees(root: &Root, paths: &[PathBuf]) -> Result<Vec<discover::Tree>
 /// its sources compile, and so need pycs, cannot be told.
 fn choose_interpreters(
     root: &Root,
-    scan: &scan::Scan,
-    required_jobs: &[plan::Job],
+    (scan, required_jobs): (&scan::Scan, &[plan::Job]),
     interpreters: &BTreeMap<PyVersion, PathBuf>,
-    opts: &Options,
+    (opts, starter): (&Options, &interpreter::Starter),
 ) -> Result<(BTreeMap<PyVersion, Target>, Unavailable), Error> {
     let mut versions: BTreeSet<PyVersion> =
         scan.modules.keys().filter_map(ModuleKey::version).collect();
@@ -340,7 +343,7 @@ fn choose_interpreters(
         .iter()
         .map(|v| (*v, sources.get(v).map_or(1, |s| s.len().max(1) as u64)))
         .collect();
-    let (targets, unavailable) = select(root, &needed, interpreters, opts.timeout)?;
+    let (targets, unavailable) = select(root, &needed, interpreters, starter)?;
     if let Some(v) = required_jobs
         .iter()
         .map(|j| j.version)
@@ -564,7 +567,7 @@ fn select(
     root: &Root,
     versions: &BTreeMap<PyVersion, u64>,
     given: &BTreeMap<PyVersion, PathBuf>,
-    timeout: Duration,
+    starter: &interpreter::Starter,
 ) -> Result<(BTreeMap<PyVersion, Target>, Unavailable), Error> {
     let mut targets = BTreeMap::new();
     let mut unavailable = BTreeMap::new();
@@ -574,17 +577,9 @@ fn select(
             continue;
         }
         let given = given.get(&version).map(PathBuf::as_path);
-        match interpreter::select(version, root, given, timeout) {
+        match interpreter::select(version, root, given, starter) {
             Ok(i) => {
-                let hello = i.first_worker.hello.clone();
-                targets.insert(
-                    version,
-                    Target {
-                        version,
-                        launch: i.launch,
-                        hello,
-                    },
-                );
+                targets.insert(version, Target::new(version, i));
             }
             Err(mut e) => {
                 e.sources = sources;
