@@ -13,7 +13,7 @@ use crate::fsroot::{display_in_root, in_root_bytes, is_regular, open_file_nofoll
 
 use crate::discover::interpreter::Interpreter;
 use crate::python::marshal;
-use crate::python::pyc::{mtime_field, PycFormat};
+use crate::python::pyc::{mtime_field, PycFormat, PYCACHE};
 use crate::python::{Levels, PyVersion};
 use crate::worker::{Hello, Launch, Worker};
 
@@ -316,7 +316,7 @@ fn read_pycs(
     if !module.present.iter().any(|&p| p) {
         return Ok(pycs);
     }
-    let cache_rel = key.dir.join("__pycache__");
+    let cache_rel = key.dir.join(PYCACHE);
     let cache = root
         .open_dir(&cache_rel)
         .map_err(|e| unreadable(&cache_rel, "cannot open", e))?;

@@ -1,14 +1,33 @@
 //! `pyclink verify`: an independent check of the pycs in a build root, an extracted RPM or deb
 //! payload, or an installed prefix. Nothing is written.
 //!
-//! The pipeline mirrors compiling: [`scan`] walks the root and sorts every pyc into its module
-//! (or reports it as stray, partial or sourceless); the interpreter of each cache tag is chosen
-//! as `pyclink compile` chooses it (`discover::interpreter`); with `-o`, `discover` and `plan`
-//! say which sources must have pycs. Then [`pool`] runs [`check`] on every module: Rust judges
-//! the headers (magic, flags, timestamp or source hash) and the hardlinks between levels, and a
-//! checker process in the target interpreter (`checker.py`, see [`protocol`]) compiles the
-//! source afresh at each level and compares the code field by field. [`report`] holds the
-//! problems, the summary line and the JSON.
+//! It runs on compiling's pipeline: discover → plan → work through a pool → report
+//! ([`verify`]). [`scan`] walks the root and sorts every pyc into its module (or reports it as
+//! stray, partial or sourceless); the interpreter of each version is chosen as `pyclink compile`
+//! chooses it (`discover::interpreter`, with the same `Starter`: an interpreter is started once
+//! per run); with `-o`, `discover` and `plan` say which sources must have pycs. Then [`pool`]
+//! runs [`check`] on every module: Rust judges the headers (magic, flags, timestamp or source
+//! hash) and the hardlinks between levels, and a checker process in the target interpreter
+//! (`checker.py`, see [`protocol`]) compiles the source afresh at each level and compares the
+//! code field by field. [`report`] holds the problems, the summary line and the JSON.
+//!
+//! Shared with compiling: interpreter selection and starting (`discover::interpreter`), the
+//! version table (`python::table`, `PyVersion::from_cache_tag`), pyc naming
+//! (`python::pyc::cache_name`), the worker process, its framing, hello and frame cursor
+//! (`worker`, `worker::protocol::Cursor`), the trees and sources to compile (`discover`, `plan`).
+//!
+//! Duplicated on purpose, because verify must not trust what compile wrote:
+//! - `checker.py` is not `worker.py`: the code that checks a pyc must not be the code that
+//!   wrote it, so only `framing.py` (framing and hello) is shared.
+//! - The header checks in [`check`] recompute what the header must hold (`mtime_field`, the
+//!   source hash) from the source, rather than asking `compile::source` whether it is fresh:
+//!   that judgement, if wrong, would pass its own mistakes.
+//! - [`pool`] is its own loop over the shared `Worker`: its requests carry pycs to compare,
+//!   retries go to a fresh checker, and there is no cache or provenance (compile's pool trusts
+//!   both).
+//! - [`report`] is verify's own vocabulary (kinds of wrong pyc), not compile's problems.
+//! - [`scan`] walks the whole root for pycs, wherever they are: the plan walks only the trees
+//!   and only for sources, and a pyc outside every tree must be judged too.
 
 pub mod args;
 mod check;
@@ -265,12 +284,11 @@ fn required_sources(
         (plan::plan(root, &trees, &[], excludes), interpreters)
     };
     for (_, e) in planned.errors {
-        // The scan walked the same directories and reported what it could not read.
-        if report
-            .problems
-            .iter()
-            .any(|p| p.kind == Kind::Unreadable && p.path == e.path)
-        {
+        // The plan's trees lie under the scan's tops (a PATH's tree is the PATH) and are walked
+        // with the same excludes: the scan has met every directory the plan could not read, and
+        // reported it. What the plan alone says is that a tree of an unsupported version holds
+        // sources.
+        if matches!(e.problem, crate::report::Problem::Io { .. }) {
             continue;
         }
         report.problems.push(Problem::new(
@@ -517,7 +535,8 @@ fn source_of_pyc(pyc: &std::path::Path) -> Option<PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     let name = pyc.file_name()?.as_bytes();
     let dir = pyc.parent()?;
-    let (dir, stem) = if dir.file_name() == Some(std::ffi::OsStr::new("__pycache__")) {
+    let (dir, stem) = if dir.file_name() == Some(std::ffi::OsStr::new(crate::python::pyc::PYCACHE))
+    {
         (dir.parent()?, scan::cache_pyc_stem(name)?)
     } else {
         (dir, name.strip_suffix(b".pyc")?)
