@@ -60,7 +60,9 @@ struct Prepared {
 fn prepare(settings: &Settings) -> Result<Prepared, Error> {
     let root = Root::open(&settings.buildroot)?;
 
-    // 1. Discover the trees and the version each is compiled for.
+    // 1. Discover the trees and the version each is compiled for. An interpreter asked its
+    // version there is the one then chosen for it (see `Starter`).
+    let starter = interpreter::Starter::new(worker::SCRIPT, settings.timeout);
     let found = discover::discover(
         &root,
         discover::Asked {
@@ -68,7 +70,7 @@ fn prepare(settings: &Settings) -> Result<Prepared, Error> {
             python_versions: &settings.python_versions,
             interpreters: &settings.interpreters,
             unversioned_interpreters: &settings.unversioned_interpreters,
-            timeout: settings.timeout,
+            starter: &starter,
         },
     )?;
     // 1a. A run over the whole root says what it leaves without pycs; one restricted to PATHs
@@ -97,7 +99,7 @@ fn prepare(settings: &Settings) -> Result<Prepared, Error> {
         &unreadable,
         &found.interpreters,
         &root,
-        settings.timeout,
+        &starter,
     )
     .map_err(discover::Error::NoInterpreter)?;
     let compilers = compilers(interpreters, settings)?;

@@ -23,13 +23,11 @@ use crate::plan::Job;
 use crate::problem::{FileError, Problem};
 use crate::python::marshal::{self, Normalizer};
 use crate::python::predict::{predict, IdenticalLevels};
-use crate::python::pyc::PycFormat;
+use crate::python::pyc::{PycFormat, PYCACHE};
 use crate::python::{InvalidationMode, Levels};
 use crate::worker::{Compiled, Request};
 use crate::write::provenance::{self, Seal};
 use crate::write::{write_pycs, PycFile, WriteStats};
-
-const PYCACHE: &str = "__pycache__";
 
 thread_local! {
     /// One per compile thread: it keeps its buffers from one source to the next.

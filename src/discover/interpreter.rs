@@ -9,7 +9,7 @@ use std::fmt;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::fsroot::Root;
@@ -20,6 +20,58 @@ use crate::worker::{Failure, Launch, Worker};
 pub struct Interpreter {
     pub launch: Launch,
     pub first_worker: Worker,
+}
+
+/// Starts the interpreters of one run, each on the run's script (the compile worker, or
+/// `pyclink verify`'s checker), and keeps those started only to be asked their version (a bare
+/// `--interpreter PATH`, the host's `python3` for trees that name no version): the one then
+/// chosen for that version is that same process, not a second one. An interpreter is started
+/// once per run.
+pub struct Starter {
+    script: &'static str,
+    timeout: Duration,
+    /// Asked their version and not yet chosen.
+    asked: Mutex<Vec<(Launch, Worker)>>,
+}
+
+impl fmt::Debug for Starter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let asked: Vec<PathBuf> = self.lock().iter().map(|(l, _)| l.program.clone()).collect();
+        f.debug_struct("Starter").field("asked", &asked).finish()
+    }
+}
+
+impl Starter {
+    pub fn new(script: &'static str, timeout: Duration) -> Starter {
+        Starter {
+            script,
+            timeout,
+            asked: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Ask a host interpreter which version it is; it is kept for [`select`].
+    pub fn version_of(&self, program: &Path) -> Result<PyVersion, Failure> {
+        let launch = host_launch(program.to_path_buf());
+        let worker = self.start(&launch)?;
+        let version = worker.hello.py_version();
+        self.lock().push((launch, worker));
+        Ok(version)
+    }
+
+    /// A worker of `launch`: the one asked its version, if any, else a new one.
+    fn start(&self, launch: &Launch) -> Result<Worker, Failure> {
+        let mut asked = self.lock();
+        if let Some(i) = asked.iter().position(|(l, _)| l == launch) {
+            return Ok(asked.swap_remove(i).1);
+        }
+        drop(asked);
+        Worker::start_script(launch, self.script, self.timeout)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Launch, Worker)>> {
+        self.asked.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Why a candidate interpreter was not taken.
@@ -88,7 +140,7 @@ pub fn select_all(
     unreadable: &BTreeSet<PyVersion>,
     given: &BTreeMap<PyVersion, PathBuf>,
     root: &Root,
-    timeout: Duration,
+    starter: &Starter,
 ) -> Result<BTreeMap<PyVersion, Interpreter>, Vec<NotFound>> {
     let mut chosen = BTreeMap::new();
     let mut missing = Vec::new();
@@ -97,7 +149,7 @@ pub fn select_all(
             version,
             root,
             given.get(&version).map(PathBuf::as_path),
-            timeout,
+            starter,
         ) {
             Ok(i) => {
                 chosen.insert(version, i);
@@ -131,13 +183,13 @@ pub fn select(
     version: PyVersion,
     root: &Root,
     given: Option<&Path>,
-    timeout: Duration,
+    starter: &Starter,
 ) -> Result<Interpreter, NotFound> {
     let mut tried = Vec::new();
     if let Some(path) = given {
         let launch = host_launch(path.to_path_buf());
         let origin = format!("--interpreter {}", crate::escape::shown(path));
-        return prove(version, launch, &origin, timeout).map_err(|why| {
+        return prove(version, launch, &origin, starter).map_err(|why| {
             log_stderr(version, &origin, &why);
             NotFound {
                 version,
@@ -152,7 +204,7 @@ pub fn select(
     // each once another is chosen (else the error lists them), never by their stderr.
     let mut passed_over = Vec::new();
     let origin = format!("the build root's /usr/bin/{}", version.command());
-    match root_launch(version, root).and_then(|launch| prove(version, launch, &origin, timeout)) {
+    match root_launch(version, root).and_then(|launch| prove(version, launch, &origin, starter)) {
         Ok(i) => return Ok(i),
         Err(why) => {
             if !matches!(why, Unusable::Absent) {
@@ -163,7 +215,7 @@ pub fn select(
     }
 
     for (origin, program) in host_candidates(version, &mut tried) {
-        match prove(version, host_launch(program), &origin, timeout) {
+        match prove(version, host_launch(program), &origin, starter) {
             Ok(i) => {
                 for line in passed_over {
                     log::warn!("{version}: {line}");
@@ -217,19 +269,13 @@ fn log_stderr(version: PyVersion, origin: &str, why: &Unusable) {
     }
 }
 
-/// Ask an interpreter which version it is.
-pub fn version_of(program: &Path, timeout: Duration) -> Result<PyVersion, Failure> {
-    let w = Worker::start(&host_launch(program.to_path_buf()), timeout)?;
-    Ok(w.hello.py_version())
-}
-
 fn prove(
     version: PyVersion,
     launch: Launch,
     origin: &str,
-    timeout: Duration,
+    starter: &Starter,
 ) -> Result<Interpreter, Unusable> {
-    let worker = Worker::start(&launch, timeout)?;
+    let worker = starter.start(&launch)?;
     let got = worker.hello.py_version();
     if got != version {
         return Err(Unusable::WrongVersion {

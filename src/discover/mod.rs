@@ -9,7 +9,6 @@ pub use targets::{DIST_PACKAGES, PYPY_DIST_PACKAGES};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::escape::{shown, shown_in_root};
 use crate::fsroot::Root;
@@ -108,7 +107,8 @@ pub struct Asked<'a> {
     pub interpreters: &'a BTreeMap<PyVersion, PathBuf>,
     /// `--interpreter PATH`, whose versions are asked of them.
     pub unversioned_interpreters: &'a [PathBuf],
-    pub timeout: Duration,
+    /// Starts the interpreters asked their version, and keeps them for the selection.
+    pub starter: &'a interpreter::Starter,
 }
 
 /// The trees of a run, each with its version, and the interpreters the user named per version.
@@ -127,8 +127,10 @@ pub fn discover(root: &Root, asked: Asked) -> Result<Discovery, Error> {
     let mut interpreters = asked.interpreters.clone();
     let mut named = asked.python_versions.to_vec();
     for path in asked.unversioned_interpreters {
-        let version =
-            interpreter::version_of(path, asked.timeout).map_err(|failure| Error::Probe {
+        let version = asked
+            .starter
+            .version_of(path)
+            .map_err(|failure| Error::Probe {
                 path: path.clone(),
                 failure,
             })?;
@@ -170,7 +172,7 @@ pub fn discover(root: &Root, asked: Asked) -> Result<Discovery, Error> {
             in_root: &found.versions_in_root,
         };
         let (targets, why) =
-            targets::unversioned_targets(implementation, targets_asked, &shown, asked.timeout)?;
+            targets::unversioned_targets(implementation, targets_asked, &shown, asked.starter)?;
         let names: Vec<String> = targets.iter().map(ToString::to_string).collect();
         log::info!("{shown} compiled for {} ({why})", names.join(", "));
         for dir in dirs {

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Duration;
 
 use super::{interpreter, Error};
 use crate::python::{Implementation, PyVersion};
@@ -56,7 +55,7 @@ pub fn unversioned_targets(
     implementation: Implementation,
     asked: Asked,
     shown: &str,
-    timeout: Duration,
+    starter: &interpreter::Starter,
 ) -> Result<(Vec<PyVersion>, &'static str), Error> {
     let ours = |v: &&PyVersion| v.implementation == implementation && v.major == 3;
     if !asked.named.is_empty() {
@@ -89,7 +88,7 @@ pub fn unversioned_targets(
         };
         return Ok((found, why));
     }
-    let host = host_default(implementation, shown, timeout)?;
+    let host = host_default(implementation, shown, starter)?;
     Ok((
         vec![host],
         match implementation {
@@ -103,7 +102,7 @@ pub fn unversioned_targets(
 fn host_default(
     implementation: Implementation,
     trees: &str,
-    timeout: Duration,
+    starter: &interpreter::Starter,
 ) -> Result<PyVersion, Error> {
     let command = match implementation {
         Implementation::CPython => "python3",
@@ -113,8 +112,9 @@ fn host_default(
         command,
         trees: trees.to_string(),
     })?;
-    let version =
-        interpreter::version_of(&program, timeout).map_err(|failure| Error::HostDefault {
+    let version = starter
+        .version_of(&program)
+        .map_err(|failure| Error::HostDefault {
             path: program.clone(),
             trees: trees.to_string(),
             failure,
@@ -131,6 +131,8 @@ fn host_default(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::time::Duration;
 
     const NEVER: Duration = Duration::ZERO;
 
@@ -166,7 +168,7 @@ mod tests {
                 given,
                 in_root: &found,
             };
-            unversioned_targets(i, asked, "t", NEVER).map(|t| t.0)
+            unversioned_targets(i, asked, "t", &interpreter::Starter::new("", NEVER)).map(|t| t.0)
         };
         use Implementation::{CPython, PyPy};
         assert_eq!(targets(CPython, &[v311], &[v312]).unwrap(), vec![v311]);

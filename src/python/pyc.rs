@@ -120,16 +120,27 @@ impl PycFormat {
             .as_bytes()
             .strip_suffix(b".py")
             .unwrap_or(source_name.as_bytes());
-        let mut name = Vec::with_capacity(stem.len() + self.cache_tag.len() + 12);
-        name.extend_from_slice(stem);
-        name.push(b'.');
-        name.extend_from_slice(self.cache_tag.as_bytes());
-        if level > 0 {
-            name.extend_from_slice(format!(".opt-{level}").as_bytes());
-        }
-        name.extend_from_slice(b".pyc");
-        OsString::from_vec(name)
+        cache_name(stem, &self.cache_tag, level)
     }
+}
+
+/// The directory beside a source that holds its pycs (PEP 3147).
+pub const PYCACHE: &str = "__pycache__";
+
+/// The pyc name in [`PYCACHE`] of the module `stem` (a source's name without `.py`) for the
+/// cache tag `tag` at `level`: `NAME.TAG.pyc` or `NAME.TAG.opt-L.pyc`, as
+/// `importlib.util.cache_from_source` names it. Compiling, verifying and the cache all name
+/// pycs with this.
+pub fn cache_name(stem: &[u8], tag: &str, level: u8) -> OsString {
+    let mut name = Vec::with_capacity(stem.len() + tag.len() + 12);
+    name.extend_from_slice(stem);
+    name.push(b'.');
+    name.extend_from_slice(tag.as_bytes());
+    if level > 0 {
+        name.extend_from_slice(format!(".opt-{level}").as_bytes());
+    }
+    name.extend_from_slice(b".pyc");
+    OsString::from_vec(name)
 }
 
 /// The header's mtime field exactly as importlib computes it: `int(st.st_mtime) & 0xFFFFFFFF`,

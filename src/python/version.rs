@@ -91,6 +91,39 @@ impl PyVersion {
             None
         }
     }
+
+    /// The version a cache tag names: `cpython-311` (CPython 3.11), `pypy310` (PyPy 3.10); the
+    /// inverse of the table's `cache_tag` (`table::facts`).
+    pub fn from_cache_tag(tag: &str) -> Option<Self> {
+        let (implementation, digits) = if let Some(d) = tag.strip_prefix("cpython-") {
+            (Implementation::CPython, d)
+        } else if let Some(d) = tag.strip_prefix("pypy") {
+            (Implementation::PyPy, d)
+        } else {
+            return None;
+        };
+        // A free-threaded build's tag, should it have its own (`cpython-314t`).
+        let (digits, free_threaded) = match digits.strip_suffix('t') {
+            Some(d) if implementation == Implementation::CPython => (d, true),
+            _ => (digits, false),
+        };
+        if digits.len() < 2 || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        // One digit of major version: there is no Python 10 to tell apart.
+        let (major, minor) = digits.split_at(1);
+        if minor.len() > 1 && minor.starts_with('0') {
+            return None;
+        }
+        let (major, minor) = (major.parse().ok()?, minor.parse().ok()?);
+        Some(match implementation {
+            Implementation::CPython if free_threaded => {
+                PyVersion::cpython(major, minor).free_threaded()
+            }
+            Implementation::CPython => PyVersion::cpython(major, minor),
+            Implementation::PyPy => PyVersion::pypy(major, minor),
+        })
+    }
 }
 
 /// `X.Y` or `X.Yt`: the digits and whether the free-threaded `t` follows.
@@ -136,6 +169,20 @@ impl FromStr for PyVersion {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every version of the table is named back from its cache tag.
+    #[test]
+    fn cache_tags_name_the_tables_versions() {
+        for facts in super::super::table::all() {
+            let tagged = PyVersion::from_cache_tag(&facts.cache_tag);
+            // A free-threaded build writes its GIL build's tag.
+            let gil = PyVersion {
+                free_threaded: false,
+                ..facts.version
+            };
+            assert_eq!(tagged, Some(gil), "{}", facts.cache_tag);
+        }
+    }
 
     #[test]
     fn parses_the_spellings() {

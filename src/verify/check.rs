@@ -5,29 +5,50 @@
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use rustix::fs::fstat;
 
 use crate::fsroot::{display_in_root, in_root_bytes, is_regular, open_file_nofollow, Root};
 
+use crate::discover::interpreter::Interpreter;
 use crate::python::marshal;
-use crate::python::pyc::{mtime_field, PycFormat};
+use crate::python::pyc::{mtime_field, PycFormat, PYCACHE};
 use crate::python::{Levels, PyVersion};
-use crate::worker::{Hello, Launch};
+use crate::worker::{Hello, Launch, Worker};
 
 use super::protocol::{self, Answer, Body, Level, Loaded};
 use super::report::{Kind, Problem};
 use super::scan::{Module, ModuleKey};
 
 /// The interpreter that checks one version's pycs.
-#[derive(Clone, Debug)]
 pub struct Target {
     pub version: PyVersion,
     pub launch: Launch,
     pub hello: Hello,
+    /// The checker that proved the interpreter, until a thread of the pool takes it.
+    first: Mutex<Option<Worker>>,
 }
 
 impl Target {
+    pub fn new(version: PyVersion, interpreter: Interpreter) -> Target {
+        let Interpreter {
+            launch,
+            first_worker,
+        } = interpreter;
+        Target {
+            version,
+            launch,
+            hello: first_worker.hello.clone(),
+            first: Mutex::new(Some(first_worker)),
+        }
+    }
+
+    /// The checker that proved the interpreter, the first time it is asked for.
+    pub fn take_first(&self) -> Option<Worker> {
+        self.first.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
     fn format(&self) -> &PycFormat {
         &self.hello.format
     }
@@ -169,133 +190,29 @@ fn prepare_module(
     link: bool,
 ) -> Step {
     let source_rel = key.source();
-    let any_pyc = module.present.iter().any(|&p| p);
-    let mut problems = Vec::new();
-
-    // The source, as import sees it: a symlink resolved inside the root.
-    let file = if module.symlink {
-        root.open_resolved_in_root(&source_rel)
-    } else {
-        root.open_dir(&key.dir).and_then(|d| {
-            let name = source_rel.file_name().unwrap_or_default();
-            open_file_nofollow(&d, name)
-        })
+    let (source, st) = match read_source(root, key, module) {
+        Ok(read) => read,
+        Err(problems) => return done(problems),
     };
-    let mut file = match file {
-        Ok(f) => f,
-        // pyclink compiles no such source either (the target is not in this package).
-        Err(e) if module.symlink && e.kind() == std::io::ErrorKind::NotFound && !any_pyc => {
-            return done(problems)
-        }
-        Err(e) if module.symlink && e.kind() == std::io::ErrorKind::NotFound => {
-            return done(vec![Problem::new(
-                Kind::Unreadable,
-                display_in_root(&source_rel),
-                "a symlink whose target is not in the root: its pycs cannot be checked",
-            )])
-        }
-        Err(e) => return done(vec![unreadable(&source_rel, "cannot open the source", e)]),
-    };
-    let st = match fstat(&file) {
-        Ok(st) if is_regular(&st) => st,
-        Ok(_) => {
-            return done(vec![Problem::new(
-                Kind::Unreadable,
-                display_in_root(&source_rel),
-                "the source is not a regular file",
-            )])
-        }
-        Err(e) => return done(vec![unreadable(&source_rel, "cannot stat the source", e)]),
-    };
-    let mut source = Vec::with_capacity(st.st_size as usize);
-    if let Err(e) = file.read_to_end(&mut source) {
-        return done(vec![unreadable(&source_rel, "cannot read the source", e)]);
-    }
-    drop(file);
-
     // The pycs, read whole, each judged by its header.
-    let mut files = Vec::new();
-    let mut datas: Vec<Vec<u8>> = Vec::new();
-    let mut header_lens = Vec::new();
-    if any_pyc {
-        let cache_rel = key.dir.join("__pycache__");
-        let cache = match root.open_dir(&cache_rel) {
-            Ok(d) => d,
-            Err(e) => return done(vec![unreadable(&cache_rel, "cannot open", e)]),
-        };
-        for level in 0..3u8 {
-            if !module.present[level as usize] {
-                continue;
-            }
-            let name = key.pyc_name(level);
-            let rel = key.pyc_path(level);
-            let read = open_file_nofollow(&cache, &name).and_then(|mut f| {
-                let st = fstat(&f)?;
-                let mut data = Vec::with_capacity(st.st_size as usize);
-                f.read_to_end(&mut data)?;
-                #[allow(clippy::unnecessary_cast)]
-                Ok(((st.st_dev as u64, st.st_ino as u64), data))
-            });
-            let (inode, data) = match read {
-                Ok(r) => r,
-                Err(e) => {
-                    problems.push(unreadable(&rel, "cannot read", e));
-                    continue;
-                }
-            };
-            let header = check_header(target, &data, &st, &source)
-                .and_then(|len| check_marshal(&data).map(|()| len));
-            let sent = match header {
-                Ok(len) => {
-                    header_lens.push(len);
-                    true
-                }
-                Err((kind, message)) => {
-                    problems.push(Problem::new(kind, display_in_root(&rel), message));
-                    header_lens.push(0);
-                    false
-                }
-            };
-            files.push(PycFile {
-                level,
-                name,
-                rel,
-                inode,
-                sent,
-            });
-            datas.push(data);
-        }
-    }
-
+    let mut problems = Vec::new();
+    let pycs = match read_pycs(root, key, module, target, (&st, &source), &mut problems) {
+        Ok(pycs) => pycs,
+        Err(problem) => return done(vec![problem]),
+    };
     // Identical levels must be one file (pyclink and compileall --hardlink-dupes link them).
     if link {
-        for j in 1..files.len() {
-            if let Some(i) = (0..j).find(|&i| datas[i] == datas[j]) {
-                if files[i].inode != files[j].inode {
-                    problems.push(Problem::new(
-                        Kind::MissedLink,
-                        display_in_root(&files[j].rel),
-                        format!(
-                            "identical to {} but not a hardlink of it",
-                            crate::escape::shown(&files[i].name)
-                        ),
-                    ));
-                }
-            }
-        }
+        problems.extend(missed_links(&pycs));
     }
-
     let missing: Vec<(u8, PathBuf)> = required
         .iter()
         .filter(|&l| !module.present[l as usize])
         .map(|l| (l, key.pyc_path(l)))
         .collect();
-    let mut levels: Vec<(u8, Body)> = files
+    let mut levels: Vec<(u8, Body)> = pycs
         .iter()
-        .zip(&datas)
-        .zip(&header_lens)
-        .filter(|((f, _), _)| f.sent)
-        .map(|((f, d), &h)| (f.level, Body::Pyc(&d[h..])))
+        .filter(|p| p.file.sent)
+        .map(|p| (p.file.level, Body::Pyc(&p.data[p.header_len..])))
         .collect();
     // Missing levels only need to know whether the source compiles: one compile tells.
     if levels.is_empty() {
@@ -318,13 +235,157 @@ fn prepare_module(
         state: State {
             shown: display_in_root(&source_rel),
             dfile: String::from_utf8_lossy(&dfile).into_owned(),
-            files,
+            files: pycs.into_iter().map(|p| p.file).collect(),
             requested,
             missing,
             rule,
             problems,
         },
     })
+}
+
+/// The module's source, as import sees it (a symlink resolved inside the root), and its
+/// status; else the problems (none for a symlink out of the root with no pyc: pyclink compiles
+/// no such source either, its target is not in this package).
+fn read_source(
+    root: &Root,
+    key: &ModuleKey,
+    module: &Module,
+) -> Result<(Vec<u8>, rustix::fs::Stat), Vec<Problem>> {
+    let source_rel = key.source();
+    let any_pyc = module.present.iter().any(|&p| p);
+    let file = if module.symlink {
+        root.open_resolved_in_root(&source_rel)
+    } else {
+        root.open_dir(&key.dir).and_then(|d| {
+            let name = source_rel.file_name().unwrap_or_default();
+            open_file_nofollow(&d, name)
+        })
+    };
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) if module.symlink && e.kind() == std::io::ErrorKind::NotFound && !any_pyc => {
+            return Err(Vec::new())
+        }
+        Err(e) if module.symlink && e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(vec![Problem::new(
+                Kind::Unreadable,
+                display_in_root(&source_rel),
+                "a symlink whose target is not in the root: its pycs cannot be checked",
+            )])
+        }
+        Err(e) => return Err(vec![unreadable(&source_rel, "cannot open the source", e)]),
+    };
+    let st = match fstat(&file) {
+        Ok(st) if is_regular(&st) => st,
+        Ok(_) => {
+            return Err(vec![Problem::new(
+                Kind::Unreadable,
+                display_in_root(&source_rel),
+                "the source is not a regular file",
+            )])
+        }
+        Err(e) => return Err(vec![unreadable(&source_rel, "cannot stat the source", e)]),
+    };
+    let mut source = Vec::with_capacity(st.st_size as usize);
+    if let Err(e) = file.read_to_end(&mut source) {
+        return Err(vec![unreadable(&source_rel, "cannot read the source", e)]);
+    }
+    Ok((source, st))
+}
+
+/// A pyc read whole, with its header judged.
+struct ReadPyc {
+    file: PycFile,
+    data: Vec<u8>,
+    /// The header's length when it fits the source (0 when not sent).
+    header_len: usize,
+}
+
+/// The module's pycs, each judged by its header against the source (`st`, `source`): the
+/// problems go to `problems`; `Err` when `__pycache__` cannot be opened.
+fn read_pycs(
+    root: &Root,
+    key: &ModuleKey,
+    module: &Module,
+    target: &Target,
+    (st, source): (&rustix::fs::Stat, &[u8]),
+    problems: &mut Vec<Problem>,
+) -> Result<Vec<ReadPyc>, Problem> {
+    let mut pycs = Vec::new();
+    if !module.present.iter().any(|&p| p) {
+        return Ok(pycs);
+    }
+    let cache_rel = key.dir.join(PYCACHE);
+    let cache = root
+        .open_dir(&cache_rel)
+        .map_err(|e| unreadable(&cache_rel, "cannot open", e))?;
+    for level in (0..3u8).filter(|&l| module.present[l as usize]) {
+        let name = key.pyc_name(level);
+        let rel = key.pyc_path(level);
+        let (inode, data) = match read_whole(&cache, &name) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(unreadable(&rel, "cannot read", e));
+                continue;
+            }
+        };
+        let header = check_header(target, &data, st, source)
+            .and_then(|len| check_marshal(&data).map(|()| len));
+        let (sent, header_len) = match header {
+            Ok(len) => (true, len),
+            Err((kind, message)) => {
+                problems.push(Problem::new(kind, display_in_root(&rel), message));
+                (false, 0)
+            }
+        };
+        let file = PycFile {
+            level,
+            name,
+            rel,
+            inode,
+            sent,
+        };
+        pycs.push(ReadPyc {
+            file,
+            data,
+            header_len,
+        });
+    }
+    Ok(pycs)
+}
+
+/// The file `name` in `dir`, never through a symlink: its (device, inode) and its bytes.
+fn read_whole(
+    dir: &impl std::os::fd::AsFd,
+    name: &std::ffi::OsStr,
+) -> std::io::Result<((u64, u64), Vec<u8>)> {
+    let mut f = open_file_nofollow(dir, name)?;
+    let st = fstat(&f)?;
+    let mut data = Vec::with_capacity(st.st_size as usize);
+    f.read_to_end(&mut data)?;
+    #[allow(clippy::unnecessary_cast)]
+    Ok(((st.st_dev as u64, st.st_ino as u64), data))
+}
+
+/// The levels identical to a lower one that are not a hardlink of it.
+fn missed_links(pycs: &[ReadPyc]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for j in 1..pycs.len() {
+        if let Some(i) = (0..j).find(|&i| pycs[i].data == pycs[j].data) {
+            if pycs[i].file.inode != pycs[j].file.inode {
+                problems.push(Problem::new(
+                    Kind::MissedLink,
+                    display_in_root(&pycs[j].file.rel),
+                    format!(
+                        "identical to {} but not a hardlink of it",
+                        crate::escape::shown(&pycs[i].file.name)
+                    ),
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// The marshal data after the header, walked as `pyclink normalize` walks it: the problem if it
@@ -452,14 +513,7 @@ fn prepare_sourceless(root: &Root, rel: &Path, target: &Target) -> Step {
         rel.parent().unwrap_or(Path::new("")),
         rel.file_name().unwrap_or_default(),
     );
-    let read = root.open_dir(dir).and_then(|d| {
-        let mut f = open_file_nofollow(&d, name)?;
-        let st = fstat(&f)?;
-        let mut data = Vec::new();
-        f.read_to_end(&mut data)?;
-        #[allow(clippy::unnecessary_cast)]
-        Ok(((st.st_dev as u64, st.st_ino as u64), data))
-    });
+    let read = root.open_dir(dir).and_then(|d| read_whole(&d, name));
     let (inode, data) = match read {
         Ok(r) => r,
         Err(e) => return done(vec![unreadable(rel, "cannot read", e)]),
@@ -518,36 +572,28 @@ fn prepare_sourceless(root: &Root, rel: &Path, target: &Target) -> Step {
 
 /// Turn the checker's answer (or why there is none) into the job's outcome.
 pub fn finish(prepared: Prepared, answer: Result<Answer, String>, sourceless: bool) -> Outcome {
-    let State {
-        shown,
-        dfile,
-        files,
-        requested,
-        missing,
-        rule,
-        mut problems,
-    } = prepared.state;
+    let mut state = prepared.state;
     let mut outcome = Outcome {
         compiled: !sourceless,
         ..Outcome::default()
     };
     let levels = match answer {
         Err(why) => {
-            problems.push(Problem::new(
+            state.problems.push(Problem::new(
                 Kind::CheckFailed,
-                shown,
+                state.shown,
                 format!("could not be checked: {why}"),
             ));
-            outcome.problems = problems;
+            outcome.problems = state.problems;
             return outcome;
         }
         Ok(Answer::Failed(why)) => {
-            problems.push(Problem::new(
+            state.problems.push(Problem::new(
                 Kind::CheckFailed,
-                shown,
+                state.shown,
                 format!("the checker failed on it: {why}"),
             ));
-            outcome.problems = problems;
+            outcome.problems = state.problems;
             return outcome;
         }
         Ok(Answer::DoesNotCompile {
@@ -555,8 +601,8 @@ pub fn finish(prepared: Prepared, answer: Result<Answer, String>, sourceless: bo
             kind,
             message,
         }) => {
-            for f in files.iter().filter(|f| f.sent) {
-                problems.push(Problem::new(
+            for f in state.files.iter().filter(|f| f.sent) {
+                state.problems.push(Problem::new(
                     Kind::CodeMismatch,
                     display_in_root(&f.rel),
                     format!(
@@ -565,77 +611,97 @@ pub fn finish(prepared: Prepared, answer: Result<Answer, String>, sourceless: bo
                     ),
                 ));
             }
-            outcome.does_not_compile = Some(format!("{shown}:{line}: {kind}: {message}"));
-            outcome.problems = problems;
+            outcome.does_not_compile = Some(format!("{}:{line}: {kind}: {message}", state.shown));
+            outcome.problems = state.problems;
             return outcome;
         }
         Ok(Answer::Levels(levels)) => levels,
     };
-    let file_at = |level: u8| files.iter().find(|f| f.level == level);
-    for (&(level, sent), answer) in requested.iter().zip(&levels) {
-        let Some(file) = file_at(level).filter(|_| sent) else {
+    for (&(level, sent), answer) in state.requested.iter().zip(&levels) {
+        let Some(file) = state.files.iter().find(|f| f.level == level && sent) else {
             continue;
         };
-        let path = display_in_root(&file.rel);
-        let loaded = match answer {
-            Level::Loaded(l) => l,
-            Level::CompiledOnly => continue,
-            Level::DoesNotLoad(why) if why.starts_with("EOFError") => {
-                problems.push(Problem::new(
-                    Kind::Partial,
-                    path,
-                    format!("truncated: its marshal data ends early ({why})"),
-                ));
-                continue;
-            }
-            Level::DoesNotLoad(why) => {
-                problems.push(match why.strip_prefix("NotCode: ") {
-                    Some(what) => Problem::new(Kind::CodeMismatch, path, what),
-                    None => Problem::new(
-                        Kind::BadMarshal,
-                        path,
-                        format!("its marshal data does not load ({why})"),
-                    ),
-                });
-                continue;
-            }
-        };
-        if loaded.wrong_filenames > 0 {
-            problems.push(Problem::new(
-                Kind::WrongFilename,
-                path.clone(),
-                format!(
-                    "co_filename is {} in {} of its {} code objects; it must be '{dfile}', \
-                     the source's path inside the root",
-                    loaded.filename_examples.join(" or "),
-                    loaded.wrong_filenames,
-                    loaded.code_objects,
-                ),
-            ));
-        }
-        if sourceless || loaded.matches & (1 << level) != 0 {
-            continue;
-        }
-        problems.push(code_problem(level, file, loaded, &files, path));
+        let found = level_problems(level, file, answer, &state, sourceless);
+        state.problems.extend(found);
     }
-    for (level, rel) in missing {
-        let why = match (rule, level) {
-            (Rule::Optimize, _) => String::new(),
-            (Rule::Complete, 0) => {
-                "; without -o every source of the Python trees needs level 0: was the root \
-                 byte-compiled?"
-                    .into()
-            }
-            (Rule::Complete, l) => format!("; other pycs in the root have level {l}"),
-        };
+    let missing = std::mem::take(&mut state.missing);
+    state.problems.extend(missing_problems(missing, state.rule));
+    outcome.problems = state.problems;
+    outcome
+}
+
+/// What the checker's answer for the pyc `file` (of `level`) shows to be wrong with it.
+fn level_problems(
+    level: u8,
+    file: &PycFile,
+    answer: &Level,
+    state: &State,
+    sourceless: bool,
+) -> Vec<Problem> {
+    let path = display_in_root(&file.rel);
+    let loaded = match answer {
+        Level::Loaded(l) => l,
+        Level::CompiledOnly => return Vec::new(),
+        Level::DoesNotLoad(why) if why.starts_with("EOFError") => {
+            return vec![Problem::new(
+                Kind::Partial,
+                path,
+                format!("truncated: its marshal data ends early ({why})"),
+            )];
+        }
+        Level::DoesNotLoad(why) => {
+            return vec![match why.strip_prefix("NotCode: ") {
+                Some(what) => Problem::new(Kind::CodeMismatch, path, what),
+                None => Problem::new(
+                    Kind::BadMarshal,
+                    path,
+                    format!("its marshal data does not load ({why})"),
+                ),
+            }];
+        }
+    };
+    let mut problems = Vec::new();
+    if loaded.wrong_filenames > 0 {
         problems.push(Problem::new(
-            Kind::Missing,
-            display_in_root(&rel),
-            format!("no pyc for optimize={level} (the source compiles{why})"),
+            Kind::WrongFilename,
+            path.clone(),
+            format!(
+                "co_filename is {} in {} of its {} code objects; it must be '{}', \
+                 the source's path inside the root",
+                loaded.filename_examples.join(" or "),
+                loaded.wrong_filenames,
+                loaded.code_objects,
+                state.dfile,
+            ),
         ));
     }
-    outcome.problems = problems;
-    outcome
+    if !sourceless && loaded.matches & (1 << level) == 0 {
+        problems.push(code_problem(level, file, loaded, &state.files, path));
+    }
+    problems
+}
+
+/// The required levels with no pyc, and why each is required.
+fn missing_problems(missing: Vec<(u8, PathBuf)>, rule: Rule) -> Vec<Problem> {
+    missing
+        .into_iter()
+        .map(|(level, rel)| {
+            let why = match (rule, level) {
+                (Rule::Optimize, _) => String::new(),
+                (Rule::Complete, 0) => {
+                    "; without -o every source of the Python trees needs level 0: was the root \
+                     byte-compiled?"
+                        .into()
+                }
+                (Rule::Complete, l) => format!("; other pycs in the root have level {l}"),
+            };
+            Problem::new(
+                Kind::Missing,
+                display_in_root(&rel),
+                format!("no pyc for optimize={level} (the source compiles{why})"),
+            )
+        })
+        .collect()
 }
 
 /// The code of `file` (level `level`) is not its level's: a wrong hardlink if it is the code

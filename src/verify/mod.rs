@@ -1,14 +1,33 @@
 //! `pyclink verify`: an independent check of the pycs in a build root, an extracted RPM or deb
 //! payload, or an installed prefix. Nothing is written.
 //!
-//! The pipeline mirrors compiling: [`scan`] walks the root and sorts every pyc into its module
-//! (or reports it as stray, partial or sourceless); the interpreter of each cache tag is chosen
-//! as `pyclink compile` chooses it (`discover::interpreter`); with `-o`, `discover` and `plan`
-//! say which sources must have pycs. Then [`pool`] runs [`check`] on every module: Rust judges
-//! the headers (magic, flags, timestamp or source hash) and the hardlinks between levels, and a
-//! checker process in the target interpreter (`checker.py`, see [`protocol`]) compiles the
-//! source afresh at each level and compares the code field by field. [`report`] holds the
-//! problems, the summary line and the JSON.
+//! It runs on compiling's pipeline: discover → plan → work through a pool → report
+//! ([`verify`]). [`scan`] walks the root and sorts every pyc into its module (or reports it as
+//! stray, partial or sourceless); the interpreter of each version is chosen as `pyclink compile`
+//! chooses it (`discover::interpreter`, with the same `Starter`: an interpreter is started once
+//! per run); with `-o`, `discover` and `plan` say which sources must have pycs. Then [`pool`]
+//! runs [`check`] on every module: Rust judges the headers (magic, flags, timestamp or source
+//! hash) and the hardlinks between levels, and a checker process in the target interpreter
+//! (`checker.py`, see [`protocol`]) compiles the source afresh at each level and compares the
+//! code field by field. [`report`] holds the problems, the summary line and the JSON.
+//!
+//! Shared with compiling: interpreter selection and starting (`discover::interpreter`), the
+//! version table (`python::table`, `PyVersion::from_cache_tag`), pyc naming
+//! (`python::pyc::cache_name`), the worker process, its framing, hello and frame cursor
+//! (`worker`, `worker::protocol::Cursor`), the trees and sources to compile (`discover`, `plan`).
+//!
+//! Duplicated on purpose, because verify must not trust what compile wrote:
+//! - `checker.py` is not `worker.py`: the code that checks a pyc must not be the code that
+//!   wrote it, so only `framing.py` (framing and hello) is shared.
+//! - The header checks in [`check`] recompute what the header must hold (`mtime_field`, the
+//!   source hash) from the source, rather than asking `compile::source` whether it is fresh:
+//!   that judgement, if wrong, would pass its own mistakes.
+//! - [`pool`] is its own loop over the shared `Worker`: its requests carry pycs to compare,
+//!   retries go to a fresh checker, and there is no cache or provenance (compile's pool trusts
+//!   both).
+//! - [`report`] is verify's own vocabulary (kinds of wrong pyc), not compile's problems.
+//! - [`scan`] walks the whole root for pycs, wherever they are: the plan walks only the trees
+//!   and only for sources, and a pyc outside every tree must be judged too.
 
 pub mod args;
 mod check;
@@ -77,24 +96,86 @@ pub enum Error {
     NoInterpreter(String),
 }
 
-/// Check every pyc under the root (or the PATHs).
+/// Check every pyc under the root (or the PATHs): discover → plan → check through the pool →
+/// report, as compiling does.
 pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
     let started = Instant::now();
     let mut report = Report::new(path_text(root.given().as_os_str()).into_owned());
     report.paths = opts.paths.iter().map(|p| display_in_root(p)).collect();
+    // 1. Discover: the pycs, the sources that must have some, an interpreter per version.
+    let mut found = discover_step(root, opts, &mut report)?;
+    // 2. Plan: one job per module (or sourceless pyc), with the levels it must have.
+    let jobs = plan_jobs(&mut found, opts, &mut report);
+    // 3. Check every job through the pool of checkers.
+    let outcomes = pool::run(
+        root,
+        &jobs,
+        &found.targets,
+        opts.jobs,
+        opts.timeout,
+        opts.link,
+    );
+    // 4. Report.
+    tally(&jobs, outcomes, &found.targets, &mut report);
+    if report.pycs_checked == 0 && found.required.is_empty() {
+        log::warn!(
+            "no pyc found under {}",
+            if opts.paths.is_empty() {
+                shown(root.path()).to_string()
+            } else {
+                report.paths.join(", ")
+            }
+        );
+    }
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    report.seal();
+    Ok(report)
+}
+
+/// What the first step found.
+struct Discovered {
+    scan: scan::Scan,
+    /// The sources that must have pycs (see [`required_sources`]).
+    required: Vec<plan::Job>,
+    targets: BTreeMap<PyVersion, Target>,
+    unavailable: Unavailable,
+}
+
+/// Step 1: walk the root for pycs, tell which sources must have some, and choose the
+/// interpreter of every version met. What can be judged from names alone is reported here.
+fn discover_step(root: &Root, opts: &Options, report: &mut Report) -> Result<Discovered, Error> {
     for path in &opts.paths {
         check_path(root, path)?;
     }
     let excludes = Excludes::new(&opts.excludes)?;
+    // The checkers are started on checker.py from the first: an interpreter asked its version
+    // or proven here is the pool's first checker of its version.
+    let starter = interpreter::Starter::new(protocol::SCRIPT, opts.timeout);
     let mut scan = scan::scan(root, &opts.paths, &excludes);
     report.pycs_checked = scan.pycs;
     report.problems.append(&mut scan.problems);
     report.not_checked.append(&mut scan.not_checked);
-
-    let (required_jobs, interpreters) = required_sources(root, opts, &excludes, &mut report)?;
+    let (required, interpreters) = required_sources(root, opts, (&excludes, &starter), report)?;
     let (targets, unavailable) =
-        choose_interpreters(root, &scan, &required_jobs, &interpreters, opts)?;
-    let mut modules = checked_modules(&mut scan, &targets, &unavailable, &mut report);
+        choose_interpreters(root, (&scan, &required), &interpreters, (opts, &starter))?;
+    Ok(Discovered {
+        scan,
+        required,
+        targets,
+        unavailable,
+    })
+}
+
+/// Step 2: the jobs, each module with the levels it must have, in the order the pool takes
+/// them: one version after another (one checker per thread at a time), largest first.
+fn plan_jobs(found: &mut Discovered, opts: &Options, report: &mut Report) -> Vec<Job> {
+    let Discovered {
+        scan,
+        required,
+        targets,
+        unavailable,
+    } = found;
+    let mut modules = checked_modules(scan, targets, unavailable, report);
     let (levels, rule) = match opts.required {
         Some(levels) => (levels, Rule::Optimize),
         None => (complete_levels(&modules), Rule::Complete),
@@ -106,7 +187,31 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
             *required = levels;
         }
     }
-    for job in &required_jobs {
+    add_required(&mut modules, required, targets, levels);
+    let mut jobs: Vec<Job> = modules
+        .into_iter()
+        .map(|(key, (version, module, required))| Job::Module {
+            version,
+            key,
+            module,
+            required,
+            rule,
+        })
+        .collect();
+    jobs.extend(sourceless_jobs(scan, opts, targets, unavailable, report));
+    jobs.sort_by(|a, b| a.version().cmp(&b.version()).then(b.size().cmp(&a.size())));
+    jobs
+}
+
+/// The sources that must have pycs at `levels`, as modules (with no pyc yet if none was
+/// found).
+fn add_required(
+    modules: &mut Modules,
+    required: &[plan::Job],
+    targets: &BTreeMap<PyVersion, Target>,
+    levels: Levels,
+) {
+    for job in required {
         let key = ModuleKey {
             dir: job.rel.parent().unwrap_or(Path::new("")).to_path_buf(),
             stem: job.rel.file_stem().unwrap_or_default().to_os_string(),
@@ -122,41 +227,6 @@ pub fn verify(root: &Root, opts: &Options) -> Result<Report, Error> {
         });
         entry.2 = levels;
     }
-    let mut jobs: Vec<Job> = modules
-        .into_iter()
-        .map(|(key, (version, module, required))| Job::Module {
-            version,
-            key,
-            module,
-            required,
-            rule,
-        })
-        .collect();
-    jobs.extend(sourceless_jobs(
-        &scan,
-        opts,
-        &targets,
-        &unavailable,
-        &mut report,
-    ));
-    // One version after another (one checker per thread at a time), largest first.
-    jobs.sort_by(|a, b| a.version().cmp(&b.version()).then(b.size().cmp(&a.size())));
-
-    let outcomes = pool::run(root, &jobs, &targets, opts.jobs, opts.timeout, opts.link);
-    tally(&jobs, outcomes, &targets, &mut report);
-    if report.pycs_checked == 0 && required_jobs.is_empty() {
-        log::warn!(
-            "no pyc found under {}",
-            if opts.paths.is_empty() {
-                shown(root.path()).to_string()
-            } else {
-                report.paths.join(", ")
-            }
-        );
-    }
-    report.elapsed_seconds = started.elapsed().as_secs_f64();
-    report.seal();
-    Ok(report)
 }
 
 /// The modules of one version, each with the levels it must have.
@@ -169,7 +239,7 @@ type Modules = BTreeMap<ModuleKey, (PyVersion, Module, Levels)>;
 fn required_sources(
     root: &Root,
     opts: &Options,
-    excludes: &Excludes,
+    (excludes, starter): (&Excludes, &interpreter::Starter),
     report: &mut Report,
 ) -> Result<(Vec<plan::Job>, BTreeMap<PyVersion, PathBuf>), Error> {
     // A pyc PATH stands for its module's source here: the source is what must have pycs, and
@@ -191,7 +261,7 @@ fn required_sources(
                 python_versions: &opts.python_versions,
                 interpreters: &opts.interpreters,
                 unversioned_interpreters: &opts.unversioned_interpreters,
-                timeout: opts.timeout,
+                starter,
             },
         )?;
         let planned = plan::plan(root, &found.trees, &found.unsupported, excludes);
@@ -202,24 +272,23 @@ fn required_sources(
         }
         let mut interpreters = opts.interpreters.clone();
         for path in &opts.unversioned_interpreters {
-            let version = interpreter::version_of(path, opts.timeout).map_err(|failure| {
-                discover::Error::Probe {
+            let version = starter
+                .version_of(path)
+                .map_err(|failure| discover::Error::Probe {
                     path: path.clone(),
                     failure,
-                }
-            })?;
+                })?;
             interpreters.insert(version, path.clone());
         }
         let trees = versioned_trees(root, &sources)?;
         (plan::plan(root, &trees, &[], excludes), interpreters)
     };
     for (_, e) in planned.errors {
-        // The scan walked the same directories and reported what it could not read.
-        if report
-            .problems
-            .iter()
-            .any(|p| p.kind == Kind::Unreadable && p.path == e.path)
-        {
+        // The plan's trees lie under the scan's tops (a PATH's tree is the PATH) and are walked
+        // with the same excludes: the scan has met every directory the plan could not read, and
+        // reported it. What the plan alone says is that a tree of an unsupported version holds
+        // sources.
+        if matches!(e.problem, crate::problem::Problem::Io { .. }) {
             continue;
         }
         report.problems.push(Problem::new(
@@ -264,10 +333,9 @@ fn versioned_trees(root: &Root, paths: &[PathBuf]) -> Result<Vec<discover::Tree>
 /// its sources compile, and so need pycs, cannot be told.
 fn choose_interpreters(
     root: &Root,
-    scan: &scan::Scan,
-    required_jobs: &[plan::Job],
+    (scan, required_jobs): (&scan::Scan, &[plan::Job]),
     interpreters: &BTreeMap<PyVersion, PathBuf>,
-    opts: &Options,
+    (opts, starter): (&Options, &interpreter::Starter),
 ) -> Result<(BTreeMap<PyVersion, Target>, Unavailable), Error> {
     let mut versions: BTreeSet<PyVersion> =
         scan.modules.keys().filter_map(ModuleKey::version).collect();
@@ -293,7 +361,7 @@ fn choose_interpreters(
         .iter()
         .map(|v| (*v, sources.get(v).map_or(1, |s| s.len().max(1) as u64)))
         .collect();
-    let (targets, unavailable) = select(root, &needed, interpreters, opts.timeout)?;
+    let (targets, unavailable) = select(root, &needed, interpreters, starter)?;
     if let Some(v) = required_jobs
         .iter()
         .map(|j| j.version)
@@ -467,7 +535,8 @@ fn source_of_pyc(pyc: &std::path::Path) -> Option<PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     let name = pyc.file_name()?.as_bytes();
     let dir = pyc.parent()?;
-    let (dir, stem) = if dir.file_name() == Some(std::ffi::OsStr::new("__pycache__")) {
+    let (dir, stem) = if dir.file_name() == Some(std::ffi::OsStr::new(crate::python::pyc::PYCACHE))
+    {
         (dir.parent()?, scan::cache_pyc_stem(name)?)
     } else {
         (dir, name.strip_suffix(b".pyc")?)
@@ -517,7 +586,7 @@ fn select(
     root: &Root,
     versions: &BTreeMap<PyVersion, u64>,
     given: &BTreeMap<PyVersion, PathBuf>,
-    timeout: Duration,
+    starter: &interpreter::Starter,
 ) -> Result<(BTreeMap<PyVersion, Target>, Unavailable), Error> {
     let mut targets = BTreeMap::new();
     let mut unavailable = BTreeMap::new();
@@ -527,17 +596,9 @@ fn select(
             continue;
         }
         let given = given.get(&version).map(PathBuf::as_path);
-        match interpreter::select(version, root, given, timeout) {
+        match interpreter::select(version, root, given, starter) {
             Ok(i) => {
-                let hello = i.first_worker.hello.clone();
-                targets.insert(
-                    version,
-                    Target {
-                        version,
-                        launch: i.launch,
-                        hello,
-                    },
-                );
+                targets.insert(version, Target::new(version, i));
             }
             Err(mut e) => {
                 e.sources = sources;

@@ -133,8 +133,11 @@ impl CheckThread<'_> {
     /// This thread's checker for `version`, started if need be.
     fn worker(&mut self, version: PyVersion) -> Result<&mut Worker, Failure> {
         if self.held.is_none() {
-            let launch = &self.targets[&version].launch;
-            let w = Worker::start_script(launch, protocol::SCRIPT, self.timeout)?;
+            let target = &self.targets[&version];
+            let w = match target.take_first() {
+                Some(w) => w,
+                None => Worker::start_script(&target.launch, protocol::SCRIPT, self.timeout)?,
+            };
             self.held = Some((version, w));
         }
         Ok(&mut self.held.as_mut().expect("just set").1)

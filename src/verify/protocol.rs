@@ -1,6 +1,8 @@
-//! The checker's requests and answers (`checker.py`'s header documents them). The framing and
-//! the hello are the compile worker's, so [`crate::worker::Worker`] starts and speaks to it.
+//! The checker's requests and answers (`checker.py`'s header documents them). The framing, the
+//! hello and the cursor that reads a frame's fields are the compile worker's, so
+//! [`crate::worker::Worker`] starts and speaks to it; only the vocabulary is the checker's own.
 
+use crate::worker::protocol::Cursor;
 use crate::worker::ProtocolError;
 
 /// The checker: the compile worker's `framing.py` (imports, framing, hello), then `checker.py`.
@@ -94,40 +96,9 @@ pub struct Loaded {
     pub differences: Vec<String>,
 }
 
-struct Fields<'a>(&'a [u8]);
-
-impl<'a> Fields<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
-        if self.0.len() < n {
-            return Err("truncated checker answer".into());
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-    fn u8(&mut self) -> Result<u8, ProtocolError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<u32, ProtocolError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
-    }
-    fn string(&mut self) -> Result<String, ProtocolError> {
-        let n = self.u32()? as usize;
-        Ok(String::from_utf8_lossy(self.take(n)?).into_owned())
-    }
-    fn strings(&mut self) -> Result<Vec<String>, ProtocolError> {
-        let n = self.u32()?;
-        // Never trust a count for an allocation: each string needs at least 4 bytes.
-        if n as usize > self.0.len() / 4 {
-            return Err("a string count larger than the answer".into());
-        }
-        (0..n).map(|_| self.string()).collect()
-    }
-}
-
 /// Decode an answer to a request of `levels` levels.
 pub fn decode(payload: &[u8], levels: usize) -> Result<Answer, ProtocolError> {
-    let mut f = Fields(payload);
+    let mut f = Cursor::new(payload, "checker answer");
     let answer = match f.take(1)? {
         b"E" => Answer::DoesNotCompile {
             line: f.u32()?,
@@ -155,10 +126,10 @@ pub fn decode(payload: &[u8], levels: usize) -> Result<Answer, ProtocolError> {
         }
         other => return Err(ProtocolError(format!("unknown answer tag {other:?}"))),
     };
-    if !f.0.is_empty() {
+    if !f.rest().is_empty() {
         return Err(ProtocolError(format!(
             "{} byte(s) after the checker's answer",
-            f.0.len()
+            f.rest().len()
         )));
     }
     Ok(answer)

@@ -11,13 +11,12 @@ use std::path::{Path, PathBuf};
 
 use crate::fsroot::{display_in_root, Root};
 use crate::plan::Excludes;
-use crate::python::{table, Implementation, PyVersion};
+use crate::python::pyc::{cache_name, PYCACHE};
+use crate::python::{table, PyVersion};
 use crate::write::is_temp_name;
 
 use super::reader::Reader;
 use super::report::{Kind, Problem};
-
-const PYCACHE: &str = "__pycache__";
 
 /// A module: a source and the pycs of one cache tag beside it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -34,7 +33,7 @@ impl ModuleKey {
     /// where the path tells (a free-threaded tree's pycs carry its GIL build's tag), else the
     /// one its cache tag names.
     pub fn version(&self) -> Option<PyVersion> {
-        let tagged = version_of_tag(&self.tag)?;
+        let tagged = PyVersion::from_cache_tag(&self.tag)?;
         let reader = Reader::of(&self.dir);
         Some(match reader.version() {
             Some(v) if reader.accepts(tagged) => v,
@@ -50,14 +49,7 @@ impl ModuleKey {
 
     /// The pyc name of `level`.
     pub fn pyc_name(&self, level: u8) -> OsString {
-        let mut name = self.stem.clone();
-        name.push(".");
-        name.push(&self.tag);
-        if level > 0 {
-            name.push(format!(".opt-{level}"));
-        }
-        name.push(".pyc");
-        name
+        cache_name(self.stem.as_bytes(), &self.tag, level)
     }
 
     /// Root-relative path of the pyc of `level`.
@@ -164,38 +156,6 @@ impl SplitBytes for [u8] {
         let at = memchr::memmem::rfind(self, sep)?;
         Some((&self[..at], &self[at + sep.len()..]))
     }
-}
-
-/// The version a cache tag names: `cpython-311` (CPython 3.11), `pypy310` (PyPy 3.10).
-pub fn version_of_tag(tag: &str) -> Option<PyVersion> {
-    let (implementation, digits) = if let Some(d) = tag.strip_prefix("cpython-") {
-        (Implementation::CPython, d)
-    } else if let Some(d) = tag.strip_prefix("pypy") {
-        (Implementation::PyPy, d)
-    } else {
-        return None;
-    };
-    // A free-threaded build's tag, should it have its own (`cpython-314t`).
-    let (digits, free_threaded) = match digits.strip_suffix('t') {
-        Some(d) if implementation == Implementation::CPython => (d, true),
-        _ => (digits, false),
-    };
-    if digits.len() < 2 || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    // One digit of major version: there is no Python 10 to tell apart.
-    let (major, minor) = digits.split_at(1);
-    if minor.len() > 1 && minor.starts_with('0') {
-        return None;
-    }
-    let (major, minor) = (major.parse().ok()?, minor.parse().ok()?);
-    Some(match implementation {
-        Implementation::CPython if free_threaded => {
-            PyVersion::cpython(major, minor).free_threaded()
-        }
-        Implementation::CPython => PyVersion::cpython(major, minor),
-        Implementation::PyPy => PyVersion::pypy(major, minor),
-    })
 }
 
 /// What `NAME.py` beside a pyc is.
@@ -428,7 +388,7 @@ impl Scan {
         if !ft.is_file() {
             return self.stray(rel, format!("{}, not a pyc file", file_kind(ft)));
         }
-        let Some(version) = version_of_tag(tag) else {
+        let Some(version) = PyVersion::from_cache_tag(tag) else {
             self.problems.push(Problem::new(
                 Kind::UnknownTag,
                 display_in_root(rel),
@@ -543,6 +503,7 @@ fn libc_flags() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::python::Implementation;
 
     #[test]
     fn cache_names() {
@@ -605,17 +566,20 @@ mod tests {
     #[test]
     fn tags() {
         assert_eq!(
-            version_of_tag("cpython-311"),
+            PyVersion::from_cache_tag("cpython-311"),
             Some(PyVersion::cpython(3, 11))
         );
-        assert_eq!(version_of_tag("cpython-36"), Some(PyVersion::cpython(3, 6)));
-        let pypy = version_of_tag("pypy310").unwrap();
+        assert_eq!(
+            PyVersion::from_cache_tag("cpython-36"),
+            Some(PyVersion::cpython(3, 6))
+        );
+        let pypy = PyVersion::from_cache_tag("pypy310").unwrap();
         assert_eq!(
             (pypy.implementation, pypy.minor),
             (Implementation::PyPy, 10)
         );
         assert_eq!(
-            version_of_tag("cpython-314t"),
+            PyVersion::from_cache_tag("cpython-314t"),
             Some(PyVersion::cpython(3, 14).free_threaded())
         );
         for bad in [
@@ -627,7 +591,7 @@ mod tests {
             "cpython-",
             "cpython-301",
         ] {
-            assert_eq!(version_of_tag(bad), None, "{bad}");
+            assert_eq!(PyVersion::from_cache_tag(bad), None, "{bad}");
         }
     }
 }

@@ -24,7 +24,7 @@ use protocol::{MAX_FRAME, PIPE_SIZE, UNSUPPORTED_PREFIX};
 pub const SCRIPT: &str = concat!(include_str!("framing.py"), include_str!("worker.py"));
 
 /// How to start an interpreter: the program and the complete environment it gets.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Launch {
     pub program: PathBuf,
     pub env: Vec<(OsString, OsString)>,

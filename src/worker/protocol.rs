@@ -211,38 +211,73 @@ pub fn encode_request<'a>(req: &Request<'a>) -> Result<(Vec<u8>, &'a [u8]), Prot
     Ok((head, source))
 }
 
-/// A cursor over a response payload.
-struct Fields<'a>(&'a [u8]);
+/// A cursor over a frame's payload, reading fields as `framing.py` writes them: u8, u32
+/// little-endian, u32 length + bytes. The compile worker's responses and `pyclink verify`'s
+/// checker answers are both read with it (one framing, two vocabularies).
+pub(crate) struct Cursor<'a> {
+    rest: &'a [u8],
+    /// What is read, for the message when it ends early ("response", "checker answer").
+    what: &'static str,
+}
 
-impl<'a> Fields<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
-        if self.0.len() < n {
-            return Err("truncated response".into());
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(payload: &'a [u8], what: &'static str) -> Cursor<'a> {
+        Cursor {
+            rest: payload,
+            what,
         }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
+    }
+
+    /// What is left unread.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
+        if self.rest.len() < n {
+            return Err(ProtocolError(format!("truncated {}", self.what)));
+        }
+        let (head, rest) = self.rest.split_at(n);
+        self.rest = rest;
         Ok(head)
     }
-    fn u32(&mut self) -> Result<u32, ProtocolError> {
+
+    pub(crate) fn u8(&mut self) -> Result<u8, ProtocolError> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, ProtocolError> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
     }
-    fn bytes(&mut self) -> Result<&'a [u8], ProtocolError> {
+
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], ProtocolError> {
         let n = self.u32()? as usize;
         self.take(n)
     }
-    fn string(&mut self) -> Result<String, ProtocolError> {
+
+    pub(crate) fn string(&mut self) -> Result<String, ProtocolError> {
         Ok(String::from_utf8_lossy(self.bytes()?).into_owned())
+    }
+
+    /// A u32 count, then that many strings.
+    pub(crate) fn strings(&mut self) -> Result<Vec<String>, ProtocolError> {
+        let n = self.u32()?;
+        // Never trust a count for an allocation: each string needs at least 4 bytes.
+        if n as usize > self.rest.len() / 4 {
+            return Err("a string count larger than the answer".into());
+        }
+        (0..n).map(|_| self.string()).collect()
     }
 }
 
 /// Decode a response payload (from a worker or the cache) for `nlevels` requested levels.
 pub fn parse_response(payload: Vec<u8>, nlevels: usize) -> Result<Compiled, ProtocolError> {
-    let mut f = Fields(&payload);
+    let mut f = Cursor::new(&payload, "response");
     match f.take(1)? {
         b"K" => {
             let mut bodies: Vec<Range<usize>> = Vec::with_capacity(nlevels);
             for _ in 0..nlevels {
-                if f.0.get(..4) == Some(&SAME_AS_PREVIOUS.to_le_bytes()) {
+                if f.rest().get(..4) == Some(&SAME_AS_PREVIOUS.to_le_bytes()) {
                     f.take(4)?;
                     let prev = bodies
                         .last()
