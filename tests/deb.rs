@@ -12,8 +12,7 @@ use common::*;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::hash::{Hash, Hasher};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -288,41 +287,20 @@ fn deb_field(deb: &Path, field: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // pyclink's own .deb
 
-/// The files of the repository that make pyclink's source package.
-fn package_inputs() -> Vec<PathBuf> {
-    // debian/rules runs the Makefile's targets.
-    let mut files: Vec<PathBuf> = ["Cargo.toml", "Cargo.lock", "README.md", "Makefile"]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
-    for dir in ["src", "packaging", "docs", "macros"] {
-        for e in walkdir::WalkDir::new(repo().join(dir)).sort_by_file_name() {
-            let e = e.unwrap();
-            if e.file_type().is_file() {
-                files.push(e.path().strip_prefix(repo()).unwrap().to_path_buf());
-            }
-        }
-    }
-    files
-}
-
-/// Build pyclink's .deb with dpkg-buildpackage, once per content of its inputs: the tests of one
+/// Build pyclink's .deb with dpkg-buildpackage, once per tree of HEAD: the tests of one
 /// run share it (they hold the dpkg lock while calling this).
 fn pyclink_deb() -> PathBuf {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-pyclink");
-    let inputs = package_inputs();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for f in &inputs {
-        f.hash(&mut h);
-        let p = repo().join(f);
-        std::fs::read(&p).unwrap().hash(&mut h);
-        (std::fs::metadata(&p).unwrap().permissions().mode() & 0o111).hash(&mut h);
-    }
-    // git archive builds from HEAD: a new commit is a new package.
-    let head =
-        run(Command::new("git").args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"]));
-    stdout(&head).hash(&mut h);
-    let stamp = format!("{:016x}\n", h.finish());
+    // The README's commands build from `git archive HEAD`: the package changes exactly when
+    // HEAD's tree does.
+    let tree = run(Command::new("git").args([
+        "-C",
+        env!("CARGO_MANIFEST_DIR"),
+        "rev-parse",
+        "HEAD^{tree}",
+    ]));
+    assert!(tree.status.success(), "this test needs the git checkout");
+    let stamp = stdout(&tree);
     let version = changelog_field(&repo().join("packaging/debian/changelog"), "Version");
     let find_deb = || -> Option<PathBuf> {
         std::fs::read_dir(&base).ok()?.find_map(|e| {

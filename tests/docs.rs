@@ -7,28 +7,9 @@ mod common;
 use common::*;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-
-/// README.md and every page of docs/, with their text.
-fn pages() -> Vec<(PathBuf, String)> {
-    let mut files = vec![PathBuf::from("README.md")];
-    let mut docs: Vec<PathBuf> = std::fs::read_dir(Path::new(REPO).join("docs"))
-        .unwrap()
-        .map(|e| PathBuf::from("docs").join(e.unwrap().file_name()))
-        .filter(|p| p.extension().is_some_and(|x| x == "md"))
-        .collect();
-    docs.sort();
-    files.extend(docs);
-    files
-        .into_iter()
-        .map(|f| {
-            let text = std::fs::read_to_string(Path::new(REPO).join(&f)).unwrap();
-            (f, text)
-        })
-        .collect()
-}
 
 /// The `code spans` and fenced blocks of a page, line by line.
 fn code(text: &str) -> Vec<String> {
@@ -81,8 +62,8 @@ fn links_and_repository_paths_exist() {
         ".config/",
     ];
     let mut missing = Vec::new();
-    for (page, text) in pages() {
-        let dir = page.parent().unwrap().to_path_buf();
+    for (page, text) in doc_blocks::pages() {
+        let dir = Path::new(&page).parent().unwrap().to_path_buf();
         // Markdown links to local files, relative to the page.
         for (i, _) in text.match_indices("](") {
             let rest = &text[i + 2..];
@@ -92,7 +73,7 @@ fn links_and_repository_paths_exist() {
                 continue;
             }
             if !Path::new(REPO).join(&dir).join(file).exists() {
-                missing.push(format!("{}: link to {target}", page.display()));
+                missing.push(format!("{page}: link to {target}"));
             }
         }
         // Repository paths in code: src/..., tests/..., as written from the repository's top.
@@ -104,7 +85,7 @@ fn links_and_repository_paths_exist() {
                     continue;
                 }
                 if !Path::new(REPO).join(word).exists() {
-                    missing.push(format!("{}: {word}", page.display()));
+                    missing.push(format!("{page}: {word}"));
                 }
             }
         }
@@ -141,7 +122,7 @@ fn flags() -> BTreeSet<String> {
 fn every_option_given_to_pyclink_exists() {
     let known = flags();
     let mut unknown = Vec::new();
-    for (page, text) in pages() {
+    for (page, text) in doc_blocks::pages() {
         for span in code(&text) {
             // A pyclink command line: from `pyclink` to the end of the span or line (a pipe or
             // `;` ends it).
@@ -160,7 +141,7 @@ fn every_option_given_to_pyclink_exists() {
                     .unwrap()
                     .trim_matches(['"', '\'', ',', ')']);
                 if flag.starts_with("--") && flag.len() > 2 && !known.contains(flag) {
-                    unknown.push(format!("{}: {flag} in `{cmd}`", page.display()));
+                    unknown.push(format!("{page}: {flag} in `{cmd}`"));
                 }
             }
         }
@@ -168,7 +149,7 @@ fn every_option_given_to_pyclink_exists() {
         for line in text.lines().filter(|l| l.starts_with("| `--")) {
             let flag = line[3..].split(['`', ' ', '=']).next().unwrap();
             if !known.contains(flag) {
-                unknown.push(format!("{}: table row for {flag}", page.display()));
+                unknown.push(format!("{page}: table row for {flag}"));
             }
         }
     }
@@ -246,11 +227,11 @@ fn every_rpm_macro_and_environment_variable_named_exists() {
             .collect()
     };
     let mut missing = Vec::new();
-    for (page, text) in pages() {
+    for (page, text) in doc_blocks::pages() {
         for (i, _) in text.match_indices("%_pyclink_") {
             let name = word_at(&text, i + 1);
             if !macros.contains(&format!("%{name} ")) {
-                missing.push(format!("{}: %{name}", page.display()));
+                missing.push(format!("{page}: %{name}"));
             }
         }
         for (i, _) in text.match_indices("PYCLINK_") {
@@ -260,7 +241,7 @@ fn every_rpm_macro_and_environment_variable_named_exists() {
                 && !sources.contains(&format!("{name}="))
                 && !sources.contains(&format!("${{{name}"))
             {
-                missing.push(format!("{}: {name}", page.display()));
+                missing.push(format!("{page}: {name}"));
             }
         }
     }

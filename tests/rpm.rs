@@ -237,20 +237,20 @@ fn build_sample_with(h: &Host, macros: Macros, env: &[(&str, &str)], args: &[&st
             assert_eq!(words[0], "rpmbuild", "{}", cmd[0]);
             let mut it = words[1..].iter();
             while let Some(w) = it.next() {
-                match (w.as_str(), it.clone().next()) {
-                    ("--load", Some(file)) => load(&mut c, file),
-                    ("--define", Some(def)) => match def.split_once(' ') {
+                let mut value = || it.next().unwrap_or_else(|| panic!("docs/fedora.md: {w}"));
+                match w.as_str() {
+                    "--load" => load(&mut c, value()),
+                    "--define" => match value().split_once(' ') {
                         Some(("__pyclink", _)) => {}
                         Some((name, value)) => {
                             c.arg("--define")
                                 .arg(format!("{name} {}", value.replace("$PWD", REPO)));
                         }
-                        None => panic!("docs/fedora.md: --define {def}"),
+                        None => panic!("docs/fedora.md: --define without a value"),
                     },
-                    ("-bb", _) | ("foo.spec", _) => continue,
-                    (other, _) => panic!("docs/fedora.md's rpmbuild line has {other}"),
+                    "-bb" | "foo.spec" => {}
+                    other => panic!("docs/fedora.md's rpmbuild line has {other}"),
                 }
-                it.next();
             }
             brp = None;
         }

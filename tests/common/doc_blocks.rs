@@ -19,19 +19,29 @@ pub struct Block {
     pub text: String,
 }
 
-/// Every ```sh block of README.md and docs/*.md.
-pub fn shell_blocks() -> Vec<Block> {
-    let mut pages = vec!["README.md".to_string()];
+/// README.md and every page of docs/, by their path in the repository, with their text.
+pub fn pages() -> Vec<(String, String)> {
+    let mut names = vec!["README.md".to_string()];
     let mut docs: Vec<String> = std::fs::read_dir(Path::new(REPO).join("docs"))
         .unwrap()
         .map(|e| format!("docs/{}", e.unwrap().file_name().to_string_lossy()))
         .filter(|p| p.ends_with(".md"))
         .collect();
     docs.sort();
-    pages.extend(docs);
+    names.extend(docs);
+    names
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(Path::new(REPO).join(&p)).unwrap();
+            (p, text)
+        })
+        .collect()
+}
+
+/// Every ```sh block of README.md and docs/*.md.
+pub fn shell_blocks() -> Vec<Block> {
     let mut out = Vec::new();
-    for page in pages {
-        let text = std::fs::read_to_string(Path::new(REPO).join(&page)).unwrap();
+    for (page, text) in pages() {
         let lines: Vec<&str> = text.lines().collect();
         let mut i = 0;
         while i < lines.len() {

@@ -157,38 +157,9 @@ fn wrapped(mut program: Command, prefix: &[&str], cmd: &Command) -> Command {
     program
 }
 
-/// Mounts `/` on `$1` (`mount --bind / DIR`), runs the rest, unmounts, and exits with the
-/// command's status (97: the mount failed, 98: the unmount did).
-const BIND: &str = r#"dir=$1; shift
-mount --bind / "$dir" || exit 97
-"$@"; rc=$?
-umount "$dir" || exit 98
-exit $rc"#;
-
-/// `cmd` run where `dir` is a bind mount of `/`. The mount is made in a private mount namespace
-/// of the command's own (`unshare --mount`) and unmounted when it ends; should the unmount not
-/// happen (the command killed), the mount still goes with the namespace. So no run leaves `/`
-/// mounted in a temp dir that its cleanup would then empty.
+/// `cmd` run where `dir` is a bind mount of `/`, as [`with_dir_bound_at`] makes it.
 pub fn with_root_bound_at(dir: &Path, cmd: &Command) -> Command {
-    let mut c = wrapped(
-        Command::new("unshare"),
-        &[
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            BIND,
-            "sh",
-            dir.to_str().expect("a UTF-8 temp dir"),
-        ],
-        cmd,
-    );
-    if cmd.get_current_dir().is_none() {
-        c.current_dir(std::env::current_dir().unwrap());
-    }
-    c
+    with_dir_bound_at(Path::new("/"), dir, cmd)
 }
 
 /// Whether bind mounts can be made here (root, unshare and mount present, not forbidden by a
@@ -300,16 +271,19 @@ pub fn root_with_its_own_python(h: &super::Host, root: &Path) -> PathBuf {
     real
 }
 
-/// Mounts `$1` on `$2` (`mount --bind SRC DIR`), runs the rest, unmounts; the exit statuses
-/// of [`BIND`].
+/// Mounts `$1` on `$2` (`mount --bind SRC DIR`), runs the rest, unmounts, and exits with the
+/// command's status (97: the mount failed, 98: the unmount did).
 const BIND_DIR: &str = r#"src=$1; dir=$2; shift 2
 mount --bind "$src" "$dir" || exit 97
 "$@"; rc=$?
 umount "$dir" || exit 98
 exit $rc"#;
 
-/// `cmd` run where `dir` is a bind mount of the directory `src` (another name for one build
-/// root), in a private mount namespace as in [`with_root_bound_at`].
+/// `cmd` run where `dir` is a bind mount of the directory `src` (`/`, or another name for one
+/// build root). The mount is made in a private mount namespace of the command's own (`unshare
+/// --mount`) and unmounted when it ends; should the unmount not happen (the command killed), the
+/// mount still goes with the namespace. So no run leaves `/` mounted in a temp dir that its
+/// cleanup would then empty.
 pub fn with_dir_bound_at(src: &Path, dir: &Path, cmd: &Command) -> Command {
     let mut c = wrapped(
         Command::new("unshare"),
