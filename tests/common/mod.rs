@@ -738,10 +738,11 @@ pub fn normalize_like_fedora(root: &Path) -> &'static str {
         let mut out = run(Command::new(&add_det)
             .args(["--handler", "pyc", "-j2"])
             .arg(root));
-        // add-det 0.7.3's workers can race on each other's temp files (`.#.NAME.pycXXXXXX`,
-        // "No such file or directory"); the pass is idempotent, so a second one finishes the
-        // files the first left.
-        if !out.status.success() && stderr(&out).contains("/.#.") {
+        // add-det 0.7.3's walk can meet its own workers' temp files (`.#.NAME.pycXXXXXX`),
+        // which are gone by the time it opens them ("No such file or directory", reported on
+        // stdout); the pass is idempotent, so a second one finishes the files the first left.
+        let raced = |out: &Output| format!("{}{}", stdout(out), stderr(out)).contains("/.#.");
+        if !out.status.success() && raced(&out) {
             out = run(Command::new(&add_det)
                 .args(["--handler", "pyc", "-j2"])
                 .arg(root));
