@@ -114,8 +114,24 @@ impl Root {
 
     /// Open the directory `rel` (root-relative) without following any symlink on the way.
     pub fn open_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
+        self.open_dir_with(rel, resolver(self.fd()))
+    }
+
+    /// [`Root::open_dir`] by the given resolver (the tests compare the two).
+    fn open_dir_with(&self, rel: &Path, resolver: Resolver) -> io::Result<OwnedFd> {
+        let names = plain_components(rel)?;
+        if names.len() > 1 && resolver == Resolver::Openat2 {
+            // One lookup instead of one per component (compiling opens each source's
+            // directory), under the same rules: no symlink anywhere, nothing above the root.
+            // Any failure takes the walk, whose error is the one reported: openat2 says ENOTDIR
+            // where the walk says ELOOP (a symlink last), and EAGAIN or ENOSYS are no answer.
+            let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
+            if let Ok(dir) = openat2(&self.fd, rel, DIR_FLAGS, Mode::empty(), how) {
+                return Ok(dir);
+            }
+        }
         let mut dir = openat(&self.fd, ".", DIR_FLAGS, Mode::empty())?;
-        for name in plain_components(rel)? {
+        for name in names {
             dir = open_subdir(&dir, name)?;
         }
         Ok(dir)
@@ -632,10 +648,25 @@ mod tests {
         std::fs::create_dir_all(t.path().join("root/a/b")).unwrap();
         std::fs::create_dir_all(t.path().join("outside")).unwrap();
         symlink(t.path().join("outside"), t.path().join("root/a/link")).unwrap();
+        symlink("b", t.path().join("root/a/inner")).unwrap();
+        std::fs::write(t.path().join("root/a/b/f"), "").unwrap();
         let root = Root::open(&t.path().join("root")).unwrap();
-        assert!(root.open_dir(Path::new("a/b")).is_ok());
-        assert!(root.open_dir(Path::new("a/link")).is_err());
-        assert!(root.open_dir(Path::new("a/../..")).is_err());
+        let errno = |r: io::Result<OwnedFd>| r.err().map(|e| e.raw_os_error());
+        let by_walk = |rel: &str| errno(root.open_dir_with(Path::new(rel), Resolver::Walk));
+        for resolver in resolvers() {
+            let open = |rel: &str| root.open_dir_with(Path::new(rel), resolver);
+            assert!(open("a/b").is_ok());
+            assert!(open("a").is_ok());
+            assert!(open("").is_ok());
+            // A symlink, last or on the way, even to a directory inside the root; a file; a
+            // name that is not there: refused, with the walk's error whatever the resolver.
+            for rel in ["a/link", "a/inner", "a/link/x", "a/inner/f", "a/b/f", "a/none/x"] {
+                assert!(open(rel).is_err(), "{rel} by {resolver:?}");
+                assert_eq!(errno(open(rel)), by_walk(rel), "{rel} by {resolver:?}");
+            }
+            assert_eq!(by_walk("a/none/x"), Some(Some(Errno::NOENT.raw_os_error())));
+            assert!(open("a/../..").is_err());
+        }
     }
 
     /// The resolvers to test: the walk always, openat2 where this kernel has it.

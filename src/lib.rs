@@ -6,7 +6,8 @@
 //! and link) → [`report`]. [`python`] holds the vocabulary (versions, levels, the pyc format,
 //! the level scan), [`problem`] what can go wrong with a source (produced by the stages,
 //! collected by the report: it sits below every stage, so no stage depends on the report),
-//! [`fsroot`] keeps every file access inside the build root, and [`cli`] turns
+//! [`fsroot`] keeps every file access inside the build root, [`walk`] is the one walk of its
+//! trees (from the disk, or from a walk already made), and [`cli`] turns
 //! the command line and config file into [`settings::Settings`]. [`verify`] checks pycs
 //! already written (`pyclink verify`).
 
@@ -28,6 +29,7 @@ pub mod python;
 pub mod report;
 pub mod settings;
 pub mod verify;
+pub mod walk;
 pub(crate) mod worker;
 pub(crate) mod write;
 
@@ -64,7 +66,7 @@ fn prepare(settings: &Settings) -> Result<Prepared, Error> {
     // version there is the one then chosen for it (see `Starter`).
     let starter = interpreter::Starter::new(worker::SCRIPT, settings.timeout);
     let found = discover::discover(
-        &root,
+        walk::Walker::Disk(&root),
         discover::Asked {
             paths: &settings.paths,
             python_versions: &settings.python_versions,
@@ -90,7 +92,12 @@ fn prepare(settings: &Settings) -> Result<Prepared, Error> {
     });
     // 2. Plan: every tree's sources, version by version, largest first.
     let excludes = plan::Excludes::in_root(&settings.excludes, Some(&settings.buildroot))?;
-    let plan = plan::plan(&root, &found.trees, &found.unsupported, &excludes);
+    let plan = plan::plan(
+        walk::Walker::Disk(&root),
+        &found.trees,
+        &found.unsupported,
+        &excludes,
+    );
     excludes.warn_unused();
     // 1b. An interpreter for every version that has sources.
     let unreadable = plan.errors.iter().map(|(v, _)| *v).collect();

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::discover::Tree;
-use crate::fsroot::{display_in_root, Root};
+use crate::fsroot::display_in_root;
 // Re-exported for verify, which asks the plan what counts as a source.
 use crate::problem::{FileError, Problem};
 pub(crate) use crate::python::has_py_suffix;
 use crate::python::PyVersion;
+use crate::walk::{Kind, Walker};
 
 /// One source to compile for one version.
 #[derive(Clone, Debug)]
@@ -206,15 +207,15 @@ impl Excludes {
 /// List the jobs of `trees`. The sources of `unsupported` trees (versions pyclink does not
 /// compile) are counted, not planned: each such tree that holds any is an error, since its
 /// package would ship those sources without pycs.
-pub fn plan(root: &Root, trees: &[Tree], unsupported: &[Tree], excludes: &Excludes) -> Plan {
+pub fn plan(walker: Walker, trees: &[Tree], unsupported: &[Tree], excludes: &Excludes) -> Plan {
     let mut plan = Plan::default();
     let mut seen: HashSet<(PyVersion, PathBuf)> = HashSet::new();
     for tree in trees {
-        walk_tree(root, tree, excludes, &mut seen, &mut plan);
+        walk_tree(walker, tree, excludes, &mut seen, &mut plan);
     }
     for tree in unsupported {
         let mut its = Plan::default();
-        walk_tree(root, tree, excludes, &mut seen, &mut its);
+        walk_tree(walker, tree, excludes, &mut seen, &mut its);
         let sources = its.jobs.len() as u64;
         if sources == 0 {
             log::info!(
@@ -259,26 +260,23 @@ pub fn plan(root: &Root, trees: &[Tree], unsupported: &[Tree], excludes: &Exclud
 }
 
 fn walk_tree(
-    root: &Root,
+    walker: Walker,
     tree: &Tree,
     excludes: &Excludes,
     seen: &mut HashSet<(PyVersion, PathBuf)>,
     plan: &mut Plan,
 ) {
     let version = tree.version;
-    let host_root = root.path();
-    let top = tree.dir.as_path();
-    let mut it = root.walk(top);
-    while let Some(entry) = it.next() {
-        let entry = match entry {
-            Ok(e) => e,
+    let mut it = walker.walk(&tree.dir);
+    while let Some(met) = it.next() {
+        let met = match met {
+            Ok(met) => met,
             Err(e) => {
-                let path = root.walk_error_path(&e, top).to_path_buf();
-                let source = std::io::Error::other(Root::walk_error_reason(&e));
+                let source = std::io::Error::other(e.reason);
                 plan.errors.push((
                     version,
                     FileError::new(
-                        &path,
+                        &e.rel,
                         None,
                         Problem::Io {
                             what: "cannot read",
@@ -289,53 +287,48 @@ fn walk_tree(
                 continue;
             }
         };
-        let Ok(rel) = entry.path().strip_prefix(host_root) else {
-            continue;
-        };
-        let rel = rel.to_path_buf();
-        if entry.depth() > 0 && excludes.matches(&rel) {
-            if entry.file_type().is_dir() {
+        let rel = &met.rel;
+        if !met.is_top && excludes.matches(rel) {
+            if met.kind == Kind::Dir {
                 it.skip_current_dir();
             }
             continue;
         }
-        let ft = entry.file_type();
-        if ft.is_dir() {
-            if tree.skip.contains(&rel) {
+        if met.kind == Kind::Dir {
+            if tree.skip.contains(rel) {
                 it.skip_current_dir();
                 continue;
             }
-            if entry.file_name() == "__pycache__" {
+            if met.is_named("__pycache__") {
                 plan.pycache_dirs.push(rel.clone());
                 it.skip_current_dir();
             }
-            if has_py_suffix(&rel) {
+            if has_py_suffix(rel) {
                 plan.skipped.push(format!(
                     "{}: a directory named like a module; its contents are compiled",
-                    display_in_root(&rel)
+                    display_in_root(rel)
                 ));
             }
             continue;
         }
-        if !has_py_suffix(&rel) {
+        if !has_py_suffix(rel) {
             continue;
         }
-        if !(ft.is_file() || ft.is_symlink()) {
+        if !matches!(met.kind, Kind::File | Kind::Symlink) {
             plan.skipped.push(format!(
                 "{}: not a regular file (FIFO, socket or device); skipped",
-                display_in_root(&rel)
+                display_in_root(rel)
             ));
             continue;
         }
         if !seen.insert((version, rel.clone())) {
             continue;
         }
-        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
         plan.jobs.push(Job {
             version,
-            rel,
-            size,
-            symlink: ft.is_symlink(),
+            size: met.size(),
+            symlink: met.kind == Kind::Symlink,
+            rel: met.rel,
         });
     }
 }
@@ -343,6 +336,7 @@ fn walk_tree(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fsroot::Root;
     use crate::python::PyVersion;
 
     #[test]
@@ -412,7 +406,7 @@ mod tests {
         let root = Root::open(t.path()).unwrap();
         let tree = Tree::new(PyVersion::cpython(3, 12), "usr/lib/python3.12".into());
         let p = plan(
-            &root,
+            Walker::Disk(&root),
             std::slice::from_ref(&tree),
             &[],
             &Excludes::new(&["skipme".into()]).unwrap(),

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::escape::{shown, shown_in_root};
 use crate::fsroot::Root;
 use crate::python::{Implementation, PyVersion};
+use crate::walk::{Kind, Walker};
 use crate::worker::Failure;
 
 /// Why the trees (or the interpreters) of a run cannot be decided.
@@ -123,7 +124,8 @@ pub struct Discovery {
 
 /// Step 1: the trees to compile and their versions. A bare `--interpreter PATH` names a version
 /// by being one (it is asked, and becomes a `--python-version`).
-pub fn discover(root: &Root, asked: Asked) -> Result<Discovery, Error> {
+pub fn discover(walker: Walker, asked: Asked) -> Result<Discovery, Error> {
+    let root = walker.root();
     let mut interpreters = asked.interpreters.clone();
     let mut named = asked.python_versions.to_vec();
     for path in asked.unversioned_interpreters {
@@ -144,7 +146,7 @@ pub fn discover(root: &Root, asked: Asked) -> Result<Discovery, Error> {
         interpreters.insert(version, path.clone());
         named.push(version);
     }
-    let found = find_trees(root, asked.paths)?;
+    let found = find_trees(walker, asked.paths)?;
     let shown_root = shown(root.path());
     if found.versioned.is_empty() && found.unversioned.is_empty() && found.unsupported.is_empty() {
         log::warn!("no Python trees found in {shown_root}");
@@ -245,7 +247,8 @@ impl Unversioned {
 /// Scan the root. With `paths`, only those paths are compiled (each must exist): a path that
 /// contains versioned trees means those trees, a path inside one is compiled for its version,
 /// any other path is unversioned.
-pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, Error> {
+pub fn find_trees(walker: Walker, paths: &[PathBuf]) -> Result<Found, Error> {
+    let root = walker.root();
     let mut all = Found::default();
     for prefix in PREFIXES {
         for lib in LIBDIRS {
@@ -296,7 +299,7 @@ pub fn find_trees(root: &Root, paths: &[PathBuf]) -> Result<Found, Error> {
             // the rest is compiled as a private directory. A PATH holding versioned trees used
             // to mean only those trees, silently leaving out the rest (`/usr` without
             // `/usr/share`).
-            for (version, dir) in nested_lib_pythons(root, p) {
+            for (version, dir) in nested_lib_pythons(walker, p) {
                 chosen.add_versioned(Tree::new(version, dir));
             }
             chosen.unversioned.push(Unversioned::new(p.clone()));
@@ -342,30 +345,29 @@ fn lib_python_version(rel: &Path) -> Option<PyVersion> {
 }
 
 /// `lib/pythonX.Y` directories below `top` (not following symlinks, not entering them).
-fn nested_lib_pythons(root: &Root, top: &Path) -> Vec<(PyVersion, PathBuf)> {
+fn nested_lib_pythons(walker: Walker, top: &Path) -> Vec<(PyVersion, PathBuf)> {
     let mut found = Vec::new();
-    let mut it = root.walk(top);
-    while let Some(Ok(entry)) = it.next() {
-        if !entry.file_type().is_dir() {
+    let mut it = walker.walk(top);
+    while let Some(Ok(met)) = it.next() {
+        if met.kind != Kind::Dir {
             continue;
         }
-        if entry.file_name() == "__pycache__" {
+        if met.is_named("__pycache__") {
             it.skip_current_dir();
             continue;
         }
-        let Ok(rel) = entry.path().strip_prefix(root.path()) else {
-            continue;
-        };
-        let parent_is_lib = rel
+        let parent_is_lib = met
+            .rel
             .parent()
             .and_then(Path::file_name)
             .is_some_and(|n| n == "lib" || n == "lib64");
-        let version = entry
+        let version = met
+            .rel
             .file_name()
-            .to_str()
+            .and_then(|n| n.to_str())
             .and_then(PyVersion::from_dir_name);
         if let (true, Some(version)) = (parent_is_lib, version) {
-            found.push((version, rel.to_path_buf()));
+            found.push((version, met.rel));
             it.skip_current_dir();
         }
     }
@@ -450,7 +452,7 @@ mod tests {
             "usr/lib/python3.12-config",
         ]);
         std::os::unix::fs::symlink("python3.12", t.path().join("usr/lib64/python3.13")).unwrap();
-        let f = find_trees(&root, &[]).unwrap();
+        let f = find_trees(Walker::Disk(&root), &[]).unwrap();
         let dirs: Vec<_> = f
             .versioned
             .iter()
@@ -482,7 +484,7 @@ mod tests {
             "usr/lib/python3.11",
         ]);
         let f = find_trees(
-            &root,
+            Walker::Disk(&root),
             &[
                 PathBuf::from("usr/lib64/python3.12/site-packages/foo"),
                 PathBuf::from("usr/share/app"),
@@ -502,27 +504,29 @@ mod tests {
             f.versions_in_root,
             BTreeSet::from([PyVersion::cpython(3, 11), PyVersion::cpython(3, 12)])
         );
-        let f = find_trees(&root, &[PathBuf::from("usr/share/app")]).unwrap();
+        let f = find_trees(Walker::Disk(&root), &[PathBuf::from("usr/share/app")]).unwrap();
         assert!(f.versioned.is_empty());
         assert_eq!(f.versions_in_root.len(), 2);
         // A parent of trees means those trees, and the rest of it as a private directory.
-        let f = find_trees(&root, &[PathBuf::from("usr")]).unwrap();
+        let f = find_trees(Walker::Disk(&root), &[PathBuf::from("usr")]).unwrap();
         assert_eq!(f.versioned.len(), 2);
         assert_eq!(dirs_of(&f.unversioned), ["usr"]);
         let trees = expand(&f, Path::new("usr"), &[PyVersion::cpython(3, 12)]);
         let usr = trees.iter().find(|t| t.dir == Path::new("usr")).unwrap();
         assert_eq!(usr.skip.len(), 2);
-        assert!(find_trees(&root, &[PathBuf::from("usr/nope")])
-            .unwrap_err()
-            .to_string()
-            .contains("does not exist"));
+        assert!(
+            find_trees(Walker::Disk(&root), &[PathBuf::from("usr/nope")])
+                .unwrap_err()
+                .to_string()
+                .contains("does not exist")
+        );
     }
 
     #[test]
     fn python2_paths_are_refused_by_name() {
         let (_t, root) = root_with(&["usr/lib/python2.7/site-packages/old", "usr/lib/python3.12"]);
         for p in ["usr/lib/python2.7/site-packages/old", "usr/lib/python2.7"] {
-            let err = find_trees(&root, &[PathBuf::from(p)])
+            let err = find_trees(Walker::Disk(&root), &[PathBuf::from(p)])
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -532,7 +536,7 @@ mod tests {
             );
         }
         // Found inside a PATH, it is kept apart (plan makes its sources an error).
-        let f = find_trees(&root, &[PathBuf::from("usr")]).unwrap();
+        let f = find_trees(Walker::Disk(&root), &[PathBuf::from("usr")]).unwrap();
         assert_eq!(f.versioned.len(), 1);
         assert_eq!(f.unsupported.len(), 1);
         // Nor is it compiled as part of the private rest of the PATH.
@@ -550,7 +554,7 @@ mod tests {
             "opt/other/lib64/python3.9/site-packages",
         ]);
         let f = find_trees(
-            &root,
+            Walker::Disk(&root),
             &[
                 PathBuf::from("opt/app"),
                 PathBuf::from("opt/other/lib64/python3.9/site-packages"),
@@ -590,7 +594,7 @@ mod tests {
             "usr/lib/pypy3/dist-packages",
             "usr/lib/python3.5",
         ]);
-        let f = find_trees(&root, &[]).unwrap();
+        let f = find_trees(Walker::Disk(&root), &[]).unwrap();
         let versions: Vec<String> = f.versioned.iter().map(|t| t.version.to_string()).collect();
         assert_eq!(versions, ["python3.14", "python3.14t"]);
         // No CPython has a free-threaded 3.12, and 3.5 is too old: kept apart, not compiled.
@@ -608,7 +612,11 @@ mod tests {
             }]
         );
         // A PATH inside PyPy's dist-packages stays PyPy's.
-        let f = find_trees(&root, &[PathBuf::from("usr/lib/pypy3/dist-packages")]).unwrap();
+        let f = find_trees(
+            Walker::Disk(&root),
+            &[PathBuf::from("usr/lib/pypy3/dist-packages")],
+        )
+        .unwrap();
         assert_eq!(f.unversioned[0].implementation, Implementation::PyPy);
     }
 

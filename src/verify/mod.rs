@@ -26,8 +26,10 @@
 //!   retries go to a fresh checker, and there is no cache or provenance (compile's pool trusts
 //!   both).
 //! - [`report`] is verify's own vocabulary (kinds of wrong pyc), not compile's problems.
-//! - [`scan`] walks the whole root for pycs, wherever they are: the plan walks only the trees
-//!   and only for sources, and a pyc outside every tree must be judged too.
+//! - [`scan`] sorts pycs by its own reading of their names, wherever they are: the plan looks
+//!   only in the trees and only for sources, and a pyc outside every tree must be judged too.
+//!   The walk itself is shared: the scan records it (`walk::Record`), and `discover` and
+//!   `plan` read that record, so each directory is read once.
 
 pub mod args;
 mod check;
@@ -48,6 +50,7 @@ use crate::escape::{path_text, shown, shown_in_root};
 use crate::fsroot::{display_in_root, Root};
 use crate::plan::{self, BadExclude, Excludes};
 use crate::python::{Implementation, Levels, PyVersion};
+use crate::walk::Walker;
 
 pub use args::{VerifyArgs, VerifyInvocation};
 use check::{Job, Rule, Target};
@@ -155,7 +158,8 @@ fn discover_step(root: &Root, opts: &Options, report: &mut Report) -> Result<Dis
     report.pycs_checked = scan.pycs;
     report.problems.append(&mut scan.problems);
     report.not_checked.append(&mut scan.not_checked);
-    let (required, interpreters) = required_sources(root, opts, (&excludes, &starter), report)?;
+    let walker = Walker::Recorded(root, &scan.record);
+    let (required, interpreters) = required_sources(walker, opts, (&excludes, &starter), report)?;
     let (targets, unavailable) =
         choose_interpreters(root, (&scan, &required), &interpreters, (opts, &starter))?;
     Ok(Discovered {
@@ -237,11 +241,12 @@ type Modules = BTreeMap<ModuleKey, (PyVersion, Module, Levels)>;
 /// `--python-version`, `-x`). Without, those of the trees whose one reader the path tells
 /// ([`versioned_trees`]).
 fn required_sources(
-    root: &Root,
+    walker: Walker,
     opts: &Options,
     (excludes, starter): (&Excludes, &interpreter::Starter),
     report: &mut Report,
 ) -> Result<(Vec<plan::Job>, BTreeMap<PyVersion, PathBuf>), Error> {
+    let root = walker.root();
     // A pyc PATH stands for its module's source here: the source is what must have pycs, and
     // discover would call the pyc "not a Python source".
     let sources: Vec<PathBuf> = opts
@@ -255,7 +260,7 @@ fn required_sources(
         .collect();
     let (planned, interpreters) = if opts.required.is_some() {
         let found = discover::discover(
-            root,
+            walker,
             discover::Asked {
                 paths: &sources,
                 python_versions: &opts.python_versions,
@@ -264,7 +269,7 @@ fn required_sources(
                 starter,
             },
         )?;
-        let planned = plan::plan(root, &found.trees, &found.unsupported, excludes);
+        let planned = plan::plan(walker, &found.trees, &found.unsupported, excludes);
         (planned, found.interpreters)
     } else {
         if !opts.python_versions.is_empty() {
@@ -280,14 +285,14 @@ fn required_sources(
                 })?;
             interpreters.insert(version, path.clone());
         }
-        let trees = versioned_trees(root, &sources)?;
-        (plan::plan(root, &trees, &[], excludes), interpreters)
+        let trees = versioned_trees(walker, &sources)?;
+        (plan::plan(walker, &trees, &[], excludes), interpreters)
     };
     for (_, e) in planned.errors {
-        // The plan's trees lie under the scan's tops (a PATH's tree is the PATH) and are walked
-        // with the same excludes: the scan has met every directory the plan could not read, and
-        // reported it. What the plan alone says is that a tree of an unsupported version holds
-        // sources.
+        // The plan's trees lie under the scan's tops (a PATH's tree is the PATH) and are read from
+        // the scan's record, or walked with the same excludes: the scan has met every directory
+        // the plan could not read, and reported it. What the plan alone says is that a tree of
+        // an unsupported version holds sources.
         if matches!(e.problem, crate::problem::Problem::Io { .. }) {
             continue;
         }
@@ -305,9 +310,10 @@ fn required_sources(
 /// a virtualenv's), which only that version reads, so its byte-compiling hook writes their pycs.
 /// Debian's dist-packages and private directories are left out: py3compile writes the former's
 /// pycs at install time, and nothing tells which Python the latter's need.
-fn versioned_trees(root: &Root, paths: &[PathBuf]) -> Result<Vec<discover::Tree>, Error> {
+fn versioned_trees(walker: Walker, paths: &[PathBuf]) -> Result<Vec<discover::Tree>, Error> {
+    let root = walker.root();
     if paths.is_empty() {
-        return Ok(discover::find_trees(root, &[])?.versioned);
+        return Ok(discover::find_trees(walker, &[])?.versioned);
     }
     let mut trees = Vec::new();
     for path in paths {
@@ -318,7 +324,7 @@ fn versioned_trees(root: &Root, paths: &[PathBuf]) -> Result<Vec<discover::Tree>
         if !is_dir && !plan::has_py_suffix(path) {
             continue;
         }
-        match discover::find_trees(root, std::slice::from_ref(path)) {
+        match discover::find_trees(walker, std::slice::from_ref(path)) {
             Ok(found) => trees.extend(found.versioned),
             // Inside a tree of a version pyclink does not compile (python2.7): none are required.
             Err(discover::Error::Unsupported { .. }) => {}

@@ -13,6 +13,7 @@ use crate::fsroot::{display_in_root, Root};
 use crate::plan::Excludes;
 use crate::python::pyc::{cache_name, PYCACHE};
 use crate::python::{table, PyVersion};
+use crate::walk::Record;
 use crate::write::is_temp_name;
 
 use super::reader::Reader;
@@ -88,6 +89,9 @@ pub struct Scan {
     pub not_checked: Vec<String>,
     /// pyc files met (Python 2 ones excepted).
     pub pycs: u64,
+    /// Every entry the walk met and entered, so finding the trees and planning their sources
+    /// reads no directory again.
+    pub record: Record,
 }
 
 /// How a file in `__pycache__` is named.
@@ -228,9 +232,12 @@ pub fn scan(root: &Root, tops: &[PathBuf], excludes: &Excludes) -> Scan {
                     it.skip_current_dir();
                 } else if excludes.matches(&rel) {
                     it.skip_current_dir();
+                } else {
+                    scan.record.push(&rel, &entry);
                 }
                 continue;
             }
+            scan.record.push(&rel, &entry);
             scan.entry(root, &rel, entry.file_name(), ft, excludes);
         }
         if std::fs::symlink_metadata(root.host_path(top)).is_ok_and(|m| !m.is_dir()) {
