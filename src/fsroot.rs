@@ -660,7 +660,14 @@ mod tests {
             assert!(open("").is_ok());
             // A symlink, last or on the way, even to a directory inside the root; a file; a
             // name that is not there: refused, with the walk's error whatever the resolver.
-            for rel in ["a/link", "a/inner", "a/link/x", "a/inner/f", "a/b/f", "a/none/x"] {
+            for rel in [
+                "a/link",
+                "a/inner",
+                "a/link/x",
+                "a/inner/f",
+                "a/b/f",
+                "a/none/x",
+            ] {
                 assert!(open(rel).is_err(), "{rel} by {resolver:?}");
                 assert_eq!(errno(open(rel)), by_walk(rel), "{rel} by {resolver:?}");
             }
