@@ -123,8 +123,8 @@ impl Root {
         if names.len() > 1 && resolver == Resolver::Openat2 {
             // One lookup instead of one per component (compiling opens each source's
             // directory), under the same rules: no symlink anywhere, nothing above the root.
-            // Any failure takes the walk, whose error is the one reported: openat2 says ENOTDIR
-            // where the walk says ELOOP (a symlink last), and EAGAIN or ENOSYS are no answer.
+            // Any failure takes the walk, so the error reported is always the walk's (EAGAIN and
+            // ENOSYS from openat2 are no answer at all).
             let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
             if let Ok(dir) = openat2(&self.fd, rel, DIR_FLAGS, Mode::empty(), how) {
                 return Ok(dir);

@@ -48,8 +48,9 @@ pub struct Record {
 }
 
 impl Record {
-    /// Note one entry of a walk (root-relative). Only entries whose contents, if any, are
-    /// noted too may be noted: a directory left unread must be left out.
+    /// Note one entry of a walk (root-relative). A directory the walk chose not to enter must
+    /// be left out (so that a walk of it reads the disk); one it could not read is noted
+    /// without contents, and its error is the recording walk's to report: a replay yields none.
     pub fn push(&mut self, rel: &Path, entry: &walkdir::DirEntry) {
         let kind = Kind::of(entry.file_type());
         let size = (matches!(kind, Kind::File | Kind::Symlink)
@@ -182,13 +183,17 @@ impl<'a> Iterator for Walk<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         match &mut self.inner {
             Inner::Disk { root, it } => {
-                let entry = match it.next()? {
-                    Ok(entry) => entry,
-                    Err(e) => {
-                        return Some(Err(Unreadable {
-                            rel: root.walk_error_path(&e, &self.top).to_path_buf(),
-                            reason: Root::walk_error_reason(&e),
-                        }))
+                let entry = loop {
+                    match it.next()? {
+                        Ok(entry) if entry.path().starts_with(root.path()) => break entry,
+                        // Every walk starts inside the root; skipped as the steps always did.
+                        Ok(_) => continue,
+                        Err(e) => {
+                            return Some(Err(Unreadable {
+                                rel: root.walk_error_path(&e, &self.top).to_path_buf(),
+                                reason: Root::walk_error_reason(&e),
+                            }))
+                        }
                     }
                 };
                 let rel = entry.path().strip_prefix(root.path()).ok()?.to_path_buf();
