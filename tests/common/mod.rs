@@ -579,6 +579,42 @@ pub fn pyc_contents(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>>
         .collect()
 }
 
+/// The levels of one source whose pycs are byte-identical are one inode, and levels that
+/// differ are not: the linking half of the audit, read from the tree alone (no compile). `pycs`
+/// are `root`'s, as [`pyc_contents`] gives them. Returns how many pycs share an inode.
+pub fn assert_identical_levels_linked(
+    root: &Path,
+    pycs: &std::collections::BTreeMap<PathBuf, Vec<u8>>,
+) -> usize {
+    // `NAME.TAG.pyc`, `NAME.TAG.opt-1.pyc`, `NAME.TAG.opt-2.pyc` of one source share a key.
+    let mut by_source: std::collections::BTreeMap<String, Vec<&PathBuf>> = Default::default();
+    for p in pycs.keys() {
+        let s = p.to_string_lossy();
+        let key = s
+            .replace(".opt-1.pyc", ".pyc")
+            .replace(".opt-2.pyc", ".pyc");
+        by_source.entry(key).or_default().push(p);
+    }
+    let mut shared = 0;
+    for levels in by_source.values() {
+        for (i, a) in levels.iter().enumerate() {
+            for b in &levels[i + 1..] {
+                let same_bytes = pycs[*a] == pycs[*b];
+                let same_inode = ino(&root.join(a)) == ino(&root.join(b));
+                assert_eq!(
+                    same_bytes,
+                    same_inode,
+                    "{} and {}: identical bytes {same_bytes}, one inode {same_inode}",
+                    a.display(),
+                    b.display()
+                );
+                shared += usize::from(same_inode);
+            }
+        }
+    }
+    shared
+}
+
 /// Leftover temp files anywhere under `dir`.
 pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
     walkdir::WalkDir::new(dir)
