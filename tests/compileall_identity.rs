@@ -77,7 +77,7 @@ fn identical_to_compileall(version: &str, corpus: Corpus, form: Form) {
     let Some(python) = python_or_skip(version, &test) else {
         return;
     };
-    let t = tempfile::tempdir().unwrap();
+    let t = bytes_scratch();
     let ours = t.path().join("pyclink");
     let theirs = t.path().join("compileall");
     make_buildroot(&ours, &[version], corpus);

@@ -333,9 +333,9 @@ fn pyclink_deb() -> PathBuf {
     c.args(["-c", &script])
         .current_dir(repo())
         // The unit tests are part of this suite already.
-        .env("DEB_BUILD_OPTIONS", "nocheck")
-        // Shared with the RPM's build and kept between runs: only pyclink itself is recompiled.
-        .env("CARGO_TARGET_DIR", &target.dir);
+        .env("DEB_BUILD_OPTIONS", "nocheck");
+    // Shared with the RPM's build and kept between runs: only pyclink itself is recompiled.
+    target.apply(&mut c);
     clean_env(&mut c).env("DEB_BUILD_OPTIONS", "nocheck");
     let (ok, log) = run_logged(&mut c, &base.join("build.log"));
     assert!(

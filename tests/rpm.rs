@@ -1320,7 +1320,7 @@ fn pyclink_spec_builds_and_its_macros_work() {
     .args(rpmbuild_args.expect("the README's block runs rpmbuild"));
     // Shared with the .deb's build (see package_cargo_target): only pyclink itself is compiled.
     let target = package_cargo_target();
-    c.env("CARGO_TARGET_DIR", &target.dir);
+    target.apply(&mut c);
     let b = finish(c, top, "packaging/pyclink.spec");
     drop(target);
     assert!(b.ok, "rpmbuild of pyclink.spec failed:\n{}", b.log);

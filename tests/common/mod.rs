@@ -174,10 +174,34 @@ pub enum Corpus<'a> {
     Small,
     /// The whole stdlib, its test suite included; no site-packages.
     Stdlib,
+    /// The whole stdlib but its test suite (the top-level `test` package), as Debian's
+    /// python3.X packages ship it (the tests are in libpython3.X-testsuite); no site-packages.
+    StdlibWithoutTests,
     /// The whole stdlib and these top-level entries of site-packages, those that are installed.
     StdlibAnd(&'a [&'a str]),
     /// The whole stdlib and all of site-packages (on some hosts tens of thousands of sources).
     Full,
+}
+
+/// Scratch space for the tests that check bytes only (whole stdlibs compiled several times):
+/// a directory in `/dev/shm` where that is a writable tmpfs, else in `$TMPDIR`. The filesystem
+/// does not enter a pyc's bytes, and on a disk every file those tests create and delete costs
+/// the kernel's allocator (on a journal-less ext4 each create after a mass deletion scans the
+/// recently freed inodes, docs/performance.md), which made these tests a tenth slower; the
+/// tests of what pyclink does to a filesystem (safety, compile, cache, the packages) keep to
+/// `$TMPDIR`.
+pub fn bytes_scratch() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    let tmpfs = rustix::fs::statfs(shm).is_ok_and(|s| s.f_type as i64 == 0x0102_1994);
+    if tmpfs {
+        if let Ok(d) = tempfile::Builder::new()
+            .prefix("pyclink-test-")
+            .tempdir_in(shm)
+        {
+            return d;
+        }
+    }
+    tempfile::tempdir().unwrap()
 }
 
 /// A realistic build root made from installed interpreters: for each X.Y, its stdlib's sources
@@ -229,12 +253,16 @@ pub fn make_buildroot(dest: &Path, versions: &[&str], corpus: Corpus) {
                     .any(|p| rel.starts_with(p));
                 !(top || pkg) || skip(rel)
             });
+        } else if let Corpus::StdlibWithoutTests = corpus {
+            copy_tree(&stdlib, &lib64, &|rel: &Path| {
+                rel.starts_with("test") || skip(rel)
+            });
         } else {
             copy_tree(&stdlib, &lib64, &skip);
         }
         let site = dest.join(format!("usr/lib/{command}/site-packages"));
         match corpus {
-            Corpus::Small | Corpus::Stdlib => {}
+            Corpus::Small | Corpus::Stdlib | Corpus::StdlibWithoutTests => {}
             Corpus::StdlibAnd(entries) => {
                 for e in entries.iter().filter(|e| purelib.join(e).is_dir()) {
                     copy_tree(&purelib.join(e), &site.join(e), &|_: &Path| false);
@@ -811,6 +839,17 @@ pub fn normalize_like_fedora(root: &Path) -> &'static str {
 pub struct PackageTarget {
     pub dir: PathBuf,
     _lock: std::fs::File,
+}
+
+impl PackageTarget {
+    /// Have the package build `c` (rpmbuild, dpkg-buildpackage) compile into this target, and
+    /// without link-time optimization: the release profile's thin LTO costs a sixth of the
+    /// build from nothing (20 s of CPU) and changes nothing these tests check, which are the
+    /// package's contents and its macros and addon; the suite's own binary is built with it.
+    pub fn apply<'c>(&self, c: &'c mut Command) -> &'c mut Command {
+        c.env("CARGO_TARGET_DIR", &self.dir)
+            .env("CARGO_PROFILE_RELEASE_LTO", "false")
+    }
 }
 
 pub fn package_cargo_target() -> PackageTarget {
