@@ -192,7 +192,7 @@ pub enum Corpus<'a> {
 /// `$TMPDIR`.
 pub fn bytes_scratch() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
-    let tmpfs = rustix::fs::statfs(shm).is_ok_and(|s| s.f_type as i64 == 0x0102_1994);
+    let tmpfs = rustix::fs::statfs(shm).is_ok_and(|s| s.f_type as u64 == 0x0102_1994);
     if tmpfs {
         if let Ok(d) = tempfile::Builder::new()
             .prefix("pyclink-test-")
