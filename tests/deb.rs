@@ -613,6 +613,9 @@ fn errors_and_warnings(report: &str) -> Vec<&str> {
 // Tests that install packages
 
 /// The dpkg database for `test` (waiting for the lock), or None when not root (said so).
+///
+/// A test that calls this holds the host-wide lock for its whole run: name it in the `packages`
+/// test group of .config/nextest.toml, which runs such tests one at a time.
 fn dpkg_or_skip(test: &str) -> Option<Dpkg> {
     if !is_root() {
         println!("SKIP {test}: dpkg -i needs root");

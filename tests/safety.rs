@@ -739,6 +739,9 @@ fn same_as_baseline(
             before.len()
         ));
     }
+    if now.is_empty() {
+        return Err(format!("no pyc under {stale:?}"));
+    }
     for (p, bytes) in &now {
         let old = &baseline[p];
         // `DIR/__pycache__/NAME.TAG[.opt-N].pyc` is the pyc of `DIR/NAME.py`.

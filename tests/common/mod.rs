@@ -174,8 +174,9 @@ pub enum Corpus<'a> {
     Small,
     /// The whole stdlib, its test suite included; no site-packages.
     Stdlib,
-    /// The whole stdlib but its test suite (the top-level `test` package), as Debian's
-    /// python3.X packages ship it (the tests are in libpython3.X-testsuite); no site-packages.
+    /// The whole stdlib but its test suite, the top-level `test` package (which Debian ships
+    /// apart, in libpython3.X-testsuite; the packages' own `tests` directories, such as
+    /// `ctypes/test`, stay); no site-packages.
     StdlibWithoutTests,
     /// The whole stdlib and these top-level entries of site-packages, those that are installed.
     StdlibAnd(&'a [&'a str]),
@@ -192,8 +193,16 @@ pub enum Corpus<'a> {
 /// `$TMPDIR`.
 pub fn bytes_scratch() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
-    let tmpfs = rustix::fs::statfs(shm).is_ok_and(|s| s.f_type as u64 == 0x0102_1994);
-    if tmpfs {
+    // Two such tests at once hold about a gigabyte; a small /dev/shm (a container's 64 MiB)
+    // would fail them with ENOSPC, so it is used only with 2 GiB free.
+    // PYCLINK_TEST_NO_SHM=1 keeps them on $TMPDIR.
+    // statfs's field types differ between architectures, hence the casts.
+    #[allow(clippy::unnecessary_cast)]
+    let roomy_tmpfs = rustix::fs::statfs(shm).is_ok_and(|s| {
+        s.f_type as u64 == 0x0102_1994
+            && (s.f_bavail as u64).saturating_mul(s.f_bsize as u64) >= 2 << 30
+    });
+    if roomy_tmpfs && std::env::var_os("PYCLINK_TEST_NO_SHM").is_none() {
         if let Ok(d) = tempfile::Builder::new()
             .prefix("pyclink-test-")
             .tempdir_in(shm)
