@@ -97,7 +97,9 @@ fn reproducible(version: &str) {
                     .filter_map(|e| e.ok())
                     .filter(|e| e.path().extension().is_some_and(|x| x == "py"))
                     .count();
-                assert!(sources > 800, "{version}: only {sources} sources");
+                // Debian's 3.14 holds 626 (its test suite is a package apart), 3.6 without
+                // its test suite 929.
+                assert!(sources > 500, "{version}: only {sources} sources");
                 println!(
                     "{version}: {corpus:?}, {sources} sources, {} pycs",
                     pycs.len()
